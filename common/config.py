@@ -1,0 +1,315 @@
+"""Turn a lesson's ``Config`` dataclass into command-line flags.
+
+A lesson declares its hyperparameters once, with a comment that says what each one does::
+
+    @dataclass
+    class Config:
+        step_size: float = positive(1e-2)  # Langevin step h; above ~5e-2 the chains blow up
+        n_steps: int = count(500)          # chain length K; hopping between modes needs ~1e3
+
+and gets ``--step-size`` and ``--n-steps`` for free. The trailing comment becomes the ``--help``
+text, and the wrapper (``positive``, ``count``, ``probability`` ...) declares the valid range,
+so that a bad value is refused with a one-line message and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import io
+import math
+import re
+import sys
+import tokenize
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+
+# --------------------------------------------------------------------------------------------
+# Field helpers: a default value plus its valid range.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Range:
+    """Valid interval for a numeric flag; ``None`` means unbounded on that side."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # True: the low end itself is excluded (x > low)
+    high_open: bool = False  # True: the high end itself is excluded (x < high)
+
+    def contains(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return True
+
+    def describe(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+        return " and ".join(parts) if parts else "finite"
+
+
+def _field(default: Any, valid: Range | None = None, choices: tuple | None = None) -> Any:
+    metadata = {"range": valid, "choices": choices}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def positive(default: float | tuple) -> Any:
+    """A number that must be > 0 (step sizes, temperatures, learning rates, noise levels)."""
+    return _field(default, Range(0, None, low_open=True))
+
+
+def nonnegative(default: float | tuple) -> Any:
+    """A number that must be >= 0 (weight decay, penalties, burn-in)."""
+    return _field(default, Range(0, None))
+
+
+def count(default: int | tuple, minimum: int = 1) -> Any:
+    """A whole number >= ``minimum`` (steps, chains, epochs, units)."""
+    return _field(default, Range(minimum, None))
+
+
+def probability(default: float | tuple) -> Any:
+    """A number in [0, 1] (fractions, dropout, re-initialisation rate)."""
+    return _field(default, Range(0, 1))
+
+
+def between(default: float | tuple, low: float, high: float, *, open_low=False, open_high=False) -> Any:
+    """A number in the interval from ``low`` to ``high``."""
+    return _field(default, Range(low, high, low_open=open_low, high_open=open_high))
+
+
+def choice(default: str, options: tuple[str, ...] | list[str]) -> Any:
+    """One string out of a fixed set (``--dataset auto|digits|mnist``)."""
+    return _field(default, choices=tuple(options))
+
+
+# --------------------------------------------------------------------------------------------
+# Help text from the comments in the lesson's source.
+# --------------------------------------------------------------------------------------------
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """Map each field name to the comment written after it in the class body.
+
+    Comment-only lines right below a field continue its comment. Returns an empty dict when the
+    source is not available (some notebook front ends), so help texts are then just defaults.
+    """
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    comment_on_line = {
+        tok.start[0]: tok.string.lstrip("#").strip()
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+        if tok.type == tokenize.COMMENT
+    }
+    comments: dict[str, str] = {}
+    current = None
+    for lineno, line in enumerate(source.splitlines(), start=1):
+        match = re.match(r"^\s+([A-Za-z_]\w*)\s*:", line)
+        if match and lineno in comment_on_line:
+            current = match.group(1)
+            comments[current] = comment_on_line[lineno]
+        elif current and line.strip().startswith("#"):
+            comments[current] += "; " + comment_on_line[lineno]
+        else:
+            current = None
+    return comments
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing and validation.
+# --------------------------------------------------------------------------------------------
+
+
+class CourseArgumentParser(argparse.ArgumentParser):
+    """argparse, but every error is one line and exit status 2 (no usage dump, no traceback)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        raise SystemExit(2)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _parse_scalar(kind: type, text: str, flag: str) -> Any:
+    """Convert one command-line word to ``kind``; refuse NaN, inf and non-numbers."""
+    if kind is bool:
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise argparse.ArgumentTypeError(f"expects true/false, got {text!r}")
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects a whole number, got {text!r}") from None
+    if kind is float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expects a finite number, got {text!r}")
+        return value
+    return text
+
+
+def _field_kind(hint: Any) -> tuple[type, bool]:
+    """(element type, is_tuple) for a field's type hint: ``float``, ``int``, ``tuple[int, ...]`` ..."""
+    origin = getattr(hint, "__origin__", None)
+    if origin in (tuple, list):
+        return hint.__args__[0], True
+    return hint, False
+
+
+def _converter(kind: type, is_tuple: bool, flag: str):
+    def convert(text: str):
+        if is_tuple:
+            words = [w for w in text.split(",") if w.strip()]
+            if not words:
+                raise argparse.ArgumentTypeError(f"expects a comma-separated list, got {text!r}")
+            return tuple(_parse_scalar(kind, w.strip(), flag) for w in words)
+        return _parse_scalar(kind, text, flag)
+
+    convert.__name__ = kind.__name__  # argparse names the type in its own messages
+    return convert
+
+
+def validate(config: Any) -> None:
+    """Raise ``ValueError`` naming the flag if any field is outside its declared range."""
+    hints = get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        flag = _flag(f.name)
+        kind, is_tuple = _field_kind(hints[f.name])
+        values = value if is_tuple else (value,)
+        choices = f.metadata.get("choices")
+        valid = f.metadata.get("range")
+        for v in values:
+            if choices is not None and v not in choices:
+                raise ValueError(f"{flag} must be one of {', '.join(choices)} (got {v!r})")
+            if kind in (int, float) and not isinstance(v, bool):
+                if not math.isfinite(v):
+                    raise ValueError(f"{flag} must be finite (got {v})")
+                if valid is not None and not valid.contains(v):
+                    raise ValueError(f"{flag} must be {valid.describe()} (got {v:g})")
+
+
+def build_parser(config_cls: type, description: str | None, prog: str | None) -> CourseArgumentParser:
+    parser = CourseArgumentParser(
+        prog=prog,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,  # only flags actually given end up in the namespace
+    )
+    hints = get_type_hints(config_cls)
+    comments = field_comments(config_cls)
+    group = parser.add_argument_group("lesson hyperparameters (from the Config dataclass)")
+    for f in dataclasses.fields(config_cls):
+        kind, is_tuple = _field_kind(hints[f.name])
+        flag = _flag(f.name)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        shown = ",".join(str(v) for v in default) if is_tuple else default
+        help_text = comments.get(f.name, "")
+        valid = f.metadata.get("range")
+        if valid is not None and kind in (int, float):
+            help_text += f" [{valid.describe()}]"
+        help_text = f"{help_text} (default: {shown})".strip().replace("%", "%%")
+        group.add_argument(
+            flag,
+            dest=f.name,
+            type=_converter(kind, is_tuple, flag),
+            choices=f.metadata.get("choices"),
+            metavar=None if f.metadata.get("choices") else kind.__name__.upper() + ("S" if is_tuple else ""),
+            help=help_text,
+        )
+    common = parser.add_argument_group("common flags (every lesson)")
+    common.add_argument("--quick", action="store_true", help="tiny settings: every code path runs in seconds")
+    common.add_argument("--seed", type=_converter(int, False, "--seed"), help="random seed (default: 0)")
+    common.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda", "mps"),
+        help="where tensors live; auto picks cuda, then mps, then cpu (default: auto)",
+    )
+    common.add_argument("--outdir", help="folder for figures and metrics.json (default: outputs/<lesson>/)")
+    common.add_argument("--show", action="store_true", help="open figure windows as well as saving them")
+    common.add_argument(
+        "--exercise",
+        type=_converter(int, False, "--exercise"),
+        help="run the stub of exercise N (see the end of the lesson)",
+    )
+    return parser
+
+
+def running_in_notebook() -> bool:
+    """True inside a Jupyter/IPython kernel, whose argv is the kernel's, not the student's."""
+    return "ipykernel" in sys.modules or sys.argv[0].endswith("ipykernel_launcher.py")
+
+
+def parse_config(
+    config_cls: type,
+    argv: list[str] | None = None,
+    quick_overrides: dict[str, Any] | None = None,
+    description: str | None = None,
+    prog: str | None = None,
+) -> tuple[Any, argparse.Namespace]:
+    """Parse flags into ``(config, common)``.
+
+    Precedence, lowest to highest: the dataclass defaults, ``quick_overrides`` when ``--quick``
+    is given, then every flag given explicitly. In a notebook the kernel's argv is ignored; set
+    the environment variable ``EBM_ARGS`` (e.g. ``"--quick --seed 3"``) to pass flags there.
+    """
+    if argv is None:
+        if running_in_notebook():
+            import os
+            import shlex
+
+            argv = shlex.split(os.environ.get("EBM_ARGS", ""))
+        else:
+            argv = sys.argv[1:]
+    parser = build_parser(config_cls, description, prog)
+    given = vars(parser.parse_args(argv))
+    common_names = ("quick", "seed", "device", "outdir", "show", "exercise")
+    common = argparse.Namespace(
+        quick=given.pop("quick", False),
+        seed=given.pop("seed", 0),
+        device=given.pop("device", "auto"),
+        outdir=given.pop("outdir", None),
+        show=given.pop("show", False),
+        exercise=given.pop("exercise", None),
+    )
+    assert not set(common_names) & set(given)
+    values = {}
+    if common.quick and quick_overrides:
+        unknown = set(quick_overrides) - {f.name for f in dataclasses.fields(config_cls)}
+        if unknown:
+            raise TypeError(f"quick overrides name unknown fields: {sorted(unknown)}")
+        values.update(quick_overrides)
+    values.update(given)
+    config = config_cls(**values)
+    try:
+        validate(config)
+    except ValueError as err:
+        parser.error(str(err))
+    return config, common
+
+
+def describe_config(config: Any) -> str:
+    """The configuration as an aligned two-column table, for printing at the start of a run."""
+    rows = [(f.name, getattr(config, f.name)) for f in dataclasses.fields(config)]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"  {name:<{width}} = {value}" for name, value in rows)

@@ -1,0 +1,240 @@
+"""One look for every figure in the course.
+
+Lessons build figures with these helpers and save them with ``run.savefig(fig, "figNN_what")``.
+Every helper draws on an ``ax`` it is given, so a lesson can arrange panels as it likes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import matplotlib
+import numpy as np
+import torch
+
+FIGSIZE = (6.4, 4.8)  # one panel; wider figures use figure(ncols=...)
+DPI = 110
+
+COURSE_STYLE = {
+    "figure.dpi": DPI,
+    "savefig.dpi": DPI,
+    "savefig.bbox": "tight",
+    "figure.constrained_layout.use": True,
+    "axes.grid": True,
+    "grid.alpha": 0.25,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "legend.fontsize": 8,
+    "legend.framealpha": 0.8,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "image.cmap": "viridis",
+    "axes.prop_cycle": matplotlib.cycler(
+        color=["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+    ),
+}
+
+
+def use_course_style() -> None:
+    """Apply the course's matplotlib settings (called by ``start_lesson``)."""
+    matplotlib.rcParams.update(COURSE_STYLE)
+
+
+def figure(ncols: int = 1, nrows: int = 1, title: str | None = None, panel_size=None, **kwargs):
+    """A figure of ``nrows x ncols`` panels of the default size; returns ``(fig, axes)``."""
+    import matplotlib.pyplot as plt
+
+    width, height = panel_size or (FIGSIZE[0] * 0.75, FIGSIZE[1] * 0.75)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **kwargs)
+    if title:
+        fig.suptitle(title)
+    axes = axes.ravel()
+    return fig, (axes[0] if len(axes) == 1 else axes)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2-D landscapes
+# ---------------------------------------------------------------------------------------------
+
+
+def grid_2d(bounds: Sequence[float], n: int = 150) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """``(X, Y, points)`` on ``[x0, x1] x [y0, y1]``; ``points`` is ``(n*n, 2)`` float32."""
+    x0, x1, y0, y1 = bounds
+    xs, ys = np.linspace(x0, x1, n), np.linspace(y0, y1, n)
+    X, Y = np.meshgrid(xs, ys)
+    points = torch.tensor(np.stack([X.ravel(), Y.ravel()], axis=1), dtype=torch.float32)
+    return X, Y, points
+
+
+def evaluate_on_grid(fn: Callable, bounds, n: int = 150, device=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Evaluate a batch function ``(B, 2) -> (B,)`` on a grid; returns ``(X, Y, values)``."""
+    X, Y, points = grid_2d(bounds, n)
+    if device is not None:
+        points = points.to(device)
+    with torch.no_grad():
+        values = fn(points).detach().cpu().numpy().reshape(X.shape)
+    return X, Y, values
+
+
+def energy_contours(ax, energy_fn: Callable, bounds, n: int = 150, levels: int = 25, clip_quantile=0.98,
+                    device=None, colorbar=True, label="energy E(x)"):
+    """Filled contours of ``E(x)``; values above the ``clip_quantile`` are clipped so wells show."""
+    X, Y, E = evaluate_on_grid(energy_fn, bounds, n, device)
+    finite = E[np.isfinite(E)]
+    top = np.quantile(finite, clip_quantile)
+    E = np.clip(np.where(np.isfinite(E), E, top), None, top)
+    contour = ax.contourf(X, Y, E, levels=levels, cmap="viridis")
+    ax.contour(X, Y, E, levels=levels, colors="k", linewidths=0.3, alpha=0.4)
+    if colorbar:
+        ax.figure.colorbar(contour, ax=ax, label=label, shrink=0.85)
+    ax.set_aspect("equal")
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    return contour
+
+
+def density_image(ax, log_density_fn: Callable, bounds, n: int = 150, device=None, colorbar=False):
+    """``p(x)`` as an image, normalised on the grid so different models share a colour scale."""
+    X, Y, logp = evaluate_on_grid(log_density_fn, bounds, n, device)
+    logp = np.where(np.isfinite(logp), logp, -np.inf)
+    p = np.exp(logp - logp.max())
+    image = ax.imshow(p, origin="lower", extent=tuple(bounds), cmap="magma", aspect="equal")
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, label="p(x) (relative)", shrink=0.85)
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    ax.grid(False)
+    return image
+
+
+def energy_surface(ax3d, energy_fn: Callable, bounds, n: int = 80, clip_quantile=0.98, device=None):
+    """A 3-D surface of ``E(x)``; ``ax3d`` comes from ``fig.add_subplot(projection="3d")``."""
+    X, Y, E = evaluate_on_grid(energy_fn, bounds, n, device)
+    E = np.clip(E, None, np.quantile(E[np.isfinite(E)], clip_quantile))
+    ax3d.plot_surface(X, Y, E, cmap="viridis", linewidth=0, antialiased=True, alpha=0.95)
+    ax3d.set_xlabel("$x_1$")
+    ax3d.set_ylabel("$x_2$")
+    ax3d.set_zlabel("E(x)")
+    return ax3d
+
+
+def scatter_samples(ax, samples, label=None, color="white", size=4, alpha=0.6, edge="k", **kwargs):
+    """Samples ``(N, 2)`` as dots, readable on top of a contour plot."""
+    points = _numpy(samples)
+    ax.scatter(points[:, 0], points[:, 1], s=size, c=color, alpha=alpha, label=label,
+               edgecolors=edge, linewidths=0.2, **kwargs)
+    return ax
+
+
+def score_field(ax, score_fn: Callable, bounds, n: int = 20, device=None, color="k", normalise=True, **kwargs):
+    """Arrows of a vector field ``(B, 2) -> (B, 2)`` such as the score ``-grad E``.
+
+    With ``normalise=True`` every arrow has the same length and the colour shows the magnitude,
+    so both the flat regions and the steep walls stay readable.
+    """
+    X, Y, points = grid_2d(bounds, n)
+    if device is not None:
+        points = points.to(device)
+    vectors = _numpy(score_fn(points)).reshape(n, n, 2)
+    U, V = vectors[..., 0], vectors[..., 1]
+    magnitude = np.hypot(U, V)
+    if normalise:
+        U, V = U / (magnitude + 1e-12), V / (magnitude + 1e-12)
+        return ax.quiver(X, Y, U, V, np.log10(magnitude + 1e-12), cmap="coolwarm", **kwargs)
+    return ax.quiver(X, Y, U, V, color=color, **kwargs)
+
+
+def trajectories(ax, paths, max_paths: int = 10, color=None, start_marker="o", end_marker="*"):
+    """Chain paths ``(T, N, 2)`` as lines with a start dot and an end star."""
+    paths = _numpy(paths)[:, :max_paths]
+    for i in range(paths.shape[1]):
+        line = ax.plot(paths[:, i, 0], paths[:, i, 1], lw=0.8, alpha=0.9, color=color)[0]
+        ax.plot(*paths[0, i], start_marker, color=line.get_color(), ms=4)
+        ax.plot(*paths[-1, i], end_marker, color=line.get_color(), ms=8, mec="k", mew=0.5)
+    return ax
+
+
+# ---------------------------------------------------------------------------------------------
+# Chains, curves and images
+# ---------------------------------------------------------------------------------------------
+
+
+def chain_traces(ax, chains, labels=None, max_chains: int = 4, xlabel="step", ylabel="value"):
+    """Traces of several scalar chains ``(n_chains, n_steps)``."""
+    chains = np.atleast_2d(_numpy(chains))[:max_chains]
+    for i, chain in enumerate(chains):
+        ax.plot(chain, lw=0.7, alpha=0.85, label=None if labels is None else labels[i])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if labels is not None:
+        ax.legend()
+    return ax
+
+
+def training_curves(ax, history: dict[str, Sequence[float]], xlabel="step", ylabel=None, logy=False, x=None):
+    """One line per entry of ``history`` (name -> values)."""
+    for name, values in history.items():
+        values = _numpy(values)
+        ax.plot(x if x is not None else np.arange(len(values)), values, label=name, lw=1.2)
+    ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    ax.legend()
+    return ax
+
+
+def image_grid(ax, images, shape: tuple[int, int] | None = None, nrow: int = 10, title=None, padding=1):
+    """Show a batch of images ``(B, H*W)`` or ``(B, H, W)`` or ``(B, C, H, W)`` as one grid.
+
+    Uses torchvision's ``make_grid``; pixel values are shown on a fixed [0, 1] scale.
+    """
+    from torchvision.utils import make_grid
+
+    batch = torch.as_tensor(_numpy(images), dtype=torch.float32)
+    if shape is not None:
+        batch = batch.reshape(-1, 1, *shape)
+    elif batch.dim() == 3:
+        batch = batch.unsqueeze(1)
+    grid = make_grid(batch.clamp(0, 1), nrow=nrow, padding=padding, pad_value=0.5)
+    ax.imshow(grid[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def animate_chains(path, energy_fn: Callable, paths, bounds, fps: int = 12, max_frames: int = 60, title=None,
+                   device=None) -> str:
+    """Save a GIF of chains ``(T, N, 2)`` moving over the energy contours (Pillow writer)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    paths = _numpy(paths)
+    frames = np.unique(np.linspace(0, len(paths) - 1, min(max_frames, len(paths))).astype(int))
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    energy_contours(ax, energy_fn, bounds, n=100, device=device, colorbar=False)
+    dots = ax.scatter(paths[0, :, 0], paths[0, :, 1], s=8, c="white", edgecolors="k", linewidths=0.3)
+    ax.set_xlim(bounds[0], bounds[1])
+    ax.set_ylim(bounds[2], bounds[3])
+    label = ax.set_title("")
+
+    def draw(frame_index):
+        step = frames[frame_index]
+        dots.set_offsets(paths[step])
+        label.set_text(f"{title + ': ' if title else ''}step {step}")
+        return dots, label
+
+    animation = FuncAnimation(fig, draw, frames=len(frames), blit=False)
+    animation.save(str(path), writer=PillowWriter(fps=fps))
+    plt.close(fig)
+    return str(path)
+
+
+def _numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)

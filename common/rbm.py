@@ -1,0 +1,170 @@
+"""The restricted Boltzmann machine (binary visible v, binary hidden h), shared by lessons 04 and 05.
+
+E(v, h) = -b^T v - c^T h - v^T W h
+F(v)    = -log sum_h exp(-E(v, h)) = -b^T v - sum_j softplus(c_j + v^T W_:j)
+p(h_j = 1 | v) = sigmoid(c_j + v^T W_:j),   p(v_i = 1 | h) = sigmoid(b_i + W_i: h)
+
+Exact log Z enumerates the smaller layer (2^min(n_v, n_h) terms), which is seconds for 20 hidden
+units even with 784 visible ones; AIS (Salakhutdinov & Murray 2008) estimates it for bigger models.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from common.diagnostics import all_binary_states
+
+
+class RBM:
+    """Parameters ``W (n_v, n_h)``, ``b (n_v,)``, ``c (n_h,)`` as plain tensors (no autograd needed)."""
+
+    def __init__(self, n_visible: int, n_hidden: int, weight_scale: float = 0.01, visible_bias=None,
+                 generator: torch.Generator | None = None, device=None, dtype=torch.float32):
+        self.W = weight_scale * torch.randn(n_visible, n_hidden, generator=generator, dtype=dtype).to(device)
+        self.b = torch.zeros(n_visible, dtype=dtype, device=device) if visible_bias is None else \
+            torch.as_tensor(visible_bias, dtype=dtype, device=device).clone()
+        self.c = torch.zeros(n_hidden, dtype=dtype, device=device)
+
+    @classmethod
+    def from_tensors(cls, W, b, c) -> RBM:
+        rbm = cls.__new__(cls)
+        rbm.W, rbm.b, rbm.c = W.clone(), b.clone(), c.clone()
+        return rbm
+
+    @property
+    def n_visible(self) -> int:
+        return self.W.shape[0]
+
+    @property
+    def n_hidden(self) -> int:
+        return self.W.shape[1]
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.W, self.b, self.c]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"W": self.W.cpu(), "b": self.b.cpu(), "c": self.c.cpu()}
+
+    # -- energies -------------------------------------------------------------------------
+    def energy(self, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """E(v, h) = -b.v - c.h - v^T W h for batches ``(B, n_v)``, ``(B, n_h)``; returns ``(B,)``."""
+        return -(v @ self.b) - (h @ self.c) - ((v @ self.W) * h).sum(1)
+
+    def free_energy(self, v: torch.Tensor) -> torch.Tensor:
+        """F(v) = -b.v - sum_j softplus(c_j + (v W)_j); p(v) = exp(-F(v)) / Z."""
+        return -(v @ self.b) - F.softplus(v @ self.W + self.c).sum(1)
+
+    # -- conditionals ---------------------------------------------------------------------
+    def hidden_probs(self, v: torch.Tensor) -> torch.Tensor:
+        """p(h_j = 1 | v) = sigmoid(c_j + (v W)_j), shape ``(B, n_h)``."""
+        return torch.sigmoid(v @ self.W + self.c)
+
+    def visible_probs(self, h: torch.Tensor) -> torch.Tensor:
+        """p(v_i = 1 | h) = sigmoid(b_i + (W h)_i), shape ``(B, n_v)``."""
+        return torch.sigmoid(h @ self.W.T + self.b)
+
+    def sample_hidden(self, v, generator=None):
+        probs = self.hidden_probs(v)
+        return torch.bernoulli(probs, generator=generator), probs
+
+    def sample_visible(self, h, generator=None):
+        probs = self.visible_probs(h)
+        return torch.bernoulli(probs, generator=generator), probs
+
+    def gibbs(self, v: torch.Tensor, k: int = 1, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """k steps of block Gibbs v -> h -> v; returns ``(v_k, p(v | h_{k-1}))``."""
+        probs = v
+        for _ in range(k):
+            h, _ = self.sample_hidden(v, generator)
+            v, probs = self.sample_visible(h, generator)
+        return v, probs
+
+    # -- learning -------------------------------------------------------------------------
+    def cd_gradient(self, v_data: torch.Tensor, k: int = 1, chains: torch.Tensor | None = None, generator=None):
+        """Gradient of the average log-likelihood, with the model term from a k-step Gibbs chain.
+
+        grad_W = <v h^T>_data - <v h^T>_model   (and likewise b with <v>, c with <h>)
+        CD-k starts the chain at the data; PCD passes ``chains`` (the persistent states) instead.
+        Hidden *probabilities* replace hidden samples in both terms (lower variance, same mean).
+        Returns ``({"W", "b", "c"}, v_model)``.
+        """
+        start = v_data if chains is None else chains
+        v_model, _ = self.gibbs(start, k, generator)
+        h_data, h_model = self.hidden_probs(v_data), self.hidden_probs(v_model)
+        grads = {
+            "W": v_data.T @ h_data / len(v_data) - v_model.T @ h_model / len(v_model),
+            "b": v_data.mean(0) - v_model.mean(0),
+            "c": h_data.mean(0) - h_model.mean(0),
+        }
+        return grads, v_model
+
+    def exact_gradient(self, v_data: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The same gradient with the model term computed exactly by enumeration (small models only)."""
+        states, weights = self._enumerated_visible_marginal()
+        h_data, h_model = self.hidden_probs(v_data), self.hidden_probs(states)
+        return {
+            "W": v_data.T @ h_data / len(v_data) - (states * weights[:, None]).T @ h_model,
+            "b": v_data.mean(0) - weights @ states,
+            "c": h_data.mean(0) - weights @ h_model,
+        }
+
+    def _enumerated_visible_marginal(self):
+        if self.n_visible > 20:
+            raise ValueError("exact_gradient enumerates the visible layer: use at most 20 visible units")
+        states = all_binary_states(self.n_visible, dtype=self.W.dtype).to(self.W.device)
+        return states, torch.softmax(-self.free_energy(states), dim=0)
+
+    # -- likelihood -----------------------------------------------------------------------
+    def log_partition(self, chunk: int = 4096) -> float:
+        """Exact log Z by enumerating the smaller layer (2^min(n_v, n_h) terms), in float64.
+
+        Over hidden states: log Z = logsumexp_h [ c.h + sum_i softplus(b_i + (W h)_i) ].
+        """
+        W, b, c = (t.double() for t in self.parameters())
+        if self.n_hidden <= self.n_visible:
+            states = all_binary_states(self.n_hidden, dtype=torch.float64).to(W.device)
+            terms = [hs @ c + F.softplus(hs @ W.T + b).sum(1) for hs in states.split(chunk)]
+        else:
+            states = all_binary_states(self.n_visible, dtype=torch.float64).to(W.device)
+            terms = [vs @ b + F.softplus(vs @ W + c).sum(1) for vs in states.split(chunk)]
+        return float(torch.logsumexp(torch.cat(terms), dim=0))
+
+    def log_likelihood(self, v: torch.Tensor, log_z: float | None = None) -> torch.Tensor:
+        """log p(v) = -F(v) - log Z for each row of ``v`` (exact log Z unless one is given)."""
+        log_z = self.log_partition() if log_z is None else log_z
+        return -self.free_energy(v.double() if self.W.dtype == torch.float64 else v).double() - log_z
+
+    def ais_log_partition(self, n_chains: int = 100, n_betas: int = 1000, base_visible_bias=None,
+                          generator=None) -> tuple[float, float]:
+        """Annealed importance sampling estimate of log Z, with a +-3 standard-error half-width.
+
+        Base model A: no hidden units, visible biases b_A (data log-odds are a good choice), so
+        log Z_A = sum_i softplus(b_A,i) + n_h log 2 when its hidden units are kept independent.
+        Intermediate models: log p*_beta(v) = (1-beta) b_A.v + beta b.v + sum_j softplus(beta (c_j + (v W)_j))
+        log Z_B ~ log Z_A + log mean_chains prod_k p*_{beta_k}(v_{k-1}) / p*_{beta_{k-1}}(v_{k-1}).
+        """
+        W, b, c = self.W.double(), self.b.double(), self.c.double()
+        b_a = torch.zeros_like(b) if base_visible_bias is None else torch.as_tensor(base_visible_bias).to(b)
+        betas = torch.linspace(0.0, 1.0, n_betas + 1, dtype=torch.float64)
+
+        def log_unnormalised(v, beta):
+            return (1 - beta) * (v @ b_a) + beta * (v @ b) + F.softplus(beta * (v @ W + c)).sum(1)
+
+        v = torch.bernoulli(torch.sigmoid(b_a).expand(n_chains, -1), generator=generator)
+        log_w = torch.zeros(n_chains, dtype=torch.float64, device=W.device)
+        for beta_prev, beta in zip(betas[:-1], betas[1:]):
+            log_w += log_unnormalised(v, beta) - log_unnormalised(v, beta_prev)
+            # one Gibbs step that leaves p_beta invariant: h ~ p(h | v, beta), v ~ p(v | h, beta)
+            h = torch.bernoulli(torch.sigmoid(beta * (v @ W + c)), generator=generator)
+            v = torch.bernoulli(torch.sigmoid((1 - beta) * b_a + beta * (h @ W.T + b)), generator=generator)
+        # log Z_A counts the n_h hidden units of the beta = 0 model: each is a free coin, a factor 2
+        log_z_a = float(F.softplus(b_a).sum()) + self.n_hidden * math.log(2.0)
+        log_mean_w = float(torch.logsumexp(log_w, 0) - math.log(n_chains))
+        weights = torch.exp(log_w - log_w.max()).cpu().numpy()
+        rel_se = np.std(weights, ddof=1) / (np.mean(weights) * math.sqrt(n_chains))
+        half_width = float(np.log1p(3 * rel_se)) if rel_se < 1 / 3 else math.inf
+        return log_z_a + log_mean_w, half_width
