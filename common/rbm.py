@@ -168,3 +168,50 @@ class RBM:
         rel_se = np.std(weights, ddof=1) / (np.mean(weights) * math.sqrt(n_chains))
         half_width = float(np.log1p(3 * rel_se)) if rel_se < 1 / 3 else math.inf
         return log_z_a + log_mean_w, half_width
+
+
+def pseudo_log_likelihood(rbm: RBM, v: torch.Tensor, generator=None) -> torch.Tensor:
+    """Stochastic pseudo-log-likelihood per image (as in scikit-learn's ``BernoulliRBM.score_samples``).
+
+    PLL(v) ~ n_v log sigmoid(F(v~) - F(v)), where v~ is v with one random bit i flipped:
+    n_v times the log of p(v_i | v_-i). Cheap, needs no Z, and tracks the likelihood's trend.
+    """
+    flip = torch.randint(rbm.n_visible, (len(v),), generator=generator, device=v.device)
+    flipped = v.clone()
+    rows = torch.arange(len(v), device=v.device)
+    flipped[rows, flip] = 1 - flipped[rows, flip]
+    return rbm.n_visible * F.logsigmoid(rbm.free_energy(flipped) - rbm.free_energy(v))
+
+
+def data_visible_bias(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Hinton's practical-guide initialisation of visible biases: b_i = log(p_i / (1 - p_i))."""
+    p = x.float().mean(0).clamp(eps, 1 - eps)
+    return torch.log(p / (1 - p))
+
+
+def train_epoch(rbm: RBM, x_train: torch.Tensor, *, lr: float, k: int = 1, batch_size: int = 64,
+                momentum: float = 0.0, weight_decay: float = 0.0, velocity: dict | None = None,
+                chains: torch.Tensor | None = None, generator=None) -> tuple[dict, torch.Tensor | None, float]:
+    """One epoch of CD-k (``chains=None``) or PCD-k (``chains`` = persistent states) with momentum.
+
+    velocity <- momentum * velocity + lr * (grad - weight_decay * W)   (decay on weights only)
+    theta    <- theta + velocity
+    Returns ``(velocity, chains, mean reconstruction error)``; reconstruction error is the mean
+    squared difference between a batch and p(v | h ~ p(h | batch)), the practical guide's monitor.
+    """
+    velocity = velocity or {name: torch.zeros_like(t) for name, t in zip("Wbc", rbm.parameters())}
+    order = torch.randperm(len(x_train), generator=generator)
+    errors = []
+    for start in range(0, len(x_train), batch_size):
+        batch = x_train[order[start:start + batch_size]]
+        batch_chains = None if chains is None else chains[:len(batch)]
+        grads, v_model = rbm.cd_gradient(batch, k, batch_chains, generator)
+        if chains is not None:
+            chains = torch.cat([v_model, chains[len(batch):]]).roll(-len(batch), 0)
+        grads["W"] = grads["W"] - weight_decay * rbm.W
+        for name, param in zip("Wbc", rbm.parameters()):
+            velocity[name] = momentum * velocity[name] + lr * grads[name]
+            param += velocity[name]
+        h, _ = rbm.sample_hidden(batch, generator)
+        errors.append(float(((batch - rbm.visible_probs(h)) ** 2).mean()))
+    return velocity, chains, float(np.mean(errors))
