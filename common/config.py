@@ -97,30 +97,33 @@ def choice(default: str, options: tuple[str, ...] | list[str]) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def field_comments(cls: type) -> dict[str, str]:
+def field_comments(cls: type, source: str | None = None) -> dict[str, str]:
     """Map each field name to the comment written after it in the class body.
 
-    Comment-only lines right below a field continue its comment. Returns an empty dict when the
+    Comment-only lines right below a field, indented deeper than it, continue its comment. ``source`` is the class's
+    source text; by default it is looked up with ``inspect``. Returns an empty dict when the
     source is not available (some notebook front ends), so help texts are then just defaults.
     """
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
+    if source is None:
+        try:
+            source = inspect.getsource(cls)
+        except (OSError, TypeError):
+            return {}
     comment_on_line = {
         tok.start[0]: tok.string.lstrip("#").strip()
         for tok in tokenize.generate_tokens(io.StringIO(source).readline)
         if tok.type == tokenize.COMMENT
     }
     comments: dict[str, str] = {}
-    current = None
+    current, field_indent = None, 0
     for lineno, line in enumerate(source.splitlines(), start=1):
-        match = re.match(r"^\s+([A-Za-z_]\w*)\s*:", line)
+        match = re.match(r"^(\s+)([A-Za-z_]\w*)\s*:", line)
+        indent = len(line) - len(line.lstrip())
         if match and lineno in comment_on_line:
-            current = match.group(1)
+            current, field_indent = match.group(2), len(match.group(1))
             comments[current] = comment_on_line[lineno]
-        elif current and line.strip().startswith("#"):
-            comments[current] += "; " + comment_on_line[lineno]
+        elif current and line.strip().startswith("#") and indent > field_indent:
+            comments[current] += "; " + comment_on_line[lineno]  # an indented continuation line
         else:
             current = None
     return comments

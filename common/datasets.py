@@ -116,7 +116,7 @@ def two_moons(noise: float = 0.1) -> ToyDataset:
         return torch.stack([x - 0.5, y - 0.25], dim=-1) * 2.0
 
     # The kink at t = pi would slow the quadrature; the node count covers it to float32 accuracy.
-    return _curve_dataset("two_moons", curve, 0.0, 2 * math.pi, 2.0 * noise, (-3.5, 3.5, -3.0, 3.0), n_nodes=800)
+    return _curve_dataset("two_moons", curve, 0.0, 2 * math.pi, 2.0 * noise, (-3.5, 3.5, -3.0, 3.0), n_nodes=400)
 
 
 def swiss_roll(noise: float = 0.25) -> ToyDataset:
@@ -125,7 +125,7 @@ def swiss_roll(noise: float = 0.25) -> ToyDataset:
     def curve(t):
         return torch.stack([t * torch.cos(t), t * torch.sin(t)], dim=-1) / 3.0
 
-    return _curve_dataset("swiss_roll", curve, 1.5 * math.pi, 4.5 * math.pi, noise, (-5.5, 5.5, -5.5, 5.5), 1200)
+    return _curve_dataset("swiss_roll", curve, 1.5 * math.pi, 4.5 * math.pi, noise, (-5.5, 5.5, -5.5, 5.5), 500)
 
 
 def concentric_rings(radii=(1.0, 2.5, 4.0), noise: float = 0.15) -> ToyDataset:
