@@ -3,7 +3,8 @@
 Classical network on +-1 units x (Hopfield 1982)
     E(x) = -1/2 x^T W x - b^T x,        W symmetric, zero diagonal
     asynchronous update of one unit i:   x_i <- sign(h_i),  h_i = sum_j W_ij x_j + b_i
-    (a unit whose field is exactly 0 keeps its state, so every flip lowers E strictly)
+    (a unit whose field is 0 keeps its state, so every flip lowers E strictly; "0" means within
+    round-off, see ``tie_tolerance``)
     Storage rules: Hebbian (outer products), Storkey (1997, local and incremental, higher
     capacity), pseudo-inverse (projection onto the span of the patterns; Personnaz et al. 1985).
 
@@ -90,12 +91,26 @@ def overlaps(states: torch.Tensor, patterns: torch.Tensor) -> torch.Tensor:
     return states @ patterns.T / patterns.shape[1]
 
 
+def tie_tolerance(weights: torch.Tensor) -> float:
+    """Fields with |h_i| at most this count as exactly zero (a tie: the unit keeps its state).
+
+    h_i is a sum of N terms, so round-off (which depends on the order of summation, hence on the
+    batch size) would otherwise decide ties; Hebbian fields are multiples of 1/N and hit 0 often.
+    The tolerance is (1e-5 in float32, 1e-10 in float64) x max_i sum_j |W_ij|, far below 1/N.
+    """
+    scale = float(weights.abs().sum(-1).max()) if weights.numel() else 0.0
+    return (1e-10 if weights.dtype == torch.float64 else 1e-5) * scale
+
+
 def is_fixed_point(weights: torch.Tensor, states: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """True for each state ``(B, N)`` that no asynchronous update changes: x_i h_i >= 0 for all i."""
+    """True for each state ``(B, N)`` that no asynchronous update changes: x_i h_i >= 0 for all i.
+
+    (A field within ``tie_tolerance`` of zero counts as zero, as in the dynamics.)
+    """
     field = states @ weights  # (B, N); W symmetric
     if bias is not None:
         field = field + bias
-    return (states * field >= 0).all(1)
+    return (states * field >= -tie_tolerance(weights)).all(1)
 
 
 def flip_bits(states: torch.Tensor, fraction: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -124,10 +139,9 @@ class Recall:
     period: torch.Tensor | None = None  # (B,) sync only: 1 fixed point, 2 two-cycle, 0 neither yet
 
 
-def _sign_keep_ties(field: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
-    """sign(h), but a unit with h == 0 keeps its current state."""
-    new = torch.sign(field)
-    return torch.where(new == 0, current, new)
+def _sign_keep_ties(field: torch.Tensor, current: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """sign(h), but a unit with |h| <= tolerance (a tie) keeps its current state."""
+    return torch.where(field.abs() <= tolerance, current, field.sign())
 
 
 def async_recall(weights, states, bias=None, generator=None, max_sweeps: int = 100, track_energy: bool = False):
@@ -136,33 +150,52 @@ def async_recall(weights, states, bias=None, generator=None, max_sweeps: int = 1
     ``weights`` ``(N, N)`` with ``states`` ``(B, N)``, or a stack of K networks ``(K, N, N)`` with
     ``states`` ``(K, B, N)`` (K independent networks recalled in one pass: a capacity sweep runs
     all its trials at once). All chains visit the units in the same random order, a fresh order
-    each sweep; the batch is stored unit-major so updating unit i touches one contiguous row.
-    With ``track_energy`` (single network only) the energy of every chain is recomputed from
-    scratch after every single-unit update, O(B N^2) each, giving ``energies`` (N * sweeps + 1, B).
+    each sweep. Between sweeps the chains that have converged are dropped from the batch: a chain
+    that went through a whole sweep unchanged is a fixed point and stays one, so this changes the
+    cost, not the result. With ``track_energy`` (single network only) every chain's energy is
+    recomputed from scratch after every single-unit update, O(B N^2) each, giving ``energies``
+    of shape (N * sweeps + 1, B).
     """
     stacked = weights.dim() == 3
     if track_energy and stacked:
         raise ValueError("track_energy needs a single network")
     W = weights if stacked else weights.unsqueeze(0)  # (K, N, N)
-    x = (states if stacked else states.unsqueeze(0)).transpose(1, 2).clone()  # (K, N, B)
+    tol = tie_tolerance(weights)
+    x = (states if stacked else states.unsqueeze(0)).transpose(1, 2).clone()  # (K, N, B), unit-major
     n_nets, n_units, n_batch = x.shape
-    b = torch.zeros(n_units, dtype=x.dtype, device=x.device) if bias is None else bias
     steps = torch.zeros(n_nets, n_batch, dtype=torch.long, device=x.device)
     converged = torch.zeros(n_nets, n_batch, dtype=torch.bool, device=x.device)
     trace = [energy(weights, states, bias)] if track_energy else None
     for _ in range(max_sweeps):
-        before = x.clone()
-        for i in torch.randperm(n_units, generator=generator).tolist():
-            # h_i = sum_j W_ij x_j + b_i  for every chain of every network at once
-            field = torch.bmm(W[:, i : i + 1, :], x)[:, 0] + b[i]  # (K, B)
-            x[:, i] = _sign_keep_ties(field, x[:, i])
-            if track_energy:
-                trace.append(energy(weights, x[0].T, bias))
-        changed = (x != before).any(1)  # (K, B)
-        steps += (~converged).long()
-        converged |= ~changed
-        if bool(converged.all()):
+        n_active = (~converged).sum(1)  # (K,)
+        width = n_batch if track_energy else int(n_active.max())
+        if width == 0:
             break
+        # the not-yet-converged chains of each network first (a permutation, so no index repeats);
+        # the padding columns are converged chains, which no update changes
+        index = torch.argsort(converged.to(torch.int8), dim=1, stable=True)[:, :width]  # (K, width)
+        if track_energy:
+            index = torch.arange(n_batch, device=x.device)[None]
+        gather_index = index[:, None, :].expand(n_nets, n_units, width)
+        xa = torch.gather(x, 2, gather_index)  # (K, N, width)
+        before = xa.clone()
+        rows = W.unbind(1)  # rows[i] is (K, N): unit i's incoming weights in every network
+        for i in torch.randperm(n_units, generator=generator).tolist():
+            # h_i = sum_j W_ij x_j + b_i  for every active chain of every network at once
+            field = torch.bmm(rows[i].unsqueeze(1), xa).squeeze(1)  # (K, width)
+            if bias is not None:
+                field = field + bias[i]
+            xa[:, i] = torch.where(field.abs() <= tol, xa[:, i], field.sign())  # a tie keeps x_i
+            if track_energy:
+                trace.append(energy(weights, xa[0].T, bias))
+        x.scatter_(2, gather_index, xa)
+        real = torch.arange(width, device=x.device)[None] < n_active[:, None]  # (K, width), not padding
+        if track_energy:
+            real = ~converged
+        unchanged = ~(xa != before).any(1)  # (K, width)
+        steps.scatter_add_(1, index.expand(n_nets, width), real.long())
+        converged.scatter_(1, index.expand(n_nets, width), converged.gather(1, index.expand(n_nets, width))
+                           | (real & unchanged))
     final = x.transpose(1, 2).contiguous()
     if not stacked:
         final, steps, converged = final[0], steps[0], converged[0]
@@ -176,6 +209,7 @@ def sync_recall(weights, states, bias=None, max_steps: int = 100):
     With symmetric W these are the only possible limits (Goles 1985): the quantity
     L(t) = -x(t)^T W x(t-1) - b^T (x(t) + x(t-1)) never increases, but E itself may oscillate.
     """
+    tol = tie_tolerance(weights)
     previous, current = None, states.clone()
     n_batch = states.shape[0]
     period = torch.zeros(n_batch, dtype=torch.long, device=states.device)
@@ -183,7 +217,7 @@ def sync_recall(weights, states, bias=None, max_steps: int = 100):
     trace = [energy(weights, current, bias)]
     for _ in range(max_steps):
         field = current @ weights + (0 if bias is None else bias)  # (B, N)
-        new = _sign_keep_ties(field, current)
+        new = _sign_keep_ties(field, current, tol)
         open_ = period == 0
         fixed = (new == current).all(1) & open_
         cycle = (new == previous).all(1) & open_ & ~fixed if previous is not None else torch.zeros_like(fixed)

@@ -89,7 +89,7 @@ def energy_contours(ax, energy_fn: Callable, bounds, n: int = 150, levels: int =
     ax.contour(X, Y, E, levels=levels, colors="k", linewidths=0.3, alpha=0.4)
     if colorbar:
         ax.figure.colorbar(contour, ax=ax, label=label, shrink=0.85)
-    ax.set_aspect("equal")
+    ax.set_aspect("equal", adjustable="box")
     ax.set_xlabel("$x_1$")
     ax.set_ylabel("$x_2$")
     return contour
@@ -141,9 +141,11 @@ def score_field(ax, score_fn: Callable, bounds, n: int = 20, device=None, color=
     U, V = vectors[..., 0], vectors[..., 1]
     magnitude = np.hypot(U, V)
     if normalise:
-        U, V = U / (magnitude + 1e-12), V / (magnitude + 1e-12)
-        return ax.quiver(X, Y, U, V, np.log10(magnitude + 1e-12), cmap="coolwarm", **kwargs)
-    return ax.quiver(X, Y, U, V, color=color, **kwargs)
+        arrow = 0.8 * (bounds[1] - bounds[0]) / (n - 1)  # each arrow spans 80% of a grid cell
+        U, V = arrow * U / (magnitude + 1e-12), arrow * V / (magnitude + 1e-12)
+        return ax.quiver(X, Y, U, V, np.log10(magnitude + 1e-12), cmap="coolwarm", angles="xy",
+                         scale_units="xy", scale=1, width=0.004, **kwargs)
+    return ax.quiver(X, Y, U, V, color=color, angles="xy", **kwargs)
 
 
 def trajectories(ax, paths, max_paths: int = 10, color=None, start_marker="o", end_marker="*"):
@@ -207,29 +209,38 @@ def image_grid(ax, images, shape: tuple[int, int] | None = None, nrow: int = 10,
     return ax
 
 
-def animate_chains(path, energy_fn: Callable, paths, bounds, fps: int = 12, max_frames: int = 60, title=None,
-                   device=None) -> str:
-    """Save a GIF of chains ``(T, N, 2)`` moving over the energy contours (Pillow writer)."""
+def animate_chains(path, energy_fn: Callable, paths, bounds, fps: int = 12, max_frames: int = 40, title=None,
+                   device=None, dpi: int = 72) -> str:
+    """Save a GIF of chains ``(T, N, 2)`` moving over the energy landscape (Pillow writer).
+
+    The landscape is drawn once as an image, so each frame only moves the dots (cheap to render).
+    """
     import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation, PillowWriter
 
     paths = _numpy(paths)
     frames = np.unique(np.linspace(0, len(paths) - 1, min(max_frames, len(paths))).astype(int))
-    fig, ax = plt.subplots(figsize=(4.2, 4.2))
-    energy_contours(ax, energy_fn, bounds, n=100, device=device, colorbar=False)
+    X, Y, E = evaluate_on_grid(energy_fn, bounds, 120, device)
+    E = np.clip(E, None, np.quantile(E[np.isfinite(E)], 0.98))
+    fig, ax = plt.subplots(figsize=(4.0, 4.0), layout="none")  # no per-frame layout pass
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.99)
+    ax.imshow(E, origin="lower", extent=tuple(bounds), cmap="viridis", aspect="equal")
+    ax.grid(False)
     dots = ax.scatter(paths[0, :, 0], paths[0, :, 1], s=8, c="white", edgecolors="k", linewidths=0.3)
     ax.set_xlim(bounds[0], bounds[1])
     ax.set_ylim(bounds[2], bounds[3])
-    label = ax.set_title("")
+    ax.set_axis_off()  # no tick labels to lay out again on every frame
+    label = ax.text(0.02, 0.97, "", transform=ax.transAxes, color="white", va="top", fontsize=9)
 
     def draw(frame_index):
         step = frames[frame_index]
         dots.set_offsets(paths[step])
-        label.set_text(f"{title + ': ' if title else ''}step {step}")
+        label.set_text(f"{title + ': ' if title else ''}frame {frame_index + 1}/{len(frames)}")
         return dots, label
 
     animation = FuncAnimation(fig, draw, frames=len(frames), blit=False)
-    animation.save(str(path), writer=PillowWriter(fps=fps))
+    with matplotlib.rc_context({"savefig.bbox": "standard"}):  # a tight bbox per frame is slow
+        animation.save(str(path), writer=PillowWriter(fps=fps), dpi=dpi)
     plt.close(fig)
     return str(path)
 

@@ -1,0 +1,785 @@
+"""Lesson 01 -- Energy-based models: foundations.
+
+An energy-based model assigns every configuration x a scalar energy E(x) and turns it into a
+probability with the Boltzmann (Gibbs) distribution p(x) = exp(-E(x)/T) / Z. This lesson builds
+that idea from one dimension up: it computes Z exactly where it can, shows why it cannot in
+general, and meets the two tools that avoid it -- the score and Markov chains.
+
+You will learn
+- how an energy becomes a normalised density, and how temperature T reshapes it (and can move
+  probability mass from a deep, narrow well to a shallow, wide one);
+- why the partition function Z is intractable (enumeration and grid quadrature cost);
+- that the score grad_x log p = -grad_x E does not depend on Z;
+- maximum likelihood as "push down the data, push up the model's samples";
+- the conditional view E(x, y): inference as argmin over y, softmax as a Gibbs distribution;
+- a first look at Langevin sampling.
+
+Prerequisites: none (probability, calculus, a little PyTorch).
+
+Run:  python 01_ebm_foundations.py            (default, ~1 minute on a 2-core laptop CPU)
+      python 01_ebm_foundations.py --quick    (seconds; every code path runs)
+      python 01_ebm_foundations.py --help     (every hyperparameter, with advice)
+      python 01_ebm_foundations.py --show     (also open the figure windows)
+
+Figures (outputs/01_ebm_foundations/):
+  fig01_boltzmann_1d.png      energy, density and Z in 1-D, quadrature against the closed form
+  fig02_landscape_2d.png      a 2-D landscape as contours, surface and density
+  fig03_temperature.png       T -> 0 winner-take-all, T -> infinity flat
+  fig04_two_wells.png         temperature moves mass between a deep narrow and a shallow wide well
+  fig05_intractability.png    cost of exact enumeration and of grid quadrature, extrapolated
+  fig06_score_field.png       the score as a vector field; autograd against the closed form
+  fig07_mle_training.png      maximum likelihood: landscape over training, positive/negative phase
+  fig08_conditional_ebm.png   E(x, y): argmin inference and the Gibbs distribution over labels
+  fig09_langevin.png          Langevin chains on a 2-D landscape (+ anim_langevin.gif)
+
+metrics.json:
+  z_rel_error                 worst relative error of Z by quadrature against the closed form (1-D and 2-D)
+  density_integral            integral of the normalised density (should be 1), the one furthest from 1
+  mode_mass_by_temperature    {T: mass of the deep narrow well} from quadrature
+  crossover_temperature       T at which the two wells hold equal mass (quadrature), and its Laplace estimate
+  score_max_abs_error         max |autograd score - closed-form score| on a grid
+  enumeration_states_28x28_log10   log10 of the number of states of a 28x28 binary image
+  mle_param_error             max |theta_hat - theta_true|, and the same in units of its standard error
+  conditional_accuracy        test accuracy of argmin_y E(x, y)
+  langevin_mmd, langevin_mmd_baseline   MMD^2 of Langevin samples vs exact samples, and exact vs exact
+"""
+
+# %% [markdown]
+# # Lesson 01 -- Energy-based models: foundations
+#
+# ## Setup
+# Every number a student may want to change is a field of `Config` (and a flag: `--temperature 2`).
+
+# %%
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import integrate, optimize
+from tqdm.auto import tqdm
+
+from common import plotting
+from common.config import count, positive
+from common.datasets import gaussian_mixture
+from common.diagnostics import exact_log_partition, mmd_rbf
+from common.lesson import start_lesson
+from common.samplers import boltzmann_energy, langevin
+
+
+@dataclass
+class Config:
+    # -- section 1: energy -> density
+    temperature: float = positive(1.0)  # T in p = exp(-E/T)/Z; 1 is the usual convention
+    gauss_std: float = positive(0.7)  # s of the 1-D Gaussian energy E = (x - mu)^2 / (2 s^2)
+    gauss_mean: float = 0.5  # mu of the 1-D Gaussian energy (any real number)
+    # -- section 2: temperature
+    deep_depth: float = -2.0  # depth d1 of the deep, narrow well (more negative = deeper)
+    deep_width: float = positive(0.2)  # width s1 of the deep well; the crossover T* ~ (d2 - d1) / ln(s2 / s1)
+    wide_width: float = positive(1.2)  # width s2 of the shallow well (its depth d2 is 0)
+    temperatures: tuple[float, ...] = positive((0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 5.0, 20.0))  # T values tabled
+    # -- section 3: intractability
+    max_enum_units: int = count(20, minimum=4)  # largest n for timed enumeration of 2^n states (22 ~ 10 s)
+    grid_per_dim: int = count(20, minimum=2)  # grid points per dimension for the quadrature cost curve
+    max_grid_dim: int = count(5)  # largest dimension timed for grid quadrature (G^d points; 6 ~ 1 min)
+    # -- section 5: maximum likelihood
+    n_data: int = count(2000, minimum=10)  # data points drawn from the true model; SE shrinks like 1/sqrt(N)
+    mle_steps: int = count(400)  # gradient steps; Adam needs ~300 here
+    lr: float = positive(0.05)  # Adam learning rate for the MLE fit; above ~0.5 the fit diverges
+    quad_points: int = count(4001, minimum=101)  # trapezoid grid for Z in the training loop
+    # -- section 6: conditional EBM
+    n_per_class: int = count(200, minimum=5)  # training points per class (3 classes)
+    cond_steps: int = count(300)  # gradient steps for the conditional energy
+    cond_lr: float = positive(0.1)  # learning rate of the conditional energy
+    # -- section 7: Langevin
+    step_size: float = positive(0.01)  # Langevin step h; above ~0.1 the chains overshoot the narrow wells
+    n_chains: int = count(500, minimum=2)  # independent chains
+    n_langevin_steps: int = count(1000)  # steps per chain; crossing between wells needs >= 1e3
+
+
+QUICK = {
+    "max_enum_units": 10, "grid_per_dim": 8, "max_grid_dim": 3, "n_data": 300, "mle_steps": 40,
+    "quad_points": 801, "n_per_class": 30, "cond_steps": 30, "n_chains": 100, "n_langevin_steps": 100,
+}
+
+cfg, run = start_lesson(Config, "01_ebm_foundations", __doc__, quick=QUICK)
+device = run.device
+T = cfg.temperature
+
+# %% [markdown]
+# ## 1. From energy to probability
+#
+# An energy E(x) becomes a probability density through the Boltzmann distribution
+#
+#     p(x) = exp(-E(x) / T) / Z,      Z = integral exp(-E(x) / T) dx.
+#
+# Low energy means high probability. Z is just the number that makes p integrate to one.
+# For the Gaussian energy E(x) = (x - mu)^2 / (2 s^2), Z has a closed form, sqrt(2 pi T) s,
+# so we can check numerical quadrature (scipy's `quad`) against it. Derivation:
+# docs/derivations/energy_normalisation.md.
+
+# %%
+
+
+def gaussian_energy(x, mean=cfg.gauss_mean, std=cfg.gauss_std):
+    # E(x) = (x - mu)^2 / (2 s^2)
+    return (x - mean) ** 2 / (2 * std**2)
+
+
+def double_well_energy(x):
+    # E(x) = (x^2 - 1)^2 + 0.3 x : two wells near x = -1 and x = +1, the left one deeper
+    return (x**2 - 1) ** 2 + 0.3 * x
+
+
+def partition_function_1d(energy, temperature):
+    # Z = int exp(-E(x)/T) dx over the real line (scipy quad handles the infinite limits)
+    value, _ = integrate.quad(lambda x: math.exp(-energy(x) / temperature), -np.inf, np.inf)
+    return value
+
+
+z_quad = partition_function_1d(gaussian_energy, T)
+# Z = sqrt(2 pi T) s   for the Gaussian energy
+z_exact = math.sqrt(2 * math.pi * T) * cfg.gauss_std
+z_rel_error_1d = abs(z_quad - z_exact) / z_exact
+density_integral_1d, _ = integrate.quad(lambda x: math.exp(-gaussian_energy(x) / T) / z_quad, -np.inf, np.inf)
+z_double_well = partition_function_1d(double_well_energy, T)
+
+# A 2-D quadratic energy E(x) = 1/2 x^T A x has Z = 2 pi T / sqrt(det A).
+A = np.array([[2.0, 0.8], [0.8, 1.0]])
+
+
+def quadratic_energy_2d(x1, x2):
+    # E(x) = 1/2 x^T A x
+    return 0.5 * (A[0, 0] * x1**2 + 2 * A[0, 1] * x1 * x2 + A[1, 1] * x2**2)
+
+
+box = 12.0  # the integrand is below e^-30 outside [-12, 12]^2 for this A and T <= 1
+z2_quad, _ = integrate.dblquad(lambda y, x: math.exp(-quadratic_energy_2d(x, y) / T), -box, box, -box, box)
+z2_exact = 2 * math.pi * T / math.sqrt(np.linalg.det(A))
+z_rel_error_2d = abs(z2_quad - z2_exact) / z2_exact
+density_integral_2d = z2_quad / z2_exact
+
+print("\n1. Partition functions: quadrature against closed form")
+print(f"   {'energy':<28}{'Z (quadrature)':>18}{'Z (closed form)':>18}{'relative error':>16}")
+print(f"   {'1-D Gaussian':<28}{z_quad:>18.10f}{z_exact:>18.10f}{z_rel_error_1d:>16.2e}")
+print(f"   {'2-D quadratic':<28}{z2_quad:>18.10f}{z2_exact:>18.10f}{z_rel_error_2d:>16.2e}")
+print(f"   {'1-D double well':<28}{z_double_well:>18.10f}{'(none)':>18}")
+print(f"   integral of the normalised 1-D density = {density_integral_1d:.12f}")
+run.metrics["z_rel_error"] = max(z_rel_error_1d, z_rel_error_2d)
+worst_integral = max((density_integral_1d, density_integral_2d), key=lambda v: abs(v - 1))
+run.metrics["density_integral"] = worst_integral
+
+xs = np.linspace(-3, 3, 600)
+fig, axes = plotting.figure(2, title=f"Energy to density in 1-D (T = {T:g})")
+axes[0].plot(xs, gaussian_energy(xs), label=f"Gaussian, mu={cfg.gauss_mean:g}, s={cfg.gauss_std:g}")
+axes[0].plot(xs, double_well_energy(xs), label="double well (x^2-1)^2 + 0.3x")
+axes[0].set(xlabel="x", ylabel="E(x)", ylim=(-1, 6), title="energies")
+axes[0].legend()
+axes[1].plot(xs, np.exp(-gaussian_energy(xs) / T) / z_quad, label=f"Gaussian, Z = {z_quad:.4f}")
+axes[1].plot(xs, np.exp(-double_well_energy(xs) / T) / z_double_well, label=f"double well, Z = {z_double_well:.4f}")
+axes[1].set(xlabel="x", ylabel="p(x) = exp(-E/T) / Z", title="densities (each integrates to 1)")
+axes[1].legend()
+run.savefig(fig, "fig01_boltzmann_1d")
+
+# What to notice: the deeper left well of the double well holds more probability, and the two
+# wells are *both* visible in p(x): an EBM represents several modes with one function.
+
+# %%
+# The same in 2-D: a non-Gaussian landscape, seen as contours, a surface and a density.
+landscape = gaussian_mixture([[-1.5, -1.0], [1.5, 1.0], [1.5, -1.5]], [0.6, 0.8, 0.5], [0.5, 0.3, 0.2],
+                             bounds=(-4, 4, -4, 4))
+fig, axes = plotting.figure(3, title="One landscape, three views: E(x) = -log p(x) for a 3-component mixture")
+axes[1].remove()
+ax3d = fig.add_subplot(1, 3, 2, projection="3d")
+plotting.energy_contours(axes[0], landscape.energy, landscape.bounds)
+axes[0].set_title("contours of E")
+plotting.energy_surface(ax3d, landscape.energy, landscape.bounds)
+ax3d.set_title("surface of E")
+plotting.density_image(axes[2], landscape.log_density, landscape.bounds)
+axes[2].set_title("p(x) = exp(-E) / Z")
+run.savefig(fig, "fig02_landscape_2d")
+
+# %% [markdown]
+# ## 2. Temperature
+#
+# Dividing the energy by T flattens (T > 1) or sharpens (T < 1) the landscape:
+# T -> 0 puts all mass on the global minimum ("winner takes all"); T -> infinity makes p flat.
+#
+# Temperature does more than sharpen. Take a *deep, narrow* well (depth d1, width s1) and a
+# *shallow, wide* one (depth d2 = 0, width s2). By Laplace's approximation each well holds mass
+#
+#     m_k  ~  exp(-d_k / T) * sqrt(2 pi T) * s_k
+#
+# -- depth wins at low T, width (entropy) wins at high T, and they trade places at
+# T* ~ (d2 - d1) / ln(s2 / s1). Below we compute the masses exactly by quadrature.
+
+# %%
+DEEP_CENTRE, WIDE_CENTRE = -1.5, 1.5  # positions of the two wells (fixed; depths and widths are in Config)
+
+
+def two_well_energy(x):
+    # E(x) = min( d1 + (x - m1)^2 / (2 s1^2),  0 + (x - m2)^2 / (2 s2^2) )
+    deep = cfg.deep_depth + (x - DEEP_CENTRE) ** 2 / (2 * cfg.deep_width**2)
+    wide = (x - WIDE_CENTRE) ** 2 / (2 * cfg.wide_width**2)
+    return np.minimum(deep, wide)
+
+
+def barrier_position():
+    # the point between the wells where both quadratics are equal: the watershed
+    def gap(x):
+        deep = cfg.deep_depth + (x - DEEP_CENTRE) ** 2 / (2 * cfg.deep_width**2)
+        return deep - (x - WIDE_CENTRE) ** 2 / (2 * cfg.wide_width**2)
+
+    return optimize.brentq(gap, DEEP_CENTRE, WIDE_CENTRE)
+
+
+def deep_well_mass(temperature, barrier):
+    # m_deep = int_{x < barrier} exp(-E/T) dx / int exp(-E/T) dx
+    left, _ = integrate.quad(lambda x: math.exp(-two_well_energy(x) / temperature), -np.inf, barrier)
+    right, _ = integrate.quad(lambda x: math.exp(-two_well_energy(x) / temperature), barrier, np.inf)
+    return left / (left + right)
+
+
+barrier = barrier_position()
+mass_by_t = {t: deep_well_mass(t, barrier) for t in cfg.temperatures}
+t_cross = optimize.brentq(lambda t: deep_well_mass(t, barrier) - 0.5, 0.05, 50.0)
+# T* ~ (d2 - d1) / ln(s2 / s1)   (Laplace: each well a full Gaussian)
+t_cross_laplace = (0.0 - cfg.deep_depth) / math.log(cfg.wide_width / cfg.deep_width)
+
+print("\n2. Mass of the deep, narrow well against temperature (quadrature)")
+print(f"   {'T':>8}{'deep well':>12}{'wide well':>12}")
+for t, m in mass_by_t.items():
+    print(f"   {t:>8g}{m:>12.4f}{1 - m:>12.4f}")
+print(f"   crossover: T* = {t_cross:.4f} (quadrature), {t_cross_laplace:.4f} (Laplace approximation)")
+run.metrics["mode_mass_by_temperature"] = {f"{t:g}": m for t, m in mass_by_t.items()}
+run.metrics["crossover_temperature"] = {"quadrature": t_cross, "laplace": t_cross_laplace}
+
+fig, axes = plotting.figure(3, title="Temperature reshapes p(x) = exp(-E(x)/T) / Z")
+for t in (0.05, 0.3, 1.0, 3.0, 30.0):
+    z_t = partition_function_1d(double_well_energy, t)
+    axes[0].plot(xs, np.exp(-double_well_energy(xs) / t) / z_t, label=f"T = {t:g}")
+axes[0].set(xlabel="x", ylabel="p(x)", title="double well: T -> 0 one winner, T -> inf flat", ylim=(0, 2.5))
+axes[0].legend()
+t_curve = np.geomspace(min(cfg.temperatures), max(cfg.temperatures), 60)
+axes[1].semilogx(t_curve, [deep_well_mass(t, barrier) for t in t_curve], label="deep, narrow well")
+axes[1].axhline(0.5, color="gray", lw=0.8, ls=":")
+axes[1].axvline(t_cross, color="C1", ls="--", label=f"T* = {t_cross:.2f} (quadrature)")
+axes[1].axvline(t_cross_laplace, color="C2", ls=":", label=f"T* = {t_cross_laplace:.2f} (Laplace)")
+axes[1].set(xlabel="temperature T", ylabel="probability mass", title="two wells: mass of the deep one")
+axes[1].legend()
+xw = np.linspace(-3, 5, 600)
+for t in (0.3, t_cross, 5.0):
+    weights = np.exp(-two_well_energy(xw) / t)
+    axes[2].plot(xw, weights / np.trapezoid(weights, xw), label=f"T = {t:.2f}")
+axes[2].set(xlabel="x", ylabel="p(x)", ylim=(0, 2.2),
+            title=f"two wells: deep (d1={cfg.deep_depth:g}, s1={cfg.deep_width:g}) vs wide (s2={cfg.wide_width:g})")
+axes[2].legend()
+run.savefig(fig, "fig03_temperature")
+
+fig, axes = plotting.figure(2, title="A deep narrow well against a shallow wide one")
+axes[0].plot(xw, two_well_energy(xw), color="k", label="E(x)")
+axes[0].axvline(barrier, color="gray", ls=":", label=f"watershed x = {barrier:.2f}")
+axes[0].set(xlabel="x", ylabel="E(x)", ylim=(cfg.deep_depth - 0.5, 6), title="the energy")
+axes[0].legend(loc="upper right")
+positions = np.arange(len(mass_by_t))
+deep_mass = np.array(list(mass_by_t.values()))
+axes[1].bar(positions, deep_mass, color="C0", label="deep, narrow well")
+axes[1].bar(positions, 1 - deep_mass, bottom=deep_mass, color="C3", label="shallow, wide well")
+axes[1].axhline(0.5, color="k", lw=0.8, ls=":")
+axes[1].set_xticks(positions, [f"{t:g}" for t in mass_by_t])
+axes[1].set(xlabel="temperature T", ylabel="probability mass", title=f"mass per well; T* = {t_cross:.2f}")
+axes[1].legend(loc="lower left", fontsize=7)
+run.savefig(fig, "fig04_two_wells")
+
+# What to notice: below T* the deep narrow well holds most of the mass; above it the wide well
+# does, because its larger volume (entropy) beats the depth. Temperature *moves* mass between
+# modes; it does not just rescale them. At very high T the mass drifts back towards 1/2: far from
+# both minima the wide quadratic is the lower one on *both* sides, so p becomes one broad bump
+# centred on the wide well and the watershed cuts it roughly in half. The Laplace estimate of T*
+# is close but not exact: the wells are cut at the watershed, and the wide well's Gaussian tail
+# is not all on its side.
+
+# %% [markdown]
+# ## 3. Why Z is intractable
+#
+# For n binary units, Z = sum over 2^n states. Each extra unit doubles the work. For a
+# continuous x in d dimensions, a grid with G points per axis needs G^d energy evaluations.
+# We time both for small sizes and extrapolate to a 28x28 binary image (n = 784, 2^784 states).
+
+# %%
+
+
+def time_enumeration(n_units, generator):
+    # log Z = log sum_s exp(-E(s)) over all 2^n states of a random Boltzmann machine
+    weights = torch.randn(n_units, n_units, generator=generator, dtype=torch.float64) * 0.3
+    weights = (weights + weights.T) / 2
+    weights.fill_diagonal_(0)
+    bias = torch.randn(n_units, generator=generator, dtype=torch.float64) * 0.1
+    start = time.perf_counter()
+    exact_log_partition(lambda s: boltzmann_energy(weights, bias, s), n_units)
+    return time.perf_counter() - start
+
+
+def time_grid_quadrature(dim, points_per_dim):
+    # Z ~ sum over a G^d grid of exp(-|x|^2 / 2) * cell volume
+    axis = torch.linspace(-5, 5, points_per_dim, dtype=torch.float64)
+    start = time.perf_counter()
+    grid = torch.cartesian_prod(*([axis] * dim)).reshape(-1, dim)
+    _ = torch.exp(-0.5 * (grid**2).sum(1)).sum() * (axis[1] - axis[0]) ** dim
+    return time.perf_counter() - start
+
+
+generator = torch.Generator().manual_seed(run.seed)
+enum_units = list(range(4, cfg.max_enum_units + 1, 2))
+enum_seconds = [time_enumeration(n, generator) for n in tqdm(enum_units, desc="enumeration", leave=False)]
+grid_dims = list(range(1, cfg.max_grid_dim + 1))
+grid_seconds = [time_grid_quadrature(d, cfg.grid_per_dim) for d in grid_dims]
+
+# extrapolate at the measured cost per state of the largest enumeration: t(n) = t(n_max) 2^(n - n_max)
+log10_seconds_per_state = math.log10(enum_seconds[-1]) - enum_units[-1] * math.log10(2)
+log10_years_784 = log10_seconds_per_state + 784 * math.log10(2) - math.log10(3.15576e7)
+# grid: G^784 points at the measured seconds per point of the largest grid
+seconds_per_point = grid_seconds[-1] / cfg.grid_per_dim ** grid_dims[-1]
+log10_years_grid = 784 * math.log10(cfg.grid_per_dim) + math.log10(seconds_per_point) - math.log10(3.15576e7)
+growth = (enum_seconds[-1] / enum_seconds[-2]) ** (1 / (enum_units[-1] - enum_units[-2]))
+
+print("\n3. Cost of computing Z exactly")
+print(f"   {'n units':>8}{'states':>14}{'seconds':>12}")
+for n, s in zip(enum_units, enum_seconds):
+    print(f"   {n:>8}{2**n:>14,}{s:>12.4f}")
+print(f"   last step: each unit multiplied the time by {growth:.2f} (2 once the fixed overheads are amortised)")
+print(f"   28x28 binary image: 2^784 = 10^{784 * math.log10(2):.0f} states -> about 10^{log10_years_784:.0f} years")
+print(f"   grid quadrature, {cfg.grid_per_dim} points per axis: d=784 needs 10^{784 * math.log10(cfg.grid_per_dim):.0f}"
+      f" points -> about 10^{log10_years_grid:.0f} years (the universe is ~10^10 years old)")
+run.metrics["enumeration_states_28x28_log10"] = 784 * math.log10(2)
+
+fig, axes = plotting.figure(2, title="The cost of Z grows exponentially (measured on this machine)")
+axes[0].semilogy(enum_units, enum_seconds, "o-", label="measured")
+n_line = np.array([enum_units[0], enum_units[-1] + 6])
+axes[0].semilogy(n_line, enum_seconds[-1] * 2.0 ** (n_line - enum_units[-1]), "--", color="gray",
+                 label="x2 per unit (extrapolation)")
+axes[0].set(xlabel="binary units n", ylabel="seconds for exact log Z", title="enumerating 2^n states")
+axes[0].legend()
+axes[1].semilogy(grid_dims, grid_seconds, "s-", color="C1", label=f"{cfg.grid_per_dim} points per axis")
+axes[1].set(xlabel="dimension d", ylabel="seconds for grid quadrature", title="grid of G^d points")
+axes[1].legend()
+run.savefig(fig, "fig05_intractability")
+
+# What to notice: both curves are straight lines on a log scale -- exponential cost. A 28x28
+# binary image has about 10^236 states; no computer will ever sum them. Every later lesson is
+# a way of *not* computing Z: scores (section 4, lesson 06), MCMC (section 7, lessons 03-05, 07),
+# or models built so that Z factorises (the RBM's hidden layer, lesson 04).
+
+# %% [markdown]
+# ## 4. The score does not need Z
+#
+# The score is the gradient of the log-density with respect to x:
+#
+#     grad_x log p(x) = -grad_x E(x) / T - grad_x log Z = -grad_x E(x) / T,
+#
+# because Z does not depend on x. Autograd gives it from the energy alone. We check it against
+# the closed-form score of a Gaussian mixture, sum_k r_k(x) (mu_k - x) / s_k^2, with r_k(x) the
+# posterior responsibility of component k. Derivation: docs/derivations/stein_vs_fisher_score.md.
+
+# %%
+# the landscape of section 1 stores its parameters in float32: use exactly those numbers
+MEANS = torch.tensor([[-1.5, -1.0], [1.5, 1.0], [1.5, -1.5]]).double()
+STDS = torch.tensor([0.6, 0.8, 0.5]).double()
+WEIGHTS = torch.tensor([0.5, 0.3, 0.2]).double()
+
+
+def mixture_score_closed_form(x):
+    # grad log p(x) = sum_k r_k(x) (mu_k - x) / s_k^2,  r_k = w_k N(x; mu_k, s_k^2) / p(x)
+    log_terms = WEIGHTS.log() - ((x[:, None] - MEANS) ** 2).sum(-1) / (2 * STDS**2) - 2 * STDS.log()  # (B, K)
+    responsibilities = torch.softmax(log_terms, dim=1)  # (B, K)
+    return (responsibilities[..., None] * (MEANS - x[:, None]) / STDS[:, None] ** 2).sum(1)  # (B, 2)
+
+
+def score_by_autograd(energy, x, offset=0.0):
+    # s(x) = -grad_x (E(x) + offset): the constant offset (a different log Z) changes nothing
+    x = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad((energy(x) + offset).sum(), x)
+    return -grad
+
+
+_, _, grid_points = plotting.grid_2d(landscape.bounds, 60)
+grid_points = grid_points.double()
+score_auto = score_by_autograd(landscape.energy, grid_points)
+score_auto_shifted = score_by_autograd(landscape.energy, grid_points, offset=123.0)
+score_exact = mixture_score_closed_form(grid_points)
+score_error = float((score_auto - score_exact).abs().max())
+print("\n4. Score: autograd of -E against the closed form, on a 60x60 grid")
+print(f"   max |autograd - closed form|       = {score_error:.2e}")
+print(f"   max |score(E) - score(E + 123)|    = {float((score_auto - score_auto_shifted).abs().max()):.2e}"
+      "   (a different Z, the same score)")
+run.metrics["score_max_abs_error"] = score_error
+
+fig, axes = plotting.figure(2, title="The score -grad E points uphill in probability (colour: log10 |score|)")
+plotting.energy_contours(axes[0], landscape.energy, landscape.bounds, colorbar=False)
+plotting.score_field(axes[0], lambda x: score_by_autograd(landscape.energy, x.double()), landscape.bounds, n=22)
+axes[0].set_title("autograd score over the energy contours")
+magnitude = score_exact.norm(dim=1).reshape(60, 60).numpy()
+image = axes[1].imshow(np.log10(magnitude + 1e-12), origin="lower", extent=landscape.bounds, cmap="coolwarm")
+fig.colorbar(image, ax=axes[1], label="log10 |score|", shrink=0.85)
+axes[1].set(title=f"closed form; max error vs autograd {score_error:.1e}", xlabel="$x_1$", ylabel="$x_2$")
+axes[1].grid(False)
+run.savefig(fig, "fig06_score_field")
+
+# What to notice: arrows point towards the wells and vanish at the minima and on the ridges
+# between them; the score is large far away. Lesson 06 learns an energy by matching exactly this
+# field, never touching Z.
+
+# %% [markdown]
+# ## 5. Learning by maximum likelihood: push down the data, push up the samples
+#
+# For p_theta(x) = exp(-E_theta(x)) / Z(theta) the average log-likelihood of data x_1..x_N has gradient
+#
+#     grad_theta l = - E_data[grad_theta E_theta(x)]  +  E_model[grad_theta E_theta(x)]
+#                    (positive phase: lower E at data)   (negative phase: raise E where the model puts mass)
+#
+# (derivation: docs/derivations/mle_gradient.md). We fit E_theta(x) = theta_1 x^4 + theta_2 x^2 + theta_3 x
+# in 1-D, where the model expectation -- and Z -- are exact by quadrature on a grid, so we can watch
+# both phases. The data come from known parameters theta_true, drawn exactly by inverting the CDF.
+
+# %%
+THETA_TRUE = torch.tensor([0.5, -2.0, 0.5], dtype=torch.float64)  # a tilted double well
+X_RANGE = 4.0  # quadrature grid [-4, 4]; the true density is below e^-40 outside it
+
+
+def sufficient_statistics(x):
+    # grad_theta E_theta(x) = (x^4, x^2, x): the energy is linear in theta
+    return torch.stack([x**4, x**2, x], dim=-1)  # (B, 3)
+
+
+def poly_energy(theta, x):
+    # E_theta(x) = theta_1 x^4 + theta_2 x^2 + theta_3 x
+    return sufficient_statistics(x) @ theta
+
+
+quad_x = torch.linspace(-X_RANGE, X_RANGE, cfg.quad_points, dtype=torch.float64)
+
+
+def model_expectation(theta):
+    # E_model[f] = int f(x) exp(-E_theta(x)) dx / Z,  Z by the trapezoid rule on quad_x
+    log_unnormalised = -poly_energy(theta, quad_x)
+    weights = torch.exp(log_unnormalised - log_unnormalised.max())
+    weights = weights / torch.trapezoid(weights, quad_x)
+    return torch.trapezoid(weights[:, None] * sufficient_statistics(quad_x), quad_x, dim=0)
+
+
+def sample_exactly(theta, n, generator):
+    # inverse-CDF sampling on the quadrature grid: x = F^{-1}(u), u ~ U(0, 1)
+    density = torch.exp(-poly_energy(theta, quad_x))
+    cdf = torch.cumulative_trapezoid(density, quad_x)
+    cdf = torch.cat([torch.zeros(1, dtype=cdf.dtype), cdf / cdf[-1]])
+    u = torch.rand(n, generator=generator, dtype=torch.float64)
+    index = torch.searchsorted(cdf, u).clamp(1, len(quad_x) - 1)
+    left, right = cdf[index - 1], cdf[index]
+    fraction = (u - left) / (right - left).clamp_min(1e-300)
+    return quad_x[index - 1] + fraction * (quad_x[index] - quad_x[index - 1])
+
+
+data_1d = sample_exactly(THETA_TRUE, cfg.n_data, generator)
+positive_phase = sufficient_statistics(data_1d).mean(0)  # E_data[grad E]: fixed during training
+theta = torch.tensor([0.2, 0.0, 0.0], dtype=torch.float64, requires_grad=True)  # a single broad well
+optimizer = torch.optim.Adam([theta], lr=cfg.lr)
+history = {"theta": [], "negative_phase": [], "nll": []}
+snapshot_steps = sorted({0, cfg.mle_steps // 10, cfg.mle_steps // 4, cfg.mle_steps - 1})
+snapshots = {}
+for step in tqdm(range(cfg.mle_steps), desc="MLE", leave=False):
+    with torch.no_grad():
+        negative_phase = model_expectation(theta)
+    # d(-l)/d theta = E_data[grad E] - E_model[grad E]  (positive minus negative phase)
+    theta.grad = positive_phase - negative_phase
+    # -l = E_data[E_theta] + log Z   (for monitoring only: quadrature gives log Z here)
+    log_z = torch.logsumexp(-poly_energy(theta.detach(), quad_x), 0) + math.log(float(quad_x[1] - quad_x[0]))
+    nll = float(poly_energy(theta.detach(), data_1d).mean() + log_z)
+    run.check_finite(torch.cat([theta.detach(), torch.tensor([nll])]), step=step, what="theta or the NLL",
+                     flag="lower --lr")
+    history["theta"].append(theta.detach().clone())
+    history["negative_phase"].append(negative_phase)
+    history["nll"].append(nll)
+    if step in snapshot_steps:
+        snapshots[step] = theta.detach().clone()
+    optimizer.step()
+    with torch.no_grad():
+        theta[0].clamp_(min=1e-3)  # theta_1 > 0 keeps exp(-E) integrable (E -> +inf as |x| -> inf)
+
+theta_hat = theta.detach()
+
+
+def exact_mle(theta_start):
+    # the MLE solves E_model[grad E] = E_data[grad E] (moment matching): Newton's method with the
+    # Hessian of log Z, which is the covariance of the sufficient statistics under the model
+    theta_n = theta_start.clone()
+    for _ in range(30):
+        log_unnormalised = -poly_energy(theta_n, quad_x)
+        weights = torch.exp(log_unnormalised - log_unnormalised.max())
+        weights = weights / torch.trapezoid(weights, quad_x)
+        stats = sufficient_statistics(quad_x)
+        mean = torch.trapezoid(weights[:, None] * stats, quad_x, dim=0)
+        centred = stats - mean
+        cov = torch.trapezoid(weights[:, None, None] * centred[:, :, None] * centred[:, None, :], quad_x, dim=0)
+        # Newton: theta <- theta - H^-1 grad l,  grad l = E_model[S] - E_data[S],  H = -Cov_model[S]
+        theta_n = theta_n + torch.linalg.solve(cov, mean - positive_phase)
+    return theta_n, cov
+
+
+# log-likelihood is concave in theta (an exponential family), so Newton from theta_true finds the
+# unique maximiser for *this* data set; theta_true is only a starting point, not the answer.
+theta_newton, fisher_information = exact_mle(THETA_TRUE)
+# asymptotic standard error of the MLE: sqrt(diag(I(theta)^-1) / N),  I = Cov_model[grad E]
+standard_error = torch.sqrt(torch.diag(torch.linalg.inv(fisher_information)) / cfg.n_data)
+param_error = float((theta_hat - THETA_TRUE).abs().max())
+error_in_se = float(((theta_hat - THETA_TRUE).abs() / standard_error).max())
+optimisation_gap = float((theta_hat - theta_newton).abs().max())
+
+print("\n5. Maximum likelihood for E(x) = t1 x^4 + t2 x^2 + t3 x")
+print(f"   {'':<22}{'t1':>10}{'t2':>10}{'t3':>10}")
+print(f"   {'true':<22}" + "".join(f"{v:>10.4f}" for v in THETA_TRUE.tolist()))
+print(f"   {'gradient ascent':<22}" + "".join(f"{v:>10.4f}" for v in theta_hat.tolist()))
+print(f"   {'exact MLE (Newton)':<22}" + "".join(f"{v:>10.4f}" for v in theta_newton.tolist()))
+print(f"   {'standard error':<22}" + "".join(f"{v:>10.4f}" for v in standard_error.tolist()))
+print(f"   max |theta_hat - theta_true| = {param_error:.4f} = {error_in_se:.2f} standard errors "
+      f"(finite data: N = {cfg.n_data}); optimisation gap to the exact MLE = {optimisation_gap:.1e}")
+run.metrics["mle_param_error"] = {"max_abs": param_error, "max_in_standard_errors": error_in_se,
+                                  "gap_to_exact_mle": optimisation_gap, "n_data": cfg.n_data}
+
+fig, axes = plotting.figure(3, title=f"Maximum likelihood, N = {cfg.n_data}, Adam lr = {cfg.lr:g}")
+xq = quad_x.numpy()
+axes[0].hist(data_1d.numpy(), bins=60, density=True, color="lightgray", label="data")
+for step, snapshot in snapshots.items():
+    log_unnormalised = -poly_energy(snapshot, quad_x)
+    density = torch.exp(log_unnormalised - log_unnormalised.max())
+    axes[0].plot(xq, (density / torch.trapezoid(density, quad_x)).numpy(), label=f"model, step {step}")
+axes[0].set(xlabel="x", ylabel="density", title="the model density moves onto the data", xlim=(-3, 3))
+axes[0].legend()
+negative = torch.stack(history["negative_phase"]).numpy()
+for i, name in enumerate(("x^4", "x^2", "x")):
+    axes[1].plot(negative[:, i], color=f"C{i}", label=f"E_model[{name}] (negative phase)")
+    axes[1].axhline(float(positive_phase[i]), color=f"C{i}", ls="--", lw=0.8)
+axes[1].set(xlabel="step", ylabel="expected statistic", title="dashed: E_data (positive phase)", yscale="symlog")
+axes[1].legend()
+thetas = torch.stack(history["theta"]).numpy()
+for i in range(3):
+    axes[2].plot(thetas[:, i], color=f"C{i}", label=f"theta_{i + 1}")
+    axes[2].axhline(float(THETA_TRUE[i]), color=f"C{i}", ls=":", lw=0.8)
+axes[2].set(xlabel="step", ylabel="parameter", title="parameters (dotted: truth)")
+axes[2].legend()
+run.savefig(fig, "fig07_mle_training")
+
+# What to notice: training stops when the negative phase (model expectations, solid) meets the
+# positive phase (data expectations, dashed): maximum likelihood *matches moments*. The recovered
+# parameters miss the truth by about one standard error -- that is the finite sample, not the
+# optimiser (which lands on the exact MLE for this data set). Here the negative phase was exact
+# because quadrature works in 1-D; in high dimensions it must come from samples (section 7).
+
+# %% [markdown]
+# ## 6. The conditional view: E(x, y)
+#
+# LeCun's energy-based learning scores a *pair*: E(x, y) is low when label y fits input x.
+# Inference is an optimisation, y* = argmin_y E(x, y). When y takes a few values, the Gibbs
+# distribution over labels is tractable -- it is the softmax:
+#
+#     p(y | x) = exp(-E(x, y) / T) / sum_y' exp(-E(x, y') / T),
+#
+# and its Z is a sum of three terms. Training with cross-entropy is maximum likelihood for it.
+
+# %%
+CLASS_MEANS = torch.tensor([[-2.0, 0.0], [2.0, 1.0], [0.0, -2.5]])
+CLASS_STD = 1.0
+
+
+def make_blobs(n_per_class, generator):
+    labels = torch.arange(3).repeat_interleave(n_per_class)
+    points = CLASS_MEANS[labels] + CLASS_STD * torch.randn(len(labels), 2, generator=generator)
+    return points, labels
+
+
+class QuadraticLabelEnergy(torch.nn.Module):
+    """E(x, y) = 1/2 |x - m_y|^2 / s_y^2 + b_y : one learnable well per label."""
+
+    def __init__(self, n_labels=3):
+        super().__init__()
+        self.centres = torch.nn.Parameter(torch.zeros(n_labels, 2))
+        self.log_scale = torch.nn.Parameter(torch.zeros(n_labels))
+        self.offset = torch.nn.Parameter(torch.zeros(n_labels))
+
+    def forward(self, x):  # (B, 2) -> (B, n_labels): the energy of every label
+        sq = ((x[:, None, :] - self.centres) ** 2).sum(-1)
+        return 0.5 * sq * torch.exp(-2 * self.log_scale) + self.offset
+
+
+generator_cond = torch.Generator().manual_seed(run.seed + 1)
+x_train, y_train = make_blobs(cfg.n_per_class, generator_cond)
+x_test, y_test = make_blobs(cfg.n_per_class, generator_cond)
+label_energy = QuadraticLabelEnergy()
+optimizer = torch.optim.Adam(label_energy.parameters(), lr=cfg.cond_lr)
+for step in range(cfg.cond_steps):
+    # -log p(y | x) = E(x, y) + log sum_y' exp(-E(x, y')) : cross-entropy on the logits -E
+    loss = torch.nn.functional.cross_entropy(-label_energy(x_train), y_train)
+    run.check_finite(loss, step=step, what="conditional loss", flag="lower --cond-lr")
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+with torch.no_grad():
+    test_energies = label_energy(x_test)  # (B, 3)
+accuracy = float((test_energies.argmin(1) == y_test).float().mean())
+example = x_test[:1]
+with torch.no_grad():
+    example_energy = label_energy(example)[0]
+print("\n6. Conditional EBM E(x, y), 3 labels")
+print(f"   test accuracy of y* = argmin_y E(x, y): {accuracy:.3f}")
+print(f"   one test point x = {example[0].tolist()}: E(x, y) = {[round(v, 3) for v in example_energy.tolist()]}")
+for t in (0.3, 1.0, 5.0):
+    print(f"   p(y | x) at T = {t:<4g}: {[round(v, 3) for v in torch.softmax(-example_energy / t, 0).tolist()]}")
+run.metrics["conditional_accuracy"] = accuracy
+
+fig, axes = plotting.figure(3, title="E(x, y): inference is argmin over y; softmax is the Gibbs distribution over y")
+X, Y, points = plotting.grid_2d((-6, 6, -6, 5), 150)
+with torch.no_grad():
+    grid_energy = label_energy(points)  # (G, 3)
+axes[0].contourf(X, Y, grid_energy.argmin(1).reshape(X.shape).numpy(), levels=[-0.5, 0.5, 1.5, 2.5],
+                 colors=["#aec7e8", "#ff9896", "#98df8a"], alpha=0.8)
+for label in range(3):
+    chosen = x_test[y_test == label]
+    axes[0].scatter(chosen[:, 0], chosen[:, 1], s=5, color=f"C{[0, 1, 2][label]}", edgecolors="k", linewidths=0.2,
+                    label=f"y = {label}")
+axes[0].set(title=f"argmin_y E(x, y); test accuracy {accuracy:.2f}", xlabel="$x_1$", ylabel="$x_2$")
+axes[0].legend()
+axes[1].bar(["y=0", "y=1", "y=2"], example_energy.numpy(), color=["C0", "C1", "C2"])
+axes[1].set(title=f"E(x, y) at x = ({example[0, 0]:.1f}, {example[0, 1]:.1f})", ylabel="energy")
+width = 0.25
+for i, t in enumerate((0.3, 1.0, 5.0)):
+    axes[2].bar(np.arange(3) + (i - 1) * width, torch.softmax(-example_energy / t, 0).numpy(), width,
+                label=f"T = {t:g}")
+axes[2].set_xticks(range(3), ["y=0", "y=1", "y=2"])
+axes[2].set(title="p(y | x) = softmax(-E/T)", ylabel="probability")
+axes[2].legend()
+run.savefig(fig, "fig08_conditional_ebm")
+
+# What to notice: the label with the lowest energy wins (left); the softmax turns energies into
+# probabilities, sharper at low T and flatter at high T -- the same Boltzmann distribution as
+# section 2, over three labels instead of the real line. Here Z is a 3-term sum, which is why
+# classifiers never worry about it; for images (x instead of y) it is the sum of section 3.
+
+# %% [markdown]
+# ## 7. A first look at sampling: Langevin dynamics
+#
+# When Z is out of reach we can still *sample* from p, using only the score. The (unadjusted)
+# Langevin algorithm takes a gradient step downhill and adds noise:
+#
+#     x_{k+1} = x_k - h grad_x E(x_k) + sqrt(2 T h) xi_k,     xi_k ~ N(0, I).
+#
+# For small h and many steps, x_k is distributed (nearly) as exp(-E/T)/Z. Here are the few lines,
+# written out; from lesson 03 on we use `common.samplers.langevin`, which does the same thing.
+# Lesson 07 studies samplers properly (step-size bias, MALA, mixing between modes).
+
+# %%
+chains = 6 * torch.rand(cfg.n_chains, 2, generator=generator, dtype=torch.float64) - 3  # uniform start in a box
+path = [chains.clone()]
+keep_every = max(1, cfg.n_langevin_steps // 100)
+for step in tqdm(range(cfg.n_langevin_steps), desc="Langevin", leave=False):
+    chains.requires_grad_(True)
+    (grad,) = torch.autograd.grad(landscape.energy(chains).sum(), chains)
+    # x <- x - h grad E(x) + sqrt(2 T h) xi
+    noise = torch.randn(chains.shape, generator=generator, dtype=chains.dtype)
+    chains = (chains - cfg.step_size * grad + math.sqrt(2 * T * cfg.step_size) * noise).detach()
+    run.check_finite(chains, step=step, what="a Langevin sample", flag="lower --step-size", bound=1e4)
+    if (step + 1) % keep_every == 0:
+        path.append(chains.clone())
+path = torch.stack(path)  # (n_kept, n_chains, 2)
+
+# the same sampler from common/ (a single call); its result should agree in distribution
+start = 6 * torch.rand(cfg.n_chains, 2, generator=generator, dtype=torch.float64) - 3
+common_samples, _ = langevin(landscape.energy, start, cfg.n_langevin_steps, cfg.step_size, T, generator=generator)
+
+exact_samples = landscape.sample(cfg.n_chains, generator).double()  # only possible because we know p
+reference = landscape.sample(cfg.n_chains, generator).double()
+bandwidth = 1.0  # fixed kernel length, so the two MMD values are comparable
+mmd_langevin = mmd_rbf(chains, exact_samples, bandwidth)
+mmd_common = mmd_rbf(common_samples, exact_samples, bandwidth)
+mmd_baseline = mmd_rbf(reference, exact_samples, bandwidth)
+print(f"\n7. Langevin, {cfg.n_chains} chains x {cfg.n_langevin_steps} steps, h = {cfg.step_size:g}, T = {T:g}")
+print(f"   MMD^2(inline Langevin, exact samples)     = {mmd_langevin:+.5f}")
+print(f"   MMD^2(common.samplers.langevin, exact)    = {mmd_common:+.5f}")
+print(f"   MMD^2(exact, fresh exact samples)         = {mmd_baseline:+.5f}   (the noise floor)")
+if T != 1.0:
+    print("   (with --temperature != 1 the chains target exp(-E/T), so they should NOT match the T = 1 samples)")
+run.metrics["langevin_mmd"] = mmd_langevin
+run.metrics["langevin_mmd_baseline"] = mmd_baseline
+
+fig, axes = plotting.figure(2, title=f"Langevin chains, h = {cfg.step_size:g}, {cfg.n_langevin_steps} steps, T = {T:g}")
+plotting.energy_contours(axes[0], landscape.energy, landscape.bounds, colorbar=False)
+plotting.trajectories(axes[0], path, max_paths=6)
+axes[0].set_title("six chains: start (dot) to end (star)")
+plotting.energy_contours(axes[1], landscape.energy, landscape.bounds, colorbar=False)
+plotting.scatter_samples(axes[1], chains, label="Langevin", color="white", size=8)
+plotting.scatter_samples(axes[1], exact_samples, label="exact", color="C1", size=8)
+axes[1].set(title=f"end points vs exact samples, MMD^2 = {mmd_langevin:.3f}")
+axes[1].legend(loc="lower left")
+run.savefig(fig, "fig09_langevin")
+gif = plotting.animate_chains(run.outdir / "anim_langevin.gif", landscape.energy, path, landscape.bounds,
+                              title="Langevin")
+print(f"  [animation] {gif}")
+
+# What to notice: chains slide into the nearest well and then jitter around it; the noise lets
+# them occasionally cross a ridge. With enough steps the cloud of end points looks like the exact
+# samples (MMD close to the noise floor). Try a large --step-size: the chains overshoot and the
+# guard stops the run (lesson 07 explains the bias of large steps).
+
+# %% [markdown]
+# ## Summary
+#
+# 1. An energy defines a density through p = exp(-E/T)/Z; Z normalises it, and is exact by
+#    quadrature in 1-2 dimensions (here to ~1e-10 relative error).
+# 2. Temperature sharpens or flattens p -- and can move mass from a deep, narrow well to a wide,
+#    shallow one, because width (entropy) counts as much as depth.
+# 3. Z costs 2^n terms for n binary units and G^d grid points in d dimensions: hopeless for images.
+# 4. The score -grad_x E is free of Z; maximum likelihood needs Z's gradient, which is an
+#    expectation under the model (the negative phase) -- the reason EBMs need sampling.
+# 5. Conditional energies E(x, y) over few labels are tractable (softmax); Langevin dynamics
+#    samples from exp(-E) using gradients alone.
+
+# %% [markdown]
+# ## Exercises
+# Hints and answers: docs/solutions/01_ebm_foundations.md.
+#
+# ### Exercise 1 (predict-then-tweak, easy): hotter and colder
+# Predict the mass of the deep well at T = 1 if the deep well is twice as narrow, then run with
+# `--deep-width 0.1`. Where does the crossover temperature move, and does the Laplace formula
+# T* ~ (d2 - d1) / ln(s2 / s1) still predict it?
+#
+# ### Exercise 2 (predict-then-tweak, easy): how many data points buy one decimal?
+# `mle_param_error` is about one standard error. Predict it for `--n-data 20000`, then run it.
+# Which parameter is hardest to pin down, and why (look at the standard errors)?
+#
+# ### Exercise 3 (predict-then-tweak, medium): a step too far
+# Predict what happens to the Langevin samples at `--step-size 0.2` and at `--step-size 2`.
+# Which of them trips the divergence guard, and which one just gives wrong samples (compare
+# `langevin_mmd` with `langevin_mmd_baseline`)?
+#
+# ### Exercise 4 (extend, medium): Z of a 2-D double well
+# Write E(x1, x2) = (x1^2 - 1)^2 + x2^2 / 2 and compute Z by `scipy.integrate.dblquad`. Check your
+# answer against the product of two 1-D integrals (why may you factorise?). Run with `--exercise 4`
+# to see a stub that prints the 1-D factor for you.
+#
+# ### Exercise 5 (think, medium): what a softmax classifier does not model
+# The conditional energy of section 6 never computes the Z of section 3. What question about x
+# can p(y | x) not answer, and what would you need to answer it? (Lesson 09 uses this for
+# out-of-distribution detection.)
+#
+# ### Exercise 6 (think, hard): why moment matching?
+# Show that at the maximum of the likelihood of section 5, E_model[x^k] = E_data[x^k] for
+# k = 1, 2, 4. Which moments would be matched if the energy were theta_1 x + theta_2 x^2 only, and
+# what family of densities is that?
+
+# %%
+if run.exercise == 4:
+    # Stub for exercise 4: the x2 factor of Z is sqrt(2 pi); the x1 factor is a 1-D quadrature.
+    x1_factor, _ = integrate.quad(lambda x: math.exp(-((x**2 - 1) ** 2)), -np.inf, np.inf)
+    print(f"\nExercise 4 stub: int exp(-(x^2-1)^2) dx = {x1_factor:.6f}; now compute Z with dblquad and compare.")
+
+run.finish()
