@@ -675,7 +675,8 @@ run.savefig(fig, "fig08_conditional_ebm")
 #
 # For small h and many steps, x_k is distributed (nearly) as exp(-E/T)/Z. Here are the few lines,
 # written out; from lesson 03 on we use `common.samplers.langevin`, which does the same thing.
-# Lesson 07 studies samplers properly (step-size bias, MALA, mixing between modes).
+# Lesson 07 studies samplers properly (step-size bias, MALA, mixing between modes); the bias of a
+# finite step is derived in docs/derivations/langevin_discretisation.md.
 
 # %%
 chains = 6 * torch.rand(cfg.n_chains, 2, generator=generator, dtype=torch.float64) - 3  # uniform start in a box
