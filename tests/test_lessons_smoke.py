@@ -24,15 +24,44 @@ def run_lesson(lesson, *args, outdir, timeout=300):
     )
 
 
+_FIRST_RUNS = {}
+
+
+def quick_run(lesson, tmp_path_factory):
+    """Run a lesson with --quick once per test session; later tests reuse the result."""
+    if lesson not in _FIRST_RUNS:
+        outdir = tmp_path_factory.mktemp(lesson[:2])
+        _FIRST_RUNS[lesson] = (run_lesson(lesson, "--quick", outdir=outdir), outdir)
+    return _FIRST_RUNS[lesson]
+
+
+def without_timings(metrics):
+    """Metrics minus wall-clock measurements, which legitimately differ between runs."""
+    if isinstance(metrics, dict):
+        return {k: without_timings(v) for k, v in metrics.items() if "seconds" not in k and "time" not in k}
+    return metrics
+
+
 @pytest.mark.parametrize("lesson", LESSONS)
-def test_lesson_runs_quick(lesson, tmp_path):
-    result = run_lesson(lesson, "--quick", outdir=tmp_path)
+def test_lesson_runs_quick(lesson, tmp_path_factory):
+    result, tmp_path = quick_run(lesson, tmp_path_factory)
     assert result.returncode == 0, result.stderr[-3000:]
     figures = sorted(tmp_path.glob("fig[0-9][0-9]_*.png"))
     assert len(figures) >= 5, f"only {len(figures)} figures: {figures}"
     assert all(f.stat().st_size > 5000 for f in figures), "an empty-looking figure"
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["quick"] is True and "diverged" not in metrics
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_same_seed_gives_the_same_metrics(lesson, tmp_path_factory, tmp_path):
+    first, first_dir = quick_run(lesson, tmp_path_factory)
+    assert first.returncode == 0
+    second = run_lesson(lesson, "--quick", outdir=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    metrics_1 = json.loads((first_dir / "metrics.json").read_text())
+    metrics_2 = json.loads((tmp_path / "metrics.json").read_text())
+    assert without_timings(metrics_1) == without_timings(metrics_2)
 
 
 @pytest.mark.parametrize("lesson", LESSONS)
