@@ -10,7 +10,6 @@ Chain arrays are ``(n_chains, n_draws)`` NumPy arrays or tensors (one scalar per
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 
@@ -148,7 +147,9 @@ def all_binary_states(n: int, spins: bool = False, dtype=torch.float32) -> torch
     """All 2^n states as a ``(2^n, n)`` tensor, in binary counting order (unit 0 is the high bit)."""
     if n > 24:
         raise ValueError(f"2^{n} states is too many to enumerate")
-    states = torch.tensor(list(itertools.product((0, 1), repeat=n)), dtype=dtype)
+    # bit j of the row number, read from the high bit down: row 5 of n = 3 is (1, 0, 1)
+    shifts = torch.arange(n - 1, -1, -1)
+    states = ((torch.arange(2**n)[:, None] >> shifts) & 1).to(dtype)
     return 2 * states - 1 if spins else states
 
 
