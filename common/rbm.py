@@ -19,6 +19,14 @@ import torch.nn.functional as F
 from common.diagnostics import all_binary_states
 
 
+def bernoulli(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw 0/1 with the given probabilities; a CPU generator also works for tensors on a GPU."""
+    if generator is None or generator.device == probs.device:
+        return torch.bernoulli(probs, generator=generator)
+    uniform = torch.rand(probs.shape, generator=generator, dtype=probs.dtype, device=generator.device)
+    return (uniform.to(probs.device) < probs).to(probs.dtype)
+
+
 class RBM:
     """Parameters ``W (n_v, n_h)``, ``b (n_v,)``, ``c (n_h,)`` as plain tensors (no autograd needed)."""
 
@@ -69,11 +77,11 @@ class RBM:
 
     def sample_hidden(self, v, generator=None):
         probs = self.hidden_probs(v)
-        return torch.bernoulli(probs, generator=generator), probs
+        return bernoulli(probs, generator), probs
 
     def sample_visible(self, h, generator=None):
         probs = self.visible_probs(h)
-        return torch.bernoulli(probs, generator=generator), probs
+        return bernoulli(probs, generator), probs
 
     def gibbs(self, v: torch.Tensor, k: int = 1, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
         """k steps of block Gibbs v -> h -> v; returns ``(v_k, p(v | h_{k-1}))``."""
@@ -154,13 +162,13 @@ class RBM:
         def log_unnormalised(v, beta):
             return (1 - beta) * (v @ b_a) + beta * (v @ b) + F.softplus(beta * (v @ W + c)).sum(1)
 
-        v = torch.bernoulli(torch.sigmoid(b_a).expand(n_chains, -1), generator=generator)
+        v = bernoulli(torch.sigmoid(b_a).expand(n_chains, -1).contiguous(), generator)
         log_w = torch.zeros(n_chains, dtype=torch.float64, device=W.device)
         for beta_prev, beta in zip(betas[:-1], betas[1:]):
             log_w += log_unnormalised(v, beta) - log_unnormalised(v, beta_prev)
             # one Gibbs step that leaves p_beta invariant: h ~ p(h | v, beta), v ~ p(v | h, beta)
-            h = torch.bernoulli(torch.sigmoid(beta * (v @ W + c)), generator=generator)
-            v = torch.bernoulli(torch.sigmoid((1 - beta) * b_a + beta * (h @ W.T + b)), generator=generator)
+            h = bernoulli(torch.sigmoid(beta * (v @ W + c)), generator)
+            v = bernoulli(torch.sigmoid((1 - beta) * b_a + beta * (h @ W.T + b)), generator)
         # log Z_A counts the n_h hidden units of the beta = 0 model: each is a free coin, a factor 2
         log_z_a = float(F.softplus(b_a).sum()) + self.n_hidden * math.log(2.0)
         log_mean_w = float(torch.logsumexp(log_w, 0) - math.log(n_chains))

@@ -1,0 +1,884 @@
+"""Lesson 04 - Restricted Boltzmann machines: CD-k training, honest likelihoods, features, a small DBN.
+
+A restricted Boltzmann machine (RBM) is a Boltzmann machine whose units form two layers, visible v
+and hidden h, with no connections inside a layer, so every conditional factorises and the hidden
+layer can be summed out in closed form: the free energy F(v). We train RBMs on binarised digits
+with contrastive divergence and the recipe of Hinton's practical guide, then measure what we
+learned honestly: exact log-likelihoods by enumerating a small hidden layer, annealed importance
+sampling (AIS) for a bigger one, baselines, pictures, features for a classifier, a two-layer deep
+belief network, and a side-by-side run of scikit-learn's BernoulliRBM.
+
+You will learn
+- why the bipartite graph gives p(h|v) and p(v|h) as products of sigmoids, and
+  F(v) = -b.v - sum_j softplus(c_j + W_j.v), checked against brute force on a tiny RBM;
+- how CD-k approximates the likelihood gradient and the practical guide's defaults (small Gaussian
+  weights, visible biases log(p/(1-p)), momentum 0.5 -> 0.9, weight decay, mini-batches);
+- which training monitors to trust: reconstruction error, pseudo-log-likelihood, the free-energy
+  gap between training and held-out data, and the exact log-likelihood when it can be had;
+- how to compute log Z exactly (2^20 hidden states is seconds) and estimate it with AIS, and to
+  report test log-likelihood in nats per image next to trivial baselines;
+- what RBM features buy a linear classifier, and how a greedy stack of two RBMs samples.
+
+Prerequisites: lesson 01 (energies, partition functions), lesson 03 (Boltzmann machines, Gibbs
+sampling). Lesson 05 studies CD, PCD and their bias in depth.
+
+How to run
+    python 04_restricted_boltzmann_machines.py                   # about 1-2 min CPU time on 2 cores (digits)
+    python 04_restricted_boltzmann_machines.py --quick           # every section on tiny sizes, ~15 s
+    python 04_restricted_boltzmann_machines.py --help            # every hyperparameter with advice
+    python 04_restricted_boltzmann_machines.py --show            # also open the figure windows
+    python 04_restricted_boltzmann_machines.py --dataset mnist --data-dir ~/data   # MNIST (MNIST/raw/ inside)
+  With --dataset auto (default) MNIST is used when its four IDX files are in the data folder (or it
+  can be downloaded), otherwise scikit-learn's 8x8 digits, which ship offline. On MNIST the default
+  run takes roughly 10-20 minutes on a laptop CPU (the exact log Z over 2^20 hidden states of 784
+  pixels is ~20 s per evaluation; raise --eval-every to evaluate less often).
+
+Recompute the small model's likelihood outside the lesson
+    saved = torch.load("outputs/04_restricted_boltzmann_machines/rbm_small.pt")
+    rbm = RBM.from_tensors(saved["W"], saved["b"], saved["c"])          # from common.rbm
+    rbm.log_likelihood(saved["x_test"]).mean()                          # = metrics["test_loglik_exact"]
+
+Figures (outputs/04_restricted_boltzmann_machines/)
+    fig01_bipartite_free_energy  the tiny RBM's graph; p(v) from brute force vs exp(-F(v))/Z; p(h_j|v)
+    fig02_training_monitors      reconstruction error, pseudo-log-likelihood, free-energy gap, exact LL
+    fig03_likelihood             AIS estimate vs number of temperatures against the exact log Z; test LL
+    fig04_filters                the learned weights of every hidden unit, as images
+    fig05_reconstructions        test images and their one-step reconstructions
+    fig06_gibbs_samples          samples after long Gibbs chains, and how chains evolve
+    fig07_hidden_activations     histograms of p(h|v), of mean activations, of weights and biases
+    fig08_features               logistic regression on pixels vs hidden probabilities
+    fig09_dbn_samples            data, RBM samples and samples of a two-layer deep belief network
+    fig10_sklearn_comparison     this lesson's RBM vs scikit-learn's BernoulliRBM: filters, speed, LL
+  and rbm_small.pt: the small RBM (W, b, c) and the binarised test set it was scored on.
+
+metrics.json (log-likelihoods in nats per test image, higher is better)
+    dataset                      "digits" or "mnist"; n_train, n_test, n_visible the sizes used
+    tiny_free_energy_max_error   max |F(v) - brute-force -log sum_h exp(-E(v,h))| on the tiny RBM
+    tiny_conditional_max_error   max |sigmoid(c + W^T v) - brute-force p(h_j = 1 | v)| on the tiny RBM
+    tiny_log_z_error             |log_partition() - brute-force log Z| on the tiny RBM
+    cd_inline_max_diff           max |inline CD-1 gradient - common.rbm cd_gradient| (same random numbers)
+    test_loglik_exact            small RBM (--n-hidden-small units), exact log Z by enumeration
+    train_loglik_exact           the same model on its training images (the gap measures overfitting)
+    log_z_exact_small            its exact log Z
+    log_z_ais_small, ais_half_width_small   AIS estimate of the same log Z, +-3 standard errors
+    ais_abs_error_small          |AIS - exact| for the small model (target <= 0.1 nats)
+    test_loglik_ais              large RBM (--n-hidden-large units), log Z from AIS
+    log_z_ais_large, ais_half_width_large   its AIS estimate, +-3 standard errors
+    baseline_loglik_uniform      every pixel a fair coin: -n_visible log 2
+    baseline_loglik_independent  independent Bernoulli pixels with the training frequencies
+    recon_error_final, pll_test_final, free_energy_gap_final   the monitors after the last epoch (small RBM)
+    free_energy_gap_final_large  the free-energy gap of the large RBM after the last epoch
+    pixel_accuracy               logistic regression on the binary pixels (test accuracy)
+    feature_accuracy             logistic regression on the large RBM's hidden probabilities
+    feature_accuracy_small       the same on the small RBM's hidden probabilities
+    dbn_class_counts, rbm_class_counts   how the pixel classifier labels DBN and RBM samples
+    sklearn_test_loglik          scikit-learn BernoulliRBM, same data/split/hidden size/epochs, exact LL
+    sklearn_train_loglik, sklearn_log_z   its exact training LL and log Z
+    seconds_per_epoch            wall seconds per training epoch of the small RBM (timing: varies)
+    sklearn_seconds_per_epoch    the same for BernoulliRBM (timing: varies)
+    cpu_seconds_per_epoch, sklearn_cpu_seconds_per_epoch   the same in process CPU time (varies)
+"""
+
+# %%
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from common import plotting
+from common.config import between, choice, count, nonnegative, positive, probability
+from common.datasets import load_images
+from common.lesson import start_lesson
+from common.rbm import RBM, data_visible_bias, pseudo_log_likelihood, train_epoch
+
+
+@dataclass
+class Config:
+    # -- data
+    dataset: str = choice("auto", ("auto", "digits", "mnist"))  # auto: MNIST if found, else the 8x8 digits
+    data_dir: str = ""  # folder that holds MNIST/raw/; "" means $EBM_DATA_DIR or data/ in the repository
+    download: bool = True  # auto/mnist: try to download MNIST (5 s timeout) when it is not in the data folder
+    max_train: int = count(20000, minimum=0)  # training images kept (0 = all); MNIST has 60,000, digits 1,438
+    max_test: int = count(0, minimum=0)  # test images scored (0 = all); MNIST has 10,000, digits 359
+    threads: int = count(1)  # torch CPU threads; these matrices are so small that 1 thread is fastest
+    # -- section 1: the tiny RBM checked by brute force
+    tiny_visible: int = count(4)  # visible units of the tiny RBM (2^(n_v + n_h) joint states are enumerated)
+    tiny_hidden: int = count(3)  # hidden units of the tiny RBM
+    tiny_weight_scale: float = positive(1.0)  # its weights ~ N(0, s^2); large enough that p(v) is far from flat
+    # -- section 2: training (defaults from Hinton's practical guide)
+    n_hidden_small: int = between(20, 1, 22)  # hidden units of the small RBM; exact log Z enumerates 2^n
+    n_hidden_large: int = count(100)  # hidden units of the large RBM, scored by AIS; on MNIST try 500
+    epochs: int = count(50)  # passes over the training set; LL on digits is flat after ~30, noisy by +-0.3
+    lr: float = positive(0.05)  # learning rate on the mean gradient; 0.2 already ends ~2 nats worse (noise)
+    k: int = count(1)  # Gibbs steps in CD-k; k = 10 is closer to the true gradient, ~2.5x slower per epoch
+    batch_size: int = count(32)  # mini-batch size; the guide suggests 10-100 (one example per class or so)
+    momentum_start: float = probability(0.5)  # momentum for the first epochs, while the gradient is large
+    momentum_end: float = probability(0.9)  # momentum afterwards; 0.5 throughout learns more slowly
+    momentum_switch: int = count(5, minimum=0)  # epochs run with --momentum-start before switching
+    weight_decay: float = nonnegative(1e-4)  # L2 penalty on W (not the biases); the guide's 1e-4 (0 = none)
+    weight_scale: float = positive(0.01)  # initial W ~ N(0, s^2); the guide's 0.01; large values saturate h
+    eval_every: int = count(5)  # epochs between exact-LL checkpoints of the small model (each enumerates 2^n)
+    monitor_size: int = count(1000)  # training images used for the monitors (like the test set, fixed)
+    # -- section 3: likelihood
+    ais_chains: int = count(100)  # AIS runs; the +-3 SE half-width shrinks like 1/sqrt(chains)
+    ais_betas: int = count(3000)  # AIS intermediate temperatures; too few give a noisy, on average low log Z
+    ais_sweep: tuple[int, ...] = count((10, 30, 100, 300, 1000, 3000))  # numbers of temperatures in fig03
+    # -- section 4: pictures
+    n_chains: int = count(100)  # Gibbs chains for the sample grid
+    gibbs_steps: int = count(1000)  # length of the sampling chains; they look like digits after ~10 steps
+    # -- section 5: features
+    logreg_c: float = positive(1.0)  # inverse L2 strength of the logistic regression (scikit-learn's C)
+    logreg_max_iter: int = count(2000)  # lbfgs iterations; enough to converge (never use tol=1, see text)
+    # -- section 6: deep belief network
+    dbn_hidden: int = count(50)  # units of the second RBM, trained on the first RBM's hidden samples
+
+
+QUICK = {"max_train": 300, "max_test": 100, "download": False, "n_hidden_small": 8, "n_hidden_large": 16,
+         "epochs": 3, "momentum_switch": 1, "eval_every": 1, "monitor_size": 100, "ais_chains": 20,
+         "ais_betas": 100, "ais_sweep": (10, 100), "n_chains": 20, "gibbs_steps": 30, "logreg_max_iter": 200,
+         "dbn_hidden": 8}
+
+cfg, run = start_lesson(Config, "04_restricted_boltzmann_machines", __doc__, quick=QUICK)
+device = run.device
+torch.set_num_threads(cfg.threads)
+# RBM() draws its initial weights on the CPU, so the init generator lives there; the sampling
+# generator must live where the tensors do (common.rbm passes it to torch.bernoulli).
+init_gen = torch.Generator().manual_seed(run.seed)
+gen = torch.Generator(device=device).manual_seed(run.seed + 1) if device.type == "cpu" else None
+
+# %% [markdown]
+# ## 1. The bipartite graph, factorised conditionals and the free energy
+#
+# An RBM has binary visible units v (n_v pixels) and hidden units h (n_h features), and energy
+#
+#     E(v, h) = -b.v - c.h - v^T W h,        p(v, h) = exp(-E(v, h)) / Z.
+#
+# There are no v-v and no h-h edges, so given v the hidden units do not interact: the energy is a
+# sum of one term per hidden unit, and p(h | v) = prod_j sigmoid(c_j + W_:j . v)^h_j (...)^(1-h_j).
+# The same holds for p(v | h) = prod_i sigmoid(b_i + W_i: . h). Summing h out unit by unit gives
+#
+#     p(v) = exp(-F(v)) / Z,     F(v) = -b.v - sum_j log(1 + exp(c_j + W_:j . v))
+#                                     = -b.v - sum_j softplus(c_j + W_:j . v).
+#
+# We check both facts on a tiny RBM by brute force over every (v, h) pair.
+
+# %%
+def brute_force_joint(rbm: RBM) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every (v, h) pair of a tiny RBM: returns (visible states, hidden states, -E table)."""
+    v_states = torch.tensor(list(itertools.product((0.0, 1.0), repeat=rbm.n_visible)), dtype=torch.float64)
+    h_states = torch.tensor(list(itertools.product((0.0, 1.0), repeat=rbm.n_hidden)), dtype=torch.float64)
+    W, b, c = (t.double().cpu() for t in rbm.parameters())
+    # -E(v, h) = b.v + c.h + v^T W h for all pairs
+    neg_energy = (v_states @ b)[:, None] + (h_states @ c)[None, :] + v_states @ W @ h_states.T  # (2^nv, 2^nh)
+    return v_states, h_states, neg_energy
+
+
+tiny = RBM(cfg.tiny_visible, cfg.tiny_hidden, cfg.tiny_weight_scale, generator=init_gen, dtype=torch.float64)
+# biases ~ N(0, 0.5^2), so that no state is special by construction
+tiny.b = 0.5 * torch.randn(cfg.tiny_visible, generator=init_gen, dtype=torch.float64)
+tiny.c = 0.5 * torch.randn(cfg.tiny_hidden, generator=init_gen, dtype=torch.float64)
+v_all, h_all, neg_energy = brute_force_joint(tiny)
+# F(v) = -log sum_h exp(-E(v, h)),  log Z = log sum_{v,h} exp(-E(v, h))
+free_energy_brute = -torch.logsumexp(neg_energy, dim=1)  # (2^nv,)
+log_z_brute = float(torch.logsumexp(neg_energy.flatten(), dim=0))
+# p(h_j = 1 | v) = sum_{h: h_j = 1} p(h | v), with p(h | v) = softmax_h(-E(v, h))
+cond_brute = torch.softmax(neg_energy, dim=1) @ h_all  # (2^nv, nh)
+
+free_energy_formula = tiny.free_energy(v_all)
+cond_formula = tiny.hidden_probs(v_all)
+tiny_f_err = float((free_energy_formula - free_energy_brute).abs().max())
+tiny_cond_err = float((cond_formula - cond_brute).abs().max())
+tiny_z_err = abs(tiny.log_partition() - log_z_brute)
+p_v_brute = torch.exp(-free_energy_brute - log_z_brute)  # p(v) = sum_h exp(-E(v, h)) / Z
+p_v_formula = torch.exp(-free_energy_formula - tiny.log_partition())
+
+print(f"\nTiny RBM: {cfg.tiny_visible} visible x {cfg.tiny_hidden} hidden, "
+      f"{2 ** (cfg.tiny_visible + cfg.tiny_hidden)} joint states enumerated (first {min(len(v_all), 8)} "
+      f"of {len(v_all)} visible states shown)")
+print(f"  {'v':<{cfg.tiny_visible + 2}}  {'F(v) brute force':>17}  {'F(v) formula':>13}  {'p(v)':>8}")
+for row in range(min(len(v_all), 8)):
+    bits = "".join(str(int(x)) for x in v_all[row])
+    print(f"  {bits:<{cfg.tiny_visible + 2}}  {float(free_energy_brute[row]):17.6f}  "
+          f"{float(free_energy_formula[row]):13.6f}  {float(p_v_brute[row]):8.4f}")
+print(f"  max |F formula - brute force|               = {tiny_f_err:.2e}")
+print(f"  max |sigmoid(c + W^T v) - brute p(h_j=1|v)| = {tiny_cond_err:.2e}")
+print(f"  log Z: brute force {log_z_brute:.6f}   log_partition() {tiny.log_partition():.6f}")
+run.metrics["tiny_free_energy_max_error"] = tiny_f_err
+run.metrics["tiny_conditional_max_error"] = tiny_cond_err
+run.metrics["tiny_log_z_error"] = tiny_z_err
+
+
+# %%
+def draw_bipartite(ax, W: torch.Tensor) -> None:
+    """Visible units in a bottom row, hidden units in a top row, one edge per weight W_ij."""
+    n_v, n_h = W.shape
+    xv, xh = np.linspace(0, 1, n_v), np.linspace(0.15, 0.85, n_h) if n_h > 1 else np.array([0.5])
+    scale = float(W.abs().max())
+    for i, j in itertools.product(range(n_v), range(n_h)):
+        w = float(W[i, j])
+        ax.plot([xv[i], xh[j]], [0, 1], color="#d62728" if w > 0 else "#1f77b4", lw=0.5 + 3 * abs(w) / scale,
+                alpha=0.8, zorder=1)
+    ax.scatter(xv, np.zeros(n_v), s=500, c="white", edgecolors="k", zorder=2)
+    ax.scatter(xh, np.ones(n_h), s=500, c="#cccccc", edgecolors="k", zorder=2)
+    for i in range(n_v):
+        ax.text(xv[i], 0, f"v{i + 1}", ha="center", va="center", fontsize=9, zorder=3)
+    for j in range(n_h):
+        ax.text(xh[j], 1, f"h{j + 1}", ha="center", va="center", fontsize=9, zorder=3)
+    ax.text(0.5, -0.3, "red: W > 0, blue: W < 0, width ~ |W|\nno v-v and no h-h edges", ha="center", fontsize=8)
+    ax.set_xlim(-0.15, 1.15)
+    ax.set_ylim(-0.45, 1.25)
+    ax.set_axis_off()
+
+
+fig, axes = plotting.figure(3, 1, title=f"Tiny RBM ({cfg.tiny_visible} visible, {cfg.tiny_hidden} hidden, "
+                                        f"W ~ N(0, {cfg.tiny_weight_scale:g}^2)): formulas vs brute force")
+draw_bipartite(axes[0], tiny.W)
+axes[0].set_title("bipartite graph")
+states = np.arange(len(v_all))
+axes[1].bar(states, p_v_brute.numpy(), color="#cccccc", edgecolor="k", lw=0.5, label="brute force sum over (v, h)")
+axes[1].plot(states, p_v_formula.numpy(), "o", color="#d62728", ms=4, label="exp(-F(v)) / Z")
+axes[1].set_xlabel("visible state v (binary counting order)")
+axes[1].set_ylabel("p(v)")
+axes[1].set_title(f"marginal p(v); max |dF| = {tiny_f_err:.1e}")
+axes[1].legend()
+axes[2].plot([0, 1], [0, 1], color="k", lw=0.7)
+axes[2].scatter(cond_brute.numpy().ravel(), cond_formula.numpy().ravel(), s=14, color="#2ca02c")
+axes[2].set_xlabel("brute force p(h_j = 1 | v)")
+axes[2].set_ylabel("sigmoid(c_j + W_:j . v)")
+axes[2].set_title("factorised conditionals")
+run.savefig(fig, "fig01_bipartite_free_energy")
+
+# What to notice:
+# - F(v) from the softplus formula equals the brute-force -log sum_h exp(-E) to ~1e-15: the sum over
+#   2^n_h hidden states collapses into n_h softplus terms because the hidden units are independent
+#   given v. That is the whole computational trick of the RBM.
+# - Every point of the right panel lies on the diagonal: p(h | v) is a product of sigmoids.
+# - Z still needs a sum over 2^min(n_v, n_h) states: cheap here, impossible for 784 x 500.
+
+# %% [markdown]
+# ## 2. Training with CD-k and the practical guide's recipe
+#
+# The gradient of the mean log-likelihood is a difference of two expectations:
+#
+#     d/dW log p(v) = <v h^T>_data - <v h^T>_model       (b: <v>, c: <h>, likewise)
+#
+# The model term needs samples from p(v, h). Contrastive divergence (CD-k) starts a Gibbs chain
+# at the data and stops after k steps. Here is CD-1 written out; afterwards we use
+# `RBM.cd_gradient` / `train_epoch` from `common/rbm.py`, which do exactly this (and more).
+#
+# Hinton's practical guide (2010) supplies the defaults: W ~ N(0, 0.01^2), visible biases
+# b_i = log(p_i / (1 - p_i)) from the pixel frequencies p_i, hidden biases 0, mini-batches of
+# ~10-100, momentum 0.5 for the first epochs then 0.9, weight decay 1e-4 on W. Its monitors: the
+# reconstruction error (cheap, but NOT the objective), and, better, the free-energy gap between
+# training and held-out images (overfitting shows as held-out images getting higher F).
+
+# %%
+data = load_images(cfg.dataset, root=cfg.data_dir or None, binary=True, max_train=cfg.max_train or None,
+                   max_test=cfg.max_test or None, try_download=cfg.download)  # a flag value of 0 means "all"
+x_train, x_test = data.x_train.to(device), data.x_test.to(device)
+y_train, y_test = data.y_train.numpy(), data.y_test.numpy()
+n_visible = data.n_pixels
+print(f"\nData: {data.name}, {len(x_train)} training and {len(x_test)} test images of {data.shape[0]}x{data.shape[1]}"
+      f" binary pixels (mean pixel on: {float(x_train.mean()):.3f})")
+run.metrics["dataset"] = data.name
+run.metrics["n_train"], run.metrics["n_test"], run.metrics["n_visible"] = len(x_train), len(x_test), n_visible
+
+
+def cd1_gradient_inline(rbm: RBM, v0: torch.Tensor, generator) -> dict[str, torch.Tensor]:
+    """CD-1 written out: data term at v0, model term at one Gibbs step v1."""
+    # positive phase: h0 ~ p(h | v0) = sigmoid(c + v0 W)
+    ph0 = torch.sigmoid(v0 @ rbm.W + rbm.c)  # (B, n_h)
+    h0 = torch.bernoulli(ph0, generator=generator)
+    # negative phase: v1 ~ p(v | h0) = sigmoid(b + h0 W^T), then p(h | v1)
+    v1 = torch.bernoulli(torch.sigmoid(h0 @ rbm.W.T + rbm.b), generator=generator)  # (B, n_v)
+    ph1 = torch.sigmoid(v1 @ rbm.W + rbm.c)  # (B, n_h)
+    # grad W = <v0 p(h|v0)^T> - <v1 p(h|v1)^T>  (probabilities instead of h samples: less noise)
+    return {"W": (v0.T @ ph0 - v1.T @ ph1) / len(v0), "b": (v0 - v1).mean(0), "c": (ph0 - ph1).mean(0)}
+
+
+demo = RBM(n_visible, cfg.n_hidden_small, cfg.weight_scale, data_visible_bias(x_train), generator=init_gen,
+           device=device)
+seed_state = torch.Generator(device=device).manual_seed(run.seed)
+inline = cd1_gradient_inline(demo, x_train[: cfg.batch_size], seed_state)
+seed_state.manual_seed(run.seed)  # replay the same random numbers
+library, _ = demo.cd_gradient(x_train[: cfg.batch_size], k=1, generator=seed_state)
+cd_diff = max(float((inline[name] - library[name]).abs().max()) for name in "Wbc")
+print(f"CD-1 inline vs common.rbm.cd_gradient (same random numbers): max |difference| = {cd_diff:.1e}")
+run.metrics["cd_inline_max_diff"] = cd_diff
+
+
+# %%
+def hidden_states(n: int, device=None) -> torch.Tensor:
+    """All 2^n binary hidden states, built with bit shifts (fast even for n = 20)."""
+    codes = torch.arange(2**n, device=device)[:, None]
+    return ((codes >> torch.arange(n - 1, -1, -1, device=device)) & 1).double()  # (2^n, n)
+
+
+def exact_log_z(rbm: RBM, h_states: torch.Tensor, chunk: int = 16384) -> float:
+    """log Z = logsumexp_h [ c.h + sum_i softplus(b_i + (W h)_i) ]  (sum over v done in closed form)."""
+    W, b, c = (t.double() for t in rbm.parameters())
+    terms = [torch.logsumexp(hs @ c + F.softplus(hs @ W.T + b).sum(1), 0) for hs in h_states.split(chunk)]
+    return float(torch.logsumexp(torch.stack(terms), 0))
+
+
+def monitors(rbm: RBM, x_seen: torch.Tensor, x_held: torch.Tensor) -> dict[str, float]:
+    """The practical guide's cheap monitors on a fixed training subset and on held-out data."""
+    f_train, f_test = rbm.free_energy(x_seen).mean(), rbm.free_energy(x_held).mean()
+    return {
+        # PLL(v) ~ n_v log p(v_i | v_-i) for a random bit i: needs no Z
+        "pll_train": float(pseudo_log_likelihood(rbm, x_seen, gen).mean()),
+        "pll_test": float(pseudo_log_likelihood(rbm, x_held, gen).mean()),
+        # mean F(test) - mean F(train): grows when the model starts to memorise its training set
+        "free_energy_gap": float(f_test - f_train),
+    }
+
+
+def train_rbm(rbm: RBM, x: torch.Tensor, x_held: torch.Tensor, name: str, h_states=None) -> dict[str, list]:
+    """CD-k with momentum and weight decay (common.rbm.train_epoch) for --epochs, monitored every epoch.
+
+    Monitors use the first --monitor-size rows of ``x`` and the held-out ``x_held``; with ``h_states``
+    (every hidden configuration) the exact log-likelihood is added every --eval-every epochs.
+    """
+    x_seen, epochs = x[: cfg.monitor_size], cfg.epochs
+    history = {"recon_error": [], "pll_train": [], "pll_test": [], "free_energy_gap": [], "ll_epochs": [],
+               "ll_train": [], "ll_test": [], "wall": 0.0, "cpu": 0.0}
+    velocity = None
+
+    def exact_checkpoint(epoch):
+        log_z = exact_log_z(rbm, h_states)
+        history["ll_epochs"].append(epoch)
+        history["ll_train"].append(float(-rbm.free_energy(x_seen).mean()) - log_z)
+        history["ll_test"].append(float(-rbm.free_energy(x_held).mean()) - log_z)
+
+    if h_states is not None:
+        exact_checkpoint(0)
+    bar = tqdm(range(1, epochs + 1), desc=name, leave=False)
+    for epoch in bar:
+        momentum = cfg.momentum_start if epoch <= cfg.momentum_switch else cfg.momentum_end
+        wall, cpu = time.perf_counter(), time.process_time()
+        velocity, _, recon = train_epoch(rbm, x, lr=cfg.lr, k=cfg.k, batch_size=cfg.batch_size, momentum=momentum,
+                                         weight_decay=cfg.weight_decay, velocity=velocity, generator=gen)
+        history["wall"] += time.perf_counter() - wall
+        history["cpu"] += time.process_time() - cpu
+        run.check_finite(recon, step=epoch, what=f"{name} reconstruction error", flag="lower --lr")
+        run.check_finite(rbm.W, step=epoch, what=f"{name} weights", flag="lower --lr", bound=1e3)
+        history["recon_error"].append(recon)
+        for key, value in monitors(rbm, x_seen, x_held).items():
+            history[key].append(value)
+        if h_states is not None and (epoch % cfg.eval_every == 0 or epoch == epochs):
+            exact_checkpoint(epoch)
+        bar.set_postfix(recon=f"{recon:.4f}", pll=f"{history['pll_test'][-1]:.1f}")
+    return history
+
+
+h_states_small = hidden_states(cfg.n_hidden_small, device)
+visible_bias = data_visible_bias(x_train)
+rbm_small = RBM(n_visible, cfg.n_hidden_small, cfg.weight_scale, visible_bias, generator=init_gen, device=device)
+rbm_large = RBM(n_visible, cfg.n_hidden_large, cfg.weight_scale, visible_bias, generator=init_gen, device=device)
+hist_small = train_rbm(rbm_small, x_train, x_test, f"RBM {cfg.n_hidden_small} hidden", h_states_small)
+hist_large = train_rbm(rbm_large, x_train, x_test, f"RBM {cfg.n_hidden_large} hidden")
+
+print(f"\nMonitors after each {max(1, cfg.epochs // 5)} epochs, small RBM ({cfg.n_hidden_small} hidden units; "
+      f"CD-{cfg.k}, lr {cfg.lr:g}, batch {cfg.batch_size})")
+print(f"  {'epoch':>5}  {'recon err':>9}  {'PLL train':>9}  {'PLL test':>9}  {'F gap':>7}  {'exact LL test':>13}")
+exact_at = dict(zip(hist_small["ll_epochs"], hist_small["ll_test"]))
+for epoch in sorted({*range(max(1, cfg.epochs // 5), cfg.epochs + 1, max(1, cfg.epochs // 5)), cfg.epochs}):
+    i = epoch - 1
+    ll = f"{exact_at[epoch]:13.3f}" if epoch in exact_at else f"{'':13}"
+    print(f"  {epoch:5d}  {hist_small['recon_error'][i]:9.4f}  {hist_small['pll_train'][i]:9.2f}  "
+          f"{hist_small['pll_test'][i]:9.2f}  {hist_small['free_energy_gap'][i]:7.3f}  {ll}")
+print(f"  large RBM ({cfg.n_hidden_large} hidden) after {cfg.epochs} epochs: recon err "
+      f"{hist_large['recon_error'][-1]:.4f}, PLL test {hist_large['pll_test'][-1]:.2f}, "
+      f"F gap {hist_large['free_energy_gap'][-1]:.3f}")
+run.metrics["recon_error_final"] = hist_small["recon_error"][-1]
+run.metrics["pll_test_final"] = hist_small["pll_test"][-1]
+run.metrics["free_energy_gap_final"] = hist_small["free_energy_gap"][-1]
+run.metrics["free_energy_gap_final_large"] = hist_large["free_energy_gap"][-1]
+
+# independent Bernoulli pixels: p_i = (count_i + 1) / (N + 2)  (Laplace's rule, so no log 0)
+p_pixel = (x_train.sum(0) + 1) / (len(x_train) + 2)
+baseline_independent = float((x_test @ p_pixel.log() + (1 - x_test) @ (1 - p_pixel).log()).mean())
+baseline_uniform = -n_visible * math.log(2)
+
+# %%
+epochs_axis = np.arange(1, cfg.epochs + 1)
+fig, axes = plotting.figure(2, 2, title=f"{data.name}: CD-{cfg.k}, lr {cfg.lr:g}, batch {cfg.batch_size}, momentum "
+                            f"{cfg.momentum_start:g}->{cfg.momentum_end:g}, weight decay {cfg.weight_decay:g}")
+for hist, label in ((hist_small, f"{cfg.n_hidden_small} hidden"), (hist_large, f"{cfg.n_hidden_large} hidden")):
+    axes[0].plot(epochs_axis, hist["recon_error"], label=label)
+    line = axes[1].plot(epochs_axis, hist["pll_test"], label=f"{label}, test")[0]
+    axes[1].plot(epochs_axis, hist["pll_train"], "--", color=line.get_color(), lw=0.8, label=f"{label}, train")
+    axes[2].plot(epochs_axis, hist["free_energy_gap"], label=label)
+axes[0].set(xlabel="epoch", ylabel="mean squared error", title="reconstruction error")
+axes[1].set(xlabel="epoch", ylabel="nats per image", title="pseudo-log-likelihood")
+axes[2].axhline(0, color="k", lw=0.6)
+axes[2].set(xlabel="epoch", ylabel="mean F(test) - mean F(train)", title="free-energy gap")
+axes[3].plot(hist_small["ll_epochs"], hist_small["ll_test"], "o-", ms=3, label="test (exact)")
+axes[3].plot(hist_small["ll_epochs"], hist_small["ll_train"], "s--", ms=3, lw=0.8, label="train (exact)")
+axes[3].axhline(baseline_independent, color="#2ca02c", ls=":", label="independent pixels, test")
+axes[3].set_ylim(baseline_independent - 3, max(hist_small["ll_train"]) + 1)
+axes[3].set(xlabel="epoch", ylabel="nats per image", title=f"exact log-likelihood, {cfg.n_hidden_small} hidden")
+for ax in axes:
+    ax.legend()
+run.savefig(fig, "fig02_training_monitors")
+
+# What to notice:
+# - The reconstruction error falls fast and keeps falling, and the bigger model always reconstructs
+#   better; it is what CD-1 nearly optimises, not the likelihood, so it cannot tell you when to stop.
+# - The exact test log-likelihood (right) climbs in the first epochs and then wobbles by a few
+#   tenths of a nat: with momentum 0.9 and a fixed learning rate CD keeps moving around the optimum.
+# - The pseudo-log-likelihood follows the same trend without needing Z, but is noisy (one random
+#   pixel per image).
+# - The free-energy gap starts at 0 and creeps up: held-out images become slightly less probable
+#   than training images. On 1,438 digits the 100-unit model overfits faster than the 20-unit one.
+
+# %% [markdown]
+# ## 3. Likelihood, honestly: exact log Z, AIS, and baselines
+#
+# For the small model we can sum the 2^n_h hidden configurations out explicitly (the visible sum is
+# the softplus, as in section 1 with v and h swapped):
+#
+#     log Z = logsumexp_h [ c.h + sum_i softplus(b_i + W_i: . h) ]
+#
+# `exact_log_z` above does that with bit-shift enumeration; `RBM.log_partition` in common/rbm.py is
+# the library version (it enumerates whichever layer is smaller). For the large model 2^100 terms
+# are out of reach, so we use annealed importance sampling (Salakhutdinov & Murray, 2008): start at
+# a model with W = 0 whose Z is known, walk through K intermediate models p_beta with beta: 0 -> 1,
+# one Gibbs step each, and average the importance weights prod_k p*_{beta_k}(v) / p*_{beta_{k-1}}(v).
+# Too few temperatures UNDERestimate log Z on average (Jensen), which OVERstates the likelihood:
+# so we check AIS against the exact answer on the small model, at the settings we use for the big one.
+
+# %%
+log_z_small = rbm_small.log_partition()
+log_z_inline = exact_log_z(rbm_small, h_states_small)
+ll_test_small = rbm_small.log_likelihood(x_test, log_z_small)  # (N_test,) float64
+ll_train_small = rbm_small.log_likelihood(x_train, log_z_small)
+test_loglik_exact = float(ll_test_small.mean())
+test_loglik_se = float(ll_test_small.std() / math.sqrt(len(ll_test_small)))
+print(f"\nExact log Z of the small RBM: log_partition() = {log_z_small:.6f}, inline enumeration = {log_z_inline:.6f}")
+
+ais_rows = []
+for n_betas in cfg.ais_sweep:
+    estimate, half_width = rbm_small.ais_log_partition(cfg.ais_chains, n_betas, visible_bias, generator=gen)
+    ais_rows.append((n_betas, estimate, half_width))
+log_z_ais_small, half_small = rbm_small.ais_log_partition(cfg.ais_chains, cfg.ais_betas, visible_bias, generator=gen)
+log_z_ais_large, half_large = rbm_large.ais_log_partition(cfg.ais_chains, cfg.ais_betas, visible_bias, generator=gen)
+ais_error_small = abs(log_z_ais_small - log_z_small)
+test_loglik_ais = float(-rbm_large.free_energy(x_test).double().mean()) - log_z_ais_large
+train_loglik_ais = float(-rbm_large.free_energy(x_train).double().mean()) - log_z_ais_large
+
+print(f"AIS on the small RBM ({cfg.ais_chains} chains), exact log Z = {log_z_small:.3f}")
+print(f"  {'temperatures':>12}  {'AIS log Z':>10}  {'+-3 SE':>7}  {'AIS - exact':>11}")
+for n_betas, estimate, half_width in ais_rows:
+    print(f"  {n_betas:12d}  {estimate:10.3f}  {half_width:7.3f}  {estimate - log_z_small:+11.3f}")
+
+print(f"\nTest log-likelihood, nats per {data.shape[0]}x{data.shape[1]} image (higher is better; "
+      f"{len(x_test)} test images, SE of a mean ~{test_loglik_se:.2f})")
+print(f"  {'model':<40} {'log Z':>18}  {'test LL':>8}  {'train LL':>8}")
+print(f"  {'uniform pixels (every pixel a coin)':<40} {'':>18}  {baseline_uniform:8.2f}")
+print(f"  {'independent Bernoulli pixels':<40} {'':>18}  {baseline_independent:8.2f}")
+print(f"  {f'RBM {cfg.n_hidden_small} hidden, exact log Z':<40} {log_z_small:18.3f}  {test_loglik_exact:8.2f}  "
+      f"{float(ll_train_small.mean()):8.2f}")
+print(f"  {f'RBM {cfg.n_hidden_small} hidden, AIS log Z':<40} {f'{log_z_ais_small:.3f} +- {half_small:.3f}':>18}  "
+      f"{test_loglik_exact + log_z_small - log_z_ais_small:8.2f}")
+print(f"  {f'RBM {cfg.n_hidden_large} hidden, AIS log Z':<40} {f'{log_z_ais_large:.3f} +- {half_large:.3f}':>18}  "
+      f"{test_loglik_ais:8.2f}  {train_loglik_ais:8.2f}")
+print(f"  |AIS - exact| on the small RBM at the large model's settings: {ais_error_small:.3f} nats (target <= 0.1)")
+run.metrics.update({
+    "test_loglik_exact": test_loglik_exact, "train_loglik_exact": float(ll_train_small.mean()),
+    "log_z_exact_small": log_z_small, "log_z_ais_small": log_z_ais_small, "ais_half_width_small": half_small,
+    "ais_abs_error_small": ais_error_small, "test_loglik_ais": test_loglik_ais, "log_z_ais_large": log_z_ais_large,
+    "ais_half_width_large": half_large, "baseline_loglik_uniform": baseline_uniform,
+    "baseline_loglik_independent": baseline_independent,
+})
+
+# the small model and the exact test set it was scored on, so anyone can recompute the number
+torch.save({**rbm_small.state_dict(), "x_test": x_test.cpu(), "log_z": log_z_small,
+            "test_loglik_exact": test_loglik_exact, "dataset": data.name}, run.outdir / "rbm_small.pt")
+print(f"  saved W, b, c and the binarised test set to {run.outdir / 'rbm_small.pt'}")
+
+# %%
+def loglik_dots(ax, values: dict[str, float]) -> None:
+    """Log-likelihoods as labelled dots on one axis (bars from 0 would hide nat-sized differences)."""
+    names = list(values)
+    ax.hlines(range(len(names)), min(values.values()) - 2, list(values.values()), color="#cccccc", lw=1)
+    ax.plot(list(values.values()), range(len(names)), "o", color="#1f77b4", ms=7)
+    for row, value in enumerate(values.values()):
+        ax.annotate(f"{value:.2f}", (value, row), xytext=(0, 7), textcoords="offset points", ha="center", fontsize=9)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_ylim(-0.6, len(names) - 0.3)
+    ax.set_xlim(min(values.values()) - 2, max(values.values()) + 2)
+    ax.set_xlabel("log-likelihood, nats per image (higher is better)")
+
+
+fig, axes = plotting.figure(2, 1, title=f"{data.name}: AIS ({cfg.ais_chains} chains) against exact enumeration")
+sweep = np.array(ais_rows)
+axes[0].errorbar(sweep[:, 0], sweep[:, 1], yerr=sweep[:, 2], fmt="o-", capsize=3, label="AIS estimate +- 3 SE")
+axes[0].axhline(log_z_small, color="k", ls="--", lw=1, label=f"exact log Z = {log_z_small:.2f}")
+axes[0].set_xscale("log")
+axes[0].set(xlabel="number of intermediate temperatures", ylabel="log Z",
+            title=f"small RBM ({cfg.n_hidden_small} hidden)")
+axes[0].legend()
+loglik_dots(axes[1], {"uniform pixels": baseline_uniform, "independent pixels": baseline_independent,
+                      f"RBM {cfg.n_hidden_small} (exact log Z)": test_loglik_exact,
+                      f"RBM {cfg.n_hidden_large} (AIS log Z)": test_loglik_ais})
+axes[1].set_title(f"test log-likelihood ({len(x_test)} images)")
+run.savefig(fig, "fig03_likelihood")
+
+# What to notice:
+# - With 10-30 temperatures the AIS estimate is off by a few tenths of a nat, and its +-3 SE bar is
+#   itself unreliable: the weights are so skewed that 100 chains cannot estimate their spread. Its
+#   error is negative on average (Jensen: E log w <= log E w = log Z/Z_A) but any single run can be
+#   on either side. From ~1,000 temperatures on it agrees with the exact value to a few hundredths.
+# - An RBM with 20 hidden units already beats independent pixels by several nats per image: the
+#   hidden units capture which strokes go together. Five times more hidden units do NOT reliably
+#   help on 1,438 images trained with CD-1: over seeds 0-2 the 100-unit model scored -17.2, -18.4
+#   and -17.2 against -17.9, -17.9 and -17.9 for 20 units. It fits the training set better (see the
+#   train column and the free-energy gap) and CD-1's bias grows with the size of the model.
+# - If the large model's AIS were too low, its test LL would look too good. The check on the small
+#   model at the same settings is what makes the large model's number believable.
+
+# %% [markdown]
+# ## 4. Pictures: filters, reconstructions, samples, hidden activations
+#
+# Each hidden unit j has a "receptive field" W_:j over the pixels: its input is c_j + W_:j . v.
+# Reconstructions go v -> h ~ p(h|v) -> p(v|h). Samples come from long block-Gibbs chains
+# v -> h -> v (`RBM.gibbs`) started from random pixels; we show p(v | h) at the last step, the
+# usual way to display RBM samples. The histogram of hidden probabilities tells whether units are
+# used as binary features (mass near 0 and 1) or sit in the middle (the guide's sign of too little
+# training or too much weight decay), and whether some units are dead (always off or always on).
+
+# %%
+def show_filters(ax, W: torch.Tensor, nrow: int, title: str) -> None:
+    """Receptive fields W_:j / max|W_:j| as images: red W > 0, blue W < 0, white gaps between units."""
+    import matplotlib
+    from torchvision.utils import make_grid
+
+    filters = W.T.cpu() / W.T.cpu().abs().amax(1, keepdim=True).clamp_min(1e-12)  # (n_h, n_v) in [-1, 1]
+    grid = make_grid(filters.reshape(-1, 1, *data.shape), nrow=nrow, padding=1, pad_value=float("nan"))[0]
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="white")
+    ax.imshow(grid.numpy(), cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title)
+
+
+fig, axes = plotting.figure(2, 1, title=f"{data.name}: receptive fields W_:j after {cfg.epochs} epochs "
+                            "(red: ink here excites the unit, blue: inhibits)", panel_size=(5.5, 5.0))
+show_filters(axes[0], rbm_small.W, 5, f"{cfg.n_hidden_small} hidden units")
+show_filters(axes[1], rbm_large.W, 10, f"{cfg.n_hidden_large} hidden units")
+run.savefig(fig, "fig04_filters")
+weights_norm = rbm_large.W.norm(dim=0)
+print(f"\nFilter norms |W_:j| of the large RBM: min {float(weights_norm.min()):.2f}, "
+      f"median {float(weights_norm.median()):.2f}, max {float(weights_norm.max()):.2f}")
+
+
+# %%
+def reconstruct(rbm: RBM, v: torch.Tensor) -> torch.Tensor:
+    """p(v | h) with h ~ p(h | v): one step of the chain CD-1 uses."""
+    h, _ = rbm.sample_hidden(v, gen)
+    return rbm.visible_probs(h)
+
+
+shown = x_test[:10]
+recon_small, recon_large = reconstruct(rbm_small, x_test), reconstruct(rbm_large, x_test)
+print(f"Test reconstruction error (mean squared): {cfg.n_hidden_small} hidden "
+      f"{float(((x_test - recon_small) ** 2).mean()):.4f}, {cfg.n_hidden_large} hidden "
+      f"{float(((x_test - recon_large) ** 2).mean()):.4f}")
+fig, ax = plotting.figure(1, 1, title="rows: test images, reconstruction with "
+                          f"{cfg.n_hidden_small} and {cfg.n_hidden_large} hidden units", panel_size=(6.0, 2.4))
+plotting.image_grid(ax, torch.cat([shown, recon_small[:10], recon_large[:10]]), data.shape, nrow=10)
+run.savefig(fig, "fig05_reconstructions")
+
+# %%
+SNAPSHOTS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+snap_steps = [s for s in SNAPSHOTS if s < cfg.gibbs_steps] + [cfg.gibbs_steps]
+
+
+def run_chains(rbm: RBM, v: torch.Tensor, steps: int, record=()) -> tuple[torch.Tensor, dict]:
+    """Block Gibbs v -> h -> v for ``steps`` steps; returns p(v | h) at the end and at ``record`` steps."""
+    probs, snaps = v, {0: v} if 0 in record else {}
+    for step in range(1, steps + 1):
+        v, probs = rbm.gibbs(v, k=1, generator=gen)
+        if step in record:
+            snaps[step] = probs
+    return probs, snaps
+
+
+v_start = torch.bernoulli(torch.full((cfg.n_chains, n_visible), 0.5, device=device), generator=gen)
+samples_large, snaps = run_chains(rbm_large, v_start, cfg.gibbs_steps, snap_steps)
+f_data = float(rbm_large.free_energy(x_test).mean())
+print(f"\nGibbs chains of the large RBM from random pixels: mean free energy of the chain states "
+      f"(test images: {f_data:.1f})")
+print("  " + "  ".join(f"{s:>6d}" for s in snap_steps))
+print("  " + "  ".join(f"{float(rbm_large.free_energy((snaps[s] > 0.5).float()).mean()):6.1f}" for s in snap_steps))
+n_show = min(8, cfg.n_chains)
+evolution = torch.stack([snaps[s][:n_show] for s in snap_steps], dim=1).reshape(-1, n_visible)  # chain-major
+fig, axes = plotting.figure(2, 1, title=f"{data.name}: RBM with {cfg.n_hidden_large} hidden units, block Gibbs "
+                            f"from random pixels", panel_size=(5.5, 5.0))
+plotting.image_grid(axes[0], samples_large, data.shape, nrow=10,
+                    title=f"{cfg.n_chains} chains after {cfg.gibbs_steps} steps (p(v|h))")
+plotting.image_grid(axes[1], evolution, data.shape, nrow=len(snap_steps),
+                    title="one chain per row at steps " + ",".join(map(str, snap_steps)))
+run.savefig(fig, "fig06_gibbs_samples")
+
+# %%
+hidden_test = rbm_large.hidden_probs(x_test).cpu()  # (N_test, n_h)
+unit_means = hidden_test.mean(0)
+saturated = float(((hidden_test < 0.1) | (hidden_test > 0.9)).float().mean())
+dead = int(((unit_means < 0.01) | (unit_means > 0.99)).sum())
+print(f"\nHidden probabilities of the large RBM on the test set: {100 * saturated:.0f}% below 0.1 or above 0.9; "
+      f"{dead} of {cfg.n_hidden_large} units (almost) never change (mean < 0.01 or > 0.99)")
+fig, axes = plotting.figure(3, 1, title=f"{data.name}: RBM with {cfg.n_hidden_large} hidden units on test images")
+axes[0].hist(hidden_test.numpy().ravel(), bins=40, color="#1f77b4")
+axes[0].set(xlabel="p(h_j = 1 | v)", ylabel="count (units x images)", title="hidden probabilities")
+axes[1].bar(np.arange(cfg.n_hidden_large), np.sort(unit_means.numpy())[::-1], color="#ff7f0e", width=1.0)
+axes[1].set(xlabel="hidden unit (sorted)", ylabel="mean p(h_j = 1 | v)", title="how often each unit is on")
+axes[2].hist(rbm_large.W.cpu().numpy().ravel(), bins=60, color="#2ca02c", alpha=0.8, density=True, label="W")
+axes[2].hist(rbm_large.c.cpu().numpy(), bins=20, color="#d62728", alpha=0.6, density=True, label="hidden bias c")
+axes[2].set(xlabel="value", ylabel="density", title="weights and hidden biases")
+axes[2].legend()
+run.savefig(fig, "fig07_hidden_activations")
+
+# What to notice:
+# - Filters (fig04) are signed pixel patterns: red where ink turns the unit on, blue where ink turns it
+#   off. On 8x8 digits each is a coarse piece of one or two digit shapes; the small model's units must
+#   cover more and are broader. (On MNIST they become pen strokes; try --dataset mnist.)
+# - Reconstructions (fig05) are sharp even when the model is poor: one Gibbs step from the data
+#   never leaves the data, which is why reconstruction error flatters.
+# - Chains from random pixels (fig06) become digit-like within a few steps; their free energy drops
+#   to (even below) that of real test images. Each chain then wanders from digit to digit: on these
+#   small images block Gibbs still moves between classes within tens to hundreds of steps. Lesson 05
+#   measures mixing properly.
+# - Most hidden probabilities are near 0 or 1 (fig07): the units act as binary feature detectors.
+
+# %% [markdown]
+# ## 5. Features: logistic regression on hidden probabilities
+#
+# p(h | v) is a nonlinear feature map learned without labels. We fit the same logistic regression
+# (scikit-learn, lbfgs, C = --logreg-c) on raw binary pixels and on hidden probabilities.
+# A caution: scikit-learn's RBM gallery example uses `LogisticRegression(tol=1)`; since
+# scikit-learn 1.4 that stops at iteration 0 and scores at chance, so we keep the default
+# tolerance and give lbfgs enough iterations to converge.
+
+# %%
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import ConfusionMatrixDisplay, accuracy_score
+
+
+def logreg_accuracy(train_features: torch.Tensor, test_features: torch.Tensor):
+    """Test accuracy, test predictions and the fitted classifier of an L2 logistic regression on the given features."""
+    clf = LogisticRegression(C=cfg.logreg_c, max_iter=cfg.logreg_max_iter)
+    clf.fit(train_features.cpu().numpy(), y_train)
+    predictions = clf.predict(test_features.cpu().numpy())
+    return float(accuracy_score(y_test, predictions)), predictions, clf
+
+
+pixel_acc, _, pixel_clf = logreg_accuracy(x_train, x_test)
+small_acc, _, _ = logreg_accuracy(rbm_small.hidden_probs(x_train), rbm_small.hidden_probs(x_test))
+large_acc, large_pred, _ = logreg_accuracy(rbm_large.hidden_probs(x_train), rbm_large.hidden_probs(x_test))
+print(f"\nLogistic regression (C = {cfg.logreg_c:g}), test accuracy on {len(x_test)} images")
+print(f"  {'features':<32} {'dimension':>9}  {'accuracy':>8}")
+for name, dim, acc in (("binary pixels", n_visible, pixel_acc),
+                       (f"p(h|v), {cfg.n_hidden_small}-unit RBM", cfg.n_hidden_small, small_acc),
+                       (f"p(h|v), {cfg.n_hidden_large}-unit RBM", cfg.n_hidden_large, large_acc)):
+    print(f"  {name:<32} {dim:9d}  {acc:8.3f}")
+run.metrics["pixel_accuracy"] = pixel_acc
+run.metrics["feature_accuracy"] = large_acc
+run.metrics["feature_accuracy_small"] = small_acc
+
+fig, axes = plotting.figure(2, 1, title=f"{data.name}: logistic regression (C = {cfg.logreg_c:g}) on "
+                            "pixels vs RBM features")
+bars = axes[0].bar(["pixels", f"RBM {cfg.n_hidden_small}", f"RBM {cfg.n_hidden_large}"],
+                   [pixel_acc, small_acc, large_acc], color=["#999999", "#1f77b4", "#d62728"])
+axes[0].bar_label(bars, fmt="%.3f")
+axes[0].set_ylim(0, 1.05)
+axes[0].set(ylabel="test accuracy", title="accuracy")
+ConfusionMatrixDisplay.from_predictions(y_test, large_pred, ax=axes[1], colorbar=False, cmap="Blues")
+axes[1].grid(False)
+axes[1].set_title(f"confusion matrix, RBM {cfg.n_hidden_large} features")
+run.savefig(fig, "fig08_features")
+
+# What to notice:
+# - A 20-unit RBM compresses 64 pixels into 20 numbers and loses some class information; 100 units
+#   (an overcomplete code) match or beat the raw pixels, although the RBM never saw a label.
+# - The remaining errors sit in a few pairs of similar-looking digits; read them off the confusion
+#   matrix (on 8x8 images an 8 easily loses its loops and becomes a 1 or a 2).
+
+# %% [markdown]
+# ## 6. A deep belief network: two RBMs stacked greedily
+#
+# Hinton, Osindero & Teh (2006): train an RBM on the data, then train a second RBM on the first
+# one's hidden samples h1 ~ p(h1 | v). The result is a deep belief network: an undirected top
+# layer p(h1, h2) and a directed bottom layer p(v | h1). To sample, run Gibbs in the top RBM, then
+# go down once through p(v | h1). The second layer can only improve a variational bound on log p(v);
+# here we just look at the samples and at how the pixel classifier of section 5 labels them.
+
+# %%
+h1_train = torch.bernoulli(rbm_large.hidden_probs(x_train), generator=gen)  # (N, n_hidden_large) binary
+rbm_top = RBM(cfg.n_hidden_large, cfg.dbn_hidden, cfg.weight_scale, data_visible_bias(h1_train),
+              generator=init_gen, device=device)
+h1_test = torch.bernoulli(rbm_large.hidden_probs(x_test), generator=gen)
+hist_top = train_rbm(rbm_top, h1_train, h1_test, f"top RBM {cfg.n_hidden_large}->{cfg.dbn_hidden}")
+
+h1_start = torch.bernoulli(torch.full((cfg.n_chains, cfg.n_hidden_large), 0.5, device=device), generator=gen)
+h1_top, _ = run_chains(rbm_top, h1_start, cfg.gibbs_steps)
+samples_dbn = rbm_large.visible_probs(torch.bernoulli(h1_top, generator=gen))  # down through p(v | h1)
+
+
+def class_counts(images: torch.Tensor) -> np.ndarray:
+    """How the pixel classifier of section 5 labels thresholded images: counts per class."""
+    labels = pixel_clf.predict((images > 0.5).float().cpu().numpy())
+    return np.bincount(labels, minlength=10)
+
+
+counts = {"test images": class_counts(x_test[: cfg.n_chains]), "RBM samples": class_counts(samples_large),
+          "DBN samples": class_counts(samples_dbn)}
+print(f"\nTop RBM ({cfg.n_hidden_large} -> {cfg.dbn_hidden}) after {cfg.epochs} epochs: recon err "
+      f"{hist_top['recon_error'][-1]:.4f}. Classes the pixel classifier sees in {cfg.n_chains} images:")
+print(f"  {'':<12} " + " ".join(f"{d:>4d}" for d in range(10)) + "   classes seen")
+for name, row in counts.items():
+    print(f"  {name:<12} " + " ".join(f"{int(n):4d}" for n in row) + f"   {int((row > 0).sum()):12d}")
+run.metrics["rbm_class_counts"] = counts["RBM samples"]
+run.metrics["dbn_class_counts"] = counts["DBN samples"]
+
+fig, axes = plotting.figure(3, 1, title=f"{data.name}: data, RBM ({cfg.n_hidden_large} hidden) and DBN "
+                            f"({cfg.n_hidden_large}-{cfg.dbn_hidden}) samples after {cfg.gibbs_steps} Gibbs steps",
+                            panel_size=(4.2, 4.2))
+plotting.image_grid(axes[0], x_test[: min(100, cfg.n_chains)], data.shape, nrow=10, title="test images")
+plotting.image_grid(axes[1], samples_large[:100], data.shape, nrow=10, title="RBM samples")
+plotting.image_grid(axes[2], samples_dbn[:100], data.shape, nrow=10, title="DBN samples")
+run.savefig(fig, "fig09_dbn_samples")
+
+# What to notice:
+# - The DBN's samples are digit-like too, but not better: on 1,438 tiny images the second layer has
+#   little to add, and its samples go through the *directed* p(v | h1) once, without the clean-up that
+#   the RBM's own chain gets at every step. (Hinton et al.'s DBN had 500-500-2000 units and 60,000
+#   MNIST images.)
+# - The class counts are a crude check of coverage: a sampler stuck in one mode would show one class.
+#   Neither number is a likelihood; comparing generative models needs log p(v), as in section 3.
+
+# %% [markdown]
+# ## 7. Side by side with scikit-learn's BernoulliRBM
+#
+# scikit-learn ships an RBM too: `sklearn.neural_network.BernoulliRBM` trains with PCD-1 (persistent
+# chains), plain SGD (no momentum, no weight decay) and zero initial biases. We give it the same
+# training images, hidden size, learning rate, batch size and number of epochs, then score both
+# models exactly by building an `RBM.from_tensors` from its `components_`, `intercept_visible_` and
+# `intercept_hidden_`.
+
+# %%
+import warnings
+
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.neural_network import BernoulliRBM
+
+sk_rbm = BernoulliRBM(n_components=cfg.n_hidden_small, learning_rate=cfg.lr, batch_size=cfg.batch_size,
+                      n_iter=cfg.epochs, random_state=run.seed)
+wall, cpu = time.perf_counter(), time.process_time()
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    sk_rbm.fit(x_train.cpu().numpy().astype(np.float64))
+sk_wall, sk_cpu = (time.perf_counter() - wall) / cfg.epochs, (time.process_time() - cpu) / cfg.epochs
+sk_as_rbm = RBM.from_tensors(torch.tensor(sk_rbm.components_.T), torch.tensor(sk_rbm.intercept_visible_),
+                             torch.tensor(sk_rbm.intercept_hidden_))
+sk_log_z = sk_as_rbm.log_partition()
+sk_test_ll = float(sk_as_rbm.log_likelihood(x_test.cpu().double(), sk_log_z).mean())
+sk_train_ll = float(sk_as_rbm.log_likelihood(x_train.cpu().double(), sk_log_z).mean())
+ours_wall, ours_cpu = hist_small["wall"] / cfg.epochs, hist_small["cpu"] / cfg.epochs
+
+print(f"\n{data.name}, {cfg.n_hidden_small} hidden units, {cfg.epochs} epochs, lr {cfg.lr:g}, batch {cfg.batch_size}")
+print(f"  {'':<26} {'this lesson (CD-' + str(cfg.k) + ')':>20}  {'sklearn BernoulliRBM':>20}")
+print(f"  {'training':<26} {'momentum, decay':>20}  {'PCD-1, plain SGD':>20}")
+print(f"  {'seconds per epoch (wall)':<26} {ours_wall:20.4f}  {sk_wall:20.4f}")
+print(f"  {'CPU seconds per epoch':<26} {ours_cpu:20.4f}  {sk_cpu:20.4f}")
+print(f"  {'exact log Z':<26} {log_z_small:20.3f}  {sk_log_z:20.3f}")
+print(f"  {'train LL (nats/image)':<26} {float(ll_train_small.mean()):20.2f}  {sk_train_ll:20.2f}")
+print(f"  {'test LL (nats/image)':<26} {test_loglik_exact:20.2f}  {sk_test_ll:20.2f}")
+run.metrics.update({"sklearn_test_loglik": sk_test_ll, "sklearn_train_loglik": sk_train_ll,
+                    "sklearn_log_z": sk_log_z, "seconds_per_epoch": ours_wall, "sklearn_seconds_per_epoch": sk_wall,
+                    "cpu_seconds_per_epoch": ours_cpu, "sklearn_cpu_seconds_per_epoch": sk_cpu})
+
+fig, axes = plotting.figure(3, 1, title=f"{data.name}: {cfg.n_hidden_small} hidden units, {cfg.epochs} epochs, "
+                            f"lr {cfg.lr:g}, batch {cfg.batch_size}", panel_size=(4.2, 3.6))
+show_filters(axes[0], rbm_small.W, 5, f"this lesson, CD-{cfg.k}")
+show_filters(axes[1], sk_as_rbm.W, 5, "sklearn BernoulliRBM, PCD-1")
+loglik_dots(axes[2], {"independent pixels": baseline_independent, "sklearn BernoulliRBM": sk_test_ll,
+                      f"this lesson (CD-{cfg.k})": test_loglik_exact})
+axes[2].set_title(f"exact test LL; s/epoch: ours {ours_wall:.3f}, sklearn {sk_wall:.3f}")
+run.savefig(fig, "fig10_sklearn_comparison")
+
+# What to notice:
+# - On the same budget of epochs, momentum and the data-based visible biases reach a better
+#   likelihood; BernoulliRBM's plain SGD starts from zero biases and needs more epochs (or a larger
+#   learning rate) to catch up. Try --lr 0.1 to see both move.
+# - BernoulliRBM's filters are framed in blue: its visible biases start at 0, so the weights must
+#   learn that the border pixels are always empty, the job our data-based visible biases do from the
+#   start. Those weights are not spent on the digits.
+# - scikit-learn is faster per epoch on tiny images: NumPy on 64 x 20 matrices has less overhead per
+#   call than PyTorch. On MNIST-sized matrices the arithmetic dominates and the gap closes.
+# - The exact log Z is what makes this comparison fair: reconstruction errors or pseudo-likelihoods
+#   of two differently trained models are not comparable.
+
+# %% [markdown]
+# ## Summary
+#
+# - No connections inside a layer: p(h|v) and p(v|h) factorise into sigmoids and the free energy
+#   F(v) = -b.v - sum_j softplus(c_j + W_:j . v) sums the hidden layer out exactly.
+# - CD-k replaces the model expectation by a k-step chain from the data; with the practical guide's
+#   defaults (small init, data-based visible biases, momentum, weight decay) it trains in seconds.
+# - Reconstruction error is not the objective. Report log-likelihood: exact by enumerating a small
+#   layer, AIS otherwise, with the AIS settings validated against an exact answer, next to baselines.
+# - Hidden probabilities are useful unsupervised features; stacking RBMs gives a deep belief network.
+#
+# ## Exercises
+#
+# ### Exercise 1 (predict-then-tweak, easy): longer negative chains
+# Predict first: with `--k 10`, does the exact test log-likelihood of the small model go up, down,
+# or stay within its epoch-to-epoch wobble? And the time per epoch? Then run it and compare
+# `test_loglik_exact` and `seconds_per_epoch`.
+#
+# ### Exercise 2 (predict-then-tweak, easy): no momentum, no weight decay
+# Predict how `--momentum-end 0.5` (no switch to 0.9) and, separately, `--weight-decay 0` change
+# the exact LL after 50 epochs and the free-energy gap curve in fig02. Then run both.
+#
+# ### Exercise 3 (extend, medium): persistent contrastive divergence
+# `train_epoch` accepts `chains=`: persistent fantasy particles that are not reset to the data.
+# Complete the stub that runs with `--exercise 3`: train a small RBM with PCD-1 (chains started
+# from random pixels) and compare its exact test LL and its Gibbs samples with CD-1's.
+#
+# ### Exercise 4 (think, medium): why does AIS underestimate log Z?
+# The AIS weights w satisfy E[w] = Z / Z_A exactly. Explain why log mean(w) is nevertheless biased
+# low, why the bias grows when there are fewer temperatures (fig03), and what that means for a
+# paper that reports a test log-likelihood from AIS without any check.
+#
+# ### Exercise 5 (predict-then-tweak, medium): how many hidden units?
+# Predict the exact test LL for `--n-hidden-small 5`, `10` and `16` (the exact log Z still takes
+# seconds), and whether the train-test LL gap grows with the size. Then run them.
+#
+# ### Exercise 6 (think, hard): the reconstruction error trap
+# Reconstruction error keeps falling while the exact LL is flat (fig02). Construct an RBM with a
+# very low reconstruction error and a poor likelihood (hint: what do large positive weights between
+# pixel i and a unit that copies it do?), and explain why CD-1 is prone to drift towards it.
+
+# %%
+if run.exercise == 3:
+    # Exercise 3 stub: fill in the two TODOs, then run with --exercise 3.
+    pcd = RBM(n_visible, cfg.n_hidden_small, cfg.weight_scale, visible_bias, generator=init_gen, device=device)
+    chains = None  # TODO: persistent chains, e.g. torch.bernoulli(0.5 * torch.ones(cfg.batch_size, n_visible))
+    velocity = None
+    for epoch in range(1, cfg.epochs + 1):
+        momentum = cfg.momentum_start if epoch <= cfg.momentum_switch else cfg.momentum_end
+        velocity, chains, _ = train_epoch(pcd, x_train, lr=cfg.lr, k=1, batch_size=cfg.batch_size,
+                                          momentum=momentum, weight_decay=cfg.weight_decay, velocity=velocity,
+                                          chains=chains, generator=gen)  # TODO: a smaller lr suits PCD
+    print(f"\nExercise 3: exact test LL with {'PCD' if chains is not None else 'CD (stub unchanged)'}: "
+          f"{float(pcd.log_likelihood(x_test).mean()):.2f}  (CD-{cfg.k}: {test_loglik_exact:.2f})")
+
+run.finish()
