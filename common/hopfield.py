@@ -168,9 +168,9 @@ def async_recall(weights, states, bias=None, generator=None, max_sweeps: int = 1
     trace = [energy(weights, states, bias)] if track_energy else None
     for _ in range(max_sweeps):
         n_active = (~converged).sum(1)  # (K,)
-        width = n_batch if track_energy else int(n_active.max())
-        if width == 0:
+        if int(n_active.max()) == 0:
             break
+        width = n_batch if track_energy else int(n_active.max())
         # the not-yet-converged chains of each network first (a permutation, so no index repeats);
         # the padding columns are converged chains, which no update changes
         index = torch.argsort(converged.to(torch.int8), dim=1, stable=True)[:, :width]  # (K, width)
