@@ -61,7 +61,7 @@ from scipy import integrate, optimize
 from tqdm.auto import tqdm
 
 from common import plotting
-from common.config import count, positive
+from common.config import between, count, positive
 from common.datasets import gaussian_mixture
 from common.diagnostics import exact_log_partition, mmd_rbf
 from common.lesson import start_lesson
@@ -73,9 +73,9 @@ class Config:
     # -- section 1: energy -> density
     temperature: float = positive(1.0)  # T in p = exp(-E/T)/Z; 1 is the usual convention
     gauss_std: float = positive(0.7)  # s of the 1-D Gaussian energy E = (x - mu)^2 / (2 s^2)
-    gauss_mean: float = 0.5  # mu of the 1-D Gaussian energy (any real number)
+    gauss_mean: float = between(0.5, -5.0, 5.0)  # mu of the 1-D Gaussian energy; the plots show [-3, 3]
     # -- section 2: temperature
-    deep_depth: float = -2.0  # depth d1 of the deep, narrow well (more negative = deeper)
+    deep_depth: float = between(-2.0, -10.0, 0.0, open_high=True)  # depth d1 < 0 of the deep, narrow well
     deep_width: float = positive(0.2)  # width s1 of the deep well; the crossover T* ~ (d2 - d1) / ln(s2 / s1)
     wide_width: float = positive(1.2)  # width s2 of the shallow well (its depth d2 is 0)
     temperatures: tuple[float, ...] = positive((0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 5.0, 20.0))  # T values tabled

@@ -54,7 +54,8 @@ def test_mala_in_two_dimensions_keeps_an_anisotropic_gaussian():
     precision = torch.tensor([1.0, 9.0])
     energy = lambda x: 0.5 * (precision * x**2).sum(1)  # noqa: E731
     generator = torch.Generator().manual_seed(3)
-    x, _, _ = mala(energy, torch.zeros(N_CHAINS, 2), 300, 0.15, 1.0, generator=generator)
+    # the slow coordinate contracts by about (1 - h) = 0.85 per step: 150 steps forget the start
+    x, _, _ = mala(energy, torch.zeros(N_CHAINS, 2), 150, 0.15, 1.0, generator=generator)
     assert_variance(x[:, 0], 1.0)
     assert_variance(x[:, 1], 1 / 9)
 
