@@ -218,7 +218,7 @@ def gaussian_sm_fit(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     theta0 = torch.zeros(n_tri + dim, dtype=x.dtype, device=x.device)
     grad = torch.func.grad(objective)(theta0)
-    hessian = torch.func.hessian(objective)(theta0)
+    hessian = torch.func.jacrev(torch.func.grad(objective))(theta0)  # reverse-over-reverse: no forward-mode AD
     # a quadratic J(theta) is minimised by theta* = theta0 - H^{-1} grad J(theta0)
     theta = theta0 - torch.linalg.solve(hessian, grad)
     precision, h = _symmetric_from_params(theta[:n_tri], dim), theta[n_tri:]
