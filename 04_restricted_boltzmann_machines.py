@@ -272,6 +272,7 @@ run.savefig(fig, "fig01_bipartite_free_energy")
 # The model term needs samples from p(v, h). Contrastive divergence (CD-k) starts a Gibbs chain
 # at the data and stops after k steps. Here is CD-1 written out; afterwards we use
 # `RBM.cd_gradient` / `train_epoch` from `common/rbm.py`, which do exactly this (and more).
+# Why CD-k approximates this gradient, and what it drops: docs/derivations/contrastive_divergence.md.
 #
 # Hinton's practical guide (2010) supplies the defaults: W ~ N(0, 0.01^2), visible biases
 # b_i = log(p_i / (1 - p_i)) from the pixel frequencies p_i, hidden biases 0, mini-batches of

@@ -232,7 +232,8 @@ run.savefig(fig, "fig01_gibbs_chains")
 #
 # The CD-k gradient is not the gradient of the log-likelihood: its negative phase averages over
 # p_k(v) = (data distribution) T^k, the data pushed k steps through the Gibbs kernel T, instead of
-# over the model p(v). As k -> infinity p_k -> p and the bias vanishes. We average `bias_repeats`
+# over the model p(v). As k -> infinity p_k -> p and the bias vanishes (derivation, including
+# the term CD drops: docs/derivations/contrastive_divergence.md). We average `bias_repeats`
 # independent estimates of `bias_copies` chains per pattern, so the Monte-Carlo noise floor
 # |SE| / |exact| (what an unbiased estimator would still show) stays well below the bias. An
 # unbiased estimator with relative noise r has an expected cosine of about 1 / sqrt(1 + r^2).

@@ -1141,6 +1141,12 @@ run.savefig(fig, "fig10_fisher_score_matching")
 # without the simulator's likelihood ever being written down.
 
 # %% [markdown]
+# Score matching is one of three ways to train an EBM without Z that the course derives; the other
+# two are contrastive divergence (docs/derivations/contrastive_divergence.md, lessons 04-05) and
+# noise-contrastive estimation (docs/derivations/noise_contrastive_estimation.md), which turns
+# density estimation into telling data from noise and learns log Z as one more parameter.
+
+# %% [markdown]
 # ## Summary
 #
 # 1. The Stein score grad_x log p is free of Z; the Fisher score grad_theta log p needs grad log Z.
