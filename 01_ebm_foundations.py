@@ -750,31 +750,31 @@ print(f"  [animation] {gif}")
 # ## Exercises
 # Hints and answers: docs/solutions/01_ebm_foundations.md.
 #
-# ### Exercise 1 (predict-then-tweak, easy): hotter and colder
+# **Exercise 1 (predict-then-tweak, easy): hotter and colder**
 # Predict the mass of the deep well at T = 1 if the deep well is twice as narrow, then run with
 # `--deep-width 0.1`. Where does the crossover temperature move, and does the Laplace formula
 # T* ~ (d2 - d1) / ln(s2 / s1) still predict it?
 #
-# ### Exercise 2 (predict-then-tweak, easy): how many data points buy one decimal?
+# **Exercise 2 (predict-then-tweak, easy): how many data points buy one decimal?**
 # `mle_param_error` is about one standard error. Predict it for `--n-data 20000`, then run it.
 # Which parameter is hardest to pin down, and why (look at the standard errors)?
 #
-# ### Exercise 3 (predict-then-tweak, medium): a step too far
+# **Exercise 3 (predict-then-tweak, medium): a step too far**
 # Predict what happens to the Langevin samples at `--step-size 0.2` and at `--step-size 2`.
 # Which of them trips the divergence guard, and which one just gives wrong samples (compare
 # `langevin_mmd` with `langevin_mmd_baseline`)?
 #
-# ### Exercise 4 (extend, medium): Z of a 2-D double well
+# **Exercise 4 (extend, medium): Z of a 2-D double well**
 # Write E(x1, x2) = (x1^2 - 1)^2 + x2^2 / 2 and compute Z by `scipy.integrate.dblquad`. Check your
 # answer against the product of two 1-D integrals (why may you factorise?). Run with `--exercise 4`
 # to see a stub that prints the 1-D factor for you.
 #
-# ### Exercise 5 (think, medium): what a softmax classifier does not model
+# **Exercise 5 (think, medium): what a softmax classifier does not model**
 # The conditional energy of section 6 never computes the Z of section 3. What question about x
 # can p(y | x) not answer, and what would you need to answer it? (Lesson 09 uses this for
 # out-of-distribution detection.)
 #
-# ### Exercise 6 (think, hard): why moment matching?
+# **Exercise 6 (think, hard): why moment matching?**
 # Show that at the maximum of the likelihood of section 5, E_model[x^k] = E_data[x^k] for
 # k = 1, 2, 4. Which moments would be matched if the energy were theta_1 x + theta_2 x^2 only, and
 # what family of densities is that?

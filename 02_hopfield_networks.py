@@ -856,31 +856,31 @@ print(f"\nAsync energy check over the whole lesson: {checked['increases']} incre
 #
 # ## Exercises
 #
-# ### Exercise 1 (predict-then-tweak, easy): finite-size effects on alpha_c
+# **Exercise 1 (predict-then-tweak, easy): finite-size effects on alpha_c**
 # Predict first: with --n-units 1000 (and --n-trials 2 to keep the time), does the estimated
 # alpha_c_hebbian move towards 0.138 or away from it? Is the drop of m(alpha) sharper or softer?
 # Then try --n-units 200.
 #
-# ### Exercise 2 (predict-then-tweak, medium): the estimator
+# **Exercise 2 (predict-then-tweak, medium): the estimator**
 # Predict how alpha_c_hebbian changes with --overlap-threshold 0.7 and 0.95. Which threshold is
 # closest to the N -> infinity theory at N = 500, and why is no single threshold "right" at finite N?
 #
-# ### Exercise 3 (think, medium): fixed points versus retrieval
+# **Exercise 3 (think, medium): fixed points versus retrieval**
 # Using p = Phi(-1/sqrt(alpha)), how many wrong bits does a Hebbian pattern at alpha = 0.1 have on
 # average in a network of N = 10^4 units, and how likely is it to be an exact fixed point? Why does
 # the dynamics still retrieve it?
 #
-# ### Exercise 4 (extend, medium): biased patterns
+# **Exercise 4 (extend, medium): biased patterns**
 # Run with --exercise 4 to store patterns with 80% of the units at -1. Watch them collapse onto one
 # "background" attractor, then fix it: store (xi - a) with a = the mean activity and add a
 # threshold (bias) b. Measure the capacity before and after.
 #
-# ### Exercise 5 (predict-then-tweak, easy): when do 3-mixtures stop being minima?
+# **Exercise 5 (predict-then-tweak, easy): when do 3-mixtures stop being minima?**
 # Theory says symmetric 3-mixtures are stable at T = 0 only for alpha below ~0.03. Predict the
 # "fixed pt" column of the 3-mixture row in section 4 for --spurious-patterns 25 (alpha = 0.05 at
 # N = 500), and whether random starts still end in 3-mixtures. Then run it.
 #
-# ### Exercise 6 (think, hard): the modern energy and attention
+# **Exercise 6 (think, hard): the modern energy and attention**
 # Show that the modern update is the gradient step xi <- xi - grad E(xi) with unit step, and that
 # one step of it is softmax attention. What plays the role of 1/sqrt(d_k) in a transformer?
 

@@ -948,37 +948,37 @@ run.savefig(fig, "fig08_why_slow")
 # %% [markdown]
 # ## Exercises
 #
-# ### Exercise 1 (predict-then-tweak, easy): colder chains
+# **Exercise 1 (predict-then-tweak, easy): colder chains**
 # Predict, before running, what happens to `gibbs_tv_final`, `rhat_max` and the ESS per draw of
 # section 2 when you double the weights: `python 03_boltzmann_machines.py --weight-scale 2`.
 # Which number warns you first, and which warning would you still get without the exact p?
 #
-# ### Exercise 2 (predict-then-tweak, medium): parity or not
+# **Exercise 2 (predict-then-tweak, medium): parity or not**
 # Run `--dataset any` (all 14 bars-and-stripes images). Predict `kl_visible_only` and
 # `kl_with_hidden` first. Explain the result with the "What to notice" of section 5: which rule of
 # the data is pairwise and which is not?
 #
-# ### Exercise 3 (predict-then-tweak, medium): a faster optimiser meets a slow sampler
+# **Exercise 3 (predict-then-tweak, medium): a faster optimiser meets a slow sampler**
 # `--momentum 0.9` makes exact learning several times faster. Predict `kl_visible_only` and
 # `kl_visible_only_gibbs` before running. Then try `--momentum 0.9 --gibbs-sweeps-per-step 25`, and
 # `--gibbs-chains 10 --gibbs-sweeps-per-step 1` (momentum 0). Use figure 8 to explain what you see.
 #
-# ### Exercise 4 (extend, medium): parallel tempering
+# **Exercise 4 (extend, medium): parallel tempering**
 # Replace annealing by replica exchange: run chains at a ladder of temperatures T_1 < ... < T_R and,
 # after each sweep, propose to swap the states of neighbours r, r+1 with probability
 # min(1, exp((E_r - E_{r+1}) (1/T_r - 1/T_{r+1}))). How often is the T_1 chain in the ground state?
 # Run `--exercise 4` for a stub that sets up the ladder.
 #
-# ### Exercise 5 (extend, hard): the clamped phase by sampling
+# **Exercise 5 (extend, hard): the clamped phase by sampling**
 # Estimate BOTH phases of the hidden-unit gradient by Gibbs (for the clamped phase, run chains over
 # the hidden units only, one per data vector, with the visible units fixed) and train the
 # hidden-unit machine with it. Compare KL curves and the cosine with section 4.
 #
-# ### Exercise 6 (think, easy): spins versus bits
+# **Exercise 6 (think, easy): spins versus bits**
 # Show that for s_i in {-1, +1} the conditional is p(s_i = +1 | rest) = sigma(2 field / T), and that a
 # machine on {0, 1} units is a spin machine with other weights and biases (s = (x + 1) / 2).
 #
-# ### Exercise 7 (think, medium): why does learning stop?
+# **Exercise 7 (think, medium): why does learning stop?**
 # At a maximum of the likelihood the gradient is zero. What does <s_i s_j>_data = <s_i s_j>_model say
 # about the visible-only machine at its optimum on the "even" data, and why is it then exactly as
 # good as a model that only knows the pixel means and pairwise correlations?

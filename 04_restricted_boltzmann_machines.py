@@ -840,30 +840,30 @@ run.savefig(fig, "fig10_sklearn_comparison")
 #
 # ## Exercises
 #
-# ### Exercise 1 (predict-then-tweak, easy): longer negative chains
+# **Exercise 1 (predict-then-tweak, easy): longer negative chains**
 # Predict first: with `--k 10`, does the exact test log-likelihood of the small model go up, down,
 # or stay within its epoch-to-epoch wobble? And the time per epoch? Then run it and compare
 # `test_loglik_exact` and `seconds_per_epoch`.
 #
-# ### Exercise 2 (predict-then-tweak, easy): no momentum, no weight decay
+# **Exercise 2 (predict-then-tweak, easy): no momentum, no weight decay**
 # Predict how `--momentum-end 0.5` (no switch to 0.9) and, separately, `--weight-decay 0` change
 # the exact LL after 50 epochs and the free-energy gap curve in fig02. Then run both.
 #
-# ### Exercise 3 (extend, medium): persistent contrastive divergence
+# **Exercise 3 (extend, medium): persistent contrastive divergence**
 # `train_epoch` accepts `chains=`: persistent fantasy particles that are not reset to the data.
 # Complete the stub that runs with `--exercise 3`: train a small RBM with PCD-1 (chains started
 # from random pixels) and compare its exact test LL and its Gibbs samples with CD-1's.
 #
-# ### Exercise 4 (think, medium): why does AIS underestimate log Z?
+# **Exercise 4 (think, medium): why does AIS underestimate log Z?**
 # The AIS weights w satisfy E[w] = Z / Z_A exactly. Explain why log mean(w) is nevertheless biased
 # low, why the bias grows when there are fewer temperatures (fig03), and what that means for a
 # paper that reports a test log-likelihood from AIS without any check.
 #
-# ### Exercise 5 (predict-then-tweak, medium): how many hidden units?
+# **Exercise 5 (predict-then-tweak, medium): how many hidden units?**
 # Predict the exact test LL for `--n-hidden-small 5`, `10` and `16` (the exact log Z still takes
 # seconds), and whether the train-test LL gap grows with the size. Then run them.
 #
-# ### Exercise 6 (think, hard): the reconstruction error trap
+# **Exercise 6 (think, hard): the reconstruction error trap**
 # Reconstruction error keeps falling while the exact LL is flat (fig02). Construct an RBM with a
 # very low reconstruction error and a poor likelihood (hint: what do large positive weights between
 # pixel i and a unit that copies it do?), and explain why CD-1 is prone to drift towards it.

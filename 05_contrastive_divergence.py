@@ -636,34 +636,34 @@ run.savefig(fig, "fig06_chain_health")
 # %% [markdown]
 # ## Exercises
 #
-# ### Exercise 1 (predict-then-tweak, easy): sharper model, larger bias
+# **Exercise 1 (predict-then-tweak, easy): sharper model, larger bias**
 # Predict how the CD-1 cosine of section 2 changes with `--bas-train-steps 5000`, and with
 # `--bas-lr 0.2` for PCD's cosine. Run and compare with your predictions.
 #
-# ### Exercise 2 (predict-then-tweak, medium): does CD-1 still win with more hidden units?
+# **Exercise 2 (predict-then-tweak, medium): does CD-1 still win with more hidden units?**
 # Run with `--n-hidden 20 --budget-sweeps 300`. Predict the order of the final exact test
 # log-likelihoods of CD-1, CD-10 and PCD-decay before you look.
 #
-# ### Exercise 3 (extend, medium): the exact CD-k fixed point
+# **Exercise 3 (extend, medium): the exact CD-k fixed point**
 # For a 3x3 bars-and-stripes RBM, build the 512 x 512 Gibbs transition matrix T(v, v') =
 # sum_h p(h|v) p(v'|h) and compute the exact expected CD-k gradient (data distribution times T^k).
 # Plot its cosine with the exact gradient against k, and check it matches section 2's Monte-Carlo
 # curve. A stub runs with `--exercise 3`.
 #
-# ### Exercise 4 (think, medium): why does PCD need a decaying learning rate?
+# **Exercise 4 (think, medium): why does PCD need a decaying learning rate?**
 # Explain, in terms of the two things PCD's chains have to track, why a constant learning rate
 # makes the exact likelihood oscillate, and why the oscillation does not simply average out.
 #
-# ### Exercise 5 (predict-then-tweak, easy): how much tempering is enough?
+# **Exercise 5 (predict-then-tweak, easy): how much tempering is enough?**
 # Predict R-hat and the ESS of the 'tempered' chains with `--pt-temperatures 3` and with
 # `--pt-beta-min 1.5`. Which one fails, and why? (Hint: look at where the hottest replica mixes.)
 #
-# ### Exercise 6 (think, hard): can a spurious mode raise the likelihood?
+# **Exercise 6 (think, hard): can a spurious mode raise the likelihood?**
 # The sharp CD-1 model puts mass far from the data. Can that ever *increase* the test
 # log-likelihood compared with a model that puts it near the data? Use section 4's numbers.
 
 #
-# ### Exercise 7 (extend, easy): same schedule for both sharp models
+# **Exercise 7 (extend, easy): same schedule for both sharp models**
 # In section 4 the sharp CD-1 model uses a constant learning rate and the PCD model a decaying
 # one. Give both the same schedule (one argument of `train_on_budget`) and check whether the gap
 # between their exact-sample 'far' fractions survives.

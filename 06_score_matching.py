@@ -1164,30 +1164,30 @@ run.savefig(fig, "fig10_fisher_score_matching")
 # ## Exercises
 # Hints and answers: docs/solutions/06_score_matching.md.
 #
-# ### Exercise 1 (predict-then-tweak, easy): how small can sigma go?
+# **Exercise 1 (predict-then-tweak, easy): how small can sigma go?**
 # Predict `dsm_score_rel_error` and `dsm_mmd` for `--sigma 0.02` and for `--sigma 0.5` (the other
 # settings unchanged). Which one fails because of variance, which because of bias? Then run both.
 #
-# ### Exercise 2 (predict-then-tweak, easy): where the chains start
+# **Exercise 2 (predict-then-tweak, easy): where the chains start**
 # Predict `langevin_small_mode_weight` for `--box 4` and for `--mode-distance 1.5`. When does plain
 # Langevin get the weights right by itself, and why?
 #
-# ### Exercise 3 (think, medium): same samples, fresh samples
+# **Exercise 3 (think, medium): same samples, fresh samples**
 # In section 2, the spread of ESM - ISM is within the Monte-Carlo error with the same samples but
 # larger with fresh samples. Write the difference as a sample mean and explain both numbers. What
 # does this mean for comparing two models by their score-matching loss on different test sets?
 #
-# ### Exercise 4 (extend, medium): Rademacher projections
+# **Exercise 4 (extend, medium): Rademacher projections**
 # `common.score_matching.sliced_trace` accepts `distribution="rademacher"`. Compare the variance of
 # one projection with Gaussian and with Rademacher v for the network of section 4, and derive the
 # two variances for a fixed symmetric Jacobian. `--exercise 4` runs a stub that prints both.
 #
-# ### Exercise 5 (think, hard): why is score matching less efficient here?
+# **Exercise 5 (think, hard): why is score matching less efficient here?**
 # In section 7 the SM variance is larger than the MLE variance. Using the fact that SM sees only
 # local slopes of log p, explain which feature of the double well is hard for SM to pin down, and
 # predict how the ratio changes for `--quartic-theta -4,1` (deeper wells). Check your prediction.
 #
-# ### Exercise 6 (extend, hard): a nonlinear simulator
+# **Exercise 6 (extend, hard): a nonlinear simulator**
 # Replace the simulator of section 8 by x = theta^3 + sigma eps in 1-D with a Gaussian prior. The
 # posterior is no longer Gaussian; compute its score on a grid by quadrature and compare with the
 # FSM network. Where in theta-space is the learned score worst, and why?

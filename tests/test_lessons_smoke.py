@@ -77,6 +77,6 @@ def test_lesson_rejects_bad_values(lesson, tmp_path):
 def test_lesson_has_contract_parts(lesson):
     text = (ROOT / lesson).read_text()
     assert "# %%" in text and "@dataclass" in text and "start_lesson(" in text
-    exercises = [line for line in text.splitlines() if line.lstrip("# ").lower().startswith("exercise ")]
+    exercises = [line for line in text.splitlines() if line.lstrip("#* ").lower().startswith("exercise ")]
     assert len(exercises) >= 5, f"{lesson} has {len(exercises)} exercises"
     assert "import " + lesson[:2] not in text  # a lesson never imports another lesson
