@@ -215,6 +215,7 @@ def validate(config: Any) -> None:
 def build_parser(config_cls: type, description: str | None, prog: str | None) -> CourseArgumentParser:
     parser = CourseArgumentParser(
         prog=prog,
+        usage="%(prog)s [--quick] [--seed N] [--device D] [--outdir DIR] [--show] [--HYPERPARAMETER VALUE ...]",
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,  # only flags actually given end up in the namespace
