@@ -139,9 +139,8 @@ QUICK = {
 
 cfg, run = start_lesson(Config, "02_hopfield_networks", __doc__, quick=QUICK)
 # Everything runs on the CPU (--device is not used): the work is thousands of tiny sequential
-# single-unit updates, where a GPU only adds launch latency. For the same reason one thread is
-# faster than two (no thread wake-up per op, which on a busy CPU costs more than the product itself).
-torch.set_num_threads(1)
+# single-unit updates, where a GPU only adds launch latency (and why `start_lesson` defaults to
+# one CPU thread, see --threads).
 gen = torch.Generator().manual_seed(run.seed)  # one reproducible stream for patterns, cues and update orders
 DTYPE = torch.float64  # exact-enough arithmetic for the energy check; Hebbian weights are multiples of 1/N
 checked = {"updates": 0, "increases": 0}  # running tally for async_energy_increases

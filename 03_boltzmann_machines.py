@@ -142,9 +142,6 @@ cfg, run = start_lesson(Config, "03_boltzmann_machines", __doc__, quick=QUICK)
 device = run.device
 if device.type != "cpu":
     print(f"  note: these machines have at most {2 ** 20} states and 20 units; everything runs on the CPU")
-# Thousands of tiny products: one thread is faster than two (waking a second thread for a 12x12
-# product costs more than the product, and on a busy machine far more).
-torch.set_num_threads(1)
 if cfg.burn_in >= cfg.n_sweeps:
     sys.stderr.write("03_boltzmann_machines.py: error: --burn-in must be smaller than --n-sweeps (see --help)\n")
     raise SystemExit(2)

@@ -107,7 +107,6 @@ class Config:
     download: bool = True  # auto/mnist: try to download MNIST (5 s timeout) when it is not in the data folder
     max_train: int = count(20000, minimum=0)  # training images kept (0 = all); MNIST has 60,000, digits 1,438
     max_test: int = count(0, minimum=0)  # test images scored (0 = all); MNIST has 10,000, digits 359
-    threads: int = count(1)  # torch CPU threads; these matrices are so small that 1 thread is fastest
     # -- section 1: the tiny RBM checked by brute force
     tiny_visible: int = count(4)  # visible units of the tiny RBM (2^(n_v + n_h) joint states are enumerated)
     tiny_hidden: int = count(3)  # hidden units of the tiny RBM
@@ -147,7 +146,6 @@ QUICK = {"max_train": 300, "max_test": 100, "download": False, "n_hidden_small":
 
 cfg, run = start_lesson(Config, "04_restricted_boltzmann_machines", __doc__, quick=QUICK)
 device = run.device
-torch.set_num_threads(cfg.threads)
 # RBM() draws its initial weights on the CPU, so the init generator lives there; the sampling
 # generator must live where the tensors do (common.rbm passes it to torch.bernoulli).
 init_gen = torch.Generator().manual_seed(run.seed)

@@ -78,7 +78,6 @@ from common.rbm import RBM, data_visible_bias, train_epoch
 class Config:
     dataset: str = choice("auto", ("auto", "digits", "mnist"))  # images for sections 3-5; auto = MNIST if present
     data_dir: str = ""  # folder that holds MNIST/raw (default: $EBM_DATA_DIR or data/)
-    threads: int = count(1)  # torch CPU threads; these matrices are tiny, so more threads only add overhead
     # -- sections 1-2: a bars-and-stripes RBM small enough for the exact gradient
     bas_side: int = between(4, 2, 4)  # side of the bars-and-stripes images; visible units = side^2 <= 20
     bas_hidden: int = count(16)  # hidden units of the toy RBM
@@ -121,7 +120,6 @@ QUICK = {
 
 cfg, run = start_lesson(Config, "05_contrastive_divergence", __doc__, quick=QUICK)
 device = run.device
-torch.set_num_threads(cfg.threads)
 if cfg.burn_in > cfg.health_steps - 4:  # split R-hat needs 4 draws per chain
     sys.stderr.write("05_contrastive_divergence.py: error: --burn-in must be at least 4 below --health-steps\n")
     raise SystemExit(2)

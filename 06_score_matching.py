@@ -100,7 +100,6 @@ from common.score_matching import (
 
 @dataclass
 class Config:
-    threads: int = count(1)  # torch CPU threads; these networks are so small that 1 thread is fastest
     # -- sections 1 and 7: the 1-D double well E(x) = theta1 x^2/2 + theta2 x^4/4
     quartic_theta: tuple[float, ...] = between((-2.0, 1.0), -10, 10)  # true (theta1, theta2), theta2 >= 0.05
         # theta1 < 0 gives two wells, more negative = deeper
@@ -165,7 +164,6 @@ QUICK = {
 
 cfg, run = start_lesson(Config, "06_score_matching", __doc__, quick=QUICK)
 device = run.device
-torch.set_num_threads(cfg.threads)
 if len(cfg.quartic_theta) != 2 or cfg.quartic_theta[1] < 0.05:
     sys.stderr.write("06_score_matching.py: error: --quartic-theta needs two numbers, the second >= 0.05\n")
     raise SystemExit(2)

@@ -252,6 +252,12 @@ def build_parser(config_cls: type, description: str | None, prog: str | None) ->
     common.add_argument("--outdir", help="folder for figures and metrics.json (default: outputs/<lesson>/)")
     common.add_argument("--show", action="store_true", help="open figure windows as well as saving them")
     common.add_argument(
+        "--threads",
+        type=_converter(int, False, "--threads"),
+        help="CPU threads for PyTorch (default: 1: the course's tensors are small, so more threads mostly add "
+        "hand-off overhead; try 2+ for bigger models)",
+    )
+    common.add_argument(
         "--exercise",
         type=_converter(int, False, "--exercise"),
         help="run the stub of exercise N (see the end of the lesson)",
@@ -287,7 +293,7 @@ def parse_config(
             argv = sys.argv[1:]
     parser = build_parser(config_cls, description, prog)
     given = vars(parser.parse_args(argv))
-    common_names = ("quick", "seed", "device", "outdir", "show", "exercise")
+    common_names = ("quick", "seed", "device", "outdir", "show", "exercise", "threads")
     common = argparse.Namespace(
         quick=given.pop("quick", False),
         seed=given.pop("seed", 0),
@@ -295,7 +301,10 @@ def parse_config(
         outdir=given.pop("outdir", None),
         show=given.pop("show", False),
         exercise=given.pop("exercise", None),
+        threads=given.pop("threads", 1),
     )
+    if common.threads < 1:
+        parser.error(f"--threads must be >= 1 (got {common.threads})")
     assert not set(common_names) & set(given)
     values = {}
     if common.quick and quick_overrides:

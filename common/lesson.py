@@ -179,8 +179,10 @@ def start_lesson(config_cls, name: str, doc: str | None = None, quick: dict | No
     outdir = Path(common.outdir) if common.outdir else Path(env_dir) / name if env_dir else REPO_ROOT / "outputs" / name
     outdir.mkdir(parents=True, exist_ok=True)
     seed_everything(common.seed)
+    torch.set_num_threads(common.threads)  # small tensors: one thread avoids per-op hand-off costs
     run = LessonRun(name, config, common, device, outdir)
-    print(f"{name}  |  device={device}  seed={common.seed}  quick={common.quick}  outdir={outdir}")
+    print(f"{name}  |  device={device}  threads={common.threads}  seed={common.seed}  quick={common.quick}  "
+          f"outdir={outdir}")
     print(describe_config(config))
     run.metrics["config"] = {k: getattr(config, k) for k in config.__dataclass_fields__}
     run.metrics["seed"] = common.seed

@@ -39,15 +39,6 @@ from common.samplers import boltzmann_energy, gibbs_sweep, metropolis_sweep
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread avoids thread wake-ups that dominate on a busy CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def random_machine(n, seed, scale=1.0):
     g = torch.Generator().manual_seed(seed)
     upper = scale * torch.randn(n, n, generator=g, dtype=DT).triu(1)

@@ -9,22 +9,12 @@ import itertools
 import math
 
 import numpy as np
-import pytest
 import torch
 
 from common.diagnostics import self_transition_rate
 from common.rbm import RBM, train_epoch
 
 N_V, N_H = 6, 4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: extra threads only add synchronisation overhead (and CPU time)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def states(n: int) -> torch.Tensor:

@@ -33,15 +33,6 @@ HAND_WEIGHTS = torch.tensor(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrix products: a second thread only adds wake-up cost (large on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_spins(shape, generator, dtype=torch.float64):
     return torch.randint(0, 2, shape, generator=generator).to(dtype) * 2 - 1
 

@@ -24,15 +24,6 @@ from common.rbm import RBM, pseudo_log_likelihood
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: thread hand-offs cost more than the maths (10x on 2 busy cores)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 # ---------------------------------------------------------------------------------------------
 # Independent references by brute force (NumPy, float64)
 # ---------------------------------------------------------------------------------------------
