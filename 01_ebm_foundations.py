@@ -16,7 +16,7 @@ You will learn
 
 Prerequisites: none (probability, calculus, a little PyTorch).
 
-Run:  python 01_ebm_foundations.py            (default, ~1 minute on a 2-core laptop CPU)
+Run:  python 01_ebm_foundations.py            (default, ~15 seconds on a 2-core laptop CPU)
       python 01_ebm_foundations.py --quick    (seconds; every code path runs)
       python 01_ebm_foundations.py --help     (every hyperparameter, with advice)
       python 01_ebm_foundations.py --show     (also open the figure windows)
