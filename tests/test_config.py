@@ -62,7 +62,8 @@ def test_comments_become_help_text():
         ["--step-size", "0"], ["--step-size", "-1"], ["--step-size", "nan"], ["--step-size", "inf"],
         ["--step-size", "abc"], ["--n-steps", "0"], ["--n-steps", "2.5"], ["--keep", "1.5"],
         ["--ks", "1,0"], ["--ks", ","], ["--dataset", "mnist"], ["--verbose", "maybe"],
-        ["--seed", "x"], ["--device", "tpu"], ["--threads", "0"], ["--threads", "1.5"], ["--unknown", "1"], ["--step-size"],
+        ["--seed", "x"], ["--device", "tpu"], ["--threads", "0"], ["--threads", "1.5"],
+        ["--unknown", "1"], ["--step-size"],
     ],
 )
 def test_bad_values_exit_2_with_one_line(argv, capsys):
