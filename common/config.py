@@ -321,6 +321,57 @@ def parse_config(
     return config, common
 
 
+@dataclass
+class Flags:
+    """The common flags of every lesson, parsed before any heavy import (see ``parse_flags``)."""
+
+    name: str  # the lesson, e.g. "07_neural_ebms"
+    quick: bool = False
+    seed: int = 0
+    device: str = "auto"
+    outdir: str | None = None
+    show: bool = False
+    exercise: int | None = None
+    threads: int = 1
+    changed: dict = field(default_factory=dict)  # Config fields set away from their defaults by a flag
+
+
+def parse_flags(
+    config_cls: type,
+    name: str,
+    doc: str | None = None,
+    quick: dict[str, Any] | None = None,
+    check: Any = None,
+    exercises: tuple[int, ...] | None = None,
+    argv: list[str] | None = None,
+) -> tuple[Any, Flags]:
+    """Parse and validate every flag of a lesson; imports nothing heavy, so ``--help`` answers at once.
+
+    ``check(cfg)`` may raise ``ValueError`` for rules across fields (tuple lengths, one field below
+    another); its message is printed in one line with exit status 2. ``exercises`` lists the exercise
+    numbers that have a runnable stub; ``--exercise N`` for any other N is refused (``None``: not checked).
+    Returns ``(config, flags)``; hand both to ``common.lesson.start_lesson``.
+    """
+    description = (doc or "").strip().split("\n\n")[0] or None
+    config, common = parse_config(config_cls, argv, quick, description=description, prog=f"{name}.py")
+    prog = f"{name}.py"
+    if check is not None:
+        try:
+            check(config)
+        except ValueError as err:
+            sys.stderr.write(f"{prog}: error: {err} (see --help)\n")
+            raise SystemExit(2) from None
+    if exercises is not None and common.exercise is not None and common.exercise not in exercises:
+        listed = ", ".join(str(n) for n in exercises) or "none"
+        sys.stderr.write(f"{prog}: error: --exercise {common.exercise} has no stub (exercises with one: {listed})\n")
+        raise SystemExit(2)
+    defaults = config_cls()
+    changed = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+               if getattr(config, f.name) != getattr(defaults, f.name)}
+    flags = Flags(name=name, changed=changed, **vars(common))
+    return config, flags
+
+
 def describe_config(config: Any) -> str:
     """The configuration as an aligned two-column table, for printing at the start of a run."""
     rows = [(f.name, getattr(config, f.name)) for f in dataclasses.fields(config)]

@@ -16,6 +16,7 @@ import math
 import os
 import random
 import sys
+import zlib
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.config import describe_config, parse_config, running_in_notebook
+from common.config import describe_config, running_in_notebook
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,6 +117,16 @@ class LessonRun:
         self.metrics = Metrics(outdir / "metrics.json")
         self.figures: list[Path] = []
 
+    # -- randomness -------------------------------------------------------------------------
+    def generator(self, section: str) -> torch.Generator:
+        """A generator of its own for one section, on the run's device, seeded from (seed, section).
+
+        Sections do not share a stream, so changing one section's settings never changes another's draws.
+        """
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(self.seed * 1_000_003 + zlib.crc32(section.encode()))
+        return generator
+
     # -- figures --------------------------------------------------------------------------
     def savefig(self, fig, stem: str) -> Path:
         """Save ``fig`` as ``<outdir>/<stem>.png``, show it if ``--show``, then close it."""
@@ -133,11 +144,17 @@ class LessonRun:
         return path
 
     # -- divergence guard -----------------------------------------------------------------
-    def check_finite(self, value, *, step: int | str, what: str, flag: str, bound: float | None = None) -> None:
+    def check_finite(self, value, *, step: int | str, what: str, field: str | None = None, flag: str | None = None,
+                     bound: float | None = None, advice: str = "lower") -> None:
         """Stop the lesson (exit 1, outputs kept) if ``value`` is NaN/inf or ``|value| > bound``.
 
-        ``flag`` is the advice printed to the student, e.g. ``"lower --lr"`` or ``"lower --step-size"``.
+        ``field`` is the ``Config`` field to blame (``"lr"``); the message says ``lower --lr``
+        (``advice`` replaces the verb). ``flag`` is the older free-text form, e.g. ``"lower --lr"``.
         """
+        if field is not None:
+            if field not in getattr(self.config, "__dataclass_fields__", {}):
+                raise ValueError(f"check_finite blames {field!r}, which is not a Config field")
+            flag = f"{advice} --{field.replace('_', '-')}"
         tensor = torch.as_tensor(value).detach()
         bad = not bool(torch.isfinite(tensor).all())
         if not bad and bound is not None:
@@ -146,7 +163,7 @@ class LessonRun:
             reason = "NaN/inf" if not bool(torch.isfinite(tensor).all()) else f"|value| > {bound:g}"
             message = (
                 f"{self.name}: training diverged at step {step}: {what} became {reason}. "
-                f"Try again and {flag}. Figures and metrics so far are in {self.outdir}/"
+                f"Try again and {flag or 'change the settings'}. Figures and metrics so far are in {self.outdir}/"
             )
             self.metrics["diverged"] = message
             raise TrainingDiverged(message)
@@ -156,19 +173,33 @@ class LessonRun:
         print(f"\nDone. {len(self.figures)} figures and metrics.json are in {self.outdir}/")
 
 
-def start_lesson(config_cls, name: str, doc: str | None = None, quick: dict | None = None, argv=None):
-    """Parse flags, seed every generator, pick the device, make the output folder.
+def start_lesson(config, flags=None, doc: str | None = None, quick: dict | None = None, argv=None):
+    """Seed every generator, pick the device, make the output folder; returns the ``LessonRun``.
 
-    Returns ``(config, run)``. Bad flags exit with status 2 and a one-line message.
+    New style (flags parsed before the heavy imports, so ``--help`` is fast)::
+
+        cfg, flags = parse_flags(Config, "07_neural_ebms", __doc__, quick=QUICK)
+        ...heavy imports...
+        run = start_lesson(cfg, flags)
+
+    Old style, still accepted: ``cfg, run = start_lesson(Config, name, __doc__, quick=QUICK)``.
     """
-    description = (doc or "").strip().split("\n\n")[0] or None
-    config, common = parse_config(config_cls, argv, quick, description=description, prog=f"{name}.py")
+    if isinstance(config, type):  # old style: parse here and return (config, run)
+        from common.config import parse_flags
+
+        config, flags = parse_flags(config, flags, doc, quick=quick, argv=argv)
+        return config, _start(config, flags)
+    return _start(config, flags)
+
+
+def _start(config, flags) -> LessonRun:
+    name = flags.name
     try:
-        device = pick_device(common.device)
+        device = pick_device(flags.device)
     except ValueError as err:
         sys.stderr.write(f"{name}.py: error: {err}\n")
         raise SystemExit(2) from None
-    if not common.show and not running_in_notebook():
+    if not flags.show and not running_in_notebook():
         import matplotlib
 
         matplotlib.use("Agg")  # save figures without a display (CI, ssh, servers)
@@ -176,15 +207,15 @@ def start_lesson(config_cls, name: str, doc: str | None = None, quick: dict | No
 
     use_course_style()
     env_dir = os.environ.get("EBM_OUTPUT_DIR")
-    outdir = Path(common.outdir) if common.outdir else Path(env_dir) / name if env_dir else REPO_ROOT / "outputs" / name
+    outdir = Path(flags.outdir) if flags.outdir else Path(env_dir) / name if env_dir else REPO_ROOT / "outputs" / name
     outdir.mkdir(parents=True, exist_ok=True)
-    seed_everything(common.seed)
-    torch.set_num_threads(common.threads)  # small tensors: one thread avoids per-op hand-off costs
-    run = LessonRun(name, config, common, device, outdir)
-    print(f"{name}  |  device={device}  threads={common.threads}  seed={common.seed}  quick={common.quick}  "
+    seed_everything(flags.seed)
+    torch.set_num_threads(flags.threads)  # small tensors: one thread avoids per-op hand-off costs
+    run = LessonRun(name, config, flags, device, outdir)
+    print(f"{name}  |  device={device}  threads={flags.threads}  seed={flags.seed}  quick={flags.quick}  "
           f"outdir={outdir}")
     print(describe_config(config))
     run.metrics["config"] = {k: getattr(config, k) for k in config.__dataclass_fields__}
-    run.metrics["seed"] = common.seed
-    run.metrics["quick"] = common.quick
-    return config, run
+    run.metrics["seed"] = flags.seed
+    run.metrics["quick"] = flags.quick
+    return run
