@@ -21,16 +21,9 @@ import math
 import torch
 from torch import nn
 
+from common.nets import mlp
+
 LOG_2PI = math.log(2 * math.pi)
-
-
-def _mlp(sizes, act=nn.SiLU) -> nn.Sequential:
-    layers = []
-    for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2:
-            layers.append(act())
-    return nn.Sequential(*layers)
 
 
 class AffineCoupling(nn.Module):
@@ -40,7 +33,7 @@ class AffineCoupling(nn.Module):
         super().__init__()
         dim = len(mask)
         self.register_buffer("mask", mask.float())
-        self.net = _mlp((dim, *hidden, 2 * dim))
+        self.net = mlp((dim, *hidden, 2 * dim))
         nn.init.zeros_(self.net[-1].weight)  # start at the identity map: a stable first step
         nn.init.zeros_(self.net[-1].bias)
         self.scale_bound = scale_bound  # s = bound * tanh(raw / bound): no exp overflow early in training
