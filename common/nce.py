@@ -38,8 +38,8 @@ def nce_loss(log_model_data: torch.Tensor, log_noise_data: torch.Tensor, log_mod
     """
     g_data = nce_logits(log_model_data, log_noise_data, nu)  # (N,)
     g_noise = nce_logits(log_model_noise, log_noise_noise, nu)  # (nu N,)
-    # J = E_data log sigma(G) + nu E_q log sigma(-G)     (log sigma(-G) = log(1 - r))
-    objective = F.logsigmoid(g_data).mean() + nu * F.logsigmoid(-g_noise).mean()
+    # J = E_data log sigma(G) + nu E_q log sigma(-G)     (log sigma(-G) = log(1 - r); log sigma(g) = -softplus(-g))
+    objective = -F.softplus(-g_data).mean() - nu * F.softplus(g_noise).mean()
     with torch.no_grad():
         accuracy = torch.cat([(g_data > 0).float(), (g_noise < 0).float()]).mean()
         logs = {"acc": accuracy, "r_data": torch.sigmoid(g_data).mean()}
