@@ -25,7 +25,12 @@ Run:  python 10_advanced_ebm_topics.py            (default, ~4 minutes of CPU ti
 
 Figures (outputs/10_advanced_ebm_topics/):
   fig01_annealed_vs_plain.png    0.8/0.2 mixture: plain Langevin, annealed Langevin and the ODE, learned scores
-  fig02_diffusion_8gaussians.png probability-flow ODE on 8 Gaussians: paths, samples, log-likelihood vs floor
+  fig02_diffusion_8gaussians.png probability-flow ODE on 8 Gaussians: states along the ODE, likelihood vs floor
+  fig03_nce_log_z.png            NCE on two moons: the learned density, and zeta meeting the grid log Z
+  fig04_nce_spread.png           spread of NCE over repeated fits by noise and nu, next to MLE
+  fig05_flow_ebm.png             8 Gaussians: truth, RealNVP alone, RealNVP + energy
+  fig06_latent_ebm_samples.png   digits: test images, generator with a Gaussian prior, with an EBM prior
+  fig07_jepa_collapse.png        JEPA: per-dimension std, VICReg's terms, linear-probe accuracy
 
 metrics.json:
   true_small_mode_weight         the small mode's weight in the mixture (0.2 by default)
@@ -36,6 +41,21 @@ metrics.json:
   eps_learned_rel_error          RMS error of the network's epsilon-prediction relative to the exact one
   ode_nll                        {mixture, 8gaussians}: NLL of test points under the probability-flow ODE
   nll_floor                      {mixture, 8gaussians}: entropy of p_sigma_min (the best any model can do)
+  nce_zeta                       the learned log-normaliser zeta of the neural NCE model
+  nce_logz_abs_error             |zeta - log Z| with log Z of the learned energy by grid quadrature (target < 0.05)
+  nce_nll                        test NLL of the NCE model using zeta, normalised on the grid, and the floor
+  nce_spread_by_nu               {close, far}: {nu: std over fits of (theta1, theta2)} of NCE on the double well
+  mle_spread                     the same std for maximum likelihood with the exact log Z
+  nce_zeta_vs_log_z_by_nu        {close, far}: {nu: mean |zeta - log Z(theta_hat)|} over the fits
+  flow_nll                       test NLL of RealNVP on 8 Gaussians (exact, change of variables)
+  flow_ebm_nll                   test NLL of flow + energy, log Z by grid quadrature on [-10, 10]^2
+  flow_nll_floor                 entropy of 8 Gaussians (target: flow_ebm_nll < flow_nll, within 0.1 of this)
+  digits_fd_floor                Fréchet distance of test digits to training digits (classifier features)
+  gaussian_prior_fd              FD of the generator with a Gaussian prior
+  latent_ebm_fd                  FD of the same generator trained with an energy-based prior (target <= above)
+  digits_fd_baselines            FD of a Gaussian fitted to the pixels and of uniform noise
+  jepa_probe_accuracy            {collapsed, vicreg, pixels}: linear-probe test accuracy on frozen embeddings
+  jepa_embedding_std             {collapsed, vicreg}: mean per-dimension std of the embeddings
 """
 
 # %% [markdown]
@@ -107,6 +127,15 @@ class Config:
     prior_step: float = positive(0.08)  # their step h (Pang's step 0.4 in x <- x - s^2/2 grad + s xi: h = s^2/2)
     posterior_langevin_steps: int = count(20)  # Langevin steps on z given x (Pang: 20)
     posterior_step: float = positive(0.005)  # posterior step h (Pang's 0.1); the likelihood term is steep
+    # -- section 5: joint-embedding energies (8x8 digits)
+    jepa_dim: int = count(32)  # embedding dimension D
+    jepa_hidden: int = count(256)  # hidden width of the encoder (one hidden layer) and of the predictor
+    jepa_steps: int = count(1500)  # Adam steps per model; collapse without VICReg happens in the first few hundred
+    jepa_batch: int = count(256)  # image pairs per step; VICReg's variance and covariance are batch statistics
+    jepa_lr: float = positive(1e-3)  # Adam learning rate (cosine decay)
+    view_noise: float = positive(0.3)  # std of the pixel noise added to each view (pixels in [-1, 1])
+    view_shift: int = count(1, minimum=0)  # each view is shifted by up to this many pixels in x and y
+    vicreg_weights: tuple[float, ...] = positive((25.0, 25.0, 1.0))  # invariance, variance, covariance (Bardes)
 
 
 QUICK = {
@@ -117,17 +146,20 @@ QUICK = {
     "flow_layers": 4, "flow_hidden": 32, "flow_steps": 150, "flow_batch": 256, "fe_hidden": 32, "fe_steps": 80,
     "fe_is_samples": 512,
     "gen_hidden": 64, "latent_steps": 60, "prior_langevin_steps": 20, "posterior_langevin_steps": 8,
+    "jepa_hidden": 64, "jepa_steps": 100,
 }
 
 
 def check(cfg):
     if cfg.sigma_min >= cfg.sigma_max:
         raise ValueError("--sigma-min must be below --sigma-max")
+    if len(cfg.vicreg_weights) != 3:
+        raise ValueError("--vicreg-weights needs three numbers: invariance, variance, covariance")
     if len(cfg.quartic_theta) != 2 or cfg.quartic_theta[1] < 0.05:
         raise ValueError("--quartic-theta needs two numbers, the second >= 0.05")
 
 
-cfg, flags = parse_flags(Config, "10_advanced_ebm_topics", __doc__, quick=QUICK, check=check, exercises=())
+cfg, flags = parse_flags(Config, "10_advanced_ebm_topics", __doc__, quick=QUICK, check=check, exercises=(3, 5))
 
 import math  # noqa: E402  heavy imports only after the flags are parsed, so --help answers at once
 
@@ -275,8 +307,8 @@ for sigma in ladder:
 record("eps_score_identity_error", identity_error, f"epsilon/score identity: max |E[eps|x] + sigma grad log p_sigma| "
        f"= {identity_error:.1e} over {len(ladder)} levels (float32 round-off of the mixture's stds)")
 rel_error = float(np.sqrt(np.mean(np.square(eps_error)) / np.mean(np.square(eps_signal))))
-record("eps_learned_rel_error", rel_error, f"network's epsilon-prediction: RMS error / RMS signal = {rel_error:.3f}; at "
-       f"sigma = {ladder[0]:g} the knowable part of eps is only {eps_signal[0]:.3f} (error {eps_error[0]:.3f})")
+record("eps_learned_rel_error", rel_error, f"network's epsilon-prediction: RMS error / RMS signal = {rel_error:.3f}; "
+       f"at sigma = {ladder[0]:g} the knowable part of eps is only {eps_signal[0]:.3f} (error {eps_error[0]:.3f})")
 
 fig, axes = plotting.figure(4, title=f"0.8/0.2 mixture, modes at ±({a:g}, {a:g}): {cfg.n_chains} samples each, "
                                      f"learned s(x, σ), σ from {cfg.sigma_max:g} to {cfg.sigma_min:g}")
@@ -628,8 +660,8 @@ print(f"\n3. RealNVP ({cfg.flow_layers} couplings) and an energy on top, on 8 Ga
 print(f"   the flow's log of its grid mass: {flow_mass:+.4f} (0 = normalised, as the change of variables promises)")
 record("flow_nll", flow_nll, f"flow alone:     NLL {flow_nll:.3f}   (floor {floor_eight:.3f}, gap "
        f"{flow_nll - floor_eight:+.3f})")
-record("flow_ebm_nll", flow_ebm_nll, f"flow + energy:  NLL {flow_ebm_nll:.3f}   (gap {flow_ebm_nll - floor_eight:+.3f}; "
-       "target: below the flow and within 0.1 of the floor)")
+record("flow_ebm_nll", flow_ebm_nll, f"flow + energy:  NLL {flow_ebm_nll:.3f}   (gap "
+       f"{flow_ebm_nll - floor_eight:+.3f}; target: below the flow and within 0.1 of the floor)")
 record("flow_nll_floor", floor_eight, f"log Z of flow + energy: grid {fe_log_z_grid:.4f}, importance sampling "
        f"with 1e5 flow samples {fe_log_z_is:.4f}")
 
@@ -760,3 +792,227 @@ run.savefig(fig, "fig06_latent_ebm_samples")
 # What to notice: the posterior samples of the training digits do not fill N(0, I) -- the generator learns
 # where they land, and a Gaussian prior also draws z from the gaps, which decode to blends of digits. The
 # energy on z learns the shape of that aggregate posterior, so its samples land where the generator was trained.
+
+# %% [markdown]
+# ## 5. Joint-embedding energies (JEPA) and collapse
+#
+# LeCun's joint-embedding predictive architecture (seed 003) is an EBM on *pairs*: two views x and y of the
+# same thing (here two randomly shifted, noisy copies of a digit) are encoded, one embedding predicts the
+# other, and the energy is the prediction error,
+#
+#     E(x, y) = | P(f(x)) - f(y) |^2 / D,
+#
+# low for compatible pairs. Minimising E over data pairs alone has a trivial solution: f = constant gives
+# E = 0 everywhere -- the "flat energy" that lessons 04-07 prevented by pushing up the energy of negative
+# samples. VICReg (Bardes et al. 2022) prevents it without negatives, by regularising the embeddings of a batch:
+#
+#     loss = 25 E + 25 mean_j relu(1 - std_j(f)) + 1 sum_{i != j} Cov(f)_ij^2 / D   (for both views),
+#
+# the variance term keeps every dimension alive, the covariance term decorrelates them. A linear probe
+# (scikit-learn logistic regression on the frozen embeddings of clean images) measures what is left.
+
+# %%
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+
+gen = cpu_generator("jepa")
+
+
+def make_view(x):
+    """A random shift of up to `--view-shift` pixels (background fills in) plus pixel noise: (B, 1, 8, 8)."""
+    k = cfg.view_shift
+    padded = torch.nn.functional.pad(x, (k, k, k, k), value=-1.0)  # (B, 1, 8 + 2k, 8 + 2k), -1 = background
+    dx, dy = (torch.randint(0, 2 * k + 1, (2, len(x)), generator=gen))
+    rows = (dy[:, None] + torch.arange(8))[:, :, None]  # (B, 8, 1)
+    cols = (dx[:, None] + torch.arange(8))[:, None, :]  # (B, 1, 8)
+    shifted = padded[torch.arange(len(x))[:, None, None], 0, rows, cols][:, None]  # (B, 1, 8, 8)
+    return shifted + cfg.view_noise * torch.randn(shifted.shape, generator=gen)
+
+
+def variance_term(z):
+    # mean_j relu(1 - sqrt(Var z_j + 1e-4)): 0 when every dimension has std >= 1, 1 when all collapse
+    return torch.relu(1 - torch.sqrt(z.var(0) + 1e-4)).mean()
+
+
+def covariance_term(z):
+    # sum_{i != j} Cov(z)_ij^2 / D
+    cov = torch.cov(z.T)
+    return (cov**2).sum().sub((cov.diagonal() ** 2).sum()) / z.shape[1]
+
+
+def train_jepa(regularise, stop_gradient=False):
+    encoder = mlp((n_pixels, cfg.jepa_hidden, cfg.jepa_dim))
+    predictor = mlp((cfg.jepa_dim, cfg.jepa_hidden, cfg.jepa_dim))
+    model = torch.nn.ModuleDict({"encoder": encoder, "predictor": predictor})
+    name = "VICReg" if regularise else "no regulariser"
+    trainer = Trainer(model, run, lr=cfg.jepa_lr, blame="jepa_lr", n_steps=cfg.jepa_steps, schedule="cosine",
+                      name=f"JEPA ({name})")
+    w_inv, w_var, w_cov = cfg.vicreg_weights
+
+    def loss_fn(step):
+        x = images.x_train[torch.randint(len(images.x_train), (cfg.jepa_batch,), generator=gen)]
+        z1, z2 = encoder(make_view(x).flatten(1)), encoder(make_view(x).flatten(1))  # (B, D) each
+        if stop_gradient:  # exercise 5: the target branch gets no gradient (BYOL/SimSiam-style)
+            z2 = z2.detach()
+        energy = ((predictor(z1) - z2) ** 2).mean()  # E(x, y) averaged over the batch, per dimension
+        var, cov = variance_term(z1) + variance_term(z2), covariance_term(z1) + covariance_term(z2)
+        loss = w_inv * energy + (w_var * var + w_cov * cov if regularise else 0.0)
+        return loss, {"energy": energy.detach(), "var": var.detach(), "cov": cov.detach()}
+
+    trainer.fit(loss_fn, cfg.jepa_steps, desc=f"JEPA, {name}")
+    model.requires_grad_(False)
+    return encoder, trainer.history
+
+
+def probe_accuracy(train_features, test_features):
+    """Test accuracy of a logistic regression on frozen features (no rescaling: the features as they come)."""
+    probe = LogisticRegression(max_iter=2000).fit(train_features.numpy(), images.y_train.numpy())
+    return float(probe.score(test_features.numpy(), images.y_test.numpy()))
+
+
+print("\n5. Joint-embedding energy E = |P(f(x)) - f(y)|^2 on two views of a digit")
+probe, emb_std, histories = {}, {}, {}
+for key, regularise in (("collapsed", False), ("vicreg", True)):
+    encoder, histories[key] = train_jepa(regularise)
+    emb_train, emb_test = encoder(x_train_img), encoder(x_test_img)
+    probe[key], emb_std[key] = probe_accuracy(emb_train, emb_test), emb_train.std(0)
+    print(f"   {key:<9}: energy {np.mean(histories[key]['energy'][-50:]):.2e}   variance term "
+          f"{np.mean(histories[key]['var'][-50:]):.3f}   covariance term {np.mean(histories[key]['cov'][-50:]):.2e}   "
+          f"mean std per dimension {float(emb_std[key].mean()):.2e}")
+probe["pixels"] = probe_accuracy(x_train_img, x_test_img)
+record("jepa_probe_accuracy", probe, f"linear-probe test accuracy: collapsed {probe['collapsed']:.3f}, VICReg "
+       f"{probe['vicreg']:.3f}, raw pixels {probe['pixels']:.3f} (chance 0.1)")
+record("jepa_embedding_std", {k: float(v.mean()) for k, v in emb_std.items()},
+       f"embedding std per dimension (mean over {cfg.jepa_dim}): collapsed {float(emb_std['collapsed'].mean()):.2e}, "
+       f"VICReg {float(emb_std['vicreg'].mean()):.3f}")
+
+fig, axes = plotting.figure(3, title=f"JEPA on 8x8 digits: D = {cfg.jepa_dim}, {cfg.jepa_steps} steps, VICReg "
+                                     f"weights {'/'.join(f'{w:g}' for w in cfg.vicreg_weights)}")
+for key, color in (("collapsed", "#d62728"), ("vicreg", "#1f77b4")):
+    axes[0].semilogy(np.sort(emb_std[key].numpy())[::-1], "o-", ms=3, color=color, label=key)
+    axes[1].plot(histories[key]["var"], color=color, label=f"{key}: variance term")
+    axes[1].plot(histories[key]["cov"], color=color, ls="--", label=f"{key}: covariance term")
+axes[0].set(xlabel="embedding dimension (sorted)", ylabel="std over the training digits", title="per-dimension std")
+axes[0].legend()
+axes[1].set(xlabel="training step", ylabel="term (both views)", yscale="symlog", title="VICReg's terms while training")
+axes[1].legend(fontsize=7)
+keys = ("collapsed", "vicreg", "pixels")
+axes[2].bar(keys, [probe[k] for k in keys], color=["#d62728", "#1f77b4", "#7f7f7f"])
+axes[2].axhline(0.1, color="k", ls=":", label="chance")
+axes[2].set(ylabel="linear-probe test accuracy", ylim=(0, 1), title="what the embedding still knows")
+axes[2].legend()
+run.savefig(fig, "fig07_jepa_collapse")
+
+# What to notice: without the regulariser the energy goes to ~0 because every image maps to (almost) the
+# same point -- the variance term (monitored, not trained on) climbs to its maximum 2 while the covariance
+# term falls to 0, the signature of collapse -- and the probe cannot read the digit any more. With VICReg
+# the energy stays small for matching views while the embedding keeps its spread, and the probe approaches
+# raw pixels; on 8x8 digits pixels are already a strong linear representation.
+
+# %% [markdown]
+# ## 6. Where the field is going
+#
+# Each direction below is one step from something this course built.
+#
+# **Diffusion recovery likelihood** (Gao et al. 2021). Instead of one EBM for p(x), train one energy per
+# noise level by maximum likelihood of the *conditional* p(x | x + sigma eps). That conditional is close to
+# unimodal, so the short Langevin chains of lesson 07 mix in it, and the chain of levels generates like the
+# annealed sampler of section 1. Prepared by: lesson 05 (the MLE gradient), lesson 07, section 1.
+#
+# **Energy-parametrised diffusion** (Salimans & Ho 2021; Du et al. 2023). Writing the noise-conditional
+# score as s(x, sigma) = -grad_x E(x, sigma) costs one more backward pass but returns an energy at every
+# level. With it, Metropolis corrections (MALA, HMC) can fix the sampler's discretisation error, and two
+# models compose by adding energies (a product of experts, lesson 03's idea) -- which adding scores does not
+# do correctly once noise is involved. Prepared by: lesson 06 (energies vs scores), section 1.
+#
+# **EBMs for structured prediction and control** (Belanger & McCallum 2016; Florence et al. 2021). An
+# energy E(x, y) over inputs and structured outputs, with inference y* = argmin_y E(x, y) by gradient
+# descent or sampling; implicit behavioural cloning learns robot policies this way, trained with
+# negatives in an InfoNCE loss -- a multi-class cousin of section 2's NCE. Prepared by: lessons 08-09
+# (conditional and classifier energies), section 2.
+#
+# **Joint-embedding world models** (Assran et al. 2023, I-JEPA; and its video successors). Section 5's
+# energy, with masked image patches as the two views and an EMA target encoder instead of VICReg's terms;
+# LeCun's proposal for learning world models that predict in representation space, not pixels.
+# Prepared by: section 5 and exercise 5.
+#
+# **Flows and latent spaces as samplers' helpers** (Hoffman et al. 2019, NeuTra; Pang et al. 2020). A flow
+# fitted to a hard target reshapes it into a near-Gaussian where MCMC mixes quickly; a generator's latent
+# space does the same for section 4's prior energy. Prepared by: sections 3 and 4, lesson 01's samplers.
+
+# %% [markdown]
+# ## Summary
+#
+# 1. A noise-conditional score trained by DSM over a ladder of noise levels *is* a diffusion model: annealed
+#    Langevin gets separated mode weights right where plain Langevin cannot, its epsilon-prediction is
+#    -sigma times its score, and its probability-flow ODE is a sampler and an exact likelihood.
+# 2. NCE learns log Z as one more parameter by telling data from known noise; its variance grows as the
+#    noise moves away from the data and shrinks towards MLE's as nu grows.
+# 3. A flow's density is exact but its shape is constrained; an energy on top, with Z by importance sampling
+#    from the flow, removes what the bijection cannot.
+# 4. An energy in a generator's latent space is a small, fast-mixing EBM; it replaces the mismatched Gaussian
+#    prior by the shape of the aggregate posterior.
+# 5. A joint-embedding energy trained on positive pairs alone collapses to a flat energy; VICReg's variance
+#    and covariance terms do the job that negative samples did in the rest of the course.
+
+# %% [markdown]
+# ## Exercises
+# Hints and answers: docs/solutions/10_advanced_ebm_topics.md.
+#
+# **Exercise 1 (predict-then-tweak, easy): how many noise levels?**
+# Predict `annealed_small_mode_weight` for `--n-levels 5` and `--n-levels 2` (same sigma range), and
+# `plain_small_mode_weight` for `--box 4`. Which of the three changes moves the plain-Langevin weight, and why?
+#
+# **Exercise 2 (predict-then-tweak, easy): NCE's noise**
+# Predict how `nce_spread_by_nu` changes with `--far-noise-scale 10`, and `nce_logz_abs_error` with
+# `--nce-nu 0.25`. Then run both. When does the classifier's task become too easy to teach anything?
+#
+# **Exercise 3 (extend, medium): flow contrastive estimation**
+# `--exercise 3` runs the first half of Gao et al. (2020): NCE of a fresh energy with the *trained flow* as the
+# noise (nu = 1), and compares zeta with the grid log Z. Add the second half: alternate with steps that
+# update the flow to *maximise* the NCE loss (the flow chases the data, so the noise stays informative).
+#
+# **Exercise 4 (think, medium): why the ODE needs its prior and Langevin does not**
+# Section 1 started annealed Langevin from a uniform box but the ODE from a moment-matched Gaussian, and said
+# N(0, sigma_max^2 I) would cost the ODE ~0.06 of small-mode weight. Explain why a wrong start is forgotten by
+# Langevin at sigma_max but transported faithfully by the ODE.
+#
+# **Exercise 5 (extend, medium): does a predictor and a stop-gradient prevent collapse?**
+# `--exercise 5` trains the JEPA of section 5 without VICReg but with the target branch detached (SimSiam's
+# recipe, without its batch norm). Predict the probe accuracy first; then try an EMA target encoder.
+#
+# **Exercise 6 (think, hard): where DSM's signal goes**
+# At sigma = 20 the knowable part of eps is ~0.1 against unit noise (fig01, right). Show that E|E[eps | x_sigma]|^2
+# ~ Var(x)/sigma^2 for large sigma, and estimate how many DSM samples the network needs to pin down the
+# mode weights to +-0.01 there. What would sampling sigma non-uniformly change?
+#
+# **Exercise 7 (extend, hard): how many prior Langevin steps?**
+# Plot `latent_ebm_fd` against `--prior-langevin-steps` (10, 30, 60, 120) with the same training. Is the
+# prior energy learnt *for* its sampler (short-run EBMs, Nijkamp et al. 2019), or is it a density you could
+# sample with longer chains?
+
+# %%
+if run.exercise == 3:
+    # Stub for exercise 3: NCE of a new energy against the trained flow of section 3 as the noise.
+    gen = cpu_generator("exercise-3")
+    fce_model = NCEModel(cfg.fe_hidden)
+
+    def fce_step(step):
+        x = eight.sample(cfg.flow_batch, gen)
+        with torch.no_grad():
+            y = flow.sample(cfg.flow_batch, gen)
+        return nce_loss(fce_model(x), flow.log_prob(x), fce_model(y), flow.log_prob(y), 1.0)
+
+    Trainer(fce_model, run, lr=cfg.fe_lr, blame="fe_lr", n_steps=cfg.fe_steps, schedule="cosine",
+            name="FCE energy").fit(fce_step, cfg.fe_steps, desc="FCE (energy half)")
+    fce_model.requires_grad_(False)
+    log_z = grid_log_partition(fce_model.energy, WIDE_BOX, n=cfg.grid_n)
+    print(f"\nExercise 3 stub: zeta {float(fce_model.log_z):.4f}, grid log Z of the energy {log_z:.4f}")
+
+if run.exercise == 5:
+    # Stub for exercise 5: no VICReg, target branch detached.
+    encoder_sg, history_sg = train_jepa(False, stop_gradient=True)
+    accuracy = probe_accuracy(encoder_sg(x_train_img), encoder_sg(x_test_img))
+    print(f"\nExercise 5 stub: stop-gradient JEPA: probe accuracy {accuracy:.3f}, mean embedding std "
+          f"{float(encoder_sg(x_train_img).std(0).mean()):.2e}")
+
+run.finish()
