@@ -57,6 +57,7 @@ metrics.json:
   digits_fd_baselines            FD of a Gaussian fitted to the pixels and of uniform noise
   jepa_probe_accuracy            {collapsed, vicreg, pixels}: linear-probe test accuracy on frozen embeddings
   jepa_embedding_std             {collapsed, vicreg}: mean per-dimension std of the embeddings
+  cpu_seconds_by_section         CPU time of each section (a timing: varies run to run)
 """
 
 # %% [markdown]
@@ -101,7 +102,7 @@ class Config:
     quartic_theta: tuple[float, ...] = between((-2.0, 1.0), -10, 10)  # double well E = th1 x^2/2 + th2 x^4/4
         # the 1-D model of the spread study (as in lesson 06); th2 must be >= 0.05
     spread_n: int = count(200, minimum=10)  # data points per fit; every spread shrinks like 1/sqrt(n)
-    spread_repeats: int = count(200, minimum=3)  # repeated fits per setting (more = smoother spread estimate)
+    spread_repeats: int = count(100, minimum=3)  # repeated fits per setting (more = smoother spread estimate)
     spread_nus: tuple[float, ...] = positive((0.25, 1.0, 4.0, 16.0))  # noise-to-data ratios compared
     far_noise_scale: float = positive(3.0)  # std of the "far" noise in units of the data's std
     newton_iters: int = count(30)  # most damped Newton steps per fit (convex objectives: ~8 usually suffice)
@@ -164,6 +165,7 @@ def check(cfg):
 cfg, flags = parse_flags(Config, "10_advanced_ebm_topics", __doc__, quick=QUICK, check=check, exercises=(3, 5))
 
 import math  # noqa: E402  heavy imports only after the flags are parsed, so --help answers at once
+import time  # noqa: E402
 import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -189,6 +191,18 @@ from common.training import Trainer, contrastive_divergence_loss  # noqa: E402
 
 run = start_lesson(cfg, flags)
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")  # raised inside torch.func.hessian
+
+
+SECTION_START = {"t": time.process_time()}
+
+
+def section_done(name):
+    """Record the CPU seconds the section took (metrics key cpu_seconds_by_section; ignored by the seed test)."""
+    now = time.process_time()
+    times = dict(run.metrics.get("cpu_seconds_by_section", {}))
+    times[name] = round(now - SECTION_START["t"], 1)
+    run.metrics["cpu_seconds_by_section"] = times
+    SECTION_START["t"] = now
 
 
 def cpu_generator(section):
@@ -223,6 +237,8 @@ def uniform_box(n, half_width, generator):
 # and the best epsilon-predictor is E[eps | x_sigma] = -sigma grad log p_sigma(x_sigma) (Tweedie). We draw
 # log sigma uniformly on [log sigma_min, log sigma_max], a continuous version of the geometric ladder that
 # annealed Langevin walks down. Derivation of the links: docs/derivations/dsm_annealing_reverse_sde.md.
+# Temperature: both Langevin samplers below run at T = 1 (noise sqrt(2 a) for step a), so they target p_sigma
+# itself -- not the T ~ 1e-6 noisy gradient descent of image EBMs; the ODE has no noise at all.
 
 # %%
 gen = cpu_generator("diffusion")
@@ -342,8 +358,9 @@ run.savefig(fig, "fig01_annealed_vs_plain")
 # the share that started on its side of the box. Annealed Langevin and the ODE move mass between the modes
 # while sigma is large, so their weights come from the network's large-sigma scores. The right panel says
 # why those are the hard ones: at large sigma the noised mixture is almost one Gaussian, and the part of
-# E[eps | x_sigma] that tells it from one (and so carries the 0.8/0.2 split) falls like 1/sigma, below the
-# network's error; DSM's regression target there has unit variance per dimension whatever sigma is.
+# E[eps | x_sigma] that tells it from one (and so carries the 0.8/0.2 split) falls like sigma^-3 (exercise 6)
+# and drops below the network's error above sigma ~ 10, while DSM's regression target keeps unit variance.
+# The weights are set where the blue curve is above the red one, around sigma ~ 2-8.
 
 # %% [markdown]
 # ### The probability-flow ODE and its exact log-likelihood
@@ -400,6 +417,8 @@ run.savefig(fig, "fig02_diffusion_8gaussians")
 # What to notice: the ODE carries a structureless Gaussian blob to the eight modes without any noise on the
 # way; every point has a log-likelihood, and the cloud sits on the diagonal where the data are dense and
 # falls below it in the thin gaps, where DSM saw few points.
+
+section_done("1_diffusion")
 
 # %% [markdown]
 # ## 2. Noise-contrastive estimation: log Z as a classifier's bias
@@ -604,6 +623,8 @@ run.savefig(fig, "fig04_nce_spread")
 # samples; with enough of them (nu = 16 here) both noises come within a few per cent of MLE. The printed
 # |zeta - log Z(theta_hat)| shrinks the same way: zeta is only as good as the noise sample that pins it.
 
+section_done("2_nce")
+
 # %% [markdown]
 # ## 3. Flow-based EBMs
 #
@@ -697,6 +718,8 @@ run.savefig(fig, "fig05_flow_ebm")
 # of one Gaussian blob cannot tear it into eight pieces, so some mass stays on the paths between them. The
 # energy has an easy job: it only has to raise the bridges, and its importance weights exp(-E) are tame
 # because q is already close to the data.
+
+section_done("3_flows")
 
 # %% [markdown]
 # ## 4. Latent-variable EBMs: an energy on the prior of a generator
@@ -811,6 +834,8 @@ run.savefig(fig, "fig06_latent_ebm_samples")
 # where they land, and a Gaussian prior also draws z from the gaps, which decode to blends of digits. The
 # energy on z learns the shape of that aggregate posterior, so its samples land where the generator was trained.
 
+section_done("4_latent_ebm")
+
 # %% [markdown]
 # ## 5. Joint-embedding energies (JEPA) and collapse
 #
@@ -911,7 +936,7 @@ for key, color in (("collapsed", "#d62728"), ("vicreg", "#1f77b4")):
     axes[1].plot(histories[key]["cov"], color=color, ls="--", label=f"{key}: covariance term")
 axes[0].set(xlabel="embedding dimension (sorted)", ylabel="std over the training digits", title="per-dimension std")
 axes[0].legend()
-axes[1].set(xlabel="training step", ylabel="term (both views)", yscale="symlog", title="VICReg's terms while training")
+axes[1].set(xlabel="training step", ylabel="term (both views)", yscale="log", title="VICReg's terms while training")
 axes[1].legend(fontsize=7)
 keys = ("collapsed", "vicreg", "pixels")
 axes[2].bar(keys, [probe[k] for k in keys], color=["#d62728", "#1f77b4", "#7f7f7f"])
@@ -925,6 +950,8 @@ run.savefig(fig, "fig07_jepa_collapse")
 # term falls to 0, the signature of collapse -- and the probe cannot read the digit any more. With VICReg
 # the energy stays small for matching views while the embedding keeps its spread, and the probe approaches
 # raw pixels; on 8x8 digits pixels are already a strong linear representation.
+
+section_done("5_jepa")
 
 # %% [markdown]
 # ## 6. Where the field is going
@@ -1000,8 +1027,9 @@ run.savefig(fig, "fig07_jepa_collapse")
 #
 # **Exercise 6 (think, hard): where DSM's signal goes**
 # At large sigma the non-Gaussian part of E[eps | x_sigma] falls below the network's error (fig01, right).
-# Show that it shrinks like sqrt(Var x)/sigma, and estimate how many DSM samples the network needs to pin
-# down the mode weights to +-0.01 there. What would sampling sigma non-uniformly change?
+# Using an Edgeworth expansion of p_sigma, show that it shrinks like kappa_3 / (sqrt(2) sigma^3), with kappa_3
+# the data's third cumulant along the modes' axis, and check the value at sigma = 20 against the figure.
+# What would sampling sigma non-uniformly during training change?
 #
 # **Exercise 7 (extend, hard): how many prior Langevin steps?**
 # Plot `latent_ebm_fd` against `--prior-langevin-steps` (10, 30, 60, 120) with the same training. Is the
