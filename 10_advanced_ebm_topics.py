@@ -144,12 +144,12 @@ class Config:
 QUICK = {
     "n_levels": 6, "anneal_steps": 20, "anneal_step_lr": 1e-2, "sigma_min": 0.2, "score_hidden": 32,
     "score_steps": 150, "score_batch": 256, "n_chains": 500, "ode_steps": 8, "n_nll": 100,
-    "nce_hidden": 32, "nce_steps": 150, "nce_batch": 256, "grid_n": 100, "spread_repeats": 20,
+    "nce_hidden": 32, "nce_steps": 100, "nce_batch": 256, "grid_n": 100, "spread_repeats": 10,
     "spread_nus": (1.0, 8.0), "newton_iters": 12,
     "flow_layers": 4, "flow_hidden": 32, "flow_steps": 150, "flow_batch": 256, "fe_hidden": 32, "fe_steps": 80,
     "fe_is_samples": 512, "fe_pool": 4096,
-    "gen_hidden": 64, "latent_steps": 60, "prior_langevin_steps": 20, "posterior_langevin_steps": 8,
-    "jepa_hidden": 64, "jepa_steps": 100,
+    "gen_hidden": 64, "latent_steps": 40, "prior_langevin_steps": 20, "posterior_langevin_steps": 8,
+    "jepa_hidden": 64, "jepa_steps": 60,
 }
 
 
