@@ -394,7 +394,7 @@ run.savefig(fig, "fig03_ood_auroc")
 # A density ranks inputs by probability per unit volume, not by "looks like a training digit": a smooth
 # blurred digit or a blob of Gaussian noise can be as probable as a sharp test digit (Nalisnick et al.
 # 2019 saw SVHN rank above CIFAR-10's own test set). A density score is also only as good as its
-# training: in the --quick run (80 JEM steps) the score norm ranks EVERY set backwards (AUROC < 0.2).
+# training: in the --quick run (80 JEM steps) the score norm ranks EVERY set backwards (AUROC well below 0.5).
 
 # %% [markdown]
 # ## 2. Denoising and inpainting as conditional sampling
