@@ -841,8 +841,13 @@ if run.exercise == 3:
     eps = max(cfg.attack_eps)
     x_strong = pgd_linf(eot_bpda_loss(ce_loss, purify, 4 * cfg.eot_samples), x_att, eps,
                         2.5 * eps / (2 * cfg.pgd_steps), 2 * cfg.pgd_steps, clamp=CLAMP)
-    print(f"\nExercise 3 stub: eps {eps:g}: adaptive {robust[eps]['purified_adaptive']:.3f}  ->  stronger "
-          f"adaptive {accuracy(plain, purify(x_strong), y_att):.3f}")
+    with torch.no_grad():
+        survives_strong = plain.logits(purify(x_strong)).argmax(1) == y_att
+        survives_naive = plain.logits(purify(examples[eps][0])).argmax(1) == y_att
+    print(f"\nExercise 3 stub: eps {eps:g}: BPDA+EOT only {robust[eps]['purified_bpda_only']:.3f} -> stronger "
+          f"{float(survives_strong.float().mean()):.3f};  worst of naive and BPDA+EOT "
+          f"{robust[eps]['purified_adaptive']:.3f} -> with the stronger one "
+          f"{float((survives_strong & survives_naive).float().mean()):.3f}")
 
 if run.exercise == 5:
     for gamma in (4.0, 10.0):
