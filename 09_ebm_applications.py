@@ -92,6 +92,7 @@ class Config:
     blur_sigmas: tuple[float, ...] = positive((0.5, 0.8, 1.2))  # blur baseline: the best of these is reported
     knn_neighbors: int = count(5)  # neighbours of scikit-learn's KNNImputer
     missing_rows: int = between(4, 1, 7)  # inpainting: the bottom rows that are missing
+    inpaint_start_noise: float = nonnegative(0.3)  # chains start at the pixel mean plus this much noise
     # -- section 3: adversarial robustness
     attack_eps: tuple[float, ...] = nonnegative((0.0, 0.1, 0.2, 0.3, 0.5))  # L-inf radii (pixels span 2)
     pgd_steps: int = count(20)  # PGD steps; step size 2.5 eps / steps (Madry et al.)
@@ -110,6 +111,7 @@ class Config:
     struct_noise: float = positive(0.05)  # noise of y = +-sqrt(x) + noise
     struct_train: int = count(2000, minimum=50)  # training pairs
     struct_steps: int = count(500)  # Adam steps of the energy E(x, y) and of the least-squares net
+    struct_batch: int = count(128)  # pairs per step; the NLL evaluates E on batch x --struct-grid points
     struct_hidden: int = count(48)  # hidden width of both networks of section 5
     struct_grid: int = count(61, minimum=11)  # y-grid points for the exact log Z(x) of the training loss
     struct_starts: int = count(8, minimum=2)  # starts of gradient descent on y, per test x
@@ -439,7 +441,8 @@ def inpaint(x_observed, n_steps):
 
     chains = []
     for _ in range(cfg.restore_chains):
-        start = masked_start + 0.3 * torch.randn(x_observed.shape, generator=gen, device=device) * (1 - mask)
+        noise = torch.randn(x_observed.shape, generator=gen, device=device)
+        start = masked_start + cfg.inpaint_start_noise * noise * (1 - mask)
         z, _ = langevin(conditional, start.clamp(*CLAMP), n_steps, cfg.sgld_step_size, noise_scale=cfg.sgld_noise,
                         clamp=CLAMP, generator=gen)
         chains.append(x_observed * mask + z * (1 - mask))
@@ -723,7 +726,7 @@ def pair_energy(x, y):
 
 
 def struct_batch():
-    idx = torch.randint(cfg.struct_train, (128,), generator=gen, device=device)
+    idx = torch.randint(cfg.struct_train, (cfg.struct_batch,), generator=gen, device=device)
     return xs_train[idx], ys_train[idx]
 
 
