@@ -61,11 +61,12 @@ from scipy import integrate, optimize
 from tqdm.auto import tqdm
 
 from common import plotting
+from common.boltzmann import boltzmann_energy, exact_log_partition
 from common.config import between, count, positive
 from common.datasets import gaussian_mixture
-from common.diagnostics import exact_log_partition, mmd_rbf
+from common.diagnostics import mmd_rbf
 from common.lesson import start_lesson
-from common.samplers import boltzmann_energy, langevin
+from common.samplers import langevin
 
 
 @dataclass

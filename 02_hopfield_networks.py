@@ -72,12 +72,12 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 
 from common import plotting
+from common.boltzmann import boltzmann_energy
 from common.config import between, count, positive, probability
 from common.datasets import load_images
 from common.hopfield import (
     STORAGE_RULES,
     async_recall,
-    energy,
     flip_bits,
     glauber_sweep,
     hebbian_weights,
@@ -215,7 +215,7 @@ two_async = async_recall(W_two, torch.tensor([[1.0, -1.0]], dtype=DTYPE), genera
 print("\nTwo units, W_12 = 1, start (+1, -1):")
 print(f"  synchronous  : period {int(two.period[0])}, energies {two.energies[:, 0].tolist()}")
 print(f"  asynchronous : ends at {two_async.states[0].tolist()} "
-      f"with E = {float(energy(W_two, two_async.states)[0]):+.0f}")
+      f"with E = {float(boltzmann_energy(W_two, None, two_async.states)[0]):+.0f}")
 
 starts = random_patterns(cfg.random_starts, cfg.demo_units)
 sync = sync_recall(W_demo, starts, max_steps=cfg.max_sweeps)
@@ -320,7 +320,7 @@ for r, cue_name in enumerate(("noisy", "occluded")):
     for rule, style in (("hebbian", ":"), ("pseudo_inverse", "-")):
         W = STORAGE_RULES[rule](prototypes)
         # E(x) - E(stored digit), both under the same weights: 0 means "at the memory's energy"
-        E = digit_results[rule, cue_name].energies - energy(W, prototypes)
+        E = digit_results[rule, cue_name].energies - boltzmann_energy(W, None, prototypes)
         for j in range(E.shape[1]):
             ax.plot(np.arange(E.shape[0]) / 64, E[:, j], style, lw=1, color=f"C{j}",
                     label=("Hebbian" if rule == "hebbian" else "pseudo-inverse") if j == 0 else None)
@@ -538,8 +538,8 @@ print(f"  {'state':<18}{'E/N before':>11}{'theory':>9}{'fixed pt':>10}{'E/N afte
 spurious_energy = {}
 for name, states in candidates.items():
     rec = async_recall(W_sp, states, generator=gen, max_sweeps=cfg.max_sweeps)
-    e_before = energy(W_sp, states) / n
-    e_after = energy(W_sp, rec.states) / n
+    e_before = boltzmann_energy(W_sp, None, states) / n
+    e_after = boltzmann_energy(W_sp, None, rec.states) / n
     top3 = overlaps(rec.states, X_sp).abs().topk(3, dim=1).values.mean(0)  # mean of the 3 largest |m|
     spurious_energy[name] = float(e_before.mean())
     print(f"  {name:<18}{e_before.mean():11.4f}{theory[name]:9.4f}{is_fixed_point(W_sp, states).double().mean():10.0%}"
@@ -554,7 +554,7 @@ kind[(top[:, 0] > 0.9) & (m_final.max(1).values > 0.9)] = "pattern"
 kind[(top[:, 0] > 0.9) & (m_final.min(1).values < -0.9)] = "reversed pattern"
 three = (top[:, :3] > 0.35).all(1) & (top[:, :3] < 0.65).all(1) & (top[:, 3] < 0.25)
 kind[three.numpy()] = "3-mixture"
-e_rand = (energy(W_sp, rand_rec.states) / n).numpy()
+e_rand = (boltzmann_energy(W_sp, None, rand_rec.states) / n).numpy()
 print(f"  attractors reached from {cfg.random_starts} random states:")
 for name in ("pattern", "reversed pattern", "3-mixture", "other"):
     sel = kind == name

@@ -71,29 +71,26 @@ from tqdm.auto import tqdm
 
 from common import plotting
 from common.boltzmann import (
+    all_binary_states,
     bars_and_stripes,
+    boltzmann_energy,
     cooling_schedule,
+    exact_distribution,
     exact_gradient,
+    exact_log_partition,
     exhaustive_ground_state,
     expected_tv_iid,
+    gibbs_sweep,
     kl_data_model,
+    metropolis_sweep,
     random_spin_glass,
     simulated_annealing,
+    state_index,
     visible_log_probs,
 )
 from common.config import between, choice, count, nonnegative, positive
-from common.diagnostics import (
-    all_binary_states,
-    autocorrelation,
-    effective_sample_size,
-    exact_distribution,
-    exact_log_partition,
-    split_rhat,
-    state_index,
-    total_variation,
-)
+from common.diagnostics import autocorrelation, effective_sample_size, split_rhat, total_variation
 from common.lesson import start_lesson
-from common.samplers import boltzmann_energy, gibbs_sweep, metropolis_sweep
 
 
 @dataclass

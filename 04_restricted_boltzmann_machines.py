@@ -89,10 +89,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from common import plotting
+from common.boltzmann import all_binary_states
 from common.config import between, choice, count, nonnegative, positive, probability
 from common.datasets import load_images
 from common.lesson import start_lesson
@@ -170,8 +170,8 @@ gen = torch.Generator(device=device).manual_seed(run.seed + 1) if device.type ==
 # %%
 def brute_force_joint(rbm: RBM) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every (v, h) pair of a tiny RBM: returns (visible states, hidden states, -E table)."""
-    v_states = torch.tensor(list(itertools.product((0.0, 1.0), repeat=rbm.n_visible)), dtype=torch.float64)
-    h_states = torch.tensor(list(itertools.product((0.0, 1.0), repeat=rbm.n_hidden)), dtype=torch.float64)
+    v_states = all_binary_states(rbm.n_visible, dtype=torch.float64)  # (2^nv, nv), counting order
+    h_states = all_binary_states(rbm.n_hidden, dtype=torch.float64)  # (2^nh, nh)
     W, b, c = (t.double().cpu() for t in rbm.parameters())
     # -E(v, h) = b.v + c.h + v^T W h for all pairs
     neg_energy = (v_states @ b)[:, None] + (h_states @ c)[None, :] + v_states @ W @ h_states.T  # (2^nv, 2^nh)
@@ -314,16 +314,9 @@ run.metrics["cd_inline_max_diff"] = cd_diff
 
 
 # %%
-def hidden_states(n: int, device=None) -> torch.Tensor:
-    """All 2^n binary hidden states, built with bit shifts (fast even for n = 20)."""
-    codes = torch.arange(2**n, device=device)[:, None]
-    return ((codes >> torch.arange(n - 1, -1, -1, device=device)) & 1).double()  # (2^n, n)
-
-
 def exact_log_z(rbm: RBM, h_states: torch.Tensor, chunk: int = 16384) -> float:
-    """log Z = logsumexp_h [ c.h + sum_i softplus(b_i + (W h)_i) ]  (sum over v done in closed form)."""
-    W, b, c = (t.double() for t in rbm.parameters())
-    terms = [torch.logsumexp(hs @ c + F.softplus(hs @ W.T + b).sum(1), 0) for hs in h_states.split(chunk)]
+    """log Z = logsumexp_h -F(h),  F(h) = -c.h - sum_i softplus(b_i + (W h)_i)  (sum over v in closed form)."""
+    terms = [torch.logsumexp(-rbm.hidden_free_energy(hs), 0) for hs in h_states.split(chunk)]
     return float(torch.logsumexp(torch.stack(terms), 0))
 
 
@@ -377,7 +370,7 @@ def train_rbm(rbm: RBM, x: torch.Tensor, x_held: torch.Tensor, name: str, h_stat
     return history
 
 
-h_states_small = hidden_states(cfg.n_hidden_small, device)
+h_states_small = all_binary_states(cfg.n_hidden_small, dtype=torch.float64, device=device)
 visible_bias = data_visible_bias(x_train)
 rbm_small = RBM(n_visible, cfg.n_hidden_small, cfg.weight_scale, visible_bias, generator=init_gen, device=device)
 rbm_large = RBM(n_visible, cfg.n_hidden_large, cfg.weight_scale, visible_bias, generator=init_gen, device=device)
@@ -446,9 +439,10 @@ run.savefig(fig, "fig02_training_monitors")
 #
 #     log Z = logsumexp_h [ c.h + sum_i softplus(b_i + W_i: . h) ]
 #
-# `exact_log_z` above does that with bit-shift enumeration; `RBM.log_partition` in common/rbm.py is
-# the library version (it enumerates whichever layer is smaller). For the large model 2^100 terms
-# are out of reach, so we use annealed importance sampling (Salakhutdinov & Murray, 2008): start at
+# `exact_log_z` above does that by enumerating the hidden states (`RBM.hidden_free_energy` is F(h));
+# `RBM.log_partition` in common/rbm.py is the library version (it enumerates whichever layer is
+# smaller). For the large model 2^100 terms are out of reach, so we use annealed importance
+# sampling (Salakhutdinov & Murray, 2008): start at
 # a model with W = 0 whose Z is known, walk through K intermediate models p_beta with beta: 0 -> 1,
 # one Gibbs step each, and average the importance weights prod_k p*_{beta_k}(v) / p*_{beta_{k-1}}(v).
 # Too few temperatures UNDERestimate log Z on average (Jensen), which OVERstates the likelihood:

@@ -61,10 +61,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from common import plotting
+from common.boltzmann import all_binary_states, bars_and_stripes
 from common.config import between, choice, count, nonnegative, positive, probability
 from common.datasets import load_images
 from common.diagnostics import (
-    all_binary_states,
     autocorrelation,
     effective_sample_size,
     self_transition_rate,
@@ -150,14 +150,6 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 # enumerated and every gradient computed exactly.
 
 # %%
-def bars_and_stripes(side: int) -> torch.Tensor:
-    """All distinct side x side images whose rows are constant (stripes) or columns are (bars)."""
-    rows = all_binary_states(side)  # (2^side, side): each row on or off
-    stripes = rows[:, :, None].expand(-1, side, side).reshape(-1, side * side)
-    bars = rows[:, None, :].expand(-1, side, side).reshape(-1, side * side)
-    return torch.unique(torch.cat([stripes, bars]), dim=0).to(device)  # (2 * 2^side - 2, side^2)
-
-
 def cd_k_inline(rbm: RBM, v_data: torch.Tensor, k: int, generator) -> tuple[dict, torch.Tensor]:
     """The CD-k gradient written out: positive phase, k Gibbs steps, negative phase."""
     # positive phase: p(h = 1 | v_data) = sigmoid(c + v W), exact
@@ -174,7 +166,7 @@ def cd_k_inline(rbm: RBM, v_data: torch.Tensor, k: int, generator) -> tuple[dict
     return grads, v
 
 
-bas = bars_and_stripes(cfg.bas_side)
+bas = bars_and_stripes(cfg.bas_side).to(device)  # (2 * 2^side - 2, side^2), counting order
 n_vis = bas.shape[1]
 gen = torch.Generator(device=device).manual_seed(run.seed)
 rbm_bas = RBM(n_vis, cfg.bas_hidden, weight_scale=0.1, generator=gen, device=device)
@@ -430,8 +422,8 @@ run.savefig(fig, "fig03_exact_loglik")
 def exact_model_samples(rbm: RBM, n: int, generator) -> torch.Tensor:
     """Exact samples: h ~ p(h) over all 2^n_h hidden states, then v ~ p(v | h)."""
     hidden = all_binary_states(rbm.n_hidden, dtype=rbm.W.dtype).to(device)  # (2^n_h, n_h)
-    # log p*(h) = c.h + sum_i softplus(b_i + (W h)_i)   (the visible layer summed out)
-    log_p_h = hidden @ rbm.c + F.softplus(hidden @ rbm.W.T + rbm.b).sum(1)
+    # log p*(h) = -F(h) = c.h + sum_i softplus(b_i + (W h)_i)   (the visible layer summed out)
+    log_p_h = -rbm.hidden_free_energy(hidden)
     index = torch.multinomial(torch.softmax(log_p_h.double(), 0), n, replacement=True, generator=generator)
     return torch.bernoulli(rbm.visible_probs(hidden[index]), generator=generator)
 
@@ -560,8 +552,8 @@ def iid_repeat_rate(rbm: RBM, n_pairs: int = 20000) -> float:
     sum_v p(v)^2 = E_{h, h' ~ p(h)} prod_i [p_i(h) p_i(h') + (1 - p_i(h)) (1 - p_i(h'))]
     """
     hidden = all_binary_states(rbm.n_hidden, dtype=torch.float64).to(device)
-    W, b, c = rbm.W.double(), rbm.b.double(), rbm.c.double()
-    p_h = torch.softmax(hidden @ c + F.softplus(hidden @ W.T + b).sum(1), 0)
+    W, b = rbm.W.double(), rbm.b.double()
+    p_h = torch.softmax(-rbm.hidden_free_energy(hidden), 0)
     pairs = torch.multinomial(p_h, 2 * n_pairs, replacement=True, generator=gen).reshape(2, n_pairs)
     p, q = torch.sigmoid(hidden[pairs[0]] @ W.T + b), torch.sigmoid(hidden[pairs[1]] @ W.T + b)
     return float((p * q + (1 - p) * (1 - q)).prod(1).mean())

@@ -14,17 +14,12 @@ import pytest
 import torch
 
 from common.diagnostics import (
-    all_binary_states,
     auroc,
     autocorrelation,
     effective_sample_size,
-    empirical_distribution,
-    exact_distribution,
-    exact_log_partition,
     mmd_rbf,
     self_transition_rate,
     split_rhat,
-    state_index,
     total_variation,
 )
 
@@ -95,31 +90,6 @@ def test_mmd_median_bandwidth_separates_equal_from_shifted():
     generator = torch.Generator().manual_seed(5)
     x, y = torch.randn(1000, 2, generator=generator), torch.randn(1000, 2, generator=generator)
     assert abs(mmd_rbf(x, y)) < 0.01 < mmd_rbf(x, y + 1.0)
-
-
-def test_exact_log_partition_of_independent_units():
-    bias = torch.tensor([0.3, -1.2, 2.0, 0.0, -0.5], dtype=torch.float64)
-    expected = float(torch.log1p(torch.exp(bias)).sum())
-    assert exact_log_partition(lambda s: -(s @ bias), 5) == pytest.approx(expected, abs=1e-12)
-    # +-1 spins: Z = prod_i (e^{b_i} + e^{-b_i})
-    expected_spins = float(torch.log(2 * torch.cosh(bias)).sum())
-    assert exact_log_partition(lambda s: -(s @ bias), 5, spins=True) == pytest.approx(expected_spins, abs=1e-12)
-
-
-def test_exact_distribution_of_two_coupled_spins():
-    # E = -J s1 s2: aligned states have weight e^{J}, anti-aligned e^{-J}
-    J = 0.8
-    p = exact_distribution(lambda s: -J * s[:, 0] * s[:, 1], 2, spins=True)
-    aligned = math.exp(J) / (2 * math.exp(J) + 2 * math.exp(-J))
-    assert torch.allclose(p, torch.tensor([aligned, 0.5 - aligned, 0.5 - aligned, aligned], dtype=p.dtype))
-
-
-def test_state_index_inverts_the_enumeration_order():
-    states = all_binary_states(6)
-    assert torch.equal(state_index(states), torch.arange(64))
-    assert torch.equal(state_index(2 * states - 1), torch.arange(64))
-    histogram = empirical_distribution(torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]]))
-    assert torch.allclose(histogram, torch.tensor([0.25, 0.5, 0.0, 0.25], dtype=histogram.dtype))
 
 
 def test_total_variation_and_auroc_on_hand_examples():
