@@ -28,8 +28,8 @@ How to run
     python 04_restricted_boltzmann_machines.py --help            # every hyperparameter with advice
     python 04_restricted_boltzmann_machines.py --show            # also open the figure windows
     python 04_restricted_boltzmann_machines.py --dataset mnist --data-dir ~/data   # MNIST (MNIST/raw/ inside)
-  With --dataset auto (default) MNIST is used when its four IDX files are in the data folder (or it
-  can be downloaded), otherwise scikit-learn's 8x8 digits, which ship offline. On MNIST the default
+  With --dataset auto (default) MNIST is used when its four IDX files are in the data folder
+  (--download fetches them), otherwise scikit-learn's 8x8 digits, which ship offline. On MNIST the default
   run takes roughly 10-20 minutes on a laptop CPU (the exact log Z over 2^20 hidden states of 784
   pixels is ~20 s per evaluation; raise --eval-every to evaluate less often).
 
@@ -82,21 +82,10 @@ metrics.json (log-likelihoods in nats per test image, higher is better)
 # %%
 from __future__ import annotations
 
-import itertools
 import math
-import time
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-from tqdm.auto import tqdm
-
-from common import plotting
-from common.boltzmann import all_binary_states
-from common.config import between, choice, count, nonnegative, positive, probability
-from common.datasets import load_images
-from common.lesson import start_lesson
-from common.rbm import RBM, data_visible_bias, pseudo_log_likelihood, train_epoch
+from common.config import between, choice, count, nonnegative, parse_flags, positive, probability
 
 
 @dataclass
@@ -104,7 +93,7 @@ class Config:
     # -- data
     dataset: str = choice("auto", ("auto", "digits", "mnist"))  # auto: MNIST if found, else the 8x8 digits
     data_dir: str = ""  # folder that holds MNIST/raw/; "" means $EBM_DATA_DIR or data/ in the repository
-    download: bool = True  # auto/mnist: try to download MNIST (5 s timeout) when it is not in the data folder
+    download: bool = False  # --download: fetch MNIST (5 s timeout) when it is not in the data folder
     max_train: int = count(20000, minimum=0)  # training images kept (0 = all); MNIST has 60,000, digits 1,438
     max_test: int = count(0, minimum=0)  # test images scored (0 = all); MNIST has 10,000, digits 359
     # -- section 1: the tiny RBM checked by brute force
@@ -139,12 +128,29 @@ class Config:
     dbn_hidden: int = count(50)  # units of the second RBM, trained on the first RBM's hidden samples
 
 
-QUICK = {"max_train": 300, "max_test": 100, "download": False, "n_hidden_small": 8, "n_hidden_large": 16,
+QUICK = {"max_train": 300, "max_test": 100, "dataset": "digits", "n_hidden_small": 8, "n_hidden_large": 16,
          "epochs": 3, "momentum_switch": 1, "eval_every": 1, "monitor_size": 100, "ais_chains": 20,
          "ais_betas": 100, "ais_sweep": (10, 100), "n_chains": 20, "gibbs_steps": 30, "logreg_max_iter": 200,
          "dbn_hidden": 8}
 
-cfg, run = start_lesson(Config, "04_restricted_boltzmann_machines", __doc__, quick=QUICK)
+cfg, flags = parse_flags(Config, "04_restricted_boltzmann_machines", __doc__, quick=QUICK, exercises=(3,))
+
+# heavy imports only now, so that --help and a mistyped flag answer at once
+
+import itertools
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from common import plotting
+from common.boltzmann import all_binary_states
+from common.datasets import load_images
+from common.lesson import start_lesson
+from common.rbm import RBM, data_visible_bias, pseudo_log_likelihood, train_epoch
+
+run = start_lesson(cfg, flags)
 device = run.device
 # RBM() draws its initial weights on the CPU, so the init generator lives there; the sampling
 # generator must live where the tensors do (common.rbm passes it to torch.bernoulli).
@@ -280,7 +286,7 @@ run.savefig(fig, "fig01_bipartite_free_energy")
 
 # %%
 data = load_images(cfg.dataset, root=cfg.data_dir or None, binary=True, max_train=cfg.max_train or None,
-                   max_test=cfg.max_test or None, try_download=cfg.download)  # a flag value of 0 means "all"
+                   max_test=cfg.max_test or None, download=cfg.download)  # a flag value of 0 means "all"
 x_train, x_test = data.x_train.to(device), data.x_test.to(device)
 y_train, y_test = data.y_train.numpy(), data.y_test.numpy()
 n_visible = data.n_pixels
@@ -359,8 +365,8 @@ def train_rbm(rbm: RBM, x: torch.Tensor, x_held: torch.Tensor, name: str, h_stat
                                          weight_decay=cfg.weight_decay, velocity=velocity, generator=gen)
         history["wall"] += time.perf_counter() - wall
         history["cpu"] += time.process_time() - cpu
-        run.check_finite(recon, step=epoch, what=f"{name} reconstruction error", flag="lower --lr")
-        run.check_finite(rbm.W, step=epoch, what=f"{name} weights", flag="lower --lr", bound=1e3)
+        run.check_finite(recon, step=epoch, what=f"{name} reconstruction error", field="lr")
+        run.check_finite(rbm.W, step=epoch, what=f"{name} weights", field="lr", bound=1e3)
         history["recon_error"].append(recon)
         for key, value in monitors(rbm, x_seen, x_held).items():
             history[key].append(value)

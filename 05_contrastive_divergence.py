@@ -52,32 +52,16 @@ metrics.json keys:
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
-
-from common import plotting
-from common.boltzmann import all_binary_states, bars_and_stripes
-from common.config import between, choice, count, nonnegative, positive, probability
-from common.datasets import load_images
-from common.diagnostics import (
-    autocorrelation,
-    effective_sample_size,
-    self_transition_rate,
-    split_rhat,
-)
-from common.lesson import start_lesson
-from common.rbm import RBM, data_visible_bias, train_epoch
+from common.config import between, choice, count, nonnegative, parse_flags, positive, probability
 
 
 @dataclass
 class Config:
     dataset: str = choice("auto", ("auto", "digits", "mnist"))  # images for sections 3-5; auto = MNIST if present
     data_dir: str = ""  # folder that holds MNIST/raw (default: $EBM_DATA_DIR or data/)
+    download: bool = False  # --download: fetch MNIST (5 s timeout) when it is not in the data folder
     # -- sections 1-2: a bars-and-stripes RBM small enough for the exact gradient
     bas_side: int = between(4, 2, 4)  # side of the bars-and-stripes images; visible units = side^2 <= 20
     bas_hidden: int = count(16)  # hidden units of the toy RBM
@@ -88,7 +72,7 @@ class Config:
     bias_copies: int = count(200)  # chains per training pattern in one gradient estimate
     bias_repeats: int = count(20, minimum=2)  # independent estimates averaged (their spread gives the noise floor)
     # -- section 3: CD-1 vs CD-10 vs PCD on images at an equal Gibbs budget, exact likelihood
-    n_hidden: int = count(16)  # hidden units; <= 20 keeps the exact log Z (2^n_hidden terms) cheap
+    n_hidden: int = between(16, 1, 20)  # hidden units; <= 20 keeps the exact log Z (2^n_hidden terms) cheap
     lr: float = positive(0.1)  # learning rate of every method; PCD with a constant 0.1 already oscillates
     batch_size: int = count(20)  # images per update (PCD keeps one persistent chain per image)
     momentum: float = probability(0.5)  # SGD momentum; 0.9 speeds CD up but makes PCD wilder
@@ -113,16 +97,42 @@ class Config:
 
 
 QUICK = {
-    "bas_side": 3, "bas_train_steps": 200, "bas_chains": 500, "ks": (1, 5, 25), "bias_copies": 50,
+    "dataset": "digits", "bas_side": 3, "bas_train_steps": 200, "bas_chains": 500, "ks": (1, 5, 25), "bias_copies": 50,
     "bias_repeats": 3, "budget_sweeps": 10, "long_k": 5, "n_evals": 3, "sharp_epochs": 4,
     "n_hidden": 10, "probe_ks": (1, 10, 50), "n_exact_samples": 300, "health_steps": 120, "burn_in": 20,
 }
 
-cfg, run = start_lesson(Config, "05_contrastive_divergence", __doc__, quick=QUICK)
+
+def check(cfg):
+    """Rules across fields."""
+    if cfg.burn_in > cfg.health_steps - 4:  # split R-hat needs 4 draws per chain
+        raise ValueError("--burn-in must be at least 4 below --health-steps")
+
+
+cfg, flags = parse_flags(Config, "05_contrastive_divergence", __doc__, quick=QUICK, check=check, exercises=(3,))
+
+# heavy imports only now, so that --help and a mistyped flag answer at once
+
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from common import plotting
+from common.boltzmann import all_binary_states, bars_and_stripes
+from common.datasets import load_images
+from common.diagnostics import (
+    autocorrelation,
+    effective_sample_size,
+    self_transition_rate,
+    split_rhat,
+)
+from common.lesson import start_lesson
+from common.rbm import RBM, data_visible_bias, train_epoch
+
+run = start_lesson(cfg, flags)
 device = run.device
-if cfg.burn_in > cfg.health_steps - 4:  # split R-hat needs 4 draws per chain
-    sys.stderr.write("05_contrastive_divergence.py: error: --burn-in must be at least 4 below --health-steps\n")
-    raise SystemExit(2)
 
 
 def flat(grads: dict) -> torch.Tensor:
@@ -186,7 +196,7 @@ for step in tqdm(range(cfg.bas_train_steps), desc="PCD on bars-and-stripes", lea
     grads, chains = rbm_bas.cd_gradient(bas, k=1, chains=chains, generator=gen)
     for name, param in zip("Wbc", rbm_bas.parameters()):
         param += cfg.bas_lr * grads[name]  # gradient ASCENT on log-likelihood
-    run.check_finite(rbm_bas.W, step=step, what="RBM weights", flag="lower --bas-lr", bound=1e3)
+    run.check_finite(rbm_bas.W, step=step, what="RBM weights", field="bas_lr", bound=1e3)
 ll_bas = float(rbm_bas.log_likelihood(bas).mean())
 print(f"exact mean log-likelihood of the patterns: {ll_bas:8.3f}   (perfect model: log(1/{len(bas)}) = "
       f"{-math.log(len(bas)):.3f};  uniform over 2^{n_vis} images: {-n_vis * math.log(2):.3f})")
@@ -305,7 +315,7 @@ run.savefig(fig, "fig02_cd_bias")
 # likelihood oscillates).
 
 # %%
-data = load_images(cfg.dataset, root=cfg.data_dir or None)
+data = load_images(cfg.dataset, root=cfg.data_dir or None, download=cfg.download)
 x_train, x_test = data.x_train.to(device), data.x_test.to(device)
 print(f"\n{data.name}: {len(x_train)} train / {len(x_test)} test binary images of {data.shape[0]}x{data.shape[1]}")
 
@@ -334,7 +344,7 @@ def train_on_budget(rbm: RBM, k: int, persistent: bool, decay: bool, lr: float, 
         velocity, chains, _ = train_epoch(rbm, x_train[block], lr=lr_now, k=k, batch_size=cfg.batch_size,
                                           momentum=cfg.momentum, weight_decay=weight_decay, velocity=velocity,
                                           chains=chains, generator=g)
-        run.check_finite(rbm.W, step=e, what=f"{label} weights", flag="lower --lr", bound=1e3)
+        run.check_finite(rbm.W, step=e, what=f"{label} weights", field="lr", bound=1e3)
         history["updates"].append((e + 1) * per_eval)
         history["sweeps"].append((e + 1) * per_eval * cfg.batch_size * k / len(x_train))
         history["lr"].append(lr_now)

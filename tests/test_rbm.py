@@ -251,18 +251,18 @@ def write_tiny_mnist(root: Path, n_train=60, n_test=20, seed=0):
 
 def test_load_images_reads_mnist_idx_files(tmp_path):
     arrays = write_tiny_mnist(tmp_path)
-    data = load_images("mnist", root=tmp_path, binary=False, try_download=False)
+    data = load_images("mnist", root=tmp_path, binary=False)
     assert data.name == "mnist" and data.shape == (28, 28)
     assert data.x_train.shape == (60, 784) and data.x_test.shape == (20, 784)
     np.testing.assert_allclose(data.x_train.numpy(), arrays["train"][0].reshape(60, 784) / 255.0, atol=1e-7)
     np.testing.assert_array_equal(data.y_test.numpy(), arrays["t10k"][1])
-    binary = load_images("mnist", root=tmp_path, binary=True, try_download=False)
+    binary = load_images("mnist", root=tmp_path, binary=True)
     np.testing.assert_array_equal(binary.x_test.numpy(), (arrays["t10k"][0].reshape(20, 784) > 127.5).astype(float))
 
 
 def test_load_images_mnist_missing_raises(tmp_path):
     with pytest.raises(FileNotFoundError):
-        load_images("mnist", root=tmp_path / "empty", try_download=False)
+        load_images("mnist", root=tmp_path / "empty")
 
 
 def test_lesson_runs_on_tiny_mnist_and_saves_a_rescorable_model(tmp_path):
