@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from common.datasets import load_images
-from common.rbm import RBM, pseudo_log_likelihood
+from common.rbm import RBM, pseudo_log_likelihood, train_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -283,3 +283,29 @@ def test_lesson_runs_on_tiny_mnist_and_saves_a_rescorable_model(tmp_path):
     rbm = RBM.from_tensors(saved["W"], saved["b"], saved["c"])
     rescored = float(rbm.log_likelihood(saved["x_test"]).mean())
     assert abs(rescored - metrics["test_loglik_exact"]) < 1e-4
+
+
+def test_train_epoch_momentum_and_weight_decay_match_a_hand_computation():
+    # velocity <- momentum * velocity + lr * (grad - weight_decay * W)   (decay on W only);  theta <- theta + velocity
+    torch.manual_seed(0)
+    x = (torch.rand(6, 5, dtype=torch.float64) < 0.5).double()
+    rbm = RBM(5, 3, weight_scale=0.3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    rbm.b, rbm.c = 0.2 * torch.randn(5, dtype=torch.float64), 0.2 * torch.randn(3, dtype=torch.float64)
+    start = {name: t.clone() for name, t in zip("Wbc", rbm.parameters())}
+    old_velocity = {name: 0.1 * torch.randn_like(t) for name, t in start.items()}
+    lr, momentum, decay = 0.05, 0.7, 0.01
+    # the same random numbers by hand: the epoch's permutation, then CD-1 on the one batch
+    hand = RBM.from_tensors(start["W"], start["b"], start["c"])
+    replay = torch.Generator().manual_seed(7)
+    order = torch.randperm(len(x), generator=replay)
+    grads, _ = hand.cd_gradient(x[order], 1, None, replay)
+    expected = {}
+    for name in "Wbc":
+        decay_term = decay * start["W"] if name == "W" else 0.0
+        expected[name] = momentum * old_velocity[name] + lr * (grads[name] - decay_term)
+    velocity, _, _ = train_epoch(rbm, x, lr=lr, k=1, batch_size=len(x), momentum=momentum, weight_decay=decay,
+                                 velocity={k: v.clone() for k, v in old_velocity.items()},
+                                 generator=torch.Generator().manual_seed(7))
+    for name, param in zip("Wbc", rbm.parameters()):
+        torch.testing.assert_close(velocity[name], expected[name], rtol=0, atol=1e-14)
+        torch.testing.assert_close(param, start[name] + expected[name], rtol=0, atol=1e-14)
