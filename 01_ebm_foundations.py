@@ -353,7 +353,7 @@ def time_grid_quadrature(dim, points_per_dim):
     return time.perf_counter() - start
 
 
-generator = torch.Generator().manual_seed(run.seed)
+generator = run.generator("intractability")  # each section draws from its own stream
 enum_units = list(range(4, cfg.max_enum_units + 1, 2))
 enum_seconds = [time_enumeration(n, generator) for n in tqdm(enum_units, desc="enumeration", leave=False)]
 grid_dims = list(range(1, cfg.max_grid_dim + 1))
@@ -503,7 +503,7 @@ def sample_exactly(theta, n, generator):
     return quad_x[index - 1] + fraction * (quad_x[index] - quad_x[index - 1])
 
 
-data_1d = sample_exactly(THETA_TRUE, cfg.n_data, generator)
+data_1d = sample_exactly(THETA_TRUE, cfg.n_data, run.generator("mle-data"))
 positive_phase = sufficient_statistics(data_1d).mean(0)  # E_data[grad E]: fixed during training
 theta = torch.tensor([0.2, 0.0, 0.0], dtype=torch.float64, requires_grad=True)  # a single broad well
 optimizer = torch.optim.Adam([theta], lr=cfg.lr)
@@ -633,7 +633,7 @@ class QuadraticLabelEnergy(torch.nn.Module):
         return 0.5 * sq * torch.exp(-2 * self.log_scale) + self.offset
 
 
-generator_cond = torch.Generator().manual_seed(run.seed + 1)
+generator_cond = run.generator("conditional")
 x_train, y_train = make_blobs(cfg.n_per_class, generator_cond)
 x_test, y_test = make_blobs(cfg.n_per_class, generator_cond)
 label_energy = QuadraticLabelEnergy()
@@ -701,6 +701,7 @@ run.savefig(fig, "fig08_conditional_ebm")
 # finite step is derived in docs/derivations/langevin_discretisation.md.
 
 # %%
+generator = run.generator("langevin")  # its own stream: --max-enum-units or --n-data leave these draws alone
 chains = 6 * torch.rand(cfg.n_chains, 2, generator=generator, dtype=torch.float64) - 3  # uniform start in a box
 path = [chains.clone()]
 keep_every = max(1, cfg.n_langevin_steps // 100)

@@ -45,7 +45,8 @@ metrics.json
     alpha_c_hebbian            load where the mean overlap from the stored pattern first drops below
                                --overlap-threshold (linear interpolation); theory 0.138 (N -> infinity)
     alpha_c_hebbian_se         standard error of that estimate over the --n-trials independent sweeps
-    alpha_c_storkey            the same estimator for the Storkey rule
+    alpha_c_storkey            the same estimator for the Storkey rule (alpha_c_storkey_se its standard error)
+    alpha_c_estimator          in words, how the alpha_c values above are estimated
     alpha_c_pseudo_inverse     the same for the pseudo-inverse rule (null if never crossed on the grid)
     alpha_half_stable_hebbian  load where half of the stored patterns are exact fixed points (measured)
     spurious_energy_per_unit   {state kind: mean E/N}; spurious_energy_theory the expected values

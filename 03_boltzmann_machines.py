@@ -54,7 +54,7 @@ metrics.json
     tau_trained                 the same for the trained visible-only and hidden-unit machines
     log_z, conditional_max_abs_error   section 1: exact log Z; |enumerated p(s_i=1|rest) - sigma(field/T)|
     glass_gibbs_vs_exact_energy  <E>_T of the glass from Gibbs (with its standard error) and by enumeration
-    gibbs_grad_cosine_first_last the gradient cosine averaged over the first and the last tenth of training
+    gibbs_grad_cosine_first_last  the gradient cosine averaged over the first and the last tenth of training
 """
 
 # %%

@@ -38,10 +38,13 @@ metrics.json keys:
     grad_relerr_by_k             {k: |mean CD-k gradient - exact| / |exact|}
     grad_noise_floor_by_k        {k: |standard error of the mean gradient| / |exact|} (Monte-Carlo noise)
     grad_cosine_pcd, grad_relerr_pcd, grad_noise_floor_pcd   the same for PCD-1 with the training chains
+    bas_train_loglik             exact mean log-likelihood of the bars-and-stripes patterns after training
+    initial_test_loglik          exact test log-likelihood of the initial model (independent pixels)
     final_test_loglik_by_method  {method: exact mean test log-likelihood (nats/image) at the end}
     test_loglik_curves           {method: [exact test log-likelihood at each evaluation]}
     spurious_fraction_by_k       {model: {k: fraction of k-step samples far from all training images}}
     spurious_fraction_exact      {model: the same fraction for exact samples of the model}
+    sharp_test_loglik            {model: exact test log-likelihood of the sharp CD-1 and PCD models}
     rhat_max                     {chains: largest split R-hat over the monitored summaries}
     ess_per_chain                {chains: effective sample size of the free energy, per chain}
     self_transition_rate         {chains: fraction of Gibbs steps that leave the whole image unchanged}

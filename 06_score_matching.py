@@ -37,6 +37,7 @@ Figures (outputs/06_score_matching/):
 
 metrics.json:
   stein_fisher_fd_max_abs_err    Fisher score formula vs finite differences of the quadrature log-density
+  log_z_gauss_legendre_vs_quad   |log Z by Gauss-Legendre - log Z by adaptive quadrature|
   esm_minus_ism_spread           std across theta of ESM(theta) - ISM(theta), SAME samples for every theta
   esm_minus_ism_mc_se            its Monte-Carlo standard error (RMS over theta): the scale to compare the spread with
   esm_minus_ism_spread_fresh     the same spread when every theta gets fresh samples, and (next key) its MC error
@@ -57,6 +58,7 @@ metrics.json:
   true_small_mode_weight         the truth (0.2 by default)
   learned_log_weight_ratio       E(small mode) - E(large mode) of the learned energy, and the exact log(0.8/0.2)
   sm_mle_fit_std                 std over repeated fits of SM and MLE, and their asymptotic values
+  sm_over_mle_variance_ratio     per parameter, variance of the SM fits / variance of the MLE fits
   fsm_score_rel_error            RMS |s_phi - grad_theta log p(theta|x)| / RMS |grad_theta log p(theta|x)|
   fsm_fisher_rel_error           the same for the likelihood (Fisher) score t_phi alone
   fsm_posterior_moments          posterior mean/std from Langevin on the learned score, and the exact ones
