@@ -397,8 +397,7 @@ def load_signed_images(dataset: str = "digits", root=None, max_train: int | None
     x_signed = 2 x - 1. Nothing is downloaded. ``allow_mnist`` is kept for symmetry with ``load_images``'s ``auto``.
     """
     data = load_images(dataset if dataset != "auto" or allow_mnist else "digits", root=root, binary=False,
-                       test_fraction=test_fraction, split_seed=split_seed, max_train=max_train, max_test=max_test,
-                       try_download=False)
+                       test_fraction=test_fraction, split_seed=split_seed, max_train=max_train, max_test=max_test)
     n_levels = 17 if data.name == "digits" else 256
     h, w = data.shape
 
