@@ -9,7 +9,8 @@ With E_i = -log p_i + const, the three logical operations are energies too:
                                                         E_1 grows faster than gamma E_2 far away)
 
 In 2-D every composed density can be normalised exactly on a grid, so a sampler's output can be
-compared with the truth by the total variation between a histogram and the grid probabilities.
+compared with the truth by the total variation (``common.diagnostics.total_variation``) between a histogram
+and the grid probabilities.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+
+from common.diagnostics import total_variation
 
 EnergyFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -63,8 +66,8 @@ def grid_probabilities(energy_fn: EnergyFn, bounds: Sequence[float], n: int = 40
 
 
 def sample_histogram(samples: torch.Tensor, bounds: Sequence[float], n: int = 40) -> torch.Tensor:
-    """Fraction of ``samples`` (B, 2) in each cell of the same grid, shape (n, n); points outside the box count
-    as mass the histogram misses (so they raise the total variation instead of vanishing)."""
+    """Fraction of ``samples`` (B, 2) in each cell of the same grid, shape (n, n), rows = y bins. Points outside
+    the box are not counted, so the result sums to the fraction inside (see ``histogram_tv``)."""
     x0, x1, y0, y1 = bounds
     pts = samples.detach().double().cpu()
     ix = torch.floor((pts[:, 0] - x0) / (x1 - x0) * n).long()
@@ -75,14 +78,17 @@ def sample_histogram(samples: torch.Tensor, bounds: Sequence[float], n: int = 40
     return counts.reshape(n, n) / len(pts)
 
 
-def total_variation(p: torch.Tensor, q: torch.Tensor) -> float:
-    """TV(p, q) = 1/2 sum |p - q| for two probability vectors on the same cells (0 = equal, 1 = disjoint).
+def histogram_tv(samples: torch.Tensor, probabilities: torch.Tensor, bounds: Sequence[float]) -> float:
+    """TV between the histogram of ``samples`` and grid ``probabilities`` (n, n) on the box ``bounds``.
 
-    If p sums to less than 1 (a histogram that lost samples outside the box), the missing mass is
-    counted as a cell of its own, so TV stays a distance between two distributions."""
-    p, q = p.double().ravel(), q.double().ravel()
-    missing = (1 - p.sum()).clamp(min=0) + (1 - q.sum()).clamp(min=0)
-    return float(0.5 * ((p - q).abs().sum() + missing))
+    Samples outside the box form one extra cell, where the grid density (restricted to the box) has
+    no mass, so chains that escape raise the TV instead of vanishing from it.
+    """
+    hist = sample_histogram(samples, bounds, probabilities.shape[0]).ravel()
+    outside = (1 - hist.sum()).clamp(min=0)
+    p = torch.cat([hist, outside[None]])
+    q = torch.cat([probabilities.double().ravel(), torch.zeros(1, dtype=torch.float64)])
+    return total_variation(p.numpy(), q.numpy())
 
 
 def exact_sample_tv(probabilities: torch.Tensor, n_samples: int, repeats: int = 5,
@@ -94,5 +100,5 @@ def exact_sample_tv(probabilities: torch.Tensor, n_samples: int, repeats: int = 
     for _ in range(repeats):
         idx = torch.multinomial(flat, n_samples, replacement=True, generator=generator)
         hist = torch.bincount(idx, minlength=flat.numel()).double() / n_samples
-        tvs.append(total_variation(hist, flat))
+        tvs.append(total_variation(hist.numpy(), flat.numpy()))
     return float(sum(tvs) / len(tvs))

@@ -11,9 +11,10 @@ from common.composition import (
     compose_or,
     exact_sample_tv,
     grid_probabilities,
+    histogram_tv,
     sample_histogram,
-    total_variation,
 )
+from common.diagnostics import total_variation
 
 BOUNDS = (-5.0, 5.0, -5.0, 5.0)
 N = 20
@@ -61,15 +62,14 @@ def test_not_divides_by_a_power_of_the_second_gaussian():
     assert total_variation(got, exact / exact.sum()) < 2e-3
 
 
-def test_total_variation_and_histogram_by_hand():
-    assert total_variation(torch.tensor([0.5, 0.5]), torch.tensor([1.0, 0.0])) == 0.5
-    assert total_variation(torch.tensor([0.2, 0.8]), torch.tensor([0.2, 0.8])) == 0.0
+def test_histogram_and_its_tv_by_hand():
     # 4 points on a 2 x 2 grid over [0, 2]^2: two in cell (x=0, y=0), one in (x=1, y=0), one outside the box
     pts = torch.tensor([[0.5, 0.5], [0.2, 0.9], [1.5, 0.1], [3.0, 3.0]])
     hist = sample_histogram(pts, (0.0, 2.0, 0.0, 2.0), n=2)
     assert torch.equal(hist, torch.tensor([[0.5, 0.25], [0.0, 0.0]], dtype=torch.float64))
-    # the quarter that left the box counts against it: TV to (x=0, y=0) only is (0.5 + 0.25 + 0.25) / 2
-    assert abs(total_variation(hist, torch.tensor([[1.0, 0.0], [0.0, 0.0]])) - 0.5) < 1e-12
+    # against all mass in cell (x=0, y=0): |0.5 - 1| + 0.25 + 0.25 (the escaped point) = 1, halved
+    target = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    assert abs(histogram_tv(pts, target, (0.0, 2.0, 0.0, 2.0)) - 0.5) < 1e-12
 
 
 def test_exact_sample_tv_matches_the_binomial_expectation():
