@@ -20,7 +20,7 @@ You will learn
 Prerequisites: lesson 01 (energies, Langevin), lesson 07 (neural EBMs, replay buffer), lesson 08 (JEM).
 Everything runs on the CPU with one thread; the models are MLPs on 8x8 digits.
 
-Run:  python 09_ebm_applications.py            (default, ~75 s of CPU time; ~2 min wall on an idle 2-core laptop)
+Run:  python 09_ebm_applications.py            (default, ~85 s of CPU time; ~1.5 min wall on an idle 2-core laptop)
       python 09_ebm_applications.py --quick    (about 15 s of CPU time; every code path runs)
       python 09_ebm_applications.py --help     (every hyperparameter, with advice)
       python 09_ebm_applications.py --show     (also open the figure windows)
@@ -683,7 +683,7 @@ for ax, (name, energy_fn) in zip(axes, digit_energies.items()):
     top = int(class_fractions[name].argmax())
     show_digits(ax, x, 4, f"{name}\nplain says {top}: {float(class_fractions[name][top]):.0%}")
 print("   composed digit energies, fraction of samples per class (plain classifier): " +
-      "; ".join(f"{k}: {np.round(v.cpu().numpy(), 2).tolist()}" for k, v in class_fractions.items()))
+      "; ".join(f"{k}: [{', '.join(f'{p:.2f}' for p in v.tolist())}]" for k, v in class_fractions.items()))
 run.metrics["composed_digit_classes"] = class_fractions
 run.savefig(fig, "fig09_composed_digits")
 
@@ -812,7 +812,7 @@ run.savefig(fig, "fig10_structured_prediction")
 # %% [markdown]
 # ## Closing note: the default run (seed 0, CPU, one thread)
 #
-# Runtime: ~75 s of CPU time (user + sys) for the default run and ~17 s for `--quick`; the wall time is
+# Runtime: ~85 s of CPU time (user + sys) for the default run and ~17 s for `--quick`; the wall time is
 # about the same on an idle machine and 2-4x longer when the two cores are shared.
 #
 # | metric | value | target |
