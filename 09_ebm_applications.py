@@ -703,7 +703,9 @@ run.savefig(fig, "fig09_composed_digits")
 # A one-to-many mapping shows why this beats regression. The data are y = +-sqrt(x) + noise, both signs
 # equally likely. Least squares predicts E[y | x] = 0 -- on neither branch. An energy E(x, y) learned on
 # the pairs has a valley along each branch, and gradient descent on y from several starts finds both.
-# With a 1-D y we train E by exact maximum likelihood: log p(y | x) = -E(x, y) - log sum_grid exp(-E(x, y')) dy (no sampler needed).
+# With a 1-D y we train E by exact maximum likelihood, with no sampler:
+#
+#     log p(y | x) = -E(x, y) - log sum_grid exp(-E(x, y')) dy
 
 # %%
 gen = run.generator("structured")
