@@ -43,6 +43,8 @@ metrics.json:
   conditional_accuracy        test accuracy of argmin_y E(x, y)
   langevin_mmd, langevin_mmd_baseline   MMD^2 of Langevin samples vs exact samples, and exact vs exact
 """
+LESSON = "01_ebm_foundations"  # outputs go to outputs/01_ebm_foundations/
+
 
 # %% [markdown]
 # # Lesson 01 -- Energy-based models: foundations
@@ -109,7 +111,7 @@ def check(cfg):
                          f"{t_cross:.3g}, outside [0.1, 25]")
 
 
-cfg, flags = parse_flags(Config, "01_ebm_foundations", __doc__, quick=QUICK, check=check, exercises=(4,))
+cfg, flags = parse_flags(Config, LESSON, __doc__, quick=QUICK, check=check, exercises=(4,))
 
 # heavy imports only now, so that --help and a mistyped flag answer at once
 import time
@@ -747,7 +749,7 @@ axes[1].legend(loc="lower left")
 run.savefig(fig, "fig09_langevin")
 gif = plotting.animate_chains(run.outdir / "anim_langevin.gif", landscape.energy, path, landscape.bounds,
                               title="Langevin")
-print(f"  [animation] {gif}")
+run.saved_animation(gif)
 
 # What to notice: chains slide into the nearest well and then jitter around it; the noise lets
 # them occasionally cross a ridge. The cloud of end points looks like the exact samples, but with

@@ -155,12 +155,53 @@ def field_comments(cls: type, source: str | None = None) -> dict[str, str]:
     return comments
 
 
+def field_comments_from_lesson_file(cls: type, prog: str | None) -> dict[str, str]:
+    """The same comments, read from the lesson's file at the repository root (``prog`` is ``NN_name.py``).
+
+    In a Jupyter kernel ``inspect`` cannot find the source of a class defined in a cell, so ``--help`` would
+    lose every explanation; the lesson's own file still has them.
+    """
+    import ast
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / (prog or "")
+    if not prog or not path.is_file():
+        return {}
+    text = path.read_text(encoding="utf-8")
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.ClassDef) and node.name == cls.__name__:
+            return field_comments(cls, ast.get_source_segment(text, node, padded=True))
+    return {}
+
+
 # --------------------------------------------------------------------------------------------
 # Parsing and validation.
 # --------------------------------------------------------------------------------------------
 
 
 SEED_RANGE = Range(0, 2**32 - 1)  # what NumPy's and PyTorch's generators accept
+
+
+class LessonStopped(Exception):  # noqa: N818 - it is not an error: the lesson stops as asked
+    """Ends a lesson early in a notebook (after ``--help``, or on a bad value in ``EBM_ARGS``).
+
+    IPython shows only the one line of ``_render_traceback_`` (a ``SystemExit`` would add a warning about how
+    to quit), and "Run all" stops there instead of failing on every later cell.
+    """
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+    def _render_traceback_(self):
+        if self.code:
+            return ["Stopped: fix EBM_ARGS (the message is above) and run the notebook again."]
+        return ["Stopped after --help: set EBM_ARGS to the flags you want and run the notebook again."]
+
+
+def stop_lesson(code: int):
+    """Exit with ``code`` from a script; stop cleanly in a notebook."""
+    raise LessonStopped(code) if running_in_notebook() else SystemExit(code)
 
 
 class CourseArgumentParser(argparse.ArgumentParser):
@@ -175,7 +216,12 @@ class CourseArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # noqa: D401 - argparse API
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
-        raise SystemExit(2)
+        stop_lesson(2)
+
+    def exit(self, status: int = 0, message: str | None = None):  # after --help
+        if message:
+            sys.stderr.write(message)
+        stop_lesson(status)
 
 
 def _flag(name: str) -> str:
@@ -274,7 +320,7 @@ def build_parser(config_cls: type, description: str | None, prog: str | None,
         argument_default=argparse.SUPPRESS,  # only flags actually given end up in the namespace
     )
     hints = get_type_hints(config_cls)
-    comments = field_comments(config_cls)
+    comments = field_comments(config_cls) or field_comments_from_lesson_file(config_cls, prog)
     group = parser.add_argument_group("lesson hyperparameters (from the Config dataclass)")
     for f in dataclasses.fields(config_cls):
         kind, is_tuple = _field_kind(hints[f.name])
@@ -333,8 +379,14 @@ def build_parser(config_cls: type, description: str | None, prog: str | None,
 
 
 def running_in_notebook() -> bool:
-    """True inside a Jupyter/IPython kernel, whose argv is the kernel's, not the student's."""
-    return "ipykernel" in sys.modules or sys.argv[0].endswith("ipykernel_launcher.py")
+    """True inside a Jupyter kernel, whose argv is the kernel's, not the student's.
+
+    Asks the running IPython shell (a kernel's is a ``ZMQInteractiveShell``) rather than whether ipykernel was
+    imported: a test process that imports the notebook tools is not a notebook.
+    """
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def parse_config(
@@ -431,11 +483,11 @@ def parse_flags(
             check(config)
         except ValueError as err:
             sys.stderr.write(f"{prog}: error: {err} (see --help)\n")
-            raise SystemExit(2) from None
+            stop_lesson(2)
     if exercises is not None and common.exercise is not None and common.exercise not in exercises:
         listed = ", ".join(str(n) for n in exercises) or "none"
         sys.stderr.write(f"{prog}: error: --exercise {common.exercise} has no stub (exercises with one: {listed})\n")
-        raise SystemExit(2)
+        stop_lesson(2)
     defaults = config_cls()
     given = common.__dict__.pop("given")
     # only what a flag changed: --quick's own overrides are named by "quick", not field by field

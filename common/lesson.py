@@ -184,10 +184,11 @@ class LessonRun:
         return generator
 
     # -- figures --------------------------------------------------------------------------
-    def savefig(self, fig, stem: str) -> Path:
-        """Save ``fig`` as ``<outdir>/<stem>.png``, show it if ``--show``, then close it.
+    def savefig(self, fig, stem: str) -> None:
+        """Save ``fig`` as ``<outdir>/<stem>.png``, show it if ``--show`` or in a notebook, then close it.
 
-        A ``--quick`` figure carries a red "quick run" mark in its top-left corner.
+        A ``--quick`` figure carries a red "quick run" mark in its top-left corner. Returns nothing, so a
+        notebook cell that ends with it shows the figure and no echo of its path.
         """
         import matplotlib.pyplot as plt
 
@@ -203,7 +204,14 @@ class LessonRun:
         if self.show or running_in_notebook():
             plt.show()
         plt.close(fig)
-        return path
+
+    def saved_animation(self, path) -> None:
+        """Report an animation written to ``path`` (a GIF), and show it inline in a notebook."""
+        print(f"  [animation] {path}")
+        if running_in_notebook():
+            from IPython.display import Image, display
+
+            display(Image(filename=str(path)))
 
     # -- divergence guard -----------------------------------------------------------------
     def check_finite(self, value, *, step: int | str, what: str, field: str, bound: float | None = None,
