@@ -53,6 +53,7 @@ metrics.json:
   structured_branch_hit_rate     {ebm, mse}: fraction of predictions within --branch-tol of a true branch
   structured_both_branches       fraction of test x for which the EBM's descents found both branches
 """
+LESSON = "09_ebm_applications"  # outputs go to outputs/09_ebm_applications/
 
 # %% [markdown]
 # # Lesson 09 -- What energies are good for
@@ -74,7 +75,7 @@ class Config:
     clf_steps: int = count(600)  # Adam steps of the plain classifier (cross-entropy only)
     jem_steps: int = count(1500)  # Adam steps of the JEM model (cross-entropy + contrastive divergence)
     batch_size: int = count(64)  # images per step, for both models
-    lr: float = positive(1e-3)  # Adam learning rate of both models; JEM diverges above ~3e-3
+    lr: float = positive(1e-3)  # Adam learning rate of both models; the JEM guard names this flag if it diverges
     cd_alpha: float = nonnegative(0.1)  # energy-magnitude penalty alpha (E+^2 + E-^2); 0 lets energies drift
     sgld_steps: int = count(20)  # Langevin steps per negative batch (from the replay buffer)
     sgld_step_size: float = positive(1.0)  # Langevin step h of training and of every image sampler below
@@ -138,7 +139,7 @@ def check(cfg):
         raise ValueError("--descent-step-size must be below 2 --struct-noise^2 (descent would oscillate)")
 
 
-cfg, flags = parse_flags(Config, "09_ebm_applications", __doc__, quick=QUICK, check=check, exercises=(3, 5))
+cfg, flags = parse_flags(Config, LESSON, __doc__, quick=QUICK, check=check, exercises=(3, 5))
 
 import math  # noqa: E402  (heavy imports after the flags, so --help answers at once)
 
