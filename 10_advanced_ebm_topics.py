@@ -59,6 +59,7 @@ metrics.json:
   jepa_embedding_std             {collapsed, vicreg}: mean per-dimension std of the embeddings
   cpu_seconds_by_section         CPU time of each section (a timing: varies run to run)
 """
+LESSON = "10_advanced_ebm_topics"  # outputs go to outputs/10_advanced_ebm_topics/
 
 # %% [markdown]
 # # Lesson 10 -- EBMs and their neighbours
@@ -162,7 +163,7 @@ def check(cfg):
         raise ValueError("--quartic-theta needs two numbers, the second >= 0.05")
 
 
-cfg, flags = parse_flags(Config, "10_advanced_ebm_topics", __doc__, quick=QUICK, check=check, exercises=(3, 5))
+cfg, flags = parse_flags(Config, LESSON, __doc__, quick=QUICK, check=check, exercises=(3, 5))
 
 import math  # noqa: E402  heavy imports only after the flags are parsed, so --help answers at once
 import time  # noqa: E402
