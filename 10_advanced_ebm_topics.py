@@ -416,8 +416,9 @@ axes[5].set(ylabel="ODE NLL - floor (nats)", title="gap to the floor (entropy of
 run.savefig(fig, "fig02_diffusion_8gaussians")
 
 # What to notice: the ODE carries a structureless Gaussian blob to the eight modes without any noise on the
-# way; every point has a log-likelihood, and the cloud sits on the diagonal where the data are dense and
-# falls below it in the thin gaps, where DSM saw few points.
+# way, and every point gets a log-likelihood. The cloud sits near the diagonal at the mode centres, below it
+# on the modes' flanks and above it for the rare points in the gaps: the model spreads some mass into the
+# gaps between modes (stray samples at sigma = 0.1), which DSM, seeing few points there, barely penalises.
 
 section_done("1_diffusion")
 
