@@ -144,7 +144,7 @@ class Config:
 
 QUICK = {
     "n_levels": 6, "anneal_steps": 20, "anneal_step_lr": 1e-2, "sigma_min": 0.2, "score_hidden": 32,
-    "score_steps": 150, "score_batch": 256, "n_chains": 500, "ode_steps": 8, "n_nll": 100,
+    "score_steps": 100, "score_batch": 256, "n_chains": 300, "ode_steps": 6, "n_nll": 50,
     "nce_hidden": 32, "nce_steps": 100, "nce_batch": 256, "grid_n": 100, "spread_repeats": 10,
     "spread_nus": (1.0, 8.0), "newton_iters": 12,
     "flow_layers": 4, "flow_hidden": 32, "flow_steps": 150, "flow_batch": 256, "fe_hidden": 32, "fe_steps": 80,
