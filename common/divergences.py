@@ -30,7 +30,7 @@ def kl_by_quadrature(log_p: Callable[[float], float], log_q: Callable[[float], f
         lp = log_p(x)
         return 0.0 if lp < -700 else math.exp(lp) * (lp - log_q(x))
 
-    inner = sorted(p for p in (points or ()) if low < p < high)
+    inner = sorted(float(p) for p in (() if points is None else points) if low < p < high)
     value, _ = integrate.quad(integrand, low, high, points=inner or None, limit=500, epsabs=1e-11, epsrel=1e-10)
     return float(value)
 
