@@ -77,9 +77,9 @@ cfg, flags = parse_flags(Config, "08_cooperative_training", __doc__, quick=QUICK
 
 import math  # noqa: E402  (heavy imports after the flags, so --help answers at once)
 
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from scipy import optimize, special, stats  # noqa: E402
 
@@ -251,8 +251,10 @@ for name, (mu, sd) in dv_fits.items():
     with torch.no_grad():
         t_q, t_p = critic(x_q)[:, 0], critic(x_p)[:, 0]
     # the exact critic log q/p on the same samples: what a perfect network would give (sampling noise only)
-    best = lambda x: torch.as_tensor(stats.norm.logpdf(x.cpu().numpy()[:, 0], mu, sd)  # noqa: E731
-                                     - mixture_log_pdf(x.cpu().numpy()[:, 0]))
+    def best(x, mu=mu, sd=sd):
+        x = x.cpu().numpy()[:, 0]
+        return torch.as_tensor(stats.norm.logpdf(x, mu, sd) - mixture_log_pdf(x))
+
     dv_rows.append({"fit": name, "estimate": float(donsker_varadhan_bound(t_q, t_p)),
                     "se": donsker_varadhan_se(t_q, t_p), "exact": reverse_kl(mu, sd),
                     "optimal": float(donsker_varadhan_bound(best(x_q), best(x_p)))})
