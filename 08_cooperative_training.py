@@ -26,6 +26,12 @@ Run:  python 08_cooperative_training.py            (default, ~4 minutes of CPU t
 Figures (outputs/08_cooperative_training/):
   fig01_forward_vs_reverse_kl.png   one Gaussian fitted to two modes: forward fit, both reverse optima, the landscape
   fig02_dv_critic.png               Donsker-Varadhan critics against log q/p, and their KL estimates against quadrature
+  fig03_coop_toy.png                2-D toy: generator samples, CoopNets and EBM-only densities and samples
+  fig04_coop_digits.png             digits: generator, revised and EBM-only samples, Frechet distances with references
+  fig05_ebgan.png                   EBGAN samples without and with the pulling-away term, modes covered over seeds
+  fig06_jem_calibration.png         reliability diagrams of JEM and of the plain classifier
+  fig07_jem_samples_log_px.png      JEM's class-conditional samples; -E(x) on test digits and on noise, both models
+  fig08_jem_divergence.png          energies of data and samples: stable JEM vs an unstable run with restarts
 
 metrics.json:
   kl_forward_fit                KL(p || q) of the moment-matched Gaussian (the forward-KL optimum), by quadrature
@@ -37,6 +43,34 @@ metrics.json:
   dv_kl_exact                   KL(q || p) by quadrature at the same fits
   dv_kl_optimal_critic          the DV estimate with the exact critic log q/p on the same samples
   dv_kl_max_rel_error           max over fits of |estimate - exact| / exact (target < 0.10)
+  coop_toy_nll                  exact (grid) NLL of the CoopNets energy on held-out toy data, nats per point
+  ebm_only_toy_nll              the same for the energy trained from noise with the same Langevin budget
+  toy_nll_floor                 the entropy H(p) of the toy target: no model can go below it
+  coop_toy_mmd                  MMD^2 of CoopNets' revised samples to fresh data
+  generator_toy_mmd             MMD^2 of the generator's own samples
+  ebm_only_toy_mmd              MMD^2 of the EBM-only short-run samples
+  toy_mmd_floor                 RMS of MMD^2(data, fresh data): what a perfect sampler scores
+  coop_toy_seconds              training time of both toy runs (a timing)
+  coop_digits_fd                Frechet distance (classifier features) of CoopNets' revised digit samples
+  generator_digits_fd           the same for the generator's own samples
+  ebm_only_digits_fd            the same for the EBM-only short-run samples
+  digits_fd_floor               test digits against training digits
+  digits_fd_baselines           a fitted full-covariance Gaussian and uniform noise
+  feature_classifier_accuracy   test accuracy of the classifier whose features the FD uses
+  ebgan_modes_covered           modes covered of 8, mean and s.e. over seeds, without and with pulling-away
+  ebgan_quality_fraction        fraction of samples within 3 std of a mode, mean and s.e., both settings
+  ebgan_per_seed_covered        modes covered per seed, both settings
+  ebgan_early_modes_covered     modes covered after ebgan_eval_every steps, mean and s.e., both settings
+  jem_accuracy                  JEM's test accuracy on the digits
+  clf_accuracy                  the plain classifier's (same network, same initial weights and epochs)
+  jem_ece                       JEM's expected calibration error (equal-width bins)
+  clf_ece                       the plain classifier's
+  jem_seconds                   training time of both (a timing)
+  jem_conditional_accuracy      how often JEM and the feature classifier label JEM's class-conditional samples right
+  log_px_auroc_digits_vs_noise  AUROC of -E(x) for test digits against uniform noise, both models
+  jem_unstable_diverged         whether the unstable setting of section 5 tripped the guard
+  jem_restarts                  restarts the guarded trainer needed to finish the unstable setting
+  jem_restarted_accuracy        test accuracy of that restarted run
 """
 
 # %% [markdown]
@@ -54,8 +88,8 @@ from common.config import between, choice, count, nonnegative, parse_flags, posi
 @dataclass
 class Config:
     # -- section 1: one Gaussian fitted to a two-mode mixture p = w N(m1, s^2) + (1 - w) N(m2, s^2)
-    mix_means: tuple[float, ...] = between((-2.0, 2.0), -10, 10)  # the two mode centres; farther = two sharper
-        # reverse-KL optima, closer (|m1 - m2| < ~2.5 s) = one optimum in the middle
+    mix_means: tuple[float, ...] = between((-2.0, 2.0), -10, 10)  # the two mode centres; far apart = one
+        # reverse-KL optimum per mode; at -1,1 (3.3 std apart) they have merged into one in the middle
     mix_std: float = positive(0.6)  # std s of each mode
     mix_weight: float = between(0.6, 0, 1, open_low=True, open_high=True)  # weight w of the first mode
     dv_hidden: int = count(32)  # hidden width of the DV critic T(x) (1 -> h -> h -> 1, SiLU)
@@ -76,7 +110,7 @@ class Config:
     n_eval: int = count(2000, minimum=100)  # samples for MMD (and data for the NLL)
     mmd_repeats: int = count(5, minimum=2)  # data-vs-fresh-data pairs for the MMD noise floor
     grid_n: int = count(300, minimum=50)  # grid points per axis for log Z (exact NLL); 300 is converged for 8gaussians
-    digits_steps: int = count(1500)  # training iterations on the 8x8 digits
+    digits_steps: int = count(1000)  # training iterations on the 8x8 digits (most of section 2's time)
     digits_batch: int = count(128, minimum=10)  # images per iteration
     digits_hidden: int = count(256)  # hidden width of the digit energy and generator
     digits_z_dim: int = count(16)  # generator input dimension on the digits
@@ -86,12 +120,13 @@ class Config:
     # -- section 3: EBGAN on 8 Gaussians
     margin: float = positive(1.0)  # EBGAN margin m: fakes are pushed up until E(G(z)) reaches m (paper ~1)
     pt_weight: float = nonnegative(0.1)  # pulling-away weight lambda_PT (paper 0.1); compared with 0
-    ebgan_steps: int = count(2000)  # simultaneous discriminator + generator steps per run
+    ebgan_steps: int = count(1000)  # simultaneous discriminator + generator steps per run
     ebgan_seeds: int = count(3, minimum=2)  # seeds per setting (mean +- s.e. needs >= 2)
     ebgan_hidden: int = count(64)  # hidden width of the autoencoder and the generator
     ebgan_code: int = count(8)  # autoencoder code size (the PT term acts on these codes)
     ebgan_lr: float = positive(1e-3)  # Adam lr (betas 0.5, 0.999, as GANs use); 5e-3 makes the game oscillate
     ebgan_cover: float = between(0.2, 0, 1)  # a mode is covered with >= this fraction of its fair share N/8
+    ebgan_eval_every: int = count(50)  # count the modes every this many steps (the curve in fig05)
     # -- sections 4 and 5: JEM on the digits
     jem_epochs: int = count(20)  # epochs for JEM and for the plain classifier (the same)
     jem_batch: int = count(64, minimum=2)  # images per step (JEM's 64)
@@ -109,12 +144,14 @@ class Config:
     cond_steps: int = count(100)  # SGLD steps for the class-conditional samples
     n_cond: int = count(8)  # class-conditional samples per class
     restart_lr_factor: float = between(0.2, 0, 1, open_low=True, open_high=True)  # lr multiplier at each restart
+    unstable_lr: float = positive(1e-2)  # section 5's diverging setting: 10x jem_lr, no warm-up, alpha = 0
+    restarts: int = count(4, minimum=0)  # restarts allowed in section 5 (0: the guard just stops the run)
 
 
 QUICK = {
-    "dv_steps": 150, "dv_batch": 500, "dv_eval": 5000,
-    "coop_steps": 150, "coop_batch": 128, "n_eval": 500, "mmd_repeats": 2, "grid_n": 120, "digits_steps": 100,
-    "digits_hidden": 64, "fd_epochs": 5, "ebgan_steps": 150, "ebgan_seeds": 2,
+    "dv_steps": 100, "dv_batch": 500, "dv_eval": 2000,
+    "coop_steps": 100, "coop_batch": 128, "n_eval": 500, "mmd_repeats": 2, "grid_n": 120, "digits_steps": 60,
+    "digits_hidden": 64, "fd_epochs": 5, "ebgan_steps": 100, "ebgan_seeds": 2,
     "jem_epochs": 2, "jem_hidden": 64, "buffer_size": 500, "cond_steps": 20, "n_cond": 2,
 }
 
@@ -122,9 +159,11 @@ QUICK = {
 def check(cfg):
     if len(cfg.mix_means) != 2:
         raise ValueError("--mix-means needs two numbers (the two mode centres)")
+    if cfg.ebgan_eval_every >= cfg.ebgan_steps:
+        raise ValueError("--ebgan-eval-every must be below --ebgan-steps (the curve needs two points)")
 
 
-cfg, flags = parse_flags(Config, "08_cooperative_training", __doc__, quick=QUICK, check=check, exercises=())
+cfg, flags = parse_flags(Config, "08_cooperative_training", __doc__, quick=QUICK, check=check, exercises=(4,))
 
 import math  # noqa: E402  (heavy imports after the flags, so --help answers at once)
 import time  # noqa: E402
@@ -148,7 +187,7 @@ from common.evaluation import (  # noqa: E402
     reliability_bins,
     train_feature_classifier,
 )
-from common.lesson import start_lesson  # noqa: E402
+from common.lesson import TrainingDiverged, start_lesson  # noqa: E402
 from common.nets import ClassifierEnergy, MLPClassifier, MLPEnergy, mlp  # noqa: E402
 from common.samplers import ReplayBuffer, effective_temperature, langevin  # noqa: E402
 from common.training import Trainer, contrastive_divergence_loss, draw_negatives  # noqa: E402
@@ -501,7 +540,8 @@ for ax, energy, samples, key, label in ((axes[1], coop_energy, coop_samples, "co
                                         (axes[2], solo_energy, solo_samples, "ebm_only", "EBM only")):
     plotting.density_image(ax, lambda x, e=energy: -e(x), toy.bounds)
     plotting.scatter_samples(ax, samples[:600], size=3)
-    ax.set_title(f"{label}: exp(-E), samples\nNLL {toy_nll[key]:.2f} (floor {floor:.2f}), MMD² {toy_mmd[key]:.3f}")
+    ax.set(title=f"{label}: exp(-E), samples\nNLL {toy_nll[key]:.2f} (floor {floor:.2f}), MMD² {toy_mmd[key]:.3f}",
+           xlim=toy.bounds[:2], ylim=toy.bounds[2:])
 plotting.training_curves(axes[3], {"CoopNets E(data) - E(revised)": np.array(coop_hist["e_pos"]) -
                                    np.array(coop_hist["e_neg"]),
                                    "EBM only E(data) - E(negatives)": np.array(solo_hist["e_pos"]) -
@@ -652,7 +692,12 @@ def train_ebgan(seed, pt_weight):
     trainer = Trainer(model, run, lr=cfg.ebgan_lr, betas=(0.5, 0.999), blame="ebgan_lr",
                       name=f"EBGAN (PT {pt_weight:g}, seed {seed})")
 
+    curve = []  # (step, modes covered) every ebgan_eval_every steps: how fast the modes are found
+
     def loss_fn(step):
+        if step % cfg.ebgan_eval_every == 0:
+            with torch.no_grad():
+                curve.append(mode_quality(generator.sample(cfg.n_eval, gen))[0])
         fake = generator.sample(cfg.coop_batch, gen)
         # L_D = E(x) + [m - E(G(z))]^+   (fakes detached: this part trains the discriminator only)
         loss_d = disc(draw_toy_8(cfg.coop_batch)).mean() + torch.relu(cfg.margin - disc(fake.detach())).mean()
@@ -664,7 +709,7 @@ def train_ebgan(seed, pt_weight):
 
     trainer.fit(loss_fn, cfg.ebgan_steps, desc=f"EBGAN PT={pt_weight:g} seed {seed}")
     with torch.no_grad():
-        return generator.sample(cfg.n_eval, gen)
+        return generator.sample(cfg.n_eval, gen), curve
 
 
 def draw_toy_8(n):
@@ -674,8 +719,9 @@ def draw_toy_8(n):
 ebgan = {}
 for pt_weight in (0.0, cfg.pt_weight):
     runs = [train_ebgan(run.seed * 100 + k, pt_weight) for k in range(cfg.ebgan_seeds)]
-    quality = [mode_quality(x) for x in runs]
-    ebgan[pt_weight] = {"samples": runs[0], "covered": [q[0] for q in quality], "fraction": [q[1] for q in quality]}
+    quality = [mode_quality(x) for x, _ in runs]
+    ebgan[pt_weight] = {"samples": runs[0][0], "covered": [q[0] for q in quality], "fraction": [q[1] for q in quality],
+                        "curve": np.array([c for _, c in runs], dtype=np.float64)}  # (seeds, evaluations)
 
 
 def mean_se(values):
@@ -691,11 +737,14 @@ for pt_weight, r in ebgan.items():
     summary[key] = {"pt_weight": pt_weight, "modes_covered": mean_se(r["covered"]),
                     "quality_fraction": mean_se(r["fraction"]), "per_seed_covered": r["covered"]}
     (mc, mc_se), (qf, qf_se) = summary[key]["modes_covered"], summary[key]["quality_fraction"]
+    summary[key]["early_modes_covered"] = mean_se(r["curve"][:, 1])  # after ebgan_eval_every steps
     print(f"   PT weight {pt_weight:4g}:  modes covered {mc:.2f} ± {mc_se:.2f} of 8 (per seed {r['covered']})   "
-          f"within 3 std {qf:.3f} ± {qf_se:.3f}")
+          f"within 3 std {qf:.3f} ± {qf_se:.3f}   after {cfg.ebgan_eval_every} steps "
+          f"{summary[key]['early_modes_covered'][0]:.2f} ± {summary[key]['early_modes_covered'][1]:.2f}")
 run.metrics["ebgan_modes_covered"] = {k: v["modes_covered"] for k, v in summary.items()}
 run.metrics["ebgan_quality_fraction"] = {k: v["quality_fraction"] for k, v in summary.items()}
 run.metrics["ebgan_per_seed_covered"] = {k: v["per_seed_covered"] for k, v in summary.items()}
+run.metrics["ebgan_early_modes_covered"] = {k: v["early_modes_covered"] for k, v in summary.items()}
 
 fig, axes = plotting.figure(3, title=f"EBGAN on 8 Gaussians: margin {cfg.margin:g}, {cfg.ebgan_steps} steps, "
                                      f"{cfg.ebgan_seeds} seeds")
@@ -705,18 +754,21 @@ for ax, pt_weight in zip(axes[:2], ebgan):
     covered, fraction = mode_quality(ebgan[pt_weight]["samples"])
     ax.set(title=f"λ_PT = {pt_weight:g} (seed {run.seed * 100}): {covered}/8 modes, {fraction:.0%} within 3σ",
            xlim=target8.bounds[:2], ylim=target8.bounds[2:])
-labels = [f"λ_PT = {w:g}" for w in ebgan]
-means = [summary[k]["modes_covered"][0] for k in summary]
-ses = [summary[k]["modes_covered"][1] for k in summary]
-axes[2].bar(labels, means, yerr=ses, capsize=6, color=["#d62728", "#2ca02c"])
-for i, pt_weight in enumerate(ebgan):
-    axes[2].plot(np.full(cfg.ebgan_seeds, i), ebgan[pt_weight]["covered"], "ko", ms=5)
-axes[2].set(ylim=(0, 8.5), ylabel="modes covered (of 8)", title="mean ± s.e. over seeds (dots: seeds)")
+for pt_weight, color in zip(ebgan, ("#d62728", "#2ca02c")):
+    curve = ebgan[pt_weight]["curve"]
+    steps = np.arange(curve.shape[1]) * cfg.ebgan_eval_every
+    se = curve.std(0, ddof=1) / math.sqrt(len(curve))
+    axes[2].plot(steps, curve.mean(0), color=color, lw=2, label=f"λ_PT = {pt_weight:g}")
+    axes[2].fill_between(steps, curve.mean(0) - se, curve.mean(0) + se, color=color, alpha=0.25)
+axes[2].set(ylim=(0, 8.5), xlabel="training step", ylabel="modes covered (of 8)",
+            title=f"mean ± s.e. over {cfg.ebgan_seeds} seeds")
+axes[2].legend(loc="lower right")
 run.savefig(fig, "fig05_ebgan")
 
-# What to notice: the count per seed matters more than the mean: GAN training is a game, and one seed may
-# collapse where another does not. The pulling-away term changes what a collapsed batch costs the
-# generator; whether that buys modes here is in the printed table.
+# What to notice: read the curve, not only its end. Early in training the generator's samples bunch up
+# (a batch that looks alike to the encoder), and the pulling-away term makes that bunching cost something;
+# whether it finds the modes sooner, and whether the two settings still differ at the end, is in the
+# printed table. Within 3 std is the price side: spreading samples out also puts some between modes.
 
 # %% [markdown]
 # ## 4. JEM: the classifier is secretly an energy model
@@ -858,5 +910,113 @@ run.savefig(fig, "fig07_jem_samples_log_px")
 # What to notice: the samples are the digits the classifier "imagines" per label, drawn at T ~ 5e-5 from
 # noise, so they are sharp modes, not a fair sample. Both models rank test digits above uniform noise by
 # -E(x); the plain classifier does so by accident of its logits, JEM because it was trained to.
+
+# %% [markdown]
+# ## 5. Keeping joint training alive
+#
+# What diverges: the maximum-likelihood term lowers E on data and raises it on the SGLD samples. When the
+# sampler falls behind the model (the negatives stop being where the model puts mass), raising E there
+# costs nothing and lowering E on data is unbounded: the energies run off, the logits with them, and
+# cross-entropy is dragged along. This is the instability JEM users report, and the 20 SGLD steps per
+# update are why JEM costs several times a plain classifier (section 4's timing; ~2x is reported at scale).
+# The stabilisers, one line each:
+# - replay buffer: chains continue across updates, so negatives stay close to the current model;
+# - energy L2 (alpha E^2): energies cannot drift to huge values while their difference stays small;
+# - small learning rate with warm-up: the first updates, while the buffer is still noise, move the weights little;
+# - spectral norm (MLPClassifier(spectral_norm=True)): bounds the network's Lipschitz constant and so its
+#   input gradients; it helps the sampler but costs accuracy, so use it when the others are not enough;
+# - the divergence guard: `Trainer(bound=...)` checks the loss and every logged energy and stops with a
+#   message that names the flag to change, or restarts from the last good weights with a lower lr.
+# Below, JEM without warm-up and energy L2 and with a 10x learning rate (--unstable-lr): first with
+# the guard alone, then with restarts.
+
+# %%
+print(f"\n5. JEM without its stabilisers: lr {cfg.unstable_lr:g}, no warm-up, alpha = 0, {cfg.jem_epochs} epochs")
+try:
+    train_classifier(True, cfg.unstable_lr, 0.0, 0, "JEM unstable")
+    print("   this run did not diverge (try a larger --unstable-lr)")
+    unstable_diverged = False
+except TrainingDiverged as err:  # caught here on purpose, to show what the guard says
+    run.metrics.pop("diverged", None)
+    print(f"   the guard stopped it: {err}")
+    unstable_diverged = True
+restarted_model, restarted_trainer = train_classifier(True, cfg.unstable_lr, 0.0, 0, "JEM with restarts",
+                                                      restarts=cfg.restarts)
+restarted = test_report(restarted_model)
+print(f"   with restarts (up to {cfg.restarts}, lr x {cfg.restart_lr_factor:g} each): "
+      f"{restarted_trainer.restarts_used} used, final lr {restarted_trainer.base_lr:.2g}, "
+      f"test accuracy {restarted['accuracy']:.4f}, ECE {restarted['ece']:.4f}")
+run.metrics["jem_unstable_diverged"] = unstable_diverged
+run.metrics["jem_restarts"] = restarted_trainer.restarts_used
+run.metrics["jem_restarted_accuracy"] = restarted["accuracy"]
+
+fig, axes = plotting.figure(2, title=f"JEM energies during training: stable (lr {cfg.jem_lr:g}, warm-up, α = "
+                                     f"{cfg.jem_alpha:g}) vs lr {cfg.unstable_lr:g}, α = 0 with restarts")
+for ax, trainer, label in ((axes[0], jem_trainer, "stable JEM"),
+                           (axes[1], restarted_trainer, f"{restarted_trainer.restarts_used} restart(s)")):
+    for key, name in (("e_pos", "mean E(data)"), ("e_neg", "mean E(SGLD samples)")):
+        ax.plot(trainer.history[key], lw=1, label=name)
+    ax.set(xlabel="update (the steps of a restart follow on)", ylabel="mean energy", title=label,
+           yscale="symlog" if ax is axes[1] else "linear")
+    ax.legend()
+run.savefig(fig, "fig08_jem_divergence")
+
+# What to notice: in the stable run E(data) and E(samples) track each other (the sampler keeps up). In
+# the unstable run they separate by orders of magnitude before the guard fires; each restart goes back to
+# weights that passed the last check and continues with a smaller lr.
+
+# %% [markdown]
+# ## Summary
+#
+# 1. Forward KL (maximum likelihood) covers every mode; reverse KL picks one, with a local optimum per
+#    mode. A critic network trained on the Donsker-Varadhan bound estimates a KL from samples alone, from
+#    below, with a variance that grows with the KL.
+# 2. Cooperative training starts the energy's short chains at a generator's proposals, and the generator
+#    learns from the revisions; the comparison at equal Langevin budget is in section 2's table.
+# 3. EBGAN makes the discriminator an energy (reconstruction error) with a margin; the pulling-away term
+#    penalises generators whose samples look alike to the encoder.
+# 4. Any classifier is an energy model: E(x, y) = -f(x)[y], E(x) = -logsumexp f(x). JEM trains the
+#    p(x) half with SGLD and a replay buffer, at several times the cost of the classifier.
+# 5. Joint training diverges when the sampler falls behind; buffer, energy L2, warm-up and a small lr keep
+#    it alive, and the guarded trainer stops or restarts a run that escapes anyway.
+
+# %% [markdown]
+# ## Exercises
+# Hints and answers: docs/solutions/08_cooperative_training.md.
+#
+# **Exercise 1 (predict-then-tweak, easy): when do the two reverse-KL optima merge?**
+# Predict how many reverse-KL optima section 1 finds for `--mix-means -1,1` and for `--mix-means -0.5,0.5`
+# (std 0.6). Where does the forward fit sit in each case? Run both and compare the table with fig01.
+#
+# **Exercise 2 (predict-then-tweak, easy): a bigger Langevin budget**
+# Predict `ebm_only_toy_nll` and `coop_toy_nll` for `--langevin-steps 60`. Does the energy trained from
+# noise catch up with cooperative training when its chains are four times longer? Run it.
+#
+# **Exercise 3 (think, medium): the critic's error**
+# The DV estimate with the learned critic is below the exact KL at every fit, while the estimate with the
+# exact critic log q/p scatters on both sides. Explain both, and why the forward fit has the largest s.e.
+#
+# **Exercise 4 (extend, medium): temperature scaling**
+# Calibrate the plain classifier post hoc: divide its logits by a temperature tau fitted on half of the test
+# set, and report the ECE on the other half. Does it beat JEM's ECE? `--exercise 4` runs a stub that
+# prints the ECE at a few fixed tau.
+#
+# **Exercise 5 (predict-then-tweak, medium): which stabiliser matters?**
+# Predict which of `--jem-alpha 0`, `--jem-warmup 0`, `--jem-lr 5e-3` makes JEM diverge, then run each.
+# Which one does the guard catch first, and at what step?
+#
+# **Exercise 6 (think, hard): what the generator learns**
+# Show that loss_G = mean |G(z) - x_K|^2 is maximum likelihood for a generator with Gaussian output noise,
+# given the pairs (z, x_K). The full CoopNets also revises z by Langevin on the generator's posterior;
+# what does skipping that step cost when the revision moves a sample to a different mode?
+
+# %%
+if run.exercise == 4:
+    # Stub for exercise 4: the plain classifier's ECE with its logits divided by a few fixed temperatures.
+    with torch.no_grad():
+        logits = clf_model.logits(x_test).cpu()
+    for tau in (0.5, 1.0, 1.5, 2.0, 3.0):
+        ece = expected_calibration_error(torch.softmax(logits / tau, 1), digits.y_test, cfg.ece_bins)
+        print(f"\nExercise 4 stub: tau = {tau:3.1f}   ECE {ece:.4f}   (JEM: {reports['JEM']['ece']:.4f})")
 
 run.finish()
