@@ -151,7 +151,7 @@ class Config:
 QUICK = {
     "dv_steps": 100, "dv_batch": 500, "dv_eval": 2000,
     "coop_steps": 100, "coop_batch": 128, "n_eval": 500, "mmd_repeats": 2, "grid_n": 120, "digits_steps": 60,
-    "digits_hidden": 64, "fd_epochs": 5, "ebgan_steps": 100, "ebgan_seeds": 2,
+    "digits_hidden": 64, "fd_epochs": 5, "ebgan_steps": 100, "ebgan_seeds": 2, "ebgan_eval_every": 20,
     "jem_epochs": 2, "jem_hidden": 64, "buffer_size": 500, "cond_steps": 20, "n_cond": 2,
 }
 
@@ -536,12 +536,12 @@ run.metrics["coop_toy_seconds"] = {"coop": coop_seconds, "ebm_only": solo_second
 
 fig, axes = plotting.figure(4, title=f"{cfg.toy}: CoopNets vs EBM only, {cfg.coop_steps} iterations, "
                                      f"K = {cfg.langevin_steps} Langevin steps, h = {cfg.toy_step_size:g}, T = 1")
-plotting.density_image(axes[0], toy.log_density, toy.bounds)
+plotting.density_image(axes[0], toy.log_density, toy.bounds, colorbar=True)
 plotting.scatter_samples(axes[0], gen_samples[:600], color="#ff7f0e", size=3)
 axes[0].set_title(f"generator G(z): MMD² {toy_mmd['generator']:.3f}")
 for ax, energy, samples, key, label in ((axes[1], coop_energy, coop_samples, "coop", "CoopNets"),
                                         (axes[2], solo_energy, solo_samples, "ebm_only", "EBM only")):
-    plotting.density_image(ax, lambda x, e=energy: -e(x), toy.bounds)
+    plotting.density_image(ax, lambda x, e=energy: -e(x), toy.bounds, colorbar=True)
     plotting.scatter_samples(ax, samples[:600], size=3)
     ax.set(title=f"{label}: exp(-E), samples\nNLL {toy_nll[key]:.2f} (floor {floor:.2f}), MMD² {toy_mmd[key]:.3f}",
            xlim=toy.bounds[:2], ylim=toy.bounds[2:])
@@ -761,7 +761,7 @@ run.metrics["ebgan_modes_covered_during_training"] = {k: v["modes_covered_during
 fig, axes = plotting.figure(3, title=f"EBGAN on 8 Gaussians: margin {cfg.margin:g}, {cfg.ebgan_steps} steps, "
                                      f"{cfg.ebgan_seeds} seeds")
 for ax, pt_weight in zip(axes[:2], ebgan):
-    plotting.density_image(ax, target8.log_density, target8.bounds)
+    plotting.density_image(ax, target8.log_density, target8.bounds, colorbar=True)
     plotting.scatter_samples(ax, ebgan[pt_weight]["samples"][:800], size=3)
     covered, fraction = mode_quality(ebgan[pt_weight]["samples"])
     ax.set(title=f"λ_PT = {pt_weight:g} (seed {run.seed * 100}): {covered}/8 modes, {fraction:.0%} within 3σ",
