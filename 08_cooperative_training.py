@@ -18,8 +18,10 @@ You will learn
 Prerequisites: lesson 01 (energies, Langevin), lesson 05 (why MLE needs samples), lesson 07 (neural
 EBMs: the guarded training loop, replay buffers, the Frechet distance in classifier features).
 
-Run:  python 08_cooperative_training.py            (default, ~4 minutes of CPU time on a 2-core laptop)
-      python 08_cooperative_training.py --quick    (about 20 s; every code path runs)
+Everything runs on the CPU by design: the networks are small MLPs, where a GPU only adds launch latency.
+
+Run:  python 08_cooperative_training.py            (default, ~2.5 minutes of CPU time on a 2-core laptop)
+      python 08_cooperative_training.py --quick    (about 20 s of CPU time; every code path runs)
       python 08_cooperative_training.py --help     (every hyperparameter, with advice)
       python 08_cooperative_training.py --show     (also open the figure windows)
 
@@ -192,7 +194,7 @@ from common.nets import ClassifierEnergy, MLPClassifier, MLPEnergy, mlp  # noqa:
 from common.samplers import ReplayBuffer, effective_temperature, langevin  # noqa: E402
 from common.training import Trainer, contrastive_divergence_loss, draw_negatives  # noqa: E402
 
-run = start_lesson(cfg, flags)
+run = start_lesson(cfg, flags, cpu_only="MLPs of at most 256 units on 1-D/2-D targets and 8x8 digits, SciPy quadrature")
 EIGHT_RADIUS, EIGHT_STD = 4.0, 0.5  # common.datasets.eight_gaussians: modes on a circle of radius 4, std 0.5
 device = run.device
 
@@ -798,6 +800,8 @@ run.savefig(fig, "fig05_ebgan")
 # whose model expectation comes from SGLD on E(x) with a replay buffer: JEM's 20 steps of step 1 and noise
 # 0.01 (T = 5e-5: noisy descent), a 10,000-sample buffer, 5 % of it re-initialised from uniform noise per
 # draw. Against it: the same network, same initial weights and epochs, trained on cross-entropy only.
+# (On CIFAR-10, Grathwohl et al. report 92.9 % for JEM against 95.8 % for the same network as a plain
+# classifier: joint training usually costs some accuracy.)
 
 # %%
 gen = run.generator("jem")
