@@ -779,10 +779,11 @@ axes[2].set(ylim=(0, 8.5), xlabel="training step", ylabel="modes covered (of 8)"
 axes[2].legend(loc="lower right")
 run.savefig(fig, "fig05_ebgan")
 
-# What to notice: read the curve, not only its end. Early in training the generator's samples bunch up
-# (a batch that looks alike to the encoder), and the pulling-away term makes that bunching cost something;
-# whether it finds the modes sooner, and whether the two settings still differ at the end, is in the
-# printed table. Within 3 std is the price side: spreading samples out also puts some between modes.
+# What to notice: read the curve, not only its end. In the default run both settings end with all 8 modes
+# on every seed, so the final count cannot tell them apart; the pulling-away term finds them sooner (modes
+# covered averaged over training 6.7 ± 0.1 against 6.2 ± 0.1; about 6 against 2 after 100 steps). The price
+# is on the other axis: spreading samples apart also puts more of them between modes (90 % within 3 std
+# against 95 %). A GAN is a game, so look at the seeds, not only at the mean.
 
 # %% [markdown]
 # ## 4. JEM: the classifier is secretly an energy model
