@@ -32,11 +32,6 @@ def ula_effective_temperature(a: float, step_size: float, temperature: float = 1
     return a * ula_stationary_variance(a, step_size, temperature)
 
 
-def noise_temperature(step_size: float, noise_scale: float) -> float:
-    """T = s^2 / (2h): the temperature that the update x - h grad E + s xi samples (as h -> 0)."""
-    return noise_scale**2 / (2 * step_size)
-
-
 def ula_contraction(a: float, step_size: float) -> float:
     """|rho| = |1 - a h|: how much ULA shrinks a deviation from the mean per step on E = a x^2/2."""
     return abs(1 - a * step_size)

@@ -19,7 +19,6 @@ import torch
 from common.sampler_theory import (
     ar1_iat,
     integrated_autocorrelation_time,
-    noise_temperature,
     ula_contraction,
     ula_effective_temperature,
     ula_stationary_variance,
@@ -64,12 +63,10 @@ def test_mala_variance_is_exactly_t_over_a(ah):
     assert 0.05 < acceptance < 1.0
 
 
-def test_ula_explodes_beyond_ah_2_and_noise_temperature_is_the_image_ebm_value():
+def test_ula_explodes_beyond_ah_2_and_contracts_by_one_minus_ah():
     assert ula_stationary_variance(1.0, 2.0) == math.inf
     assert ula_contraction(1.0, 0.3) == pytest.approx(0.7)
     assert ula_contraction(1.0, 1.7) == pytest.approx(0.7)
-    # h = 10, s = 0.005 (Du & Mordatch 2019): T = 0.005^2 / 20 = 1.25e-6
-    assert noise_temperature(10.0, 0.005) == pytest.approx(1.25e-6)
 
 
 @pytest.mark.parametrize("a, h, gamma", [(0.01, 0.5, 0.2), (1.0, 0.5, 0.2), (0.01, 0.5, 1.9), (4.0, 0.2, 1.0)])
