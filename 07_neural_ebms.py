@@ -83,6 +83,7 @@ class Config:
     theory_steps: int = count(300)  # steps per chain; |1 - a h| <= 0.9 forgets the start in ~100
     image_step_size: float = positive(10.0)  # the image-EBM step h (Du & Mordatch, UvA tutorial 8)
     image_noise: float = positive(0.005)  # the image-EBM noise s; T = s^2/(2h)
+    image_demo_steps: int = count(1000)  # Langevin steps of the T = 1 vs T = 1.25e-6 demonstration
     flat_curvature: float = positive(0.02)  # a of the flat direction of the ill-conditioned Gaussian
     stiff_curvature: float = positive(1.0)  # a of the stiff direction; it limits the step: h < 2/a
     mix_step_size: float = positive(0.5)  # one step size for ULA and underdamped Langevin
@@ -115,7 +116,7 @@ class Config:
     digits_iters: int = count(1500)  # training steps; samples sharpen up to ~5000
     digits_batch: int = count(128)  # images and negatives per step
     digits_lr: float = positive(2e-4)  # Adam learning rate (beta1 = 0); above ~1e-3 the energies run away
-    digits_langevin_steps: int = count(40)  # SGLD steps per training step, from the replay buffer
+    digits_langevin_steps: int = count(20)  # SGLD steps per training step, from the replay buffer
     digits_step_size: float = positive(1.0)  # SGLD step h (Nijkamp et al. use 1, the UvA tutorial 10)
     digits_noise: float = positive(0.01)  # SGLD noise s: T = s^2/(2h) = 5e-5 -- a low-temperature regime
     digits_input_clip: float = positive(0.03)  # clamp of each input-gradient coordinate (UvA tutorial 8)
@@ -127,11 +128,11 @@ class Config:
 
 
 QUICK = {
-    "sign_iters": 40, "theory_chains": 4000, "theory_steps": 150, "mix_chains": 8, "mix_steps": 3000,
-    "toy_hidden": 32, "toy_iters": 60, "toy_batch": 128, "toy_buffer": 1000, "eval_samples": 400, "grid_n": 120,
-    "mmd_repeats": 3, "longrun_factors": (1, 3), "gp_iters": 40, "gp_hidden": 16, "gp_chain_steps": 300,
-    "digits_hidden": 64, "digits_iters": 60, "digits_langevin_steps": 10, "digits_buffer": 1000,
-    "classifier_epochs": 3, "n_image_samples": 300,
+    "sign_iters": 30, "theory_chains": 3000, "theory_steps": 100, "image_demo_steps": 200, "mix_chains": 8,
+    "mix_steps": 2000, "toy_hidden": 32, "toy_iters": 40, "toy_batch": 128, "toy_langevin_steps": 10,
+    "toy_buffer": 1000, "eval_samples": 300, "grid_n": 100, "mmd_repeats": 3, "longrun_factors": (1, 3),
+    "gp_iters": 30, "gp_hidden": 16, "gp_chain_steps": 200, "digits_hidden": 64, "digits_iters": 40,
+    "digits_langevin_steps": 10, "digits_buffer": 1000, "classifier_epochs": 2, "n_image_samples": 300,
 }
 
 
@@ -323,16 +324,15 @@ axes[0].errorbar(ahs, [r["measured"] for r in teff_rows.values()], yerr=[3 * r["
 axes[0].plot(ahs, [r["mala_variance"] for r in teff_rows.values()], "s", ms=6, label="MALA measured")
 axes[0].set(xlabel="a h", ylabel="stationary variance", title="ULA is hotter; MALA is exact")
 axes[0].legend()
-axes[1].bar(np.arange(len(ahs)) - 0.2, [100 * r["rel_error"] for r in teff_rows.values()], 0.4,
-            label="ULA vs its theory")
-axes[1].bar(np.arange(len(ahs)) + 0.2, [100 * r["mala_rel_error"] for r in teff_rows.values()], 0.4,
-            label="MALA vs T/a")
-for i, r in enumerate(teff_rows.values()):
-    axes[1].annotate(f"acc {r['mala_acceptance']:.2f}", (i + 0.2, 0), xytext=(0, -14), textcoords="offset points",
-                     ha="center", fontsize=7)
+rel_se = [300 * math.sqrt(2 / (cfg.theory_chains - 1))] * len(ahs)  # 3 SE of a sample variance, in %
+axes[1].bar(np.arange(len(ahs)) - 0.2, [100 * r["rel_error"] for r in teff_rows.values()], 0.4, yerr=rel_se,
+            capsize=3, label="ULA vs its theory (±3 SE)")
+axes[1].bar(np.arange(len(ahs)) + 0.2, [100 * r["mala_rel_error"] for r in teff_rows.values()], 0.4, yerr=rel_se,
+            capsize=3, label="MALA vs T/a (±3 SE)")
 axes[1].axhspan(-2, 2, color="green", alpha=0.1, label="±2 %")
-axes[1].set_xticks(np.arange(len(ahs)), [f"{v:g}" for v in ahs])
-axes[1].set(xlabel="a h", ylabel="relative error (%)", title="measured vs theory, with MALA acceptance")
+axes[1].set_xticks(np.arange(len(ahs)), [f"{v:g}\nacc {r['mala_acceptance']:.2f}" for v, r in
+                                         zip(ahs, teff_rows.values())])
+axes[1].set(xlabel="a h (and MALA's acceptance rate)", ylabel="relative error (%)", title="measured vs theory")
 axes[1].legend(loc="upper left")
 run.savefig(fig, "fig02_teff_table")
 
@@ -352,8 +352,9 @@ gen = run.generator("image-temperature")
 t_image = effective_temperature(cfg.image_step_size, cfg.image_noise)
 h_show = cfg.toy_step_size
 start = uniform_box(2000, toy8.bounds, gen)
-x_hot, _ = langevin(toy8.energy, start, 1000, h_show, generator=gen)
-x_cold, _ = langevin(toy8.energy, start, 1000, h_show, noise_scale=math.sqrt(2 * t_image * h_show), generator=gen)
+x_hot, _ = langevin(toy8.energy, start, cfg.image_demo_steps, h_show, generator=gen)
+x_cold, _ = langevin(toy8.energy, start, cfg.image_demo_steps, h_show, noise_scale=math.sqrt(2 * t_image * h_show),
+                     generator=gen)
 centres = 4.0 * torch.stack([torch.cos(torch.arange(8) * math.pi / 4), torch.sin(torch.arange(8) * math.pi / 4)], 1)
 
 
@@ -364,13 +365,15 @@ def spread(x):
 
 spread_hot, spread_cold = spread(x_hot), spread(x_cold)
 print(f"\n2b. Image-EBM settings h = {cfg.image_step_size:g}, s = {cfg.image_noise:g}: T = s^2/(2h) = {t_image:.3g}")
-print(f"   on 8 Gaussians (std 0.5), 1000 steps of h = {h_show:g}: RMS distance to the nearest centre "
-      f"{spread_hot:.3f} at T = 1 (data: {spread(x8[:2000]):.3f}) vs {spread_cold:.2e} at T = {t_image:.3g} "
+print(f"   on 8 Gaussians (std 0.5), {cfg.image_demo_steps} steps of h = {h_show:g}: RMS distance to the "
+      f"nearest centre {spread_hot:.3f} at T = 1 (data: {spread(x8[:2000]):.3f}) vs {spread_cold:.2e} "
+      f"at T = {t_image:.3g} "
       f"(theory 0.5 sqrt(2T) = {0.5 * math.sqrt(2 * t_image):.1e})")
 run.metrics["image_ebm_temperature"] = {"temperature": t_image, "spread_t1": spread_hot, "spread_image_t": spread_cold,
                                         "spread_data": spread(x8[:2000])}
 
-fig, axes = plotting.figure(2, title=f"Langevin on the true 8-Gaussians energy, h = {h_show:g}, 1000 steps")
+fig, axes = plotting.figure(2, title=f"Langevin on the true 8-Gaussians energy, h = {h_show:g}, "
+                                     f"{cfg.image_demo_steps} steps")
 for ax, x, label in ((axes[0], x_hot, "T = 1 (s = sqrt(2h))"), (axes[1], x_cold, f"T = s²/2h = {t_image:.2g}")):
     plotting.energy_contours(ax, toy8.energy, toy8.bounds, colorbar=ax is axes[1], label="E(x)")
     plotting.scatter_samples(ax, x.cpu(), size=4)
@@ -749,7 +752,8 @@ twin.set(ylabel="IAT (steps)")
 twin.grid(False)
 axes[1].set_xticks(pos, [f"{v:g}" for v in lambdas])
 axes[1].set(xlabel="λ", ylabel="curvature", title="neural energy on 8 Gaussians")
-axes[1].legend(handles=axes[1].get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0], loc="upper center")
+axes[1].legend(handles=axes[1].get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0],
+               loc="lower center")
 for name, history in gp_hist.items():
     axes[2].plot(history["e_pos"], lw=1, label=f"E(data), {name}")
     axes[2].plot(history["e_neg"], lw=1, ls="--", label=f"E(samples), {name}")
