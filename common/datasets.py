@@ -42,10 +42,29 @@ class ToyDataset:
     sample: Callable[[int, torch.Generator | None], torch.Tensor]
     log_density: Callable[[torch.Tensor], torch.Tensor]
     bounds: tuple[float, float, float, float]  # x0, x1, y0, y1 for plots
+    noised_fn: Callable[[float], ToyDataset] | None = None  # sigma -> the target convolved with N(0, sigma^2 I)
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """E(x) = -log p(x): the normalised energy of the target (so log Z = 0)."""
         return -self.log_density(x)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """The exact score grad_x log p(x), shape (B, 2), by autograd through the exact log-density."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.log_density(x).sum(), x)
+        return grad.detach()
+
+    def noised(self, sigma: float) -> ToyDataset:
+        """The exact law of x + sigma eps, eps ~ N(0, I): q_sigma = p * N(0, sigma^2 I), for DSM and diffusion.
+
+        Every Gaussian blob or curve with noise s becomes one with noise sqrt(s^2 + sigma^2).
+        """
+        if self.noised_fn is None:
+            raise NotImplementedError(f"{self.name} has no closed-form noised density")
+        if sigma == 0:
+            return self
+        return self.noised_fn(float(sigma))
 
 
 def gaussian_mixture(means, stds, weights=None, name="gaussian_mixture", bounds=None) -> ToyDataset:
@@ -70,7 +89,11 @@ def gaussian_mixture(means, stds, weights=None, name="gaussian_mixture", bounds=
     if bounds is None:
         reach = float((means.abs().max() + 4 * stds.max()).ceil())
         bounds = (-reach, reach, -reach, reach)
-    return ToyDataset(name, sample, log_density, bounds)
+
+    def noised(sigma):  # N(mu, s^2 I) * N(0, sigma^2 I) = N(mu, (s^2 + sigma^2) I)
+        return gaussian_mixture(means, (stds**2 + sigma**2).sqrt(), weights, name, bounds)
+
+    return ToyDataset(name, sample, log_density, bounds, noised)
 
 
 def eight_gaussians(radius: float = 4.0, std: float = 0.5) -> ToyDataset:
@@ -102,7 +125,10 @@ def _curve_dataset(name, curve, t_low, t_high, noise, bounds, n_nodes=400) -> To
         log_gauss = -sq / (2 * noise**2) - (LOG_2PI + 2 * math.log(noise))
         return torch.logsumexp(log_gauss + log_w.to(x.device), dim=1).to(x.dtype)
 
-    return ToyDataset(name, sample, log_density, bounds)
+    def noised(sigma):  # the curve's Gaussian noise s grows to sqrt(s^2 + sigma^2)
+        return _curve_dataset(name, curve, t_low, t_high, math.hypot(noise, sigma), bounds, n_nodes)
+
+    return ToyDataset(name, sample, log_density, bounds, noised)
 
 
 def two_moons(noise: float = 0.1) -> ToyDataset:
@@ -151,7 +177,11 @@ def concentric_rings(radii=(1.0, 2.5, 4.0), noise: float = 0.15) -> ToyDataset:
         return (torch.logsumexp(log_ring, dim=1) - math.log(len(radii))).to(x.dtype)
 
     reach = max(radii) + 1.0
-    return ToyDataset("rings", sample, log_density, (-reach, reach, -reach, reach))
+
+    def noised(sigma):
+        return concentric_rings(radii, math.hypot(noise, sigma))
+
+    return ToyDataset("rings", sample, log_density, (-reach, reach, -reach, reach), noised)
 
 
 def checkerboard(size: float = 4.0) -> ToyDataset:
@@ -175,7 +205,25 @@ def checkerboard(size: float = 4.0) -> ToyDataset:
         return torch.where(on_dark_square(x), inside, torch.full_like(inside, -math.inf))
 
     half = size / 2 + 0.5
-    return ToyDataset("checkerboard", sample, log_density, (-half, half, -half, half))
+    bounds = (-half, half, -half, half)
+
+    def noised(sigma):
+        # q(x) = (1/area) sum_{dark squares} prod_d [Phi((b_d - x_d)/sigma) - Phi((a_d - x_d)/sigma)]
+        corners = torch.tensor([(i, j) for i in range(4) for j in range(4) if (i + j) % 2 == 0], dtype=torch.float64)
+        low = corners * cell - size / 2  # (8, 2) lower-left corners of the dark squares
+        normal = torch.distributions.Normal(0.0, 1.0)
+
+        def log_density_noised(x):
+            xd = x.double()[:, None, :]  # (B, 1, 2)
+            mass = normal.cdf((low + cell - xd) / sigma) - normal.cdf((low - xd) / sigma)  # (B, 8, 2)
+            return (mass.prod(-1).sum(-1).clamp_min(1e-300).log() - math.log(size * size / 2)).to(x.dtype)
+
+        def sample_noised(n, generator=None):
+            return sample(n, generator) + sigma * torch.randn(n, 2, generator=generator)
+
+        return ToyDataset(f"checkerboard+N(0,{sigma:g}^2)", sample_noised, log_density_noised, bounds)
+
+    return ToyDataset("checkerboard", sample, log_density, bounds, noised)
 
 
 TOY_DATASETS = {
@@ -313,3 +361,51 @@ def load_images(
     if binary:
         data.x_train, data.x_test = binarize(data.x_train), binarize(data.x_test)
     return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Images for neural energies: (N, 1, H, W) floats in [-1, 1]
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SignedImages:
+    """Images as neural EBMs use them: (N, 1, H, W) float32 in [-1, 1], on a grid of ``n_levels`` grey values."""
+
+    name: str
+    shape: tuple[int, int]
+    n_levels: int  # 17 for the 8x8 digits (0..16), 256 for MNIST
+    x_train: torch.Tensor  # (N_train, 1, H, W)
+    y_train: torch.Tensor
+    x_test: torch.Tensor  # (N_test, 1, H, W)
+    y_test: torch.Tensor
+
+
+def load_signed_images(dataset: str = "digits", root=None, max_train: int | None = None, max_test: int | None = None,
+                       test_fraction: float = 0.2, split_seed: int = 0, allow_mnist: bool = False) -> SignedImages:
+    """The digits (or MNIST, when ``dataset="mnist"`` and its files are present) mapped from [0, 1] to [-1, 1].
+
+    x_signed = 2 x - 1. Nothing is downloaded. ``allow_mnist`` is kept for symmetry with ``load_images``'s ``auto``.
+    """
+    data = load_images(dataset if dataset != "auto" or allow_mnist else "digits", root=root, binary=False,
+                       test_fraction=test_fraction, split_seed=split_seed, max_train=max_train, max_test=max_test,
+                       try_download=False)
+    n_levels = 17 if data.name == "digits" else 256
+    h, w = data.shape
+
+    def signed(x):
+        return (2 * x - 1).reshape(-1, 1, h, w)
+
+    return SignedImages(data.name, data.shape, n_levels, signed(data.x_train), data.y_train, signed(data.x_test),
+                        data.y_test)
+
+
+def dequantize(x: torch.Tensor, n_levels: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Spread each grey level over its bin: k -> (k + u) / n_levels, u ~ U(0, 1), mapped back to [-1, 1].
+
+    x in [-1, 1] holds levels k / (n_levels - 1); without this, a continuous density can put infinite mass on
+    the grid points (the likelihood grows without bound).
+    """
+    level = torch.round((x + 1) / 2 * (n_levels - 1))  # k in {0, ..., n_levels - 1}
+    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return 2 * (level + u) / n_levels - 1

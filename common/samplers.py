@@ -34,6 +34,14 @@ def energy_and_grad(energy_fn: EnergyFn, x: torch.Tensor) -> tuple[torch.Tensor,
     return energy.detach(), grad.detach()
 
 
+def effective_temperature(step_size: float, noise_scale: float) -> float:
+    """T = s^2 / (2 h): the temperature that x <- x - h grad E + s xi samples (for small h).
+
+    Image EBMs typically use h = 10 and s = 0.005, so T = 1.25e-6: noisy gradient descent, not sampling at T = 1.
+    """
+    return noise_scale**2 / (2 * step_size)
+
+
 def langevin(
     energy_fn: EnergyFn,
     x0: torch.Tensor,
@@ -44,24 +52,33 @@ def langevin(
     keep_every: int = 0,
     progress: bool = False,
     grad_clip: float | None = None,
+    noise_scale: float | None = None,
+    clamp: tuple[float, float] | None = None,
+    energy_trace: list | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Unadjusted Langevin algorithm (ULA).
 
-    x_{k+1} = x_k - h grad E(x_k) + sqrt(2 T h) xi_k,   xi_k ~ N(0, I)
+    x_{k+1} = x_k - h grad E(x_k) + s xi_k,   xi_k ~ N(0, I),   s = sqrt(2 T h) unless ``noise_scale`` gives s
 
-    Returns ``(x_K, path)``; ``path`` is ``(n_kept, B, D)`` with the start and every
+    Returns ``(x_K, path)``; ``path`` is ``(n_kept, B, ...)`` with the start and every
     ``keep_every``-th state when ``keep_every > 0``, else ``None``. ``grad_clip`` bounds each
-    gradient coordinate (a common stabiliser for neural energies; it biases the chain).
-    The chain is biased for h > 0: on E = a x^2/2 its variance is 2T/(a(2 - a h)), not T/a.
+    gradient coordinate and ``clamp=(low, high)`` keeps x in the data range (common stabilisers for
+    neural energies; both bias the chain). ``energy_trace``, if a list, receives the batch-mean
+    energy at every step as a 0-d tensor (no device sync). The chain is biased for h > 0: on
+    E = a x^2/2 its variance is 2T/(a(2 - a h)), not T/a.
     """
     x = x0.detach().clone()
     path = [x.clone()] if keep_every else None
-    noise_scale = math.sqrt(2 * temperature * step_size)
+    noise = math.sqrt(2 * temperature * step_size) if noise_scale is None else noise_scale
     for k in tqdm(range(n_steps), desc="Langevin", disable=not progress, leave=False):
-        _, grad = energy_and_grad(energy_fn, x)
+        energy, grad = energy_and_grad(energy_fn, x)
+        if energy_trace is not None:
+            energy_trace.append(energy.mean())
         if grad_clip is not None:
             grad = grad.clamp(-grad_clip, grad_clip)
-        x = x - step_size * grad + noise_scale * _randn_like(x, generator)
+        x = x - step_size * grad + noise * _randn_like(x, generator)
+        if clamp is not None:
+            x = x.clamp(*clamp)
         if keep_every and (k + 1) % keep_every == 0:
             path.append(x.clone())
     return x, (torch.stack(path) if keep_every else None)
@@ -253,13 +270,19 @@ class ReplayBuffer:
         return len(self.states)
 
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(states, index)``: n states (some re-initialised) and where they came from."""
-        index = torch.randint(len(self.states), (n,), generator=self.generator)
+        """``(states, index)``: n stored states (some re-initialised) and where they came from.
+
+        The draws use the buffer's generator (on its own device); the states stay on theirs.
+        """
+        device = self.states.device
+        gen_device = self.generator.device if self.generator is not None else torch.device("cpu")
+        index = torch.randint(len(self.states), (n,), generator=self.generator, device=gen_device).to(device)
         states = self.states[index].clone()
-        fresh = torch.rand(n, generator=self.generator) < self.reinit_fraction
-        if fresh.any():
-            states[fresh.to(states.device)] = self.init_fn(int(fresh.sum())).to(states)
+        fresh = (torch.rand(n, generator=self.generator, device=gen_device) < self.reinit_fraction).to(device)
+        n_fresh = int(fresh.sum())
+        if n_fresh:
+            states[fresh] = self.init_fn(n_fresh).to(states)
         return states, index
 
     def push(self, states: torch.Tensor, index: torch.Tensor) -> None:
-        self.states[index] = states.detach()
+        self.states[index.to(self.states.device)] = states.detach().to(self.states)
