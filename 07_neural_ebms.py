@@ -92,11 +92,11 @@ class Config:
     mix_steps: int = count(30000, minimum=100)  # steps per chain; the IAT estimate needs >> 50 IATs
     # -- sections 3-4: 2-D toys
     toy_hidden: int = count(128)  # width of the 2-h-h-1 SiLU energy
-    toy_iters: int = count(800)  # training steps per toy model (2 datasets x 2 modes); 2000 sharpens the modes
+    toy_iters: int = count(1000)  # training steps per toy model (2 datasets x 2 modes); 2000 sharpens the modes
     toy_batch: int = count(256)  # data points and negative samples per step
-    toy_lr: float = positive(1e-3)  # Adam learning rate (beta1 = 0, as in the image-EBM recipes)
+    toy_lr: float = positive(3e-3)  # Adam learning rate (beta1 = 0, as in the image-EBM recipes); 1e-3 needs 2x the steps
     toy_langevin_steps: int = count(20)  # K: Langevin steps per training step (persistent and short-run)
-    toy_step_size: float = positive(0.02)  # Langevin step h at T = 1 (sigma = sqrt(2h)); a h < 2 needs h < 0.5 here
+    toy_step_size: float = positive(0.05)  # Langevin step h at T = 1 (s = sqrt(2h)); 0.02 explores too little in K steps
     toy_buffer: int = count(10000)  # replay-buffer size of the persistent chains
     reinit_fraction: float = probability(0.05)  # fraction of buffer draws replaced by fresh noise
     toy_alpha: float = nonnegative(0.01)  # energy-magnitude penalty alpha (E+^2 + E-^2); it biases the fit a little
@@ -155,6 +155,10 @@ import math  # noqa: E402  (heavy imports after the flags, so --help answers at 
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from common import plotting  # noqa: E402
+from common.datasets import dequantize, load_signed_images, toy_dataset  # noqa: E402
+from common.diagnostics import mmd_rbf  # noqa: E402
 from common.evaluation import (  # noqa: E402
     FrechetScorer,
     grid_nll,
@@ -162,13 +166,8 @@ from common.evaluation import (  # noqa: E402
     nll_floor,
     train_feature_classifier,
 )
-from common.nets import MLPEnergy  # noqa: E402
-from common.training import Trainer, contrastive_divergence_loss, draw_negatives  # noqa: E402
-
-from common import plotting  # noqa: E402
-from common.datasets import dequantize, load_signed_images, toy_dataset  # noqa: E402
-from common.diagnostics import mmd_rbf  # noqa: E402
 from common.lesson import start_lesson  # noqa: E402
+from common.nets import MLPEnergy  # noqa: E402
 from common.sampler_theory import (  # noqa: E402
     ar1_iat,
     integrated_autocorrelation_time,
@@ -186,6 +185,7 @@ from common.samplers import (  # noqa: E402
     mala,
     underdamped_langevin,
 )
+from common.training import Trainer, contrastive_divergence_loss, draw_negatives  # noqa: E402
 
 run = start_lesson(cfg, flags)
 device = run.device
@@ -694,9 +694,9 @@ for lam in lambdas:
             progress=False)
     a_star = quadratic_curvature(lam)
     rho = 1 - a_star * h_gp
-    gp_quadratic[f"{lam:g}"] = {"curvature": a_star, "curvature_by_adam": float(log_a.exp()), "contraction": rho,
+    gp_quadratic[f"{lam:g}"] = {"curvature": a_star, "curvature_by_adam": log_a.exp().item(), "contraction": rho,
                                 "iat": ar1_iat(rho)}
-    print(f"   {lam:7g}{a_star:16.4f}{float(log_a.exp()):12.4f}{rho:10.4f}{ar1_iat(rho):10.1f}")
+    print(f"   {lam:7g}{a_star:16.4f}{log_a.exp().item():12.4f}{rho:10.4f}{ar1_iat(rho):10.1f}")
 run.metrics["gp_quadratic"] = gp_quadratic
 
 
