@@ -92,11 +92,11 @@ class Config:
     mix_steps: int = count(30000, minimum=100)  # steps per chain; the IAT estimate needs >> 50 IATs
     # -- sections 3-4: 2-D toys
     toy_hidden: int = count(128)  # width of the 2-h-h-1 SiLU energy
-    toy_iters: int = count(1000)  # training steps per toy model (2 datasets x 2 modes); 2000 sharpens the modes
+    toy_iters: int = count(1000)  # training steps per toy model (2 datasets x 2 modes); more sharpens the modes
     toy_batch: int = count(256)  # data points and negative samples per step
-    toy_lr: float = positive(3e-3)  # Adam learning rate (beta1 = 0, as in the image-EBM recipes); 1e-3 needs 2x the steps
+    toy_lr: float = positive(3e-3)  # Adam lr (beta1 = 0, as in the image-EBM recipes); 1e-3 needs ~2x the steps
     toy_langevin_steps: int = count(20)  # K: Langevin steps per training step (persistent and short-run)
-    toy_step_size: float = positive(0.05)  # Langevin step h at T = 1 (s = sqrt(2h)); 0.02 explores too little in K steps
+    toy_step_size: float = positive(0.05)  # Langevin step h at T = 1 (s = sqrt(2h)); 0.02 explores too little
     toy_buffer: int = count(10000)  # replay-buffer size of the persistent chains
     reinit_fraction: float = probability(0.05)  # fraction of buffer draws replaced by fresh noise
     toy_alpha: float = nonnegative(0.01)  # energy-magnitude penalty alpha (E+^2 + E-^2); it biases the fit a little
