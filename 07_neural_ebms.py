@@ -618,10 +618,15 @@ plotting.animate_chains(run.outdir / "fig12_chains.gif", energy8, gif_path, toy8
 print(f"  [figure] {run.outdir / 'fig12_chains.gif'}")
 
 # What to notice: the grid-normalised NLL is an honest score -- it punishes mass in the wrong place and
-# missing mass alike, and it cannot go below the floor. Persistent training puts eight compact bumps of
-# nearly equal weight; short-run training also finds the modes but its density exp(-E)/Z spreads mass
-# where the K-step chains never went (look at the corners). The landscape over training shows the
-# wells deepening from the outside in as the buffer's chains find them.
+# missing mass alike, and it cannot go below the floor. In the default run the persistent models end
+# 0.07 (8 Gaussians) and 0.09 (two moons) nats above their floors, the short-run ones 0.13 and 0.32:
+# short-run training finds the modes, but its density exp(-E)/Z is not what it was trained to get right
+# (only the K-step samples are). Both sets of samples are within MMD noise of the data: MMD of samples
+# alone cannot tell the two apart, the NLL can. Two details that matter: the evaluated model is an EMA of
+# the weights (the raw weights' NLL jumps by ~0.2 nats from step to step), and the step size is scaled
+# with the data's width -- at h = 0.05 the two moons (noise 0.2, curvature ~25) have a h ~ 1.25, and
+# training fails completely (NLL ~7 nats above the floor when we tried it).
+# The landscape over training deepens from a ring into eight wells as the buffer's chains find them.
 
 # %% [markdown]
 # ## 4. The short-run pathology
@@ -666,11 +671,14 @@ for row, mode in enumerate(MODES):
         ax.set(title=f"{mode}, {factor} K steps: MMD² {ratio:.1f}x floor", xlim=toy8.bounds[:2], ylim=toy8.bounds[2:])
 run.savefig(fig, "fig07_shortrun_pathology")
 
-# What to notice: read the table by rows. The short-run model is at its best at exactly K steps -- the
-# length it was trained for -- and its samples change as the chain runs on; the persistent model's
-# numbers barely move with chain length, because its training chains were long. If in your run the
-# short-run row does not degrade, the model's K-step chains happened to reach a stationary state;
-# try --toy-langevin-steps 5 (exercise 2).
+# What to notice: read the table by rows. On two moons the short-run model is right at exactly K steps
+# (the length it was trained for) and wrong after 10 K and 100 K: its chains run on along the moons'
+# steep walls into regions the K-step chains never visited. The persistent two-moons model stays within
+# noise at every length. On 8 Gaussians BOTH models drift by 100 K: 2000 steps from noise are enough for
+# chains to leave shallow wells for deeper ones, so the long run exposes errors in the learned mode
+# depths that K-step samples hide -- the persistent buffer's chains are a few hundred steps old (each is
+# revisited every ~40 updates and reset with probability 0.05), not infinitely long. Long-run samples
+# are the test a model "of the data" should pass; few EBMs do.
 
 # %% [markdown]
 # ## 5. The regularisation-sampling trade-off
@@ -778,11 +786,13 @@ axes[2].set(xlabel="training step", ylabel="mean energy", title="energy magnitud
 axes[2].legend(fontsize=7)
 run.savefig(fig, "fig08_gradient_penalty")
 
-# What to notice: in the quadratic case the trade-off is a formula -- every factor of 10 in lambda past
-# ~1/16 halves the curvature roughly by sqrt(10) and multiplies ULA's IAT accordingly. The neural case
-# follows the same direction when the printed flags say True; it is noisier (one training run per lambda).
-# Without the alpha term nothing anchors the energy's additive constant: E(data) and E(samples) can drift
-# together while the loss (their difference) looks fine -- on 2-D toys the drift is slow, on images fast.
+# What to notice: in the quadratic case the trade-off is a formula: the learned curvature falls like
+# lambda^(-1/2) for large lambda and ULA's IAT rises in proportion. The neural energy follows it in the
+# default run: the median curvature on data falls 4.3 -> 2.1 -> 0.9 as lambda goes 0 -> 0.1 -> 1, and the
+# IAT of E(x) along the chains rises 8 -> 13 -> 31 steps (one training run per lambda, so expect some
+# scatter under another seed; the printed flags say whether the order held). The right panel: without
+# the alpha term nothing anchors the energy's additive constant, and E(data), E(samples) can drift together
+# while the loss (their difference) looks fine -- slowly on 2-D toys, fast on images (exercise 3).
 
 # %% [markdown]
 # ## 6. Images: an energy on 8x8 digits
@@ -883,13 +893,17 @@ run.savefig(fig, "fig09_digit_samples")
 with torch.no_grad():
     energy_sets = {"training digits": energy_img(x_train), "held-out digits": energy_img(x_test),
                    "buffer samples": energy_img(samples_img.to(device)), "uniform noise": energy_img(image_noise(500))}
-fig, ax = plotting.figure(1, title=f"Energies under the digits EBM (α = {cfg.digits_alpha:g})")
-bins = np.linspace(min(float(v.min()) for v in energy_sets.values()), max(float(v.max()) for v in energy_sets.values()),
-                   60)
-for name, values in energy_sets.items():
-    ax.hist(values.cpu().numpy(), bins=bins, alpha=0.5, density=True, label=f"{name} (mean {float(values.mean()):.2f})")
-ax.set(xlabel="energy E(x)", ylabel="density", title="low energy = likely under the model")
-ax.legend()
+fig, axes = plotting.figure(2, title=f"Energies under the digits EBM (α = {cfg.digits_alpha:g}); low = likely")
+for ax, names in ((axes[0], list(energy_sets)), (axes[1], list(energy_sets)[:3])):
+    values_all = torch.cat([energy_sets[k] for k in names]).cpu()
+    bins = np.linspace(float(values_all.quantile(0.001)), float(values_all.quantile(0.999)), 60)
+    for name in names:
+        values = energy_sets[name].cpu().numpy()
+        ax.hist(values, bins=bins, alpha=0.5, density=True, label=f"{name} (mean {values.mean():.2f})")
+    ax.set(xlabel="energy E(x)", ylabel="density")
+    ax.legend()
+axes[0].set_title("all four sets")
+axes[1].set_title("zoom: digits and samples (central 99.8 %)")
 run.savefig(fig, "fig10_digit_energies")
 print("   mean energies: " + ", ".join(f"{k} {float(v.mean()):+.2f}" for k, v in energy_sets.items()))
 
