@@ -18,7 +18,7 @@ Prerequisites: lesson 01 (energies, Langevin), lesson 05 (CD and persistent chai
 Everything runs on the CPU (--device cuda is accepted).
 
 Run:  python 07_neural_ebms.py            (default, ~4 minutes of CPU time on a 2-core laptop)
-      python 07_neural_ebms.py --quick    (about 20 s; every code path runs)
+      python 07_neural_ebms.py --quick    (about 25 s of CPU time; every code path runs)
       python 07_neural_ebms.py --help     (every hyperparameter, with advice)
       python 07_neural_ebms.py --show     (also open the figure windows)
 
@@ -132,12 +132,11 @@ class Config:
 
 
 QUICK = {
-    "sign_iters": 30, "theory_chains": 3000, "theory_steps": 100, "image_demo_steps": 200, "mix_chains": 8,
-    "mix_steps": 2000, "toy_hidden": 32, "toy_iters": 40, "toy_batch": 128, "toy_langevin_steps": 10,
-    "toy_buffer": 1000, "eval_samples": 300, "grid_n": 100, "mmd_repeats": 3, "longrun_factors": (1, 3),
-    "gif_frames": 8,
-    "gp_iters": 30, "gp_hidden": 16, "gp_chain_steps": 200, "digits_hidden": 64, "digits_iters": 40,
-    "digits_langevin_steps": 10, "digits_buffer": 1000, "classifier_epochs": 2, "n_image_samples": 300,
+    "sign_iters": 20, "theory_chains": 2000, "theory_steps": 100, "image_demo_steps": 100, "mix_chains": 8,
+    "mix_steps": 1500, "toy_hidden": 32, "toy_iters": 30, "toy_batch": 128, "toy_langevin_steps": 10,
+    "toy_buffer": 1000, "eval_samples": 300, "grid_n": 80, "mmd_repeats": 3, "longrun_factors": (1, 3),
+    "gif_frames": 6, "gp_iters": 20, "gp_hidden": 16, "gp_chain_steps": 100, "digits_hidden": 64, "digits_iters": 30,
+    "digits_langevin_steps": 10, "digits_buffer": 1000, "classifier_epochs": 1, "n_image_samples": 300,
 }
 
 
