@@ -15,7 +15,7 @@ You will learn
 - the regularisation-sampling trade-off of a gradient penalty; how to read EBM training curves.
 
 Prerequisites: lesson 01 (energies, Langevin), lesson 05 (CD and persistent chains), lesson 06 helps.
-Everything runs on the CPU (--device cuda is accepted).
+Everything runs on the CPU; --device cuda moves the digits EBM of section 6 (the 2-D parts stay on the CPU).
 
 Run:  python 07_neural_ebms.py            (default, ~4 minutes of CPU time on a 2-core laptop)
       python 07_neural_ebms.py --quick    (about 25 s of CPU time; every code path runs)
@@ -193,7 +193,14 @@ from common.samplers import (  # noqa: E402
 from common.training import Trainer, contrastive_divergence_loss, draw_negatives  # noqa: E402
 
 run = start_lesson(cfg, flags)
-device = run.device
+CPU = torch.device("cpu")
+device = CPU  # sections 1-5 (1-D chains, 2-D toys) are tiny and run on the CPU whatever --device says
+
+
+def cpu_generator(section):
+    """The section's generator (``run.generator``), on the CPU."""
+    return torch.Generator().manual_seed(run.generator(section).initial_seed())
+
 
 
 def uniform_box(n, bounds, generator):
@@ -226,7 +233,7 @@ def data_stream(x, batch, generator):
 # `common.training.contrastive_divergence_loss`, which every later section uses.
 
 # %%
-gen = run.generator("sign")
+gen = cpu_generator("sign")
 toy8 = toy_dataset("8gaussians")
 x8 = toy8.sample(20000, gen).to(device)
 energy_first = MLPEnergy(2, (64, 64)).to(device)
@@ -292,7 +299,7 @@ run.savefig(fig, "fig01_energy_sign")
 # var * sqrt(2/(n - 1)).
 
 # %%
-gen = run.generator("teff")
+gen = cpu_generator("teff")
 a_quad, temperature = 1.0, 1.0
 teff_rows = {}
 print(f"\n2a. Stationary variance on E = a x^2/2 (a = {a_quad:g}, T = {temperature:g}), {cfg.theory_chains} chains")
@@ -353,7 +360,7 @@ run.savefig(fig, "fig02_teff_table")
 # 8-Gaussians energy, with a stable step h = 0.02 and the noise that gives the same T.
 
 # %%
-gen = run.generator("image-temperature")
+gen = cpu_generator("image-temperature")
 t_image = effective_temperature(cfg.image_step_size, cfg.image_noise)
 h_show = cfg.toy_step_size
 start = uniform_box(2000, toy8.bounds, gen)
@@ -405,7 +412,7 @@ run.savefig(fig, "fig03_image_temperature")
 # Gaussian chain its autocorrelation is rho_t^2), the number of steps one independent draw costs.
 
 # %%
-gen = run.generator("momentum")
+gen = cpu_generator("momentum")
 a_flat, a_stiff, h_mix = cfg.flat_curvature, cfg.stiff_curvature, cfg.mix_step_size
 curvatures = torch.tensor([a_flat, a_stiff], device=device)
 
@@ -494,7 +501,7 @@ run.savefig(fig, "fig04_momentum")
 # entropy -E_p log p (no model can go below it); and MMD^2 against the data-vs-fresh-data noise floor.
 
 # %%
-gen = run.generator("toys")
+gen = cpu_generator("toys")
 TOYS = ("8gaussians", "two_moons")
 TOY_WIDTH = {"8gaussians": 0.5, "two_moons": 0.2}  # std of the blobs / of the noise around the moons' arcs
 
@@ -637,7 +644,7 @@ print(f"  [figure] {run.outdir / 'fig12_chains.gif'}")
 # Same start (uniform noise), same h, T = 1, for both models.
 
 # %%
-gen = run.generator("pathology")
+gen = cpu_generator("pathology")
 shortrun_mmd = {}
 long_samples = {}
 print(f"\n4. MMD^2 / noise floor of chains from noise after n x K steps (K = {cfg.toy_langevin_steps})")
@@ -692,7 +699,7 @@ run.savefig(fig, "fig07_shortrun_pathology")
 # E(x) along Langevin chains.
 
 # %%
-gen = run.generator("gradient-penalty")
+gen = cpu_generator("gradient-penalty")
 s2, h_gp = 1.0, cfg.toy_step_size
 lambdas = sorted(set(cfg.gp_lambdas))
 
@@ -810,6 +817,7 @@ run.savefig(fig, "fig08_gradient_penalty")
 # when every digit is equally common.
 
 # %%
+device = run.device  # the digits EBM runs on --device (the classifier and the FD on the CPU)
 gen = run.generator("digits")
 try:
     images = load_signed_images(cfg.image_dataset, max_train=None if cfg.image_dataset == "digits" else 20000)
@@ -1001,9 +1009,9 @@ run.metrics["digits_gap_by_thirds"] = [float(gap[i].mean()) for i in thirds]
 
 # %%
 if run.exercise == 1:
-    gen = run.generator("exercise-1")
+    gen = cpu_generator("exercise-1")
     x_start = uniform_box(256, toy8.bounds, gen)
-    noise = [torch.randn(x_start.shape, generator=gen, device=device) for _ in range(5)]
+    noise = [torch.randn(x_start.shape, generator=gen) for _ in range(5)]
 
     def f_convention(x):  # f(x) = -E(x): "high = likely"
         return -energy_first(x)
@@ -1035,7 +1043,7 @@ if run.exercise == 3:
     print("exercise 3: no divergence this time -- raise the learning rate further")
 
 if run.exercise == 5:
-    gen = run.generator("exercise-5")
+    gen = cpu_generator("exercise-5")
     # TODO: write the persistent loop with mala(energy, x0, K, h, generator=gen) instead of draw_negatives,
     # keep the acceptance rates, and compare grid_nll with toy_nll["8gaussians"]["persistent"].
     print(f"exercise 5: ULA persistent NLL gap = {gap8:.3f} nats; now train with MALA negatives")
