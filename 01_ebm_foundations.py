@@ -43,6 +43,8 @@ metrics.json:
   conditional_accuracy        test accuracy of argmin_y E(x, y)
   langevin_mmd, langevin_mmd_baseline   MMD^2 of Langevin samples vs exact samples, and exact vs exact
 """
+LESSON = "01_ebm_foundations"  # outputs go to outputs/01_ebm_foundations/
+
 
 # %% [markdown]
 # # Lesson 01 -- Energy-based models: foundations
@@ -52,20 +54,9 @@ metrics.json:
 
 # %%
 import math
-import time
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-from scipy import integrate, optimize
-from tqdm.auto import tqdm
-
-from common import plotting
-from common.config import between, count, positive
-from common.datasets import gaussian_mixture
-from common.diagnostics import exact_log_partition, mmd_rbf
-from common.lesson import start_lesson
-from common.samplers import boltzmann_energy, langevin
+from common.config import between, count, parse_flags, positive
 
 
 @dataclass
@@ -103,7 +94,41 @@ QUICK = {
     "quad_points": 801, "n_per_class": 30, "cond_steps": 30, "n_chains": 100, "n_langevin_steps": 100,
 }
 
-cfg, run = start_lesson(Config, "01_ebm_foundations", __doc__, quick=QUICK)
+
+def check(cfg):
+    """Rules across fields (one line and exit 2 instead of a crash in SciPy's root finder)."""
+    # the wells sit at x = -1.5 and 1.5: a watershed between them exists if the deep well's wall at
+    # x = 1.5, d1 + 3^2 / (2 s1^2), rises above the wide well's floor 0
+    if cfg.deep_depth + 3.0**2 / (2 * cfg.deep_width**2) <= 0:
+        raise ValueError(f"--deep-width {cfg.deep_width:g} is too wide for --deep-depth {cfg.deep_depth:g}: "
+                         "the deep well swallows the wide one (need 9 / (2 s1^2) > -d1)")
+    if cfg.deep_width >= cfg.wide_width:
+        raise ValueError("--deep-width must be below --wide-width (otherwise the deep well wins at every T)")
+    # Laplace estimate of the crossover T* = (d2 - d1) / ln(s2 / s1); the exact root is searched in [0.05, 50]
+    t_cross = -cfg.deep_depth / math.log(cfg.wide_width / cfg.deep_width)
+    if not 0.1 <= t_cross <= 25.0:
+        raise ValueError(f"--deep-depth, --deep-width and --wide-width put the crossover temperature near "
+                         f"{t_cross:.3g}, outside [0.1, 25]")
+
+
+cfg, flags = parse_flags(Config, LESSON, __doc__, quick=QUICK, check=check, exercises=(4,))
+
+# heavy imports only now, so that --help and a mistyped flag answer at once
+import time
+
+import numpy as np
+import torch
+from scipy import integrate, optimize
+from tqdm.auto import tqdm
+
+from common import plotting
+from common.boltzmann import boltzmann_energy, exact_log_partition
+from common.datasets import gaussian_mixture
+from common.diagnostics import mmd_rbf
+from common.lesson import start_lesson
+from common.samplers import langevin
+
+run = start_lesson(cfg, flags, cpu_only="1-D and 2-D quadrature with SciPy and small float64 tensors")
 device = run.device
 T = cfg.temperature
 
@@ -330,7 +355,7 @@ def time_grid_quadrature(dim, points_per_dim):
     return time.perf_counter() - start
 
 
-generator = torch.Generator().manual_seed(run.seed)
+generator = run.generator("intractability")  # each section draws from its own stream
 enum_units = list(range(4, cfg.max_enum_units + 1, 2))
 enum_seconds = [time_enumeration(n, generator) for n in tqdm(enum_units, desc="enumeration", leave=False)]
 grid_dims = list(range(1, cfg.max_grid_dim + 1))
@@ -480,7 +505,7 @@ def sample_exactly(theta, n, generator):
     return quad_x[index - 1] + fraction * (quad_x[index] - quad_x[index - 1])
 
 
-data_1d = sample_exactly(THETA_TRUE, cfg.n_data, generator)
+data_1d = sample_exactly(THETA_TRUE, cfg.n_data, run.generator("mle-data"))
 positive_phase = sufficient_statistics(data_1d).mean(0)  # E_data[grad E]: fixed during training
 theta = torch.tensor([0.2, 0.0, 0.0], dtype=torch.float64, requires_grad=True)  # a single broad well
 optimizer = torch.optim.Adam([theta], lr=cfg.lr)
@@ -495,8 +520,7 @@ for step in tqdm(range(cfg.mle_steps), desc="MLE", leave=False):
     # -l = E_data[E_theta] + log Z   (for monitoring only: quadrature gives log Z here)
     log_z = torch.logsumexp(-poly_energy(theta.detach(), quad_x), 0) + math.log(float(quad_x[1] - quad_x[0]))
     nll = float(poly_energy(theta.detach(), data_1d).mean() + log_z)
-    run.check_finite(torch.cat([theta.detach(), torch.tensor([nll])]), step=step, what="theta or the NLL",
-                     flag="lower --lr")
+    run.check_finite(torch.cat([theta.detach(), torch.tensor([nll])]), step=step, what="theta or the NLL", field="lr")
     history["theta"].append(theta.detach().clone())
     history["negative_phase"].append(negative_phase)
     history["nll"].append(nll)
@@ -611,7 +635,7 @@ class QuadraticLabelEnergy(torch.nn.Module):
         return 0.5 * sq * torch.exp(-2 * self.log_scale) + self.offset
 
 
-generator_cond = torch.Generator().manual_seed(run.seed + 1)
+generator_cond = run.generator("conditional")
 x_train, y_train = make_blobs(cfg.n_per_class, generator_cond)
 x_test, y_test = make_blobs(cfg.n_per_class, generator_cond)
 label_energy = QuadraticLabelEnergy()
@@ -619,7 +643,7 @@ optimizer = torch.optim.Adam(label_energy.parameters(), lr=cfg.cond_lr)
 for step in range(cfg.cond_steps):
     # -log p(y | x) = E(x, y) + log sum_y' exp(-E(x, y')) : cross-entropy on the logits -E
     loss = torch.nn.functional.cross_entropy(-label_energy(x_train), y_train)
-    run.check_finite(loss, step=step, what="conditional loss", flag="lower --cond-lr")
+    run.check_finite(loss, step=step, what="conditional loss", field="cond_lr")
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -679,6 +703,7 @@ run.savefig(fig, "fig08_conditional_ebm")
 # finite step is derived in docs/derivations/langevin_discretisation.md.
 
 # %%
+generator = run.generator("langevin")  # its own stream: --max-enum-units or --n-data leave these draws alone
 chains = 6 * torch.rand(cfg.n_chains, 2, generator=generator, dtype=torch.float64) - 3  # uniform start in a box
 path = [chains.clone()]
 keep_every = max(1, cfg.n_langevin_steps // 100)
@@ -688,7 +713,7 @@ for step in tqdm(range(cfg.n_langevin_steps), desc="Langevin", leave=False):
     # x <- x - h grad E(x) + sqrt(2 T h) xi
     noise = torch.randn(chains.shape, generator=generator, dtype=chains.dtype)
     chains = (chains - cfg.step_size * grad + math.sqrt(2 * T * cfg.step_size) * noise).detach()
-    run.check_finite(chains, step=step, what="a Langevin sample", flag="lower --step-size", bound=1e4)
+    run.check_finite(chains, step=step, what="a Langevin sample", field="step_size", bound=1e4)
     if (step + 1) % keep_every == 0:
         path.append(chains.clone())
 path = torch.stack(path)  # (n_kept, n_chains, 2)
@@ -724,7 +749,7 @@ axes[1].legend(loc="lower left")
 run.savefig(fig, "fig09_langevin")
 gif = plotting.animate_chains(run.outdir / "anim_langevin.gif", landscape.energy, path, landscape.bounds,
                               title="Langevin")
-print(f"  [animation] {gif}")
+run.saved_animation(gif)
 
 # What to notice: chains slide into the nearest well and then jitter around it; the noise lets
 # them occasionally cross a ridge. The cloud of end points looks like the exact samples, but with

@@ -45,7 +45,8 @@ metrics.json
     alpha_c_hebbian            load where the mean overlap from the stored pattern first drops below
                                --overlap-threshold (linear interpolation); theory 0.138 (N -> infinity)
     alpha_c_hebbian_se         standard error of that estimate over the --n-trials independent sweeps
-    alpha_c_storkey            the same estimator for the Storkey rule
+    alpha_c_storkey            the same estimator for the Storkey rule (alpha_c_storkey_se its standard error)
+    alpha_c_estimator          in words, how the alpha_c values above are estimated
     alpha_c_pseudo_inverse     the same for the pseudo-inverse rule (null if never crossed on the grid)
     alpha_half_stable_hebbian  load where half of the stored patterns are exact fixed points (measured)
     spurious_energy_per_unit   {state kind: mean E/N}; spurious_energy_theory the expected values
@@ -66,31 +67,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-from scipy.optimize import brentq
-from scipy.stats import norm
+from common.config import between, count, parse_flags, positive, probability
 
-from common import plotting
-from common.config import between, count, positive, probability
-from common.datasets import load_images
-from common.hopfield import (
-    STORAGE_RULES,
-    async_recall,
-    energy,
-    flip_bits,
-    glauber_sweep,
-    hebbian_weights,
-    is_fixed_point,
-    modern_energy,
-    modern_update,
-    overlaps,
-    pseudo_inverse_weights,
-    sync_recall,
-)
-from common.lesson import start_lesson
-
-ALPHA_GRID = tuple(round(float(a), 2) for a in list(np.arange(0.02, 0.2, 0.01)) + list(np.arange(0.2, 0.61, 0.05)))
+# loads P/N: 0.02-0.19 in steps of 0.01 (fine near alpha_c ~ 0.14), then 0.2-0.6 in steps of 0.05
+ALPHA_GRID = tuple(round(0.02 + 0.01 * i, 2) for i in range(18)) + tuple(round(0.2 + 0.05 * i, 2) for i in range(9))
 
 
 @dataclass
@@ -102,9 +82,9 @@ class Config:
     random_starts: int = count(200)  # random initial states for the synchronous-update census
     max_sweeps: int = count(30)  # cap on async sweeps / sync steps; retrieval needs < 5, spin-glass wander ~20
     # -- section 2: digits
-    digit_classes: tuple[int, ...] = count((0, 1, 2, 3, 4, 5), minimum=0)  # which class prototypes to store
+    digit_classes: tuple[int, ...] = between((0, 1, 2, 3, 4, 5), 0, 9)  # which class prototypes to store
     digit_noise: float = probability(0.1)  # fraction of the 64 pixels flipped in the noisy cues
-    occluded_rows: int = count(3)  # bottom rows of the 8x8 image blanked in the occluded cues
+    occluded_rows: int = between(3, 1, 7)  # bottom rows of the 8x8 image blanked in the occluded cues
     # -- section 3: capacity
     n_units: int = count(500, minimum=20)  # N for capacity, spurious states and temperature; 1000 is sharper, 4x slower
     n_trials: int = count(6)  # independent pattern sets per load; the SE of alpha_c shrinks like 1/sqrt(trials)
@@ -137,10 +117,45 @@ QUICK = {
     "modern_loads": (0.14, 1.0, 5.0), "betas": (0.01, 0.1, 1.0), "digit_memories": 40,
 }
 
-cfg, run = start_lesson(Config, "02_hopfield_networks", __doc__, quick=QUICK)
-# Everything runs on the CPU (--device is not used): the work is thousands of tiny sequential
-# single-unit updates, where a GPU only adds launch latency (and why `start_lesson` defaults to
-# one CPU thread, see --threads).
+
+def check(cfg):
+    """Rules across fields and tuple elements."""
+    if len(cfg.digit_classes) < 2 or len(set(cfg.digit_classes)) != len(cfg.digit_classes):
+        raise ValueError("--digit-classes needs at least two different classes (0-9)")
+
+
+cfg, flags = parse_flags(Config, "02_hopfield_networks", __doc__, quick=QUICK, check=check, exercises=(4,))
+
+# heavy imports only now, so that --help and a mistyped flag answer at once
+
+
+import numpy as np
+import torch
+from scipy.optimize import brentq
+from scipy.stats import norm
+
+from common import plotting
+from common.boltzmann import boltzmann_energy
+from common.datasets import load_images
+from common.hopfield import (
+    STORAGE_RULES,
+    async_recall,
+    flip_bits,
+    glauber_sweep,
+    hebbian_weights,
+    is_fixed_point,
+    modern_energy,
+    modern_update,
+    overlaps,
+    pseudo_inverse_weights,
+    sync_recall,
+)
+from common.lesson import start_lesson
+
+run = start_lesson(
+    cfg, flags, cpu_only="thousands of tiny sequential single-unit updates, where a GPU only adds launch latency",
+)
+# CPU only (see above), and one thread by default (--threads): per-update hand-offs would dominate.
 gen = torch.Generator().manual_seed(run.seed)  # one reproducible stream for patterns, cues and update orders
 DTYPE = torch.float64  # exact-enough arithmetic for the energy check; Hebbian weights are multiples of 1/N
 checked = {"updates": 0, "increases": 0}  # running tally for async_energy_increases
@@ -215,7 +230,7 @@ two_async = async_recall(W_two, torch.tensor([[1.0, -1.0]], dtype=DTYPE), genera
 print("\nTwo units, W_12 = 1, start (+1, -1):")
 print(f"  synchronous  : period {int(two.period[0])}, energies {two.energies[:, 0].tolist()}")
 print(f"  asynchronous : ends at {two_async.states[0].tolist()} "
-      f"with E = {float(energy(W_two, two_async.states)[0]):+.0f}")
+      f"with E = {float(boltzmann_energy(W_two, None, two_async.states)[0]):+.0f}")
 
 starts = random_patterns(cfg.random_starts, cfg.demo_units)
 sync = sync_recall(W_demo, starts, max_steps=cfg.max_sweeps)
@@ -271,7 +286,7 @@ run.savefig(fig, "fig01_energy_descent")
 # linearly independent pattern an exact fixed point, correlated or not.
 
 # %%
-digits = load_images("digits", try_download=False)  # 8x8, thresholded at 0.5
+digits = load_images("digits")  # 8x8, thresholded at 0.5
 spins = digits.x_train.to(DTYPE) * 2 - 1  # {0,1} -> {-1,+1}
 prototypes = torch.stack([torch.sign(spins[digits.y_train == k].mean(0) + 1e-9) for k in cfg.digit_classes])  # (P, 64)
 m_proto = overlaps(prototypes, prototypes)
@@ -320,7 +335,7 @@ for r, cue_name in enumerate(("noisy", "occluded")):
     for rule, style in (("hebbian", ":"), ("pseudo_inverse", "-")):
         W = STORAGE_RULES[rule](prototypes)
         # E(x) - E(stored digit), both under the same weights: 0 means "at the memory's energy"
-        E = digit_results[rule, cue_name].energies - energy(W, prototypes)
+        E = digit_results[rule, cue_name].energies - boltzmann_energy(W, None, prototypes)
         for j in range(E.shape[1]):
             ax.plot(np.arange(E.shape[0]) / 64, E[:, j], style, lw=1, color=f"C{j}",
                     label=("Hebbian" if rule == "hebbian" else "pseudo-inverse") if j == 0 else None)
@@ -538,8 +553,8 @@ print(f"  {'state':<18}{'E/N before':>11}{'theory':>9}{'fixed pt':>10}{'E/N afte
 spurious_energy = {}
 for name, states in candidates.items():
     rec = async_recall(W_sp, states, generator=gen, max_sweeps=cfg.max_sweeps)
-    e_before = energy(W_sp, states) / n
-    e_after = energy(W_sp, rec.states) / n
+    e_before = boltzmann_energy(W_sp, None, states) / n
+    e_after = boltzmann_energy(W_sp, None, rec.states) / n
     top3 = overlaps(rec.states, X_sp).abs().topk(3, dim=1).values.mean(0)  # mean of the 3 largest |m|
     spurious_energy[name] = float(e_before.mean())
     print(f"  {name:<18}{e_before.mean():11.4f}{theory[name]:9.4f}{is_fixed_point(W_sp, states).double().mean():10.0%}"
@@ -554,7 +569,7 @@ kind[(top[:, 0] > 0.9) & (m_final.max(1).values > 0.9)] = "pattern"
 kind[(top[:, 0] > 0.9) & (m_final.min(1).values < -0.9)] = "reversed pattern"
 three = (top[:, :3] > 0.35).all(1) & (top[:, :3] < 0.65).all(1) & (top[:, 3] < 0.25)
 kind[three.numpy()] = "3-mixture"
-e_rand = (energy(W_sp, rand_rec.states) / n).numpy()
+e_rand = (boltzmann_energy(W_sp, None, rand_rec.states) / n).numpy()
 print(f"  attractors reached from {cfg.random_starts} random states:")
 for name in ("pattern", "reversed pattern", "3-mixture", "other"):
     sel = kind == name
@@ -636,10 +651,9 @@ def glauber_overlap(n_patterns: int) -> tuple[torch.Tensor, torch.Tensor]:
     temps = torch.tensor(cfg.temperatures, dtype=DTYPE).repeat_interleave(cfg.glauber_chains)  # (B,)
     state = X[:1].repeat(len(temps), 1)  # every chain starts at pattern 1
     trace = []
-    for sweep in range(cfg.glauber_sweeps):
+    for _ in range(cfg.glauber_sweeps):
         state = glauber_sweep(W, state, temps, generator=gen)
         trace.append(overlaps(state, X[:1])[:, 0])  # (B,)
-        run.check_finite(state, step=sweep, what="Glauber state", flag="check --temperatures")
     trace = torch.stack(trace)  # (sweeps, B)
     m_chain = trace[cfg.glauber_burn_in :].abs().mean(0)  # (B,) time average of |m|
     return m_chain.reshape(len(cfg.temperatures), cfg.glauber_chains).mean(1), trace

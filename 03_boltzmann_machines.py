@@ -54,46 +54,16 @@ metrics.json
     tau_trained                 the same for the trained visible-only and hidden-unit machines
     log_z, conditional_max_abs_error   section 1: exact log Z; |enumerated p(s_i=1|rest) - sigma(field/T)|
     glass_gibbs_vs_exact_energy  <E>_T of the glass from Gibbs (with its standard error) and by enumeration
-    gibbs_grad_cosine_first_last the gradient cosine averaged over the first and the last tenth of training
+    gibbs_grad_cosine_first_last  the gradient cosine averaged over the first and the last tenth of training
 """
 
 # %%
 from __future__ import annotations
 
-import itertools
 import math
-import sys
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-from tqdm.auto import tqdm
-
-from common import plotting
-from common.boltzmann import (
-    bars_and_stripes,
-    cooling_schedule,
-    exact_gradient,
-    exhaustive_ground_state,
-    expected_tv_iid,
-    kl_data_model,
-    random_spin_glass,
-    simulated_annealing,
-    visible_log_probs,
-)
-from common.config import between, choice, count, nonnegative, positive
-from common.diagnostics import (
-    all_binary_states,
-    autocorrelation,
-    effective_sample_size,
-    exact_distribution,
-    exact_log_partition,
-    split_rhat,
-    state_index,
-    total_variation,
-)
-from common.lesson import start_lesson
-from common.samplers import boltzmann_energy, gibbs_sweep, metropolis_sweep
+from common.config import between, choice, count, nonnegative, parse_flags, positive
 
 
 @dataclass
@@ -138,13 +108,47 @@ QUICK = {
     "mixing_sweeps": 60,
 }
 
-cfg, run = start_lesson(Config, "03_boltzmann_machines", __doc__, quick=QUICK)
+
+def check(cfg):
+    """Rules across fields."""
+    if cfg.burn_in >= cfg.n_sweeps:
+        raise ValueError("--burn-in must be smaller than --n-sweeps")
+
+
+cfg, flags = parse_flags(Config, "03_boltzmann_machines", __doc__, quick=QUICK, check=check, exercises=(4,))
+
+# heavy imports only now, so that --help and a mistyped flag answer at once
+
+import itertools
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from common import plotting
+from common.boltzmann import (
+    all_binary_states,
+    bars_and_stripes,
+    boltzmann_energy,
+    cooling_schedule,
+    exact_distribution,
+    exact_gradient,
+    exact_log_partition,
+    exhaustive_ground_state,
+    expected_tv_iid,
+    gibbs_sweep,
+    kl_data_model,
+    metropolis_sweep,
+    random_spin_glass,
+    simulated_annealing,
+    state_index,
+    visible_log_probs,
+)
+from common.diagnostics import autocorrelation, effective_sample_size, split_rhat, total_variation
+from common.lesson import start_lesson
+
+run = start_lesson(cfg, flags, cpu_only="machines of at most 20 units, enumerated exactly in float64")
 device = run.device
-if device.type != "cpu":
-    print(f"  note: these machines have at most {2 ** 20} states and 20 units; everything runs on the CPU")
-if cfg.burn_in >= cfg.n_sweeps:
-    sys.stderr.write("03_boltzmann_machines.py: error: --burn-in must be smaller than --n-sweeps (see --help)\n")
-    raise SystemExit(2)
 DTYPE = torch.float64  # exact sums over 2^n states and tiny models: double precision costs nothing here
 gen = torch.Generator().manual_seed(run.seed)  # one reproducible stream for every random draw below
 
@@ -683,7 +687,7 @@ def train(n_hidden: int, use_gibbs: bool, desc: str) -> dict:
             history["snapshots"][step] = (weights.clone(), bias.clone())
         exact = exact_gradient(weights, bias, data, n_hidden)
         history["kl"].append(-math.log(len(data)) - exact["log_likelihood"])  # distinct data: KL = -log N - L
-        run.check_finite(exact["log_likelihood"], step=step, what="log-likelihood", flag="lower --lr")
+        run.check_finite(exact["log_likelihood"], step=step, what="log-likelihood", field="lr")
         grad_w, grad_b = exact["W"], exact["b"]
         if use_gibbs:
             model_second, model_first, chains = gibbs_model_moments(weights, bias, chains, cfg.gibbs_sweeps_per_step,

@@ -28,8 +28,8 @@ How to run
     python 04_restricted_boltzmann_machines.py --help            # every hyperparameter with advice
     python 04_restricted_boltzmann_machines.py --show            # also open the figure windows
     python 04_restricted_boltzmann_machines.py --dataset mnist --data-dir ~/data   # MNIST (MNIST/raw/ inside)
-  With --dataset auto (default) MNIST is used when its four IDX files are in the data folder (or it
-  can be downloaded), otherwise scikit-learn's 8x8 digits, which ship offline. On MNIST the default
+  With --dataset auto (default) MNIST is used when its four IDX files are in the data folder
+  (--download fetches them), otherwise scikit-learn's 8x8 digits, which ship offline. On MNIST the default
   run takes roughly 10-20 minutes on a laptop CPU (the exact log Z over 2^20 hidden states of 784
   pixels is ~20 s per evaluation; raise --eval-every to evaluate less often).
 
@@ -82,21 +82,10 @@ metrics.json (log-likelihoods in nats per test image, higher is better)
 # %%
 from __future__ import annotations
 
-import itertools
 import math
-import time
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
-
-from common import plotting
-from common.config import between, choice, count, nonnegative, positive, probability
-from common.datasets import load_images
-from common.lesson import start_lesson
-from common.rbm import RBM, data_visible_bias, pseudo_log_likelihood, train_epoch
+from common.config import between, choice, count, nonnegative, parse_flags, positive, probability
 
 
 @dataclass
@@ -104,7 +93,7 @@ class Config:
     # -- data
     dataset: str = choice("auto", ("auto", "digits", "mnist"))  # auto: MNIST if found, else the 8x8 digits
     data_dir: str = ""  # folder that holds MNIST/raw/; "" means $EBM_DATA_DIR or data/ in the repository
-    download: bool = True  # auto/mnist: try to download MNIST (5 s timeout) when it is not in the data folder
+    download: bool = False  # --download: fetch MNIST (5 s timeout) when it is not in the data folder
     max_train: int = count(20000, minimum=0)  # training images kept (0 = all); MNIST has 60,000, digits 1,438
     max_test: int = count(0, minimum=0)  # test images scored (0 = all); MNIST has 10,000, digits 359
     # -- section 1: the tiny RBM checked by brute force
@@ -139,12 +128,29 @@ class Config:
     dbn_hidden: int = count(50)  # units of the second RBM, trained on the first RBM's hidden samples
 
 
-QUICK = {"max_train": 300, "max_test": 100, "download": False, "n_hidden_small": 8, "n_hidden_large": 16,
+QUICK = {"max_train": 300, "max_test": 100, "dataset": "digits", "n_hidden_small": 8, "n_hidden_large": 16,
          "epochs": 3, "momentum_switch": 1, "eval_every": 1, "monitor_size": 100, "ais_chains": 20,
          "ais_betas": 100, "ais_sweep": (10, 100), "n_chains": 20, "gibbs_steps": 30, "logreg_max_iter": 200,
          "dbn_hidden": 8}
 
-cfg, run = start_lesson(Config, "04_restricted_boltzmann_machines", __doc__, quick=QUICK)
+cfg, flags = parse_flags(Config, "04_restricted_boltzmann_machines", __doc__, quick=QUICK, exercises=(3,))
+
+# heavy imports only now, so that --help and a mistyped flag answer at once
+
+import itertools
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from common import plotting
+from common.boltzmann import all_binary_states
+from common.datasets import load_images
+from common.lesson import start_lesson
+from common.rbm import RBM, data_visible_bias, pseudo_log_likelihood, train_epoch
+
+run = start_lesson(cfg, flags)
 device = run.device
 # RBM() draws its initial weights on the CPU, so the init generator lives there; the sampling
 # generator must live where the tensors do (common.rbm passes it to torch.bernoulli).
@@ -170,8 +176,8 @@ gen = torch.Generator(device=device).manual_seed(run.seed + 1) if device.type ==
 # %%
 def brute_force_joint(rbm: RBM) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every (v, h) pair of a tiny RBM: returns (visible states, hidden states, -E table)."""
-    v_states = torch.tensor(list(itertools.product((0.0, 1.0), repeat=rbm.n_visible)), dtype=torch.float64)
-    h_states = torch.tensor(list(itertools.product((0.0, 1.0), repeat=rbm.n_hidden)), dtype=torch.float64)
+    v_states = all_binary_states(rbm.n_visible, dtype=torch.float64)  # (2^nv, nv), counting order
+    h_states = all_binary_states(rbm.n_hidden, dtype=torch.float64)  # (2^nh, nh)
     W, b, c = (t.double().cpu() for t in rbm.parameters())
     # -E(v, h) = b.v + c.h + v^T W h for all pairs
     neg_energy = (v_states @ b)[:, None] + (h_states @ c)[None, :] + v_states @ W @ h_states.T  # (2^nv, 2^nh)
@@ -280,7 +286,7 @@ run.savefig(fig, "fig01_bipartite_free_energy")
 
 # %%
 data = load_images(cfg.dataset, root=cfg.data_dir or None, binary=True, max_train=cfg.max_train or None,
-                   max_test=cfg.max_test or None, try_download=cfg.download)  # a flag value of 0 means "all"
+                   max_test=cfg.max_test or None, download=cfg.download)  # a flag value of 0 means "all"
 x_train, x_test = data.x_train.to(device), data.x_test.to(device)
 y_train, y_test = data.y_train.numpy(), data.y_test.numpy()
 n_visible = data.n_pixels
@@ -314,16 +320,9 @@ run.metrics["cd_inline_max_diff"] = cd_diff
 
 
 # %%
-def hidden_states(n: int, device=None) -> torch.Tensor:
-    """All 2^n binary hidden states, built with bit shifts (fast even for n = 20)."""
-    codes = torch.arange(2**n, device=device)[:, None]
-    return ((codes >> torch.arange(n - 1, -1, -1, device=device)) & 1).double()  # (2^n, n)
-
-
 def exact_log_z(rbm: RBM, h_states: torch.Tensor, chunk: int = 16384) -> float:
-    """log Z = logsumexp_h [ c.h + sum_i softplus(b_i + (W h)_i) ]  (sum over v done in closed form)."""
-    W, b, c = (t.double() for t in rbm.parameters())
-    terms = [torch.logsumexp(hs @ c + F.softplus(hs @ W.T + b).sum(1), 0) for hs in h_states.split(chunk)]
+    """log Z = logsumexp_h -F(h),  F(h) = -c.h - sum_i softplus(b_i + (W h)_i)  (sum over v in closed form)."""
+    terms = [torch.logsumexp(-rbm.hidden_free_energy(hs), 0) for hs in h_states.split(chunk)]
     return float(torch.logsumexp(torch.stack(terms), 0))
 
 
@@ -366,8 +365,8 @@ def train_rbm(rbm: RBM, x: torch.Tensor, x_held: torch.Tensor, name: str, h_stat
                                          weight_decay=cfg.weight_decay, velocity=velocity, generator=gen)
         history["wall"] += time.perf_counter() - wall
         history["cpu"] += time.process_time() - cpu
-        run.check_finite(recon, step=epoch, what=f"{name} reconstruction error", flag="lower --lr")
-        run.check_finite(rbm.W, step=epoch, what=f"{name} weights", flag="lower --lr", bound=1e3)
+        run.check_finite(recon, step=epoch, what=f"{name} reconstruction error", field="lr")
+        run.check_finite(rbm.W, step=epoch, what=f"{name} weights", field="lr", bound=1e3)
         history["recon_error"].append(recon)
         for key, value in monitors(rbm, x_seen, x_held).items():
             history[key].append(value)
@@ -377,7 +376,7 @@ def train_rbm(rbm: RBM, x: torch.Tensor, x_held: torch.Tensor, name: str, h_stat
     return history
 
 
-h_states_small = hidden_states(cfg.n_hidden_small, device)
+h_states_small = all_binary_states(cfg.n_hidden_small, dtype=torch.float64, device=device)
 visible_bias = data_visible_bias(x_train)
 rbm_small = RBM(n_visible, cfg.n_hidden_small, cfg.weight_scale, visible_bias, generator=init_gen, device=device)
 rbm_large = RBM(n_visible, cfg.n_hidden_large, cfg.weight_scale, visible_bias, generator=init_gen, device=device)
@@ -446,9 +445,10 @@ run.savefig(fig, "fig02_training_monitors")
 #
 #     log Z = logsumexp_h [ c.h + sum_i softplus(b_i + W_i: . h) ]
 #
-# `exact_log_z` above does that with bit-shift enumeration; `RBM.log_partition` in common/rbm.py is
-# the library version (it enumerates whichever layer is smaller). For the large model 2^100 terms
-# are out of reach, so we use annealed importance sampling (Salakhutdinov & Murray, 2008): start at
+# `exact_log_z` above does that by enumerating the hidden states (`RBM.hidden_free_energy` is F(h));
+# `RBM.log_partition` in common/rbm.py is the library version (it enumerates whichever layer is
+# smaller). For the large model 2^100 terms are out of reach, so we use annealed importance
+# sampling (Salakhutdinov & Murray, 2008): start at
 # a model with W = 0 whose Z is known, walk through K intermediate models p_beta with beta: 0 -> 1,
 # one Gibbs step each, and average the importance weights prod_k p*_{beta_k}(v) / p*_{beta_{k-1}}(v).
 # Too few temperatures UNDERestimate log Z on average (Jensen), which OVERstates the likelihood:

@@ -38,10 +38,13 @@ metrics.json keys:
     grad_relerr_by_k             {k: |mean CD-k gradient - exact| / |exact|}
     grad_noise_floor_by_k        {k: |standard error of the mean gradient| / |exact|} (Monte-Carlo noise)
     grad_cosine_pcd, grad_relerr_pcd, grad_noise_floor_pcd   the same for PCD-1 with the training chains
+    bas_train_loglik             exact mean log-likelihood of the bars-and-stripes patterns after training
+    initial_test_loglik          exact test log-likelihood of the initial model (independent pixels)
     final_test_loglik_by_method  {method: exact mean test log-likelihood (nats/image) at the end}
     test_loglik_curves           {method: [exact test log-likelihood at each evaluation]}
     spurious_fraction_by_k       {model: {k: fraction of k-step samples far from all training images}}
     spurious_fraction_exact      {model: the same fraction for exact samples of the model}
+    sharp_test_loglik            {model: exact test log-likelihood of the sharp CD-1 and PCD models}
     rhat_max                     {chains: largest split R-hat over the monitored summaries}
     ess_per_chain                {chains: effective sample size of the free energy, per chain}
     self_transition_rate         {chains: fraction of Gibbs steps that leave the whole image unchanged}
@@ -52,32 +55,16 @@ metrics.json keys:
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
-
-from common import plotting
-from common.config import between, choice, count, nonnegative, positive, probability
-from common.datasets import load_images
-from common.diagnostics import (
-    all_binary_states,
-    autocorrelation,
-    effective_sample_size,
-    self_transition_rate,
-    split_rhat,
-)
-from common.lesson import start_lesson
-from common.rbm import RBM, data_visible_bias, train_epoch
+from common.config import between, choice, count, nonnegative, parse_flags, positive, probability
 
 
 @dataclass
 class Config:
     dataset: str = choice("auto", ("auto", "digits", "mnist"))  # images for sections 3-5; auto = MNIST if present
     data_dir: str = ""  # folder that holds MNIST/raw (default: $EBM_DATA_DIR or data/)
+    download: bool = False  # --download: fetch MNIST (5 s timeout) when it is not in the data folder
     # -- sections 1-2: a bars-and-stripes RBM small enough for the exact gradient
     bas_side: int = between(4, 2, 4)  # side of the bars-and-stripes images; visible units = side^2 <= 20
     bas_hidden: int = count(16)  # hidden units of the toy RBM
@@ -88,7 +75,7 @@ class Config:
     bias_copies: int = count(200)  # chains per training pattern in one gradient estimate
     bias_repeats: int = count(20, minimum=2)  # independent estimates averaged (their spread gives the noise floor)
     # -- section 3: CD-1 vs CD-10 vs PCD on images at an equal Gibbs budget, exact likelihood
-    n_hidden: int = count(16)  # hidden units; <= 20 keeps the exact log Z (2^n_hidden terms) cheap
+    n_hidden: int = between(16, 1, 20)  # hidden units; <= 20 keeps the exact log Z (2^n_hidden terms) cheap
     lr: float = positive(0.1)  # learning rate of every method; PCD with a constant 0.1 already oscillates
     batch_size: int = count(20)  # images per update (PCD keeps one persistent chain per image)
     momentum: float = probability(0.5)  # SGD momentum; 0.9 speeds CD up but makes PCD wilder
@@ -113,16 +100,42 @@ class Config:
 
 
 QUICK = {
-    "bas_side": 3, "bas_train_steps": 200, "bas_chains": 500, "ks": (1, 5, 25), "bias_copies": 50,
+    "dataset": "digits", "bas_side": 3, "bas_train_steps": 200, "bas_chains": 500, "ks": (1, 5, 25), "bias_copies": 50,
     "bias_repeats": 3, "budget_sweeps": 10, "long_k": 5, "n_evals": 3, "sharp_epochs": 4,
     "n_hidden": 10, "probe_ks": (1, 10, 50), "n_exact_samples": 300, "health_steps": 120, "burn_in": 20,
 }
 
-cfg, run = start_lesson(Config, "05_contrastive_divergence", __doc__, quick=QUICK)
+
+def check(cfg):
+    """Rules across fields."""
+    if cfg.burn_in > cfg.health_steps - 4:  # split R-hat needs 4 draws per chain
+        raise ValueError("--burn-in must be at least 4 below --health-steps")
+
+
+cfg, flags = parse_flags(Config, "05_contrastive_divergence", __doc__, quick=QUICK, check=check, exercises=(3,))
+
+# heavy imports only now, so that --help and a mistyped flag answer at once
+
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from common import plotting
+from common.boltzmann import all_binary_states, bars_and_stripes
+from common.datasets import load_images
+from common.diagnostics import (
+    autocorrelation,
+    effective_sample_size,
+    self_transition_rate,
+    split_rhat,
+)
+from common.lesson import start_lesson
+from common.rbm import RBM, data_visible_bias, train_epoch
+
+run = start_lesson(cfg, flags)
 device = run.device
-if cfg.burn_in > cfg.health_steps - 4:  # split R-hat needs 4 draws per chain
-    sys.stderr.write("05_contrastive_divergence.py: error: --burn-in must be at least 4 below --health-steps\n")
-    raise SystemExit(2)
 
 
 def flat(grads: dict) -> torch.Tensor:
@@ -150,14 +163,6 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 # enumerated and every gradient computed exactly.
 
 # %%
-def bars_and_stripes(side: int) -> torch.Tensor:
-    """All distinct side x side images whose rows are constant (stripes) or columns are (bars)."""
-    rows = all_binary_states(side)  # (2^side, side): each row on or off
-    stripes = rows[:, :, None].expand(-1, side, side).reshape(-1, side * side)
-    bars = rows[:, None, :].expand(-1, side, side).reshape(-1, side * side)
-    return torch.unique(torch.cat([stripes, bars]), dim=0).to(device)  # (2 * 2^side - 2, side^2)
-
-
 def cd_k_inline(rbm: RBM, v_data: torch.Tensor, k: int, generator) -> tuple[dict, torch.Tensor]:
     """The CD-k gradient written out: positive phase, k Gibbs steps, negative phase."""
     # positive phase: p(h = 1 | v_data) = sigmoid(c + v W), exact
@@ -174,7 +179,7 @@ def cd_k_inline(rbm: RBM, v_data: torch.Tensor, k: int, generator) -> tuple[dict
     return grads, v
 
 
-bas = bars_and_stripes(cfg.bas_side)
+bas = bars_and_stripes(cfg.bas_side).to(device)  # (2 * 2^side - 2, side^2), counting order
 n_vis = bas.shape[1]
 gen = torch.Generator(device=device).manual_seed(run.seed)
 rbm_bas = RBM(n_vis, cfg.bas_hidden, weight_scale=0.1, generator=gen, device=device)
@@ -194,7 +199,7 @@ for step in tqdm(range(cfg.bas_train_steps), desc="PCD on bars-and-stripes", lea
     grads, chains = rbm_bas.cd_gradient(bas, k=1, chains=chains, generator=gen)
     for name, param in zip("Wbc", rbm_bas.parameters()):
         param += cfg.bas_lr * grads[name]  # gradient ASCENT on log-likelihood
-    run.check_finite(rbm_bas.W, step=step, what="RBM weights", flag="lower --bas-lr", bound=1e3)
+    run.check_finite(rbm_bas.W, step=step, what="RBM weights", field="bas_lr", bound=1e3)
 ll_bas = float(rbm_bas.log_likelihood(bas).mean())
 print(f"exact mean log-likelihood of the patterns: {ll_bas:8.3f}   (perfect model: log(1/{len(bas)}) = "
       f"{-math.log(len(bas)):.3f};  uniform over 2^{n_vis} images: {-n_vis * math.log(2):.3f})")
@@ -313,7 +318,7 @@ run.savefig(fig, "fig02_cd_bias")
 # likelihood oscillates).
 
 # %%
-data = load_images(cfg.dataset, root=cfg.data_dir or None)
+data = load_images(cfg.dataset, root=cfg.data_dir or None, download=cfg.download)
 x_train, x_test = data.x_train.to(device), data.x_test.to(device)
 print(f"\n{data.name}: {len(x_train)} train / {len(x_test)} test binary images of {data.shape[0]}x{data.shape[1]}")
 
@@ -342,7 +347,7 @@ def train_on_budget(rbm: RBM, k: int, persistent: bool, decay: bool, lr: float, 
         velocity, chains, _ = train_epoch(rbm, x_train[block], lr=lr_now, k=k, batch_size=cfg.batch_size,
                                           momentum=cfg.momentum, weight_decay=weight_decay, velocity=velocity,
                                           chains=chains, generator=g)
-        run.check_finite(rbm.W, step=e, what=f"{label} weights", flag="lower --lr", bound=1e3)
+        run.check_finite(rbm.W, step=e, what=f"{label} weights", field="lr", bound=1e3)
         history["updates"].append((e + 1) * per_eval)
         history["sweeps"].append((e + 1) * per_eval * cfg.batch_size * k / len(x_train))
         history["lr"].append(lr_now)
@@ -430,8 +435,8 @@ run.savefig(fig, "fig03_exact_loglik")
 def exact_model_samples(rbm: RBM, n: int, generator) -> torch.Tensor:
     """Exact samples: h ~ p(h) over all 2^n_h hidden states, then v ~ p(v | h)."""
     hidden = all_binary_states(rbm.n_hidden, dtype=rbm.W.dtype).to(device)  # (2^n_h, n_h)
-    # log p*(h) = c.h + sum_i softplus(b_i + (W h)_i)   (the visible layer summed out)
-    log_p_h = hidden @ rbm.c + F.softplus(hidden @ rbm.W.T + rbm.b).sum(1)
+    # log p*(h) = -F(h) = c.h + sum_i softplus(b_i + (W h)_i)   (the visible layer summed out)
+    log_p_h = -rbm.hidden_free_energy(hidden)
     index = torch.multinomial(torch.softmax(log_p_h.double(), 0), n, replacement=True, generator=generator)
     return torch.bernoulli(rbm.visible_probs(hidden[index]), generator=generator)
 
@@ -560,8 +565,8 @@ def iid_repeat_rate(rbm: RBM, n_pairs: int = 20000) -> float:
     sum_v p(v)^2 = E_{h, h' ~ p(h)} prod_i [p_i(h) p_i(h') + (1 - p_i(h)) (1 - p_i(h'))]
     """
     hidden = all_binary_states(rbm.n_hidden, dtype=torch.float64).to(device)
-    W, b, c = rbm.W.double(), rbm.b.double(), rbm.c.double()
-    p_h = torch.softmax(hidden @ c + F.softplus(hidden @ W.T + b).sum(1), 0)
+    W, b = rbm.W.double(), rbm.b.double()
+    p_h = torch.softmax(-rbm.hidden_free_energy(hidden), 0)
     pairs = torch.multinomial(p_h, 2 * n_pairs, replacement=True, generator=gen).reshape(2, n_pairs)
     p, q = torch.sigmoid(hidden[pairs[0]] @ W.T + b), torch.sigmoid(hidden[pairs[1]] @ W.T + b)
     return float((p * q + (1 - p) * (1 - q)).prod(1).mean())

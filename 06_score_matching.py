@@ -37,6 +37,7 @@ Figures (outputs/06_score_matching/):
 
 metrics.json:
   stein_fisher_fd_max_abs_err    Fisher score formula vs finite differences of the quadrature log-density
+  log_z_gauss_legendre_vs_quad   |log Z by Gauss-Legendre - log Z by adaptive quadrature|
   esm_minus_ism_spread           std across theta of ESM(theta) - ISM(theta), SAME samples for every theta
   esm_minus_ism_mc_se            its Monte-Carlo standard error (RMS over theta): the scale to compare the spread with
   esm_minus_ism_spread_fresh     the same spread when every theta gets fresh samples, and (next key) its MC error
@@ -57,6 +58,7 @@ metrics.json:
   true_small_mode_weight         the truth (0.2 by default)
   learned_log_weight_ratio       E(small mode) - E(large mode) of the learned energy, and the exact log(0.8/0.2)
   sm_mle_fit_std                 std over repeated fits of SM and MLE, and their asymptotic values
+  sm_over_mle_variance_ratio     per parameter, variance of the SM fits / variance of the MLE fits
   fsm_score_rel_error            RMS |s_phi - grad_theta log p(theta|x)| / RMS |grad_theta log p(theta|x)|
   fsm_fisher_rel_error           the same for the likelihood (Fisher) score t_phi alone
   fsm_posterior_moments          posterior mean/std from Langevin on the learned score, and the exact ones
@@ -70,32 +72,9 @@ metrics.json:
 
 # %%
 import math
-import sys
-import time
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-from scipy import integrate, optimize
-from tqdm.auto import tqdm
-
-from common import plotting
-from common.config import between, choice, count, positive
-from common.datasets import gaussian_mixture, toy_dataset
-from common.diagnostics import median_bandwidth, mmd_rbf
-from common.lesson import start_lesson
-from common.samplers import annealed_langevin, energy_and_grad, langevin
-from common.score_matching import (
-    denoising_score_matching_loss,
-    explicit_score_matching_loss,
-    gaussian_sm_fit,
-    implicit_score_matching_loss,
-    jacobian_trace,
-    score_from_energy,
-    sliced_score_matching_loss,
-    sliced_trace,
-    tweedie_denoise,
-)
+from common.config import between, choice, count, parse_flags, positive
 
 
 @dataclass
@@ -162,11 +141,45 @@ QUICK = {
     "anneal_steps": 20, "anneal_step_lr": 1e-2, "anneal_sigmas": (20.0, 0.2), "fsm_steps": 150, "fsm_hidden": 32,
 }
 
-cfg, run = start_lesson(Config, "06_score_matching", __doc__, quick=QUICK)
+
+def check(cfg):
+    """Rules across fields and on tuple lengths."""
+    if len(cfg.quartic_theta) != 2 or cfg.quartic_theta[1] < 0.05:
+        raise ValueError("--quartic-theta needs two numbers, the second >= 0.05")
+    if len(cfg.anneal_sigmas) != 2 or cfg.anneal_sigmas[0] <= cfg.anneal_sigmas[1]:
+        raise ValueError("--anneal-sigmas needs two numbers, the largest then the smallest noise level "
+                         "(the levels in between form a geometric ladder of --anneal-levels)")
+
+
+cfg, flags = parse_flags(Config, "06_score_matching", __doc__, quick=QUICK, check=check, exercises=(4,))
+
+# heavy imports only now, so that --help and a mistyped flag answer at once
+import time
+
+import numpy as np
+import torch
+from scipy import integrate, optimize
+from tqdm.auto import tqdm
+
+from common import plotting
+from common.datasets import gaussian_mixture, toy_dataset
+from common.diagnostics import median_bandwidth, mmd_rbf
+from common.lesson import start_lesson
+from common.samplers import annealed_langevin, energy_and_grad, langevin
+from common.score_matching import (
+    denoising_score_matching_loss,
+    explicit_score_matching_loss,
+    gaussian_sm_fit,
+    implicit_score_matching_loss,
+    jacobian_trace,
+    score_from_energy,
+    sliced_score_matching_loss,
+    sliced_trace,
+    tweedie_denoise,
+)
+
+run = start_lesson(cfg, flags, cpu_only="2-D toys and small MLPs, per-sample Jacobians with torch.func")
 device = run.device
-if len(cfg.quartic_theta) != 2 or cfg.quartic_theta[1] < 0.05:
-    sys.stderr.write("06_score_matching.py: error: --quartic-theta needs two numbers, the second >= 0.05\n")
-    raise SystemExit(2)
 
 
 def uniform_box(n, bounds, generator):
@@ -643,7 +656,7 @@ def train_dsm(x_data, sigma, steps, seed, desc):
     for i in tqdm(range(steps), desc=desc, leave=False):
         batch = x_data[torch.randint(len(x_data), (cfg.batch_size,), generator=g)]
         loss = denoising_score_matching_loss(score_fn, batch, sigma, generator=g)
-        run.check_finite(loss, step=i, what="DSM loss", flag="lower --lr")
+        run.check_finite(loss, step=i, what="DSM loss", field="lr")
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -843,7 +856,8 @@ sigmas = np.geomspace(cfg.anneal_sigmas[0], cfg.anneal_sigmas[-1], cfg.anneal_le
 x_annealed = annealed_langevin(noised_mixture_score, x0, sigmas, cfg.anneal_steps, cfg.anneal_step_lr, generator=gen)
 for name, xs_check in (("true-score Langevin", x_true_score), ("learned Langevin", x_learned),
                        ("annealed", x_annealed)):
-    run.check_finite(xs_check, step="end", what=f"{name} samples", flag="lower the step size")
+    run.check_finite(xs_check, step="end", what=f"{name} samples",
+                     field="anneal_step_lr" if name == "annealed" else "mix_step_size")
 centres = torch.tensor([[-a, -a], [a, a]])
 with torch.no_grad():
     learned_gap = float(mix_model(centres[:1]) - mix_model(centres[1:]))
@@ -1050,7 +1064,7 @@ fsm_history = []
 for i in tqdm(range(cfg.fsm_steps), desc="FSM", leave=False):
     theta_b, x_b = simulate(cfg.fsm_batch, gen)
     loss = fsm_loss(theta_b, x_b)
-    run.check_finite(loss, step=i, what="FSM loss", flag="lower --fsm-lr")
+    run.check_finite(loss, step=i, what="FSM loss", field="fsm_lr")
     opt.zero_grad()
     loss.backward()
     opt.step()

@@ -11,8 +11,11 @@ When the last ``n_hidden`` units are hidden, the visible marginal is p(v) = sum_
   without hidden units, and KL(data || model), all by enumeration;
 - the noise floor of a histogram: the exact expected total variation of n i.i.d. draws.
 
-The samplers themselves (``gibbs_sweep``, ``metropolis_sweep``) live in ``common.samplers`` and the
-enumeration helpers (``all_binary_states``, ``exact_distribution`` ...) in ``common.diagnostics``.
+This module is the one home of the binary-unit ideas every discrete lesson shares:
+- the energy ``boltzmann_energy`` (the Hopfield energy is the same function, used by ``common.hopfield``);
+- the single-site samplers ``gibbs_sweep`` and ``metropolis_sweep``;
+- the one bit enumerator ``all_binary_states`` (any slice, any dtype/device) and what is built on it:
+  ``state_index``, ``exact_log_partition``, ``exact_distribution``, ``empirical_distribution``.
 """
 
 from __future__ import annotations
@@ -23,9 +26,6 @@ import math
 
 import numpy as np
 import torch
-
-from common.diagnostics import state_index
-from common.samplers import boltzmann_energy, gibbs_sweep
 
 # ---------------------------------------------------------------------------------------------
 # Data
@@ -54,6 +54,126 @@ def bars_and_stripes(size: int = 3, parity: str = "any") -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
+# Enumeration: every state of a small binary model
+# ---------------------------------------------------------------------------------------------
+
+
+def all_binary_states(n: int, spins: bool = False, dtype=torch.float32, *, start: int = 0, stop: int | None = None,
+                      device=None) -> torch.Tensor:
+    """States ``start .. stop-1`` of all 2^n binary states, in counting order (unit 0 is the high bit).
+
+    Row k holds the bits of k: row 5 of n = 3 is (1, 0, 1). By default all 2^n rows; a slice is made
+    without building the others, so exhaustive search over 2^20-2^26 states runs in chunks.
+    ``spins=True`` gives -1/+1 instead of 0/1. Returns ``(stop - start, n)``.
+    """
+    stop = 2**n if stop is None else stop
+    if stop - start > 2**24:
+        raise ValueError(f"{stop - start} states is too many to build at once (use start/stop chunks)")
+    index = torch.arange(start, stop, dtype=torch.int64, device=device)
+    shifts = torch.arange(n - 1, -1, -1, dtype=torch.int64, device=device)
+    # bit j of the row number, read from the high bit down
+    bits = ((index[:, None] >> shifts) & 1).to(dtype)  # (stop - start, n)
+    return 2 * bits - 1 if spins else bits
+
+
+def state_index(states: torch.Tensor) -> torch.Tensor:
+    """The row of ``all_binary_states`` that each state ``(B, n)`` (0/1 or +-1) is."""
+    bits = (states > 0).long()
+    powers = 2 ** torch.arange(states.shape[1] - 1, -1, -1, device=states.device)
+    return (bits * powers).sum(1)
+
+
+def exact_log_partition(energy_fn, n: int, spins: bool = False, temperature: float = 1.0,
+                        chunk: int = 65536) -> float:
+    """log Z = log sum_s exp(-E(s)/T) over all 2^n states, by enumeration (in chunks)."""
+    states = all_binary_states(n, spins, dtype=torch.float64)
+    logs = [torch.logsumexp(-energy_fn(block) / temperature, dim=0) for block in states.split(chunk)]
+    return float(torch.logsumexp(torch.stack(logs), dim=0))
+
+
+def exact_distribution(energy_fn, n: int, spins: bool = False, temperature: float = 1.0) -> torch.Tensor:
+    """p(s) = exp(-E(s)/T) / Z for every state, in ``all_binary_states`` order."""
+    states = all_binary_states(n, spins, dtype=torch.float64)
+    return torch.softmax(-energy_fn(states) / temperature, dim=0)
+
+
+def empirical_distribution(states: torch.Tensor) -> torch.Tensor:
+    """Frequencies of the visited states ``(B, n)``, in ``all_binary_states`` order."""
+    counts = torch.bincount(state_index(states), minlength=2 ** states.shape[1])
+    return counts.double() / counts.sum()
+
+
+# ---------------------------------------------------------------------------------------------
+# Energy and single-site samplers
+# ---------------------------------------------------------------------------------------------
+
+
+def boltzmann_energy(weights: torch.Tensor, bias: torch.Tensor | None, state: torch.Tensor) -> torch.Tensor:
+    """E(s) = -1/2 s^T W s - b^T s for a batch of states ``(B, n)``; returns ``(B,)``.
+
+    The same energy serves Boltzmann machines ({0,1} units) and Hopfield networks (+-1 units);
+    ``bias=None`` means b = 0.
+    """
+    value = -0.5 * ((state @ weights) * state).sum(1)
+    return value if bias is None else value - state @ bias
+
+
+def _rand(n: int, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.rand(n, generator=generator, dtype=like.dtype, device=like.device)
+
+
+def gibbs_sweep(
+    weights: torch.Tensor,
+    bias: torch.Tensor,
+    state: torch.Tensor,
+    temperature: float = 1.0,
+    spins: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One systematic-scan single-site Gibbs sweep of a fully connected Boltzmann machine.
+
+    E(s) = -1/2 s^T W s - b^T s  (W symmetric, zero diagonal); for each unit i in turn,
+    {0,1} units:  p(s_i = 1 | rest) = sigmoid((W_i . s + b_i) / T)
+    +-1 spins:    p(s_i = +1 | rest) = sigmoid(2 (W_i . s + b_i) / T)
+    ``state`` is ``(B, n)``; a new tensor is returned.
+    """
+    state = state.clone()
+    for i in range(state.shape[1]):
+        field = state @ weights[i] + bias[i]  # (B,)
+        p_on = torch.sigmoid((2.0 if spins else 1.0) * field / temperature)
+        on = _rand(len(state), p_on, generator) < p_on
+        off_value = -1.0 if spins else 0.0
+        state[:, i] = torch.where(on, torch.ones_like(p_on), torch.full_like(p_on, off_value))
+    return state
+
+
+def metropolis_sweep(
+    weights: torch.Tensor,
+    bias: torch.Tensor,
+    state: torch.Tensor,
+    temperature: float = 1.0,
+    spins: bool = False,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, float]:
+    """One sweep of single-site Metropolis: propose flipping unit i, accept with min(1, e^{-dE/T}).
+
+    Returns ``(state, acceptance_rate)``. Compare with Gibbs: same target, different kernel.
+    """
+    state = state.clone()
+    accepted = 0.0
+    for i in range(state.shape[1]):
+        field = state @ weights[i] + bias[i]
+        old = state[:, i]
+        new = -old if spins else 1.0 - old
+        # dE = -(new - old) * (W_i . s + b_i)   (W_ii = 0, so the field does not involve s_i)
+        delta_energy = -(new - old) * field
+        accept = _rand(len(state), field, generator) < torch.exp(-delta_energy / temperature).clamp(max=1.0)
+        state[:, i] = torch.where(accept, new, old)
+        accepted += float(accept.float().mean())
+    return state, accepted / state.shape[1]
+
+
+# ---------------------------------------------------------------------------------------------
 # Machines and exhaustive search
 # ---------------------------------------------------------------------------------------------
 
@@ -71,23 +191,9 @@ def random_spin_glass(n: int, generator: torch.Generator | None = None, field_sc
     return upper + upper.T, field
 
 
-def binary_states(n: int, start: int = 0, stop: int | None = None, spins: bool = False,
-                  dtype=torch.float64) -> torch.Tensor:
-    """States ``start .. stop-1`` of ``all_binary_states(n)`` (unit 0 is the high bit), by bit arithmetic.
-
-    Same order as ``common.diagnostics.all_binary_states``, but a slice can be made without building
-    all 2^n rows, so exhaustive search over 2^20-2^24 states runs in chunks.
-    """
-    stop = 2**n if stop is None else stop
-    index = torch.arange(start, stop, dtype=torch.int64)
-    shifts = torch.arange(n - 1, -1, -1, dtype=torch.int64)
-    bits = ((index[:, None] >> shifts) & 1).to(dtype)  # (stop - start, n)
-    return 2 * bits - 1 if spins else bits
-
-
 @functools.lru_cache(maxsize=8)
 def _cached_states(n: int, spins: bool) -> torch.Tensor:
-    return binary_states(n, spins=spins)
+    return all_binary_states(n, spins, dtype=torch.float64)
 
 
 def all_energies(weights: torch.Tensor, bias: torch.Tensor, spins: bool = False, chunk: int = 2**16) -> torch.Tensor:
@@ -99,7 +205,8 @@ def all_energies(weights: torch.Tensor, bias: torch.Tensor, spins: bool = False,
     out = torch.empty(2**n, dtype=torch.float64)
     for start in range(0, 2**n, chunk):
         stop = min(start + chunk, 2**n)
-        out[start:stop] = boltzmann_energy(weights, bias, binary_states(n, start, stop, spins))
+        states = all_binary_states(n, spins, torch.float64, start=start, stop=stop)  # (stop - start, n)
+        out[start:stop] = boltzmann_energy(weights, bias, states)
     return out
 
 
@@ -112,7 +219,8 @@ def exhaustive_ground_state(weights: torch.Tensor, bias: torch.Tensor, spins: bo
     """
     energies = all_energies(weights, bias, spins)
     best = int(torch.argmin(energies))
-    return binary_states(len(bias), best, best + 1, spins)[0], float(energies[best]), energies
+    ground = all_binary_states(len(bias), spins, torch.float64, start=best, stop=best + 1)[0]
+    return ground, float(energies[best]), energies
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,8 +22,17 @@ import math
 import re
 import sys
 import tokenize
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
+
+
+class UserError(Exception):
+    """A mistake of the user's outside the flag values (a missing data file, say).
+
+    A lesson started with ``common.lesson.start_lesson`` ends with its message in one line and exit 2.
+    """
+
 
 # --------------------------------------------------------------------------------------------
 # Field helpers: a default value plus its valid range.
@@ -49,10 +58,15 @@ class Range:
     def describe(self) -> str:
         parts = []
         if self.low is not None:
-            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+            parts.append(f"{'>' if self.low_open else '>='} {_number(self.low)}")
         if self.high is not None:
-            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+            parts.append(f"{'<' if self.high_open else '<='} {_number(self.high)}")
         return " and ".join(parts) if parts else "finite"
+
+
+def _number(x: float) -> str:
+    """Whole numbers in full (2^32 - 1 = 4294967295, not 4.29497e+09), others as %g."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
 
 
 def _field(default: Any, valid: Range | None = None, choices: tuple | None = None) -> Any:
@@ -87,9 +101,21 @@ def between(default: float | tuple, low: float, high: float, *, open_low=False, 
     return _field(default, Range(low, high, low_open=open_low, high_open=open_high))
 
 
-def choice(default: str, options: tuple[str, ...] | list[str]) -> Any:
-    """One string out of a fixed set (``--dataset auto|digits|mnist``)."""
+def choice(default: str | tuple[str, ...], options: tuple[str, ...] | list[str]) -> Any:
+    """One string out of a fixed set (``--dataset auto|digits|mnist``), or a tuple of them.
+
+    For a ``tuple[str, ...]`` field every element must be one of ``options`` (``--rules hebbian,storkey``).
+    """
     return _field(default, choices=tuple(options))
+
+
+def optional(default: Any = None, valid: Any = None) -> Any:
+    """A field that may be ``None`` (``max_train: int | None = optional()``); ``--max-train none`` sets None.
+
+    ``valid`` is another helper's field (``count(1)``, ``positive(0.1)``) whose range applies when a value is given.
+    """
+    metadata = dict(valid.metadata) if valid is not None else {"range": None, "choices": None}
+    return field(default=default, metadata=metadata)
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,17 +155,73 @@ def field_comments(cls: type, source: str | None = None) -> dict[str, str]:
     return comments
 
 
+def field_comments_from_lesson_file(cls: type, prog: str | None) -> dict[str, str]:
+    """The same comments, read from the lesson's file at the repository root (``prog`` is ``NN_name.py``).
+
+    In a Jupyter kernel ``inspect`` cannot find the source of a class defined in a cell, so ``--help`` would
+    lose every explanation; the lesson's own file still has them.
+    """
+    import ast
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / (prog or "")
+    if not prog or not path.is_file():
+        return {}
+    text = path.read_text(encoding="utf-8")
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.ClassDef) and node.name == cls.__name__:
+            return field_comments(cls, ast.get_source_segment(text, node, padded=True))
+    return {}
+
+
 # --------------------------------------------------------------------------------------------
 # Parsing and validation.
 # --------------------------------------------------------------------------------------------
 
 
+SEED_RANGE = Range(0, 2**32 - 1)  # what NumPy's and PyTorch's generators accept
+
+
+class LessonStopped(Exception):  # noqa: N818 - it is not an error: the lesson stops as asked
+    """Ends a lesson early in a notebook (after ``--help``, or on a bad value in ``EBM_ARGS``).
+
+    IPython shows only the one line of ``_render_traceback_`` (a ``SystemExit`` would add a warning about how
+    to quit), and "Run all" stops there instead of failing on every later cell.
+    """
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+    def _render_traceback_(self):
+        if self.code:
+            return ["Stopped: fix EBM_ARGS (the message is above) and run the notebook again."]
+        return ["Stopped after --help: set EBM_ARGS to the flags you want and run the notebook again."]
+
+
+def stop_lesson(code: int):
+    """Exit with ``code`` from a script; stop cleanly in a notebook."""
+    raise LessonStopped(code) if running_in_notebook() else SystemExit(code)
+
+
 class CourseArgumentParser(argparse.ArgumentParser):
-    """argparse, but every error is one line and exit status 2 (no usage dump, no traceback)."""
+    """argparse, but every error is one line and exit status 2 (no usage dump, no traceback).
+
+    Prefix matching is off (``allow_abbrev=False``): ``--qui`` is refused, not read as ``--quick``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D401 - argparse API
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
-        raise SystemExit(2)
+        stop_lesson(2)
+
+    def exit(self, status: int = 0, message: str | None = None):  # after --help
+        if message:
+            sys.stderr.write(message)
+        stop_lesson(status)
 
 
 def _flag(name: str) -> str:
@@ -172,15 +254,29 @@ def _parse_scalar(kind: type, text: str, flag: str) -> Any:
 
 
 def _field_kind(hint: Any) -> tuple[type, bool]:
-    """(element type, is_tuple) for a field's type hint: ``float``, ``int``, ``tuple[int, ...]`` ..."""
+    """(element type, is_tuple) for a field's type hint: ``float``, ``int``, ``tuple[int, ...]`` ...
+
+    ``X | None`` (an optional field) gives the kind of ``X``; see ``_is_optional``.
+    """
+    args = [a for a in getattr(hint, "__args__", ()) if a is not type(None)]
+    if _is_optional(hint):
+        return _field_kind(args[0])
     origin = getattr(hint, "__origin__", None)
     if origin in (tuple, list):
         return hint.__args__[0], True
     return hint, False
 
 
-def _converter(kind: type, is_tuple: bool, flag: str):
+def _is_optional(hint: Any) -> bool:
+    """True for ``X | None`` and ``Optional[X]``."""
+    args = getattr(hint, "__args__", ())
+    return type(None) in args and getattr(hint, "__origin__", None) not in (tuple, list)
+
+
+def _converter(kind: type, is_tuple: bool, flag: str, optional: bool = False):
     def convert(text: str):
+        if optional and text.strip().lower() == "none":
+            return None
         if is_tuple:
             words = [w for w in text.split(",") if w.strip()]
             if not words:
@@ -199,6 +295,8 @@ def validate(config: Any) -> None:
         value = getattr(config, f.name)
         flag = _flag(f.name)
         kind, is_tuple = _field_kind(hints[f.name])
+        if value is None and _is_optional(hints[f.name]):
+            continue
         values = value if is_tuple else (value,)
         choices = f.metadata.get("choices")
         valid = f.metadata.get("range")
@@ -212,7 +310,8 @@ def validate(config: Any) -> None:
                     raise ValueError(f"{flag} must be {valid.describe()} (got {v:g})")
 
 
-def build_parser(config_cls: type, description: str | None, prog: str | None) -> CourseArgumentParser:
+def build_parser(config_cls: type, description: str | None, prog: str | None,
+                 exercises: tuple[int, ...] | None = None) -> CourseArgumentParser:
     parser = CourseArgumentParser(
         prog=prog,
         usage="%(prog)s [--quick] [--seed N] [--device D] [--outdir DIR] [--show] [--HYPERPARAMETER VALUE ...]",
@@ -221,29 +320,42 @@ def build_parser(config_cls: type, description: str | None, prog: str | None) ->
         argument_default=argparse.SUPPRESS,  # only flags actually given end up in the namespace
     )
     hints = get_type_hints(config_cls)
-    comments = field_comments(config_cls)
+    comments = field_comments(config_cls) or field_comments_from_lesson_file(config_cls, prog)
     group = parser.add_argument_group("lesson hyperparameters (from the Config dataclass)")
     for f in dataclasses.fields(config_cls):
         kind, is_tuple = _field_kind(hints[f.name])
+        optional = _is_optional(hints[f.name])
         flag = _flag(f.name)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        shown = ",".join(str(v) for v in default) if is_tuple else default
+        shown = ",".join(str(v) for v in default) if is_tuple and default is not None else default
         help_text = comments.get(f.name, "")
         valid = f.metadata.get("range")
+        choices = f.metadata.get("choices")
         if valid is not None and kind in (int, float):
             help_text += f" [{valid.describe()}]"
+        if optional:
+            help_text += " ('none' for None)"
         help_text = f"{help_text} (default: {shown})".strip().replace("%", "%%")
+        if kind is bool and not is_tuple:  # a switch: --flag / --no-flag
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, help=help_text)
+            continue
+        if choices and (is_tuple or optional):  # argparse checks whole values; validate() checks elements
+            metavar = ",".join(choices) if is_tuple else "{" + ",".join(choices) + ",none}"
+            choices = None
+        else:
+            metavar = None if choices else kind.__name__.upper() + ("S" if is_tuple else "")
         group.add_argument(
             flag,
             dest=f.name,
-            type=_converter(kind, is_tuple, flag),
-            choices=f.metadata.get("choices"),
-            metavar=None if f.metadata.get("choices") else kind.__name__.upper() + ("S" if is_tuple else ""),
+            type=_converter(kind, is_tuple, flag, optional),
+            choices=choices,
+            metavar=metavar,
             help=help_text,
         )
     common = parser.add_argument_group("common flags (every lesson)")
     common.add_argument("--quick", action="store_true", help="tiny settings: every code path runs in seconds")
-    common.add_argument("--seed", type=_converter(int, False, "--seed"), help="random seed (default: 0)")
+    common.add_argument("--seed", type=_converter(int, False, "--seed"),
+                        help=f"random seed, {SEED_RANGE.describe()} (default: 0)")
     common.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda", "mps"),
@@ -260,14 +372,21 @@ def build_parser(config_cls: type, description: str | None, prog: str | None) ->
     common.add_argument(
         "--exercise",
         type=_converter(int, False, "--exercise"),
-        help="run the stub of exercise N (see the end of the lesson)",
+        help="run the stub of exercise N (see the end of the lesson)"
+        + ("" if exercises is None else f"; exercises with a stub: {', '.join(map(str, exercises)) or 'none'}"),
     )
     return parser
 
 
 def running_in_notebook() -> bool:
-    """True inside a Jupyter/IPython kernel, whose argv is the kernel's, not the student's."""
-    return "ipykernel" in sys.modules or sys.argv[0].endswith("ipykernel_launcher.py")
+    """True inside a Jupyter kernel, whose argv is the kernel's, not the student's.
+
+    Asks the running IPython shell (a kernel's is a ``ZMQInteractiveShell``) rather than whether ipykernel was
+    imported: a test process that imports the notebook tools is not a notebook.
+    """
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def parse_config(
@@ -276,6 +395,7 @@ def parse_config(
     quick_overrides: dict[str, Any] | None = None,
     description: str | None = None,
     prog: str | None = None,
+    exercises: tuple[int, ...] | None = None,
 ) -> tuple[Any, argparse.Namespace]:
     """Parse flags into ``(config, common)``.
 
@@ -291,7 +411,7 @@ def parse_config(
             argv = shlex.split(os.environ.get("EBM_ARGS", ""))
         else:
             argv = sys.argv[1:]
-    parser = build_parser(config_cls, description, prog)
+    parser = build_parser(config_cls, description, prog, exercises)
     given = vars(parser.parse_args(argv))
     common_names = ("quick", "seed", "device", "outdir", "show", "exercise", "threads")
     common = argparse.Namespace(
@@ -305,6 +425,8 @@ def parse_config(
     )
     if common.threads < 1:
         parser.error(f"--threads must be >= 1 (got {common.threads})")
+    if not SEED_RANGE.contains(common.seed):
+        parser.error(f"--seed must be {SEED_RANGE.describe()} (got {common.seed})")
     assert not set(common_names) & set(given)
     values = {}
     if common.quick and quick_overrides:
@@ -313,6 +435,7 @@ def parse_config(
             raise TypeError(f"quick overrides name unknown fields: {sorted(unknown)}")
         values.update(quick_overrides)
     values.update(given)
+    common.given = sorted(given)  # the Config fields set by an explicit flag
     config = config_cls(**values)
     try:
         validate(config)
@@ -353,23 +476,49 @@ def parse_flags(
     Returns ``(config, flags)``; hand both to ``common.lesson.start_lesson``.
     """
     description = (doc or "").strip().split("\n\n")[0] or None
-    config, common = parse_config(config_cls, argv, quick, description=description, prog=f"{name}.py")
     prog = f"{name}.py"
+    config, common = parse_config(config_cls, argv, quick, description=description, prog=prog, exercises=exercises)
     if check is not None:
         try:
             check(config)
         except ValueError as err:
             sys.stderr.write(f"{prog}: error: {err} (see --help)\n")
-            raise SystemExit(2) from None
+            stop_lesson(2)
     if exercises is not None and common.exercise is not None and common.exercise not in exercises:
         listed = ", ".join(str(n) for n in exercises) or "none"
         sys.stderr.write(f"{prog}: error: --exercise {common.exercise} has no stub (exercises with one: {listed})\n")
-        raise SystemExit(2)
+        stop_lesson(2)
     defaults = config_cls()
-    changed = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
-               if getattr(config, f.name) != getattr(defaults, f.name)}
+    given = common.__dict__.pop("given")
+    # only what a flag changed: --quick's own overrides are named by "quick", not field by field
+    changed = {name: getattr(config, name) for name in given if getattr(config, name) != getattr(defaults, name)}
     flags = Flags(name=name, changed=changed, **vars(common))
     return config, flags
+
+
+def run_folder_name(flags: Flags) -> str | None:
+    """The subfolder of ``outputs/<lesson>/`` for a run that is not the prepared default, or ``None``.
+
+    ``--quick``, a notebook, every changed Config field, a non-default seed and ``--exercise N`` each
+    add a part: ``quick``, ``step-size=0.05``, ``quick_seed=3``. A run with the default settings writes
+    to ``outputs/<lesson>/`` itself, the folder a lecturer prepares before class.
+    """
+    parts = ["quick"] if flags.quick else []
+    if running_in_notebook():
+        parts.append("notebook")
+    for key, value in sorted(flags.changed.items()):
+        shown = ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
+        parts.append(f"{key.replace('_', '-')}={shown}")
+    if flags.seed != 0:
+        parts.append(f"seed={flags.seed}")
+    if flags.exercise is not None:
+        parts.append(f"exercise={flags.exercise}")
+    if not parts:
+        return None
+    name = re.sub(r"[^A-Za-z0-9=.,+_-]", "-", "_".join(parts))
+    if len(name) > 100:  # very many changed flags: keep it readable and unique
+        name = f"{name[:80]}_{zlib.crc32(name.encode()):08x}"
+    return name
 
 
 def describe_config(config: Any) -> str:

@@ -9,8 +9,8 @@ Images
     ``load_images("digits")`` is scikit-learn's 8x8 digits (ships with scikit-learn, works offline);
     ``load_images("mnist")`` is MNIST through torchvision, from a local copy in the data folder
     (``--data-dir``, or ``$EBM_DATA_DIR``, or ``data/`` at the repository root). ``"auto"`` uses
-    MNIST when it is present or can be downloaded within a short timeout, and otherwise says so in
-    one line and uses the digits.
+    MNIST only when its files are already there, and otherwise says so in one line and uses the
+    digits. Nothing is downloaded unless asked for (``download=True``, a lesson's ``--download``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from common.config import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOG_2PI = math.log(2 * math.pi)
@@ -315,6 +317,10 @@ def load_mnist(root: Path, download: bool = False, timeout: float = 5.0, max_tra
     return ImageData("mnist", (28, 28), x_train, train.targets[:max_train], x_test, test.targets[:max_test])
 
 
+class DataNotFoundError(UserError, FileNotFoundError):
+    """Image data that was asked for is not on disk (and was not, or could not be, downloaded)."""
+
+
 def load_images(
     dataset: str = "auto",
     root: str | os.PathLike | None = None,
@@ -323,12 +329,14 @@ def load_images(
     split_seed: int = 0,
     max_train: int | None = None,
     max_test: int | None = None,
-    try_download: bool = True,
+    download: bool = False,
 ) -> ImageData:
-    """Load ``"digits"``, ``"mnist"`` or ``"auto"`` (MNIST if present or downloadable, else digits).
+    """Load ``"digits"``, ``"mnist"`` or ``"auto"`` (MNIST if its files are in the data folder, else digits).
 
-    ``binary=True`` thresholds intensities at 0.5. An explicit ``"mnist"`` that cannot be found
-    or downloaded raises ``FileNotFoundError`` with a message saying where to put the files.
+    ``binary=True`` thresholds intensities at 0.5. Nothing is downloaded unless ``download=True``; then a
+    missing MNIST is fetched (5 s network timeout). An explicit ``"mnist"`` that is not there (or could
+    not be downloaded) raises ``DataNotFoundError`` with a one-line message saying where to put the files;
+    a lesson ends with that line and exit status 2.
     """
     folder = data_dir(root)
     if dataset not in ("auto", "digits", "mnist"):
@@ -337,21 +345,22 @@ def load_images(
     if dataset in ("auto", "mnist"):
         if mnist_available(folder):
             data = load_mnist(folder, max_train=max_train, max_test=max_test)
-        elif try_download:
+        elif download:
             try:
                 data = load_mnist(folder, download=True, max_train=max_train, max_test=max_test)
             except Exception as err:  # no network, a proxy, a half-written file ...
                 reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:120]
                 if dataset == "mnist":
-                    raise FileNotFoundError(
+                    raise DataNotFoundError(
                         f"MNIST is not in {folder}/MNIST/raw and could not be downloaded ({reason}); "
                         "copy the four IDX files there or use --dataset digits"
                     ) from None
                 print(f"[data] MNIST not found in {folder} and not downloadable ({reason}); using 8x8 digits")
         elif dataset == "mnist":
-            raise FileNotFoundError(f"MNIST is not in {folder}/MNIST/raw; copy the four IDX files there")
+            raise DataNotFoundError(f"MNIST is not in {folder}/MNIST/raw: copy the four IDX files there, "
+                               "pass --download to fetch them, or use --dataset digits")
         else:
-            print(f"[data] MNIST not found in {folder}; using the 8x8 digits")
+            print(f"[data] MNIST not found in {folder} (--download fetches it); using the 8x8 digits")
     if data is None:
         data = load_digits(test_fraction, split_seed)
         if max_train is not None:
@@ -388,8 +397,7 @@ def load_signed_images(dataset: str = "digits", root=None, max_train: int | None
     x_signed = 2 x - 1. Nothing is downloaded. ``allow_mnist`` is kept for symmetry with ``load_images``'s ``auto``.
     """
     data = load_images(dataset if dataset != "auto" or allow_mnist else "digits", root=root, binary=False,
-                       test_fraction=test_fraction, split_seed=split_seed, max_train=max_train, max_test=max_test,
-                       try_download=False)
+                       test_fraction=test_fraction, split_seed=split_seed, max_train=max_train, max_test=max_test)
     n_levels = 17 if data.name == "digits" else 256
     h, w = data.shape
 

@@ -2,8 +2,9 @@
 
 - chains: autocorrelation, effective sample size (ESS), split R-hat, self-transition rate;
 - distributions: total variation, kernel MMD;
-- small binary models: every state enumerated, exact log Z and exact probabilities;
 - detection: AUROC (scikit-learn's ``roc_auc_score``).
+
+Exact answers for small binary models (every state enumerated, exact log Z) are in ``common.boltzmann``.
 
 Chain arrays are ``(n_chains, n_draws)`` NumPy arrays or tensors (one scalar per draw).
 """
@@ -11,7 +12,6 @@ Chain arrays are ``(n_chains, n_draws)`` NumPy arrays or tensors (one scalar per
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -136,48 +136,6 @@ def mmd_rbf(x: torch.Tensor, y: torch.Tensor, bandwidth: float | None = None) ->
     term_xx = (k_xx.sum() - k_xx.diagonal().sum()) / (n * (n - 1))
     term_yy = (k_yy.sum() - k_yy.diagonal().sum()) / (m * (m - 1))
     return float(term_xx + term_yy - 2 * k_xy.mean())
-
-
-# ---------------------------------------------------------------------------------------------
-# Exact answers for small binary models
-# ---------------------------------------------------------------------------------------------
-
-
-def all_binary_states(n: int, spins: bool = False, dtype=torch.float32) -> torch.Tensor:
-    """All 2^n states as a ``(2^n, n)`` tensor, in binary counting order (unit 0 is the high bit)."""
-    if n > 24:
-        raise ValueError(f"2^{n} states is too many to enumerate")
-    # bit j of the row number, read from the high bit down: row 5 of n = 3 is (1, 0, 1)
-    shifts = torch.arange(n - 1, -1, -1)
-    states = ((torch.arange(2**n)[:, None] >> shifts) & 1).to(dtype)
-    return 2 * states - 1 if spins else states
-
-
-def state_index(states: torch.Tensor) -> torch.Tensor:
-    """The row of ``all_binary_states`` that each state ``(B, n)`` (0/1 or +-1) is."""
-    bits = (states > 0).long()
-    powers = 2 ** torch.arange(states.shape[1] - 1, -1, -1, device=states.device)
-    return (bits * powers).sum(1)
-
-
-def exact_log_partition(energy_fn: Callable, n: int, spins: bool = False, temperature: float = 1.0,
-                        chunk: int = 65536) -> float:
-    """log Z = log sum_s exp(-E(s)/T) over all 2^n states, by enumeration (in chunks)."""
-    states = all_binary_states(n, spins, dtype=torch.float64)
-    logs = [torch.logsumexp(-energy_fn(block) / temperature, dim=0) for block in states.split(chunk)]
-    return float(torch.logsumexp(torch.stack(logs), dim=0))
-
-
-def exact_distribution(energy_fn: Callable, n: int, spins: bool = False, temperature: float = 1.0) -> torch.Tensor:
-    """p(s) = exp(-E(s)/T) / Z for every state, in ``all_binary_states`` order."""
-    states = all_binary_states(n, spins, dtype=torch.float64)
-    return torch.softmax(-energy_fn(states) / temperature, dim=0)
-
-
-def empirical_distribution(states: torch.Tensor) -> torch.Tensor:
-    """Frequencies of the visited states ``(B, n)``, in ``all_binary_states`` order."""
-    counts = torch.bincount(state_index(states), minlength=2 ** states.shape[1])
-    return counts.double() / counts.sum()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ Classical network on +-1 units x (Hopfield 1982)
 
 Stochastic (Glauber) dynamics at temperature T
     p(x_i = +1 | rest) = sigmoid(2 h_i / T): a Gibbs sampler of p(x) proportional to exp(-E(x) / T),
-    the same kernel as ``common.samplers.gibbs_sweep(spins=True)`` but in random order and with
+    the same kernel as ``common.boltzmann.gibbs_sweep(spins=True)`` but in random order and with
     one temperature per chain.
 
 Modern (dense) Hopfield network (Krotov & Hopfield 2016; Ramsauer et al. 2020)
@@ -26,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from common.boltzmann import boltzmann_energy
 
 # ---------------------------------------------------------------------------------------------
 # Storage rules
@@ -74,16 +76,8 @@ STORAGE_RULES = {"hebbian": hebbian_weights, "storkey": storkey_weights, "pseudo
 
 
 # ---------------------------------------------------------------------------------------------
-# Energy, fields, overlaps
+# Fields and overlaps (the energy is ``common.boltzmann.boltzmann_energy(W, b, x)``)
 # ---------------------------------------------------------------------------------------------
-
-
-def energy(weights: torch.Tensor, states: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """E(x) = -1/2 x^T W x - b^T x for a batch ``(B, N)``; returns ``(B,)``."""
-    value = -0.5 * ((states @ weights) * states).sum(1)
-    if bias is not None:
-        value = value - states @ bias
-    return value
 
 
 def overlaps(states: torch.Tensor, patterns: torch.Tensor) -> torch.Tensor:
@@ -165,7 +159,7 @@ def async_recall(weights, states, bias=None, generator=None, max_sweeps: int = 1
     n_nets, n_units, n_batch = x.shape
     steps = torch.zeros(n_nets, n_batch, dtype=torch.long, device=x.device)
     converged = torch.zeros(n_nets, n_batch, dtype=torch.bool, device=x.device)
-    trace = [energy(weights, states, bias)] if track_energy else None
+    trace = [boltzmann_energy(weights, bias, states)] if track_energy else None
     for _ in range(max_sweeps):
         n_active = (~converged).sum(1)  # (K,)
         if int(n_active.max()) == 0:
@@ -187,7 +181,7 @@ def async_recall(weights, states, bias=None, generator=None, max_sweeps: int = 1
                 field = field + bias[i]
             xa[:, i] = torch.where(field.abs() <= tol, xa[:, i], field.sign())  # a tie keeps x_i
             if track_energy:
-                trace.append(energy(weights, xa[0].T, bias))
+                trace.append(boltzmann_energy(weights, bias, xa[0].T))
         x.scatter_(2, gather_index, xa)
         real = torch.arange(width, device=x.device)[None] < n_active[:, None]  # (K, width), not padding
         if track_energy:
@@ -214,7 +208,7 @@ def sync_recall(weights, states, bias=None, max_steps: int = 100):
     n_batch = states.shape[0]
     period = torch.zeros(n_batch, dtype=torch.long, device=states.device)
     steps = torch.zeros(n_batch, dtype=torch.long, device=states.device)
-    trace = [energy(weights, current, bias)]
+    trace = [boltzmann_energy(weights, bias, current)]
     for _ in range(max_steps):
         field = current @ weights + (0 if bias is None else bias)  # (B, N)
         new = _sign_keep_ties(field, current, tol)
@@ -224,7 +218,7 @@ def sync_recall(weights, states, bias=None, max_steps: int = 100):
         period[fixed], period[cycle] = 1, 2
         steps += open_.long()
         previous, current = current, new
-        trace.append(energy(weights, current, bias))
+        trace.append(boltzmann_energy(weights, bias, current))
         if bool((period > 0).all()):
             break
     return Recall(current, steps, period > 0, torch.stack(trace), period)

@@ -1,12 +1,17 @@
-"""One run of a lesson: flags, seed, device, output folder, figures, metrics and the divergence guard.
+"""One run of a lesson: seed, device, per-section generators, output folder, figures, metrics, divergence guard.
 
-Every lesson starts with::
+Every lesson parses its flags first (``common.config.parse_flags``, torch-free, so ``--help`` is fast)
+and then, after the heavy imports::
 
-    cfg, run = start_lesson(Config, "01_ebm_foundations", __doc__, quick=QUICK)
+    run = start_lesson(cfg, flags)                 # or start_lesson(cfg, flags, cpu_only="why")
+    gen = run.generator("section-name")            # one generator per section, on run.device
+    run.savefig(fig, "fig01_what")                 # course style; quick runs are marked
+    run.metrics["name"] = value                    # metrics.json is rewritten at once (strict JSON)
+    run.check_finite(loss, step=i, what="loss", field="lr")   # exit 1: "... lower --lr ..."
+    run.finish()
 
-and then uses ``run.device``, ``run.savefig(fig, "fig01_what")``, ``run.metrics["name"] = value``
-(written to ``metrics.json`` at once, so a run that stops early keeps what it had), and
-``run.check_finite(loss, step=i, what="loss", flag="--lr")`` inside training loops.
+Outputs go to ``outputs/<lesson>/`` for a run with the default settings, and to a subfolder named after
+what changed otherwise (``outputs/<lesson>/quick/``, ``.../step-size=0.05/``); ``--outdir`` wins.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import random
 import sys
 import zlib
@@ -24,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.config import describe_config, running_in_notebook
+from common.config import UserError, describe_config, run_folder_name, running_in_notebook
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,40 +62,78 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+QUICK_MARK = "quick run: tiny settings, numbers not meaningful"
+
+
 def to_jsonable(value: Any) -> Any:
-    """Tensors, arrays and NumPy scalars become plain Python numbers and lists."""
+    """Tensors, arrays and NumPy scalars become plain Python numbers and lists; NaN and inf become None.
+
+    JSON has no NaN or infinity, so ``metrics.json`` stays strict JSON; ``Metrics`` records which keys
+    held a non-finite value under ``"non_finite"``.
+    """
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return to_jsonable(value.tolist())
     if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
+        return to_jsonable(value.item())
+    if isinstance(value, (dict, MutableMapping)):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # JSON has no NaN/inf; keep it readable rather than invalid
+        return None
     return value
 
 
-class Metrics(MutableMapping):
-    """A dict that rewrites ``metrics.json`` whenever it changes."""
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return not bool(torch.isfinite(value.detach()).all()) if value.is_floating_point() else False
+    if isinstance(value, np.ndarray):
+        return bool(np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all())
+    if isinstance(value, (float, np.floating)):
+        return not math.isfinite(float(value))
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_non_finite(v) for v in value)
+    return False
 
-    def __init__(self, path: Path):
+
+class Metrics(MutableMapping):
+    """A dict that rewrites ``metrics.json`` whenever it, or a dict stored in it, changes.
+
+    ``run.metrics["a"] = {...}`` and ``run.metrics["a"]["b"] = 1`` are both written at once.
+    Non-finite numbers are written as ``null`` and their keys listed under ``"non_finite"``.
+    """
+
+    def __init__(self, path: Path | None, root: Metrics | None = None, key: str = ""):
         self.path = path
+        self._root = root or self
+        self._key = key
         self._data: dict[str, Any] = {}
 
     def __getitem__(self, key):
-        return self._data[key]
+        value = self._data[key]
+        if isinstance(value, dict):  # a view that writes through, so nested assignments are kept
+            view = Metrics(None, self._root, f"{self._key}{key}.")
+            view._data = value
+            return view
+        return value
 
     def __setitem__(self, key, value):
+        key = str(key)
+        if _has_non_finite(value):
+            root = self._root._data
+            noted = root.setdefault("non_finite", [])
+            if f"{self._key}{key}" not in noted:
+                noted.append(f"{self._key}{key}")
         self._data[key] = to_jsonable(value)
-        self._write()
+        self._root._write()
 
     def __delitem__(self, key):
         del self._data[key]
-        self._write()
+        self._root._write()
 
     def __iter__(self):
         return iter(self._data)
@@ -97,21 +141,33 @@ class Metrics(MutableMapping):
     def __len__(self):
         return len(self._data)
 
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self._data))
+
     def _write(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self._data, indent=2) + "\n")
+        text = json.dumps(self._data, indent=2, allow_nan=False) + "\n"
+        self.path.write_text(text)
+
+
+def provenance(flags, device: torch.device) -> dict[str, Any]:
+    """Where the numbers came from: device, threads, seed, --quick, exercise, library versions."""
+    return {
+        "lesson": flags.name, "device": str(device), "threads": flags.threads, "seed": flags.seed,
+        "quick": flags.quick, "exercise": flags.exercise, "changed": dict(flags.changed),
+        "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
+    }
 
 
 class LessonRun:
     """What a lesson needs at run time besides its ``Config``."""
 
-    def __init__(self, name: str, config: Any, common, device: torch.device, outdir: Path):
+    def __init__(self, name: str, config: Any, flags, device: torch.device, outdir: Path):
         self.name = name
         self.config = config
-        self.quick: bool = common.quick
-        self.seed: int = common.seed
-        self.show: bool = common.show
-        self.exercise: int | None = common.exercise
+        self.quick: bool = flags.quick
+        self.seed: int = flags.seed
+        self.show: bool = flags.show
+        self.exercise: int | None = flags.exercise
         self.device = device
         self.outdir = outdir
         self.metrics = Metrics(outdir / "metrics.json")
@@ -128,12 +184,19 @@ class LessonRun:
         return generator
 
     # -- figures --------------------------------------------------------------------------
-    def savefig(self, fig, stem: str) -> Path:
-        """Save ``fig`` as ``<outdir>/<stem>.png``, show it if ``--show``, then close it."""
+    def savefig(self, fig, stem: str) -> None:
+        """Save ``fig`` as ``<outdir>/<stem>.png``, show it if ``--show`` or in a notebook, then close it.
+
+        A ``--quick`` figure carries a red "quick run" mark in its top-left corner. Returns nothing, so a
+        notebook cell that ends with it shows the figure and no echo of its path.
+        """
         import matplotlib.pyplot as plt
 
         if not stem.startswith("fig"):
             raise ValueError(f"figure names start with figNN_ (got {stem!r})")
+        if self.quick:
+            fig.text(0.005, 0.995, QUICK_MARK, ha="left", va="top", fontsize=10, color="#b00000",
+                     bbox={"facecolor": "white", "edgecolor": "#b00000", "alpha": 0.85, "pad": 2})
         path = self.outdir / f"{stem}.png"
         fig.savefig(path)
         self.figures.append(path)
@@ -141,64 +204,114 @@ class LessonRun:
         if self.show or running_in_notebook():
             plt.show()
         plt.close(fig)
-        return path
+
+    def saved_animation(self, path) -> None:
+        """Report an animation written to ``path`` (a GIF), and show it inline in a notebook."""
+        print(f"  [animation] {path}")
+        if running_in_notebook():
+            from IPython.display import Image, display
+
+            display(Image(filename=str(path)))
 
     # -- divergence guard -----------------------------------------------------------------
-    def check_finite(self, value, *, step: int | str, what: str, field: str | None = None, flag: str | None = None,
-                     bound: float | None = None, advice: str = "lower") -> None:
+    def check_finite(self, value, *, step: int | str, what: str, field: str, bound: float | None = None,
+                     advice: str = "lower", every: int = 1) -> None:
         """Stop the lesson (exit 1, outputs kept) if ``value`` is NaN/inf or ``|value| > bound``.
 
         ``field`` is the ``Config`` field to blame (``"lr"``); the message says ``lower --lr``
-        (``advice`` replaces the verb). ``flag`` is the older free-text form, e.g. ``"lower --lr"``.
+        (``advice`` replaces the verb). ``every=N`` checks only when the integer ``step`` is a
+        multiple of N, so a GPU loop is not forced to synchronise with the host at every step.
         """
-        if field is not None:
-            if field not in getattr(self.config, "__dataclass_fields__", {}):
-                raise ValueError(f"check_finite blames {field!r}, which is not a Config field")
-            flag = f"{advice} --{field.replace('_', '-')}"
+        if field not in getattr(self.config, "__dataclass_fields__", {}):
+            raise ValueError(f"check_finite blames {field!r}, which is not a Config field")
+        if every > 1 and isinstance(step, int) and step % every:
+            return
         tensor = torch.as_tensor(value).detach()
-        bad = not bool(torch.isfinite(tensor).all())
-        if not bad and bound is not None:
-            bad = bool(tensor.abs().max() > bound)
+        finite = bool(torch.isfinite(tensor).all())
+        bad = not finite or (bound is not None and bool(tensor.abs().max() > bound))
         if bad:
-            reason = "NaN/inf" if not bool(torch.isfinite(tensor).all()) else f"|value| > {bound:g}"
+            reason = "NaN/inf" if not finite else f"|value| > {bound:g}"
             message = (
                 f"{self.name}: training diverged at step {step}: {what} became {reason}. "
-                f"Try again and {flag or 'change the settings'}. Figures and metrics so far are in {self.outdir}/"
+                f"Try again and {advice} --{field.replace('_', '-')}. "
+                f"Figures and metrics so far are in {self.outdir}/"
             )
             self.metrics["diverged"] = message
             raise TrainingDiverged(message)
 
     def finish(self) -> None:
         """Print where the outputs are; call once at the end of the lesson."""
+        if self.quick:
+            print(f"\n[{QUICK_MARK}] --quick only checks that every code path runs; "
+                  "run without --quick for the lesson's real numbers.")
         print(f"\nDone. {len(self.figures)} figures and metrics.json are in {self.outdir}/")
 
 
-def start_lesson(config, flags=None, doc: str | None = None, quick: dict | None = None, argv=None):
-    """Seed every generator, pick the device, make the output folder; returns the ``LessonRun``.
-
-    New style (flags parsed before the heavy imports, so ``--help`` is fast)::
-
-        cfg, flags = parse_flags(Config, "07_neural_ebms", __doc__, quick=QUICK)
-        ...heavy imports...
-        run = start_lesson(cfg, flags)
-
-    Old style, still accepted: ``cfg, run = start_lesson(Config, name, __doc__, quick=QUICK)``.
-    """
-    if isinstance(config, type):  # old style: parse here and return (config, run)
-        from common.config import parse_flags
-
-        config, flags = parse_flags(config, flags, doc, quick=quick, argv=argv)
-        return config, _start(config, flags)
-    return _start(config, flags)
+def _refuse(name: str, message: str) -> None:
+    sys.stderr.write(f"{name}.py: error: {message}\n")
+    raise SystemExit(2)
 
 
-def _start(config, flags) -> LessonRun:
-    name = flags.name
+def resolve_outdir(flags) -> Path:
+    """``--outdir`` if given; else ``outputs/<lesson>/`` (or ``$EBM_OUTPUT_DIR/<lesson>``) plus, for a run
+    that is not the prepared default, a subfolder named after what changed (see ``run_folder_name``)."""
+    if flags.outdir:
+        return Path(flags.outdir)
+    env_dir = os.environ.get("EBM_OUTPUT_DIR")
+    base = Path(env_dir) / flags.name if env_dir else REPO_ROOT / "outputs" / flags.name
+    sub = run_folder_name(flags)
+    return base / sub if sub else base
+
+
+def make_outdir(name: str, outdir: Path) -> None:
+    """Create ``outdir`` and check it is writable; a folder that cannot be is refused in one line (exit 2)."""
+    if outdir.exists() and not outdir.is_dir():
+        _refuse(name, f"--outdir {outdir} is an existing file, not a folder")
     try:
-        device = pick_device(flags.device)
-    except ValueError as err:
-        sys.stderr.write(f"{name}.py: error: {err}\n")
-        raise SystemExit(2) from None
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        _refuse(name, f"cannot create the output folder {outdir} ({err.strerror or type(err).__name__}); "
+                      "pass --outdir with a writable folder")
+    if not os.access(outdir, os.W_OK | os.X_OK):
+        _refuse(name, f"the output folder {outdir} is not writable; pass --outdir with a writable folder")
+
+
+def _install_user_error_hook(name: str) -> None:
+    """A ``UserError`` (missing data file ...) that reaches the top ends in one line and exit 2, no traceback."""
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback):
+        if isinstance(value, UserError):
+            sys.stdout.flush()
+            sys.stderr.write(f"{name}.py: error: {value}\n")
+            sys.stderr.flush()
+            os._exit(2)  # from inside excepthook, only _exit can choose the status
+        previous(kind, value, traceback)
+
+    sys.excepthook = hook
+
+
+def start_lesson(config, flags, *, cpu_only: str | None = None) -> LessonRun:
+    """Pick the device, make the output folder, seed every generator, apply the course style; returns the run.
+
+    ``cfg, flags = parse_flags(Config, "07_neural_ebms", __doc__, quick=QUICK)`` comes first (before the
+    heavy imports, so ``--help`` is fast); then ``run = start_lesson(cfg, flags)``. A lesson that runs on
+    the CPU by design passes ``cpu_only="why"``: it says so once (if another device was asked for) and
+    records ``"device": "cpu"``.
+    """
+    name = flags.name
+    if cpu_only:
+        device = torch.device("cpu")
+        if flags.device not in ("auto", "cpu"):
+            print(f"[device] {name} runs on the CPU by design ({cpu_only}); --device {flags.device} is not used")
+    else:
+        try:
+            device = pick_device(flags.device)
+        except ValueError as err:
+            _refuse(name, str(err))
+    outdir = resolve_outdir(flags)
+    make_outdir(name, outdir)
+    _install_user_error_hook(name)
     if not flags.show and not running_in_notebook():
         import matplotlib
 
@@ -206,16 +319,14 @@ def _start(config, flags) -> LessonRun:
     from common.plotting import use_course_style
 
     use_course_style()
-    env_dir = os.environ.get("EBM_OUTPUT_DIR")
-    outdir = Path(flags.outdir) if flags.outdir else Path(env_dir) / name if env_dir else REPO_ROOT / "outputs" / name
-    outdir.mkdir(parents=True, exist_ok=True)
     seed_everything(flags.seed)
     torch.set_num_threads(flags.threads)  # small tensors: one thread avoids per-op hand-off costs
     run = LessonRun(name, config, flags, device, outdir)
     print(f"{name}  |  device={device}  threads={flags.threads}  seed={flags.seed}  quick={flags.quick}  "
           f"outdir={outdir}")
+    if flags.quick:
+        print(f"[{QUICK_MARK}]")
     print(describe_config(config))
+    run.metrics["provenance"] = provenance(flags, device)
     run.metrics["config"] = {k: getattr(config, k) for k in config.__dataclass_fields__}
-    run.metrics["seed"] = flags.seed
-    run.metrics["quick"] = flags.quick
     return run

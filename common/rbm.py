@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.diagnostics import all_binary_states
+from common.boltzmann import all_binary_states
 
 
 def bernoulli(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -27,12 +27,20 @@ def bernoulli(probs: torch.Tensor, generator: torch.Generator | None = None) -> 
     return (uniform.to(probs.device) < probs).to(probs.dtype)
 
 
+def _draw_device(generator: torch.Generator | None, like: torch.Tensor) -> torch.device:
+    """Random numbers are drawn where their generator lives (``like``'s device without one)."""
+    return generator.device if generator is not None else like.device
+
+
 class RBM:
     """Parameters ``W (n_v, n_h)``, ``b (n_v,)``, ``c (n_h,)`` as plain tensors (no autograd needed)."""
 
     def __init__(self, n_visible: int, n_hidden: int, weight_scale: float = 0.01, visible_bias=None,
                  generator: torch.Generator | None = None, device=None, dtype=torch.float32):
-        self.W = weight_scale * torch.randn(n_visible, n_hidden, generator=generator, dtype=dtype).to(device)
+        # drawn on the generator's device (a CUDA generator cannot draw on the CPU), then moved
+        draw_on = generator.device if generator is not None else device
+        self.W = (weight_scale * torch.randn(n_visible, n_hidden, generator=generator, dtype=dtype,
+                                             device=draw_on)).to(device)
         self.b = torch.zeros(n_visible, dtype=dtype, device=device) if visible_bias is None else \
             torch.as_tensor(visible_bias, dtype=dtype, device=device).clone()
         self.c = torch.zeros(n_hidden, dtype=dtype, device=device)
@@ -63,8 +71,17 @@ class RBM:
         return -(v @ self.b) - (h @ self.c) - ((v @ self.W) * h).sum(1)
 
     def free_energy(self, v: torch.Tensor) -> torch.Tensor:
-        """F(v) = -b.v - sum_j softplus(c_j + (v W)_j); p(v) = exp(-F(v)) / Z."""
-        return -(v @ self.b) - F.softplus(v @ self.W + self.c).sum(1)
+        """F(v) = -b.v - sum_j softplus(c_j + (v W)_j); p(v) = exp(-F(v)) / Z (in the dtype of ``v``)."""
+        W, b, c = (t.to(v.dtype) for t in self.parameters())
+        return -(v @ b) - F.softplus(v @ W + c).sum(1)
+
+    def hidden_free_energy(self, h: torch.Tensor) -> torch.Tensor:
+        """F(h) = -c.h - sum_i softplus(b_i + (W h)_i): the visible layer summed out, p(h) = exp(-F(h)) / Z.
+
+        Computed in the dtype of ``h`` (pass float64 states for exact log Z); returns ``(B,)``.
+        """
+        W, b, c = (t.to(h.dtype) for t in self.parameters())
+        return -(h @ c) - F.softplus(h @ W.T + b).sum(1)
 
     # -- conditionals ---------------------------------------------------------------------
     def hidden_probs(self, v: torch.Tensor) -> torch.Tensor:
@@ -132,13 +149,13 @@ class RBM:
 
         Over hidden states: log Z = logsumexp_h [ c.h + sum_i softplus(b_i + (W h)_i) ].
         """
-        W, b, c = (t.double() for t in self.parameters())
+        device = self.W.device
         if self.n_hidden <= self.n_visible:
-            states = all_binary_states(self.n_hidden, dtype=torch.float64).to(W.device)
-            terms = [hs @ c + F.softplus(hs @ W.T + b).sum(1) for hs in states.split(chunk)]
+            states = all_binary_states(self.n_hidden, dtype=torch.float64, device=device)
+            terms = [-self.hidden_free_energy(hs) for hs in states.split(chunk)]
         else:
-            states = all_binary_states(self.n_visible, dtype=torch.float64).to(W.device)
-            terms = [vs @ b + F.softplus(vs @ W + c).sum(1) for vs in states.split(chunk)]
+            states = all_binary_states(self.n_visible, dtype=torch.float64, device=device)
+            terms = [-self.free_energy(vs) for vs in states.split(chunk)]
         return float(torch.logsumexp(torch.cat(terms), dim=0))
 
     def log_likelihood(self, v: torch.Tensor, log_z: float | None = None) -> torch.Tensor:
@@ -184,7 +201,7 @@ def pseudo_log_likelihood(rbm: RBM, v: torch.Tensor, generator=None) -> torch.Te
     PLL(v) ~ n_v log sigmoid(F(v~) - F(v)), where v~ is v with one random bit i flipped:
     n_v times the log of p(v_i | v_-i). Cheap, needs no Z, and tracks the likelihood's trend.
     """
-    flip = torch.randint(rbm.n_visible, (len(v),), generator=generator, device=v.device)
+    flip = torch.randint(rbm.n_visible, (len(v),), generator=generator, device=_draw_device(generator, v)).to(v.device)
     flipped = v.clone()
     rows = torch.arange(len(v), device=v.device)
     flipped[rows, flip] = 1 - flipped[rows, flip]
@@ -208,7 +225,7 @@ def train_epoch(rbm: RBM, x_train: torch.Tensor, *, lr: float, k: int = 1, batch
     squared difference between a batch and p(v | h ~ p(h | batch)), the practical guide's monitor.
     """
     velocity = velocity or {name: torch.zeros_like(t) for name, t in zip("Wbc", rbm.parameters())}
-    order = torch.randperm(len(x_train), generator=generator)
+    order = torch.randperm(len(x_train), generator=generator, device=_draw_device(generator, x_train))
     errors = []
     for start in range(0, len(x_train), batch_size):
         batch = x_train[order[start:start + batch_size]]

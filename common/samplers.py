@@ -1,9 +1,10 @@
 """MCMC samplers shared by the lessons.
 
 Continuous samplers take an ``energy_fn`` mapping a batch ``(B, D)`` to energies ``(B,)`` and
-target p(x) = exp(-E(x)/T)/Z. Binary samplers work on Boltzmann machines given by a symmetric
-weight matrix with zero diagonal and a bias vector. Every sampler takes an optional
-``torch.Generator`` so that tests and lessons can make runs reproducible.
+target p(x) = exp(-E(x)/T)/Z. Every sampler takes an optional ``torch.Generator`` so that tests
+and lessons can make runs reproducible. This module holds continuous samplers only: the
+single-site samplers of binary units (``gibbs_sweep``, ``metropolis_sweep``) live in
+``common.boltzmann`` with the energy they sample.
 """
 
 from __future__ import annotations
@@ -181,67 +182,6 @@ def annealed_langevin(
                 score = score_fn(x, float(sigma))
             x = x + step * score + math.sqrt(2 * step) * _randn_like(x, generator)
     return x
-
-
-# ---------------------------------------------------------------------------------------------
-# Binary units
-# ---------------------------------------------------------------------------------------------
-
-
-def gibbs_sweep(
-    weights: torch.Tensor,
-    bias: torch.Tensor,
-    state: torch.Tensor,
-    temperature: float = 1.0,
-    spins: bool = False,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """One systematic-scan single-site Gibbs sweep of a fully connected Boltzmann machine.
-
-    E(s) = -1/2 s^T W s - b^T s  (W symmetric, zero diagonal); for each unit i in turn,
-    {0,1} units:  p(s_i = 1 | rest) = sigmoid((W_i . s + b_i) / T)
-    +-1 spins:    p(s_i = +1 | rest) = sigmoid(2 (W_i . s + b_i) / T)
-    ``state`` is ``(B, n)``; a new tensor is returned.
-    """
-    state = state.clone()
-    for i in range(state.shape[1]):
-        field = state @ weights[i] + bias[i]  # (B,)
-        p_on = torch.sigmoid((2.0 if spins else 1.0) * field / temperature)
-        on = _rand(len(state), p_on, generator) < p_on
-        off_value = -1.0 if spins else 0.0
-        state[:, i] = torch.where(on, torch.ones_like(p_on), torch.full_like(p_on, off_value))
-    return state
-
-
-def metropolis_sweep(
-    weights: torch.Tensor,
-    bias: torch.Tensor,
-    state: torch.Tensor,
-    temperature: float = 1.0,
-    spins: bool = False,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, float]:
-    """One sweep of single-site Metropolis: propose flipping unit i, accept with min(1, e^{-dE/T}).
-
-    Returns ``(state, acceptance_rate)``. Compare with Gibbs: same target, different kernel.
-    """
-    state = state.clone()
-    accepted = 0.0
-    for i in range(state.shape[1]):
-        field = state @ weights[i] + bias[i]
-        old = state[:, i]
-        new = -old if spins else 1.0 - old
-        # dE = -(new - old) * (W_i . s + b_i)   (W_ii = 0, so the field does not involve s_i)
-        delta_energy = -(new - old) * field
-        accept = _rand(len(state), field, generator) < torch.exp(-delta_energy / temperature).clamp(max=1.0)
-        state[:, i] = torch.where(accept, new, old)
-        accepted += float(accept.float().mean())
-    return state, accepted / state.shape[1]
-
-
-def boltzmann_energy(weights: torch.Tensor, bias: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-    """E(s) = -1/2 s^T W s - b^T s for a batch of states ``(B, n)``; returns ``(B,)``."""
-    return -0.5 * ((state @ weights) * state).sum(1) - state @ bias
 
 
 # ---------------------------------------------------------------------------------------------

@@ -135,7 +135,7 @@ def lesson_section(lesson: str, outdir: Path, timings: dict, thumbs: list[Path],
         lines.append("")
     metrics_path = outdir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    if metrics.get("quick"):
+    if metrics.get("provenance", {}).get("quick"):
         lines += ["*Metrics from a `--quick` run: tiny settings, not meaningful numbers.*", ""]
     lines += ["| metric | value | target or exact answer |", "|---|---|---|"]
     for key, target in KEY_METRICS.get(lesson, []):

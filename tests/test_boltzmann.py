@@ -15,26 +15,26 @@ import torch
 from scipy.stats import binom
 
 from common.boltzmann import (
+    all_binary_states,
     all_energies,
     bars_and_stripes,
-    binary_states,
+    boltzmann_energy,
     cooling_schedule,
-    exact_gradient,
-    exhaustive_ground_state,
-    expected_tv_iid,
-    kl_data_model,
-    random_spin_glass,
-    simulated_annealing,
-    visible_log_probs,
-)
-from common.diagnostics import (
-    all_binary_states,
     empirical_distribution,
     exact_distribution,
+    exact_gradient,
     exact_log_partition,
-    total_variation,
+    exhaustive_ground_state,
+    expected_tv_iid,
+    gibbs_sweep,
+    kl_data_model,
+    metropolis_sweep,
+    random_spin_glass,
+    simulated_annealing,
+    state_index,
+    visible_log_probs,
 )
-from common.samplers import boltzmann_energy, gibbs_sweep, metropolis_sweep
+from common.diagnostics import total_variation
 
 DT = torch.float64
 
@@ -165,11 +165,18 @@ def brute_force(W, b, spins):
 
 def test_binary_states_match_itertools_order():
     for spins in (False, True):
-        full = binary_states(5, spins=spins)
-        assert torch.equal(full, all_binary_states(5, spins=spins, dtype=DT))
         reference = torch.tensor(list(itertools.product((0, 1), repeat=5)), dtype=DT)
         reference = 2 * reference - 1 if spins else reference
-        assert torch.equal(binary_states(5, 7, 19, spins=spins), reference[7:19])
+        assert torch.equal(all_binary_states(5, spins=spins, dtype=DT), reference)
+        assert torch.equal(all_binary_states(5, spins, DT, start=7, stop=19), reference[7:19])
+
+
+def test_the_hopfield_energy_is_the_boltzmann_energy_by_hand():
+    # E(x) = -1/2 x^T W x - b^T x; W = [[0, 1], [1, 0]], b = (0.5, 0): x = (1, -1) gives 1 - 0.5 = 0.5
+    W = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=DT)
+    x = torch.tensor([[1.0, -1.0], [1.0, 1.0]], dtype=DT)
+    assert boltzmann_energy(W, torch.tensor([0.5, 0.0], dtype=DT), x).tolist() == [0.5, -1.5]
+    assert boltzmann_energy(W, None, x).tolist() == [1.0, -1.0]
 
 
 def test_all_energies_and_exhaustive_ground_state_match_python_loops():
@@ -307,3 +314,28 @@ def test_expected_tv_iid_matches_binomial_sums():
     n_draws = 10**6
     normal = np.sqrt(p * (1 - p) / (2 * math.pi * n_draws)).sum()
     assert expected_tv_iid(p, n_draws) == pytest.approx(normal, rel=1e-3)
+
+
+def test_exact_log_partition_of_independent_units():
+    bias = torch.tensor([0.3, -1.2, 2.0, 0.0, -0.5], dtype=torch.float64)
+    expected = float(torch.log1p(torch.exp(bias)).sum())
+    assert exact_log_partition(lambda s: -(s @ bias), 5) == pytest.approx(expected, abs=1e-12)
+    # +-1 spins: Z = prod_i (e^{b_i} + e^{-b_i})
+    expected_spins = float(torch.log(2 * torch.cosh(bias)).sum())
+    assert exact_log_partition(lambda s: -(s @ bias), 5, spins=True) == pytest.approx(expected_spins, abs=1e-12)
+
+
+def test_exact_distribution_of_two_coupled_spins():
+    # E = -J s1 s2: aligned states have weight e^{J}, anti-aligned e^{-J}
+    J = 0.8
+    p = exact_distribution(lambda s: -J * s[:, 0] * s[:, 1], 2, spins=True)
+    aligned = math.exp(J) / (2 * math.exp(J) + 2 * math.exp(-J))
+    assert torch.allclose(p, torch.tensor([aligned, 0.5 - aligned, 0.5 - aligned, aligned], dtype=p.dtype))
+
+
+def test_state_index_inverts_the_enumeration_order():
+    states = all_binary_states(6)
+    assert torch.equal(state_index(states), torch.arange(64))
+    assert torch.equal(state_index(2 * states - 1), torch.arange(64))
+    histogram = empirical_distribution(torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]]))
+    assert torch.allclose(histogram, torch.tensor([0.25, 0.5, 0.0, 0.25], dtype=histogram.dtype))

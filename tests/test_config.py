@@ -20,7 +20,18 @@ import numpy as np
 import pytest
 
 import common.config as config_module
-from common.config import choice, count, field_comments, parse_config, positive, probability, validate
+from common.config import (
+    choice,
+    count,
+    field_comments,
+    optional,
+    parse_config,
+    parse_flags,
+    positive,
+    probability,
+    run_folder_name,
+    validate,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted(ROOT.glob("[0-9][0-9]_*.py"))
@@ -36,6 +47,8 @@ class Demo:
     ks: tuple[int, ...] = count((1, 5))  # CD steps
     dataset: str = choice("auto", ("auto", "digits"))  # which data
     verbose: bool = False  # print more
+    rules: tuple[str, ...] = choice(("hebbian",), ("hebbian", "storkey"))  # storage rules to compare
+    max_train: int | None = optional(None, count(1))  # images kept; none = all
 
 
 def parse(argv, quick=None):
@@ -43,7 +56,7 @@ def parse(argv, quick=None):
 
 
 def test_flags_come_from_fields_and_quick_overrides_yield_to_explicit_flags():
-    cfg, common = parse(["--step-size", "0.5", "--ks", "1,2,3", "--verbose", "true"])
+    cfg, common = parse(["--step-size", "0.5", "--ks", "1,2,3", "--verbose"])
     assert (cfg.step_size, cfg.ks, cfg.verbose, common.seed, common.quick) == (0.5, (1, 2, 3), True, 0, False)
     cfg, common = parse(["--quick", "--n-steps", "7"], quick={"n_steps": 3, "keep": 0.1})
     assert (cfg.n_steps, cfg.keep, common.quick) == (7, 0.1, True)
@@ -63,7 +76,8 @@ def test_comments_become_help_text():
         ["--step-size", "abc"], ["--n-steps", "0"], ["--n-steps", "2.5"], ["--keep", "1.5"],
         ["--ks", "1,0"], ["--ks", ","], ["--dataset", "mnist"], ["--verbose", "maybe"],
         ["--seed", "x"], ["--device", "tpu"], ["--threads", "0"], ["--threads", "1.5"],
-        ["--unknown", "1"], ["--step-size"],
+        ["--unknown", "1"], ["--step-size"], ["--seed", "-1"], ["--seed", str(2**32)], ["--qui"], ["--step"],
+        ["--verbose", "true"], ["--rules", "hebbian,nope"], ["--max-train", "0"], ["--max-train", "x"],
     ],
 )
 def test_bad_values_exit_2_with_one_line(argv, capsys):
@@ -138,7 +152,7 @@ def test_divergence_guard_exits_1_names_the_flag_and_keeps_outputs(tmp_path):
         f"""
         import sys; sys.path.insert(0, {str(ROOT)!r})
         from dataclasses import dataclass
-        from common.config import positive
+        from common.config import parse_flags, positive
         from common.lesson import start_lesson
         from common import plotting
 
@@ -146,12 +160,13 @@ def test_divergence_guard_exits_1_names_the_flag_and_keeps_outputs(tmp_path):
         class Config:
             lr: float = positive(10.0)  # learning rate
 
-        cfg, run = start_lesson(Config, "99_diverging", None)
+        cfg, flags = parse_flags(Config, "99_diverging", None)
+        run = start_lesson(cfg, flags)
         fig, ax = plotting.figure()
         ax.plot([0, 1])
         run.savefig(fig, "fig01_before")
         run.metrics["loss_before"] = 1.0
-        run.check_finite(float("nan"), step=12, what="loss", flag="lower --lr")
+        run.check_finite(float("nan"), step=12, what="loss", field="lr")
         print("not reached")
         """
     ))
@@ -164,3 +179,36 @@ def test_divergence_guard_exits_1_names_the_flag_and_keeps_outputs(tmp_path):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["loss_before"] == 1.0 and "lower --lr" in metrics["diverged"]
     assert (tmp_path / "out" / "fig01_before.png").exists()
+
+
+def test_switches_tuples_of_choices_and_optional_fields():
+    cfg, _ = parse(["--no-verbose", "--rules", "storkey,hebbian", "--max-train", "7"])
+    assert (cfg.verbose, cfg.rules, cfg.max_train) == (False, ("storkey", "hebbian"), 7)
+    cfg, _ = parse(["--verbose", "--max-train", "none"])
+    assert cfg.verbose is True and cfg.max_train is None
+
+
+def test_check_hook_and_exercise_list_refuse_in_one_line(capsys):
+    def check(cfg):
+        if cfg.n_steps < 10 * cfg.ks[0]:
+            raise ValueError("--n-steps must be at least 10 times the first --ks")
+
+    for argv, message in ((["--n-steps", "5"], "--n-steps must be at least"),
+                          (["--exercise", "2"], "exercises with one: 1, 3")):
+        with pytest.raises(SystemExit) as exit_info:
+            parse_flags(Demo, "99_demo", None, check=check, exercises=(1, 3), argv=argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and message in err
+    cfg, flags = parse_flags(Demo, "99_demo", None, check=check, exercises=(1, 3), argv=["--exercise", "3"])
+    assert flags.exercise == 3
+
+
+def test_run_folder_names_what_changed(monkeypatch):
+    monkeypatch.setattr(config_module, "running_in_notebook", lambda: False)
+    folder = {}
+    for argv in ([], ["--quick"], ["--step-size", "0.05"], ["--step-size", "0.01"], ["--quick", "--seed", "3"],
+                 ["--ks", "2,3"]):
+        _, flags = parse_flags(Demo, "99_demo", None, quick={"n_steps": 3}, argv=argv)
+        folder[" ".join(argv)] = run_folder_name(flags)
+    assert folder == {"": None, "--quick": "quick", "--step-size 0.05": "step-size=0.05",
+                      "--step-size 0.01": None, "--quick --seed 3": "quick_seed=3", "--ks 2,3": "ks=2,3"}

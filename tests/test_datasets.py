@@ -103,9 +103,28 @@ def test_digits_split_is_reproducible_disjoint_and_scaled():
 
 
 def test_binary_images_and_auto_falls_back_to_digits_offline(tmp_path, capsys):
-    data = load_images("auto", root=tmp_path, try_download=False)
+    data = load_images("auto", root=tmp_path)
     assert data.name == "digits" and "using the 8x8 digits" in capsys.readouterr().out
     assert set(torch.unique(data.x_train).tolist()) <= {0.0, 1.0}
     assert torch.equal(binarize(torch.tensor([0.2, 0.5, 0.51])), torch.tensor([0.0, 0.0, 1.0]))
     with pytest.raises(FileNotFoundError):
-        load_images("mnist", root=tmp_path, try_download=False)
+        load_images("mnist", root=tmp_path)
+
+
+def test_nothing_downloads_unless_asked(tmp_path, monkeypatch):
+    import common.datasets as datasets
+
+    calls = []
+
+    def fake_load_mnist(root, download=False, **kwargs):
+        calls.append(download)
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(datasets, "load_mnist", fake_load_mnist)
+    assert load_images("auto", root=tmp_path).name == "digits" and calls == []  # auto: only files already there
+    with pytest.raises(datasets.DataNotFoundError, match="--download"):
+        load_images("mnist", root=tmp_path)
+    assert calls == []
+    assert load_images("auto", root=tmp_path, download=True).name == "digits" and calls == [True]
+    with pytest.raises(datasets.DataNotFoundError, match="could not be downloaded"):
+        load_images("mnist", root=tmp_path, download=True)

@@ -14,17 +14,12 @@ import pytest
 import torch
 
 from common.diagnostics import (
-    all_binary_states,
     auroc,
     autocorrelation,
     effective_sample_size,
-    empirical_distribution,
-    exact_distribution,
-    exact_log_partition,
     mmd_rbf,
     self_transition_rate,
     split_rhat,
-    state_index,
     total_variation,
 )
 
@@ -81,45 +76,28 @@ def test_self_transition_rate():
 
 @pytest.mark.parametrize("shift", [0.0, 1.0, 2.0])
 def test_mmd_matches_the_gaussian_closed_form(shift):
-    d, s, length, n = 2, 1.0, 1.5, 2000
+    # x ~ N(0, s^2 I), y ~ N(shift e_1, s^2 I), RBF length l: MMD^2 = 2 c (1 - exp(-shift^2 / (2 (l^2 + 2 s^2)))),
+    # c = (l^2 / (l^2 + 2 s^2))^(d/2). Tolerance: 4 standard errors of the mean over R replicates.
+    d, s, length, n, repeats = 2, 1.0, 1.5, 400, 24
     generator = torch.Generator().manual_seed(4)
-    x = torch.randn(n, d, generator=generator) * s
-    y = torch.randn(n, d, generator=generator) * s + torch.tensor([shift, 0.0])
+    estimates = []
+    for _ in range(repeats):
+        x = torch.randn(n, d, generator=generator, dtype=torch.float64) * s
+        y = torch.randn(n, d, generator=generator, dtype=torch.float64) * s + torch.tensor([shift, 0.0])
+        estimates.append(mmd_rbf(x, y, bandwidth=length))
     c = (length**2 / (length**2 + 2 * s**2)) ** (d / 2)
     expected = 2 * c * (1 - math.exp(-(shift**2) / (2 * (length**2 + 2 * s**2))))
-    # the unbiased estimate is a U-statistic with s.e. of order c / sqrt(n) ~ 0.01 at most here
-    assert mmd_rbf(x, y, bandwidth=length) == pytest.approx(expected, abs=0.02)
+    mean, se = float(np.mean(estimates)), float(np.std(estimates, ddof=1) / math.sqrt(repeats))
+    assert abs(mean - expected) < 4 * se
+    # the biased (V-statistic) estimate sits ~ 2 (1 - c) / n above: the test must be able to tell them apart
+    if shift == 0.0:
+        assert 4 * se < 2 * (1 - c) / n
 
 
 def test_mmd_median_bandwidth_separates_equal_from_shifted():
     generator = torch.Generator().manual_seed(5)
     x, y = torch.randn(1000, 2, generator=generator), torch.randn(1000, 2, generator=generator)
     assert abs(mmd_rbf(x, y)) < 0.01 < mmd_rbf(x, y + 1.0)
-
-
-def test_exact_log_partition_of_independent_units():
-    bias = torch.tensor([0.3, -1.2, 2.0, 0.0, -0.5], dtype=torch.float64)
-    expected = float(torch.log1p(torch.exp(bias)).sum())
-    assert exact_log_partition(lambda s: -(s @ bias), 5) == pytest.approx(expected, abs=1e-12)
-    # +-1 spins: Z = prod_i (e^{b_i} + e^{-b_i})
-    expected_spins = float(torch.log(2 * torch.cosh(bias)).sum())
-    assert exact_log_partition(lambda s: -(s @ bias), 5, spins=True) == pytest.approx(expected_spins, abs=1e-12)
-
-
-def test_exact_distribution_of_two_coupled_spins():
-    # E = -J s1 s2: aligned states have weight e^{J}, anti-aligned e^{-J}
-    J = 0.8
-    p = exact_distribution(lambda s: -J * s[:, 0] * s[:, 1], 2, spins=True)
-    aligned = math.exp(J) / (2 * math.exp(J) + 2 * math.exp(-J))
-    assert torch.allclose(p, torch.tensor([aligned, 0.5 - aligned, 0.5 - aligned, aligned], dtype=p.dtype))
-
-
-def test_state_index_inverts_the_enumeration_order():
-    states = all_binary_states(6)
-    assert torch.equal(state_index(states), torch.arange(64))
-    assert torch.equal(state_index(2 * states - 1), torch.arange(64))
-    histogram = empirical_distribution(torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]]))
-    assert torch.allclose(histogram, torch.tensor([0.25, 0.5, 0.0, 0.25], dtype=histogram.dtype))
 
 
 def test_total_variation_and_auroc_on_hand_examples():

@@ -8,10 +8,9 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from common.diagnostics import exact_distribution, state_index
+from common.boltzmann import boltzmann_energy, exact_distribution, state_index
 from common.hopfield import (
     async_recall,
-    energy,
     flip_bits,
     glauber_sweep,
     hebbian_weights,
@@ -47,7 +46,7 @@ def test_energy_of_known_states_by_hand():
     # x = (1,1,1,1):  -1/2 sum_{i != j} W_ij = -1/2 * 2 * 0.5 = -0.5;  -b.x = -(1 - 2) = +1  ->  0.5
     # x = (1,-1,1,1): the six pair terms x_i x_j W_ij sum to 0;          -b.x = -(1 - 2) = +1  ->  1.0
     expected = torch.tensor([0.5, 1.0], dtype=torch.float64)
-    torch.testing.assert_close(energy(HAND_WEIGHTS, states, bias), expected, rtol=0, atol=1e-15)
+    torch.testing.assert_close(boltzmann_energy(HAND_WEIGHTS, bias, states), expected, rtol=0, atol=1e-15)
 
 
 def test_async_updates_never_raise_energy_exact_integer_arithmetic():
@@ -126,7 +125,7 @@ def test_sync_two_unit_example_is_a_two_cycle_async_is_not():
     assert int(sync.period[0]) == 2  # (+1,-1) -> (-1,+1) -> (+1,-1)
     torch.testing.assert_close(sync.energies[:, 0], torch.ones(len(sync.energies), dtype=torch.float64))
     result = async_recall(W, start, generator=torch.Generator().manual_seed(0))
-    assert float(energy(W, result.states)[0]) == -1.0  # (+1,+1) or (-1,-1)
+    assert float(boltzmann_energy(W, None, result.states)[0]) == -1.0  # (+1,+1) or (-1,-1)
     assert abs(float(result.states.sum())) == 2.0
 
 
@@ -165,7 +164,7 @@ def test_glauber_samples_the_boltzmann_distribution_exactly_enumerated():
     for _ in range(40):
         state = glauber_sweep(W, state, temps, bias=bias, generator=gen)
     for t, T in enumerate((0.7, 2.0)):
-        p = exact_distribution(lambda s: energy(W, s, bias), n, spins=True, temperature=T)
+        p = exact_distribution(lambda s: boltzmann_energy(W, bias, s), n, spins=True, temperature=T)
         counts = torch.bincount(state_index(state[t * chains : (t + 1) * chains]), minlength=2**n).double()
         assert chisquare(counts.numpy(), (p * chains).numpy()).pvalue > 1e-3
 

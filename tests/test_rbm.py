@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from common.datasets import load_images
-from common.rbm import RBM, pseudo_log_likelihood
+from common.rbm import RBM, pseudo_log_likelihood, train_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -251,18 +251,18 @@ def write_tiny_mnist(root: Path, n_train=60, n_test=20, seed=0):
 
 def test_load_images_reads_mnist_idx_files(tmp_path):
     arrays = write_tiny_mnist(tmp_path)
-    data = load_images("mnist", root=tmp_path, binary=False, try_download=False)
+    data = load_images("mnist", root=tmp_path, binary=False)
     assert data.name == "mnist" and data.shape == (28, 28)
     assert data.x_train.shape == (60, 784) and data.x_test.shape == (20, 784)
     np.testing.assert_allclose(data.x_train.numpy(), arrays["train"][0].reshape(60, 784) / 255.0, atol=1e-7)
     np.testing.assert_array_equal(data.y_test.numpy(), arrays["t10k"][1])
-    binary = load_images("mnist", root=tmp_path, binary=True, try_download=False)
+    binary = load_images("mnist", root=tmp_path, binary=True)
     np.testing.assert_array_equal(binary.x_test.numpy(), (arrays["t10k"][0].reshape(20, 784) > 127.5).astype(float))
 
 
 def test_load_images_mnist_missing_raises(tmp_path):
     with pytest.raises(FileNotFoundError):
-        load_images("mnist", root=tmp_path / "empty", try_download=False)
+        load_images("mnist", root=tmp_path / "empty")
 
 
 def test_lesson_runs_on_tiny_mnist_and_saves_a_rescorable_model(tmp_path):
@@ -283,3 +283,29 @@ def test_lesson_runs_on_tiny_mnist_and_saves_a_rescorable_model(tmp_path):
     rbm = RBM.from_tensors(saved["W"], saved["b"], saved["c"])
     rescored = float(rbm.log_likelihood(saved["x_test"]).mean())
     assert abs(rescored - metrics["test_loglik_exact"]) < 1e-4
+
+
+def test_train_epoch_momentum_and_weight_decay_match_a_hand_computation():
+    # velocity <- momentum * velocity + lr * (grad - weight_decay * W)   (decay on W only);  theta <- theta + velocity
+    torch.manual_seed(0)
+    x = (torch.rand(6, 5, dtype=torch.float64) < 0.5).double()
+    rbm = RBM(5, 3, weight_scale=0.3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    rbm.b, rbm.c = 0.2 * torch.randn(5, dtype=torch.float64), 0.2 * torch.randn(3, dtype=torch.float64)
+    start = {name: t.clone() for name, t in zip("Wbc", rbm.parameters())}
+    old_velocity = {name: 0.1 * torch.randn_like(t) for name, t in start.items()}
+    lr, momentum, decay = 0.05, 0.7, 0.01
+    # the same random numbers by hand: the epoch's permutation, then CD-1 on the one batch
+    hand = RBM.from_tensors(start["W"], start["b"], start["c"])
+    replay = torch.Generator().manual_seed(7)
+    order = torch.randperm(len(x), generator=replay)
+    grads, _ = hand.cd_gradient(x[order], 1, None, replay)
+    expected = {}
+    for name in "Wbc":
+        decay_term = decay * start["W"] if name == "W" else 0.0
+        expected[name] = momentum * old_velocity[name] + lr * (grads[name] - decay_term)
+    velocity, _, _ = train_epoch(rbm, x, lr=lr, k=1, batch_size=len(x), momentum=momentum, weight_decay=decay,
+                                 velocity={k: v.clone() for k, v in old_velocity.items()},
+                                 generator=torch.Generator().manual_seed(7))
+    for name, param in zip("Wbc", rbm.parameters()):
+        torch.testing.assert_close(velocity[name], expected[name], rtol=0, atol=1e-14)
+        torch.testing.assert_close(param, start[name] + expected[name], rtol=0, atol=1e-14)
