@@ -34,7 +34,7 @@ Figures (outputs/07_neural_ebms/):
   fig09_digit_samples.png        digits: data, replay-buffer samples and chains evolving from noise
   fig10_digit_energies.png       histograms of energies of training, held-out, sampled and noise images
   fig11_training_curves.png      digits training: E(data), E(samples), loss and gradient norm over steps
-  fig12_chains.gif               persistent chains moving over the learned 8-Gaussians energy
+  anim_chains.gif                persistent chains moving over the learned 8-Gaussians energy
 
 metrics.json:
   sign_loss_match                |loss written inline - common contrastive_divergence_loss| (same batch)
@@ -61,6 +61,7 @@ metrics.json:
   digits_temperature             T = s^2/(2h) of the digits sampler
   digits_gap_by_thirds           mean E(samples) - E(data) over each third of the digits training
 """
+LESSON = "07_neural_ebms"  # outputs go to outputs/07_neural_ebms/
 
 # %% [markdown]
 # # Lesson 07 -- Neural energy-based models
@@ -153,7 +154,7 @@ def check(cfg):
         raise ValueError("--longrun-factors must contain 1 (the training chain length)")
 
 
-cfg, flags = parse_flags(Config, "07_neural_ebms", __doc__, quick=QUICK, check=check, exercises=(1, 3, 5))
+cfg, flags = parse_flags(Config, LESSON, __doc__, quick=QUICK, check=check, exercises=(1, 3, 5))
 
 import math  # noqa: E402  (heavy imports after the flags, so --help answers at once)
 
@@ -618,10 +619,10 @@ run.savefig(fig, "fig06_landscape_over_training")
 energy8, buffer8 = toy_models["8gaussians", "persistent"]
 _, gif_path = langevin(energy8, uniform_box(300, toy8.bounds, gen), 200, cfg.toy_step_size, generator=gen,
                        keep_every=5)
-plotting.animate_chains(run.outdir / "fig12_chains.gif", energy8, gif_path, toy8.bounds, device=device,
+plotting.animate_chains(run.outdir / "anim_chains.gif", energy8, gif_path, toy8.bounds, device=device,
                         max_frames=cfg.gif_frames,
                         title=f"chains from noise, h = {cfg.toy_step_size:g}, T = 1")
-print(f"  [figure] {run.outdir / 'fig12_chains.gif'}")
+run.saved_animation(run.outdir / "anim_chains.gif")
 
 # What to notice: the grid-normalised NLL is an honest score -- it punishes mass in the wrong place and
 # missing mass alike, and it cannot go below the floor. In the default run the persistent models end
