@@ -902,16 +902,17 @@ with torch.no_grad():
     energy_sets = {"training digits": energy_img(x_train), "held-out digits": energy_img(x_test),
                    "buffer samples": energy_img(samples_img.to(device)), "uniform noise": energy_img(image_noise(500))}
 fig, axes = plotting.figure(2, title=f"Energies under the digits EBM (α = {cfg.digits_alpha:g}); low = likely")
-for ax, names in ((axes[0], list(energy_sets)), (axes[1], list(energy_sets)[:3])):
+panels = ((axes[0], list(energy_sets), (0.0, 1.0)), (axes[1], list(energy_sets)[:3], (0.02, 0.98)))
+for ax, names, (low, high) in panels:
     values_all = torch.cat([energy_sets[k] for k in names]).cpu()
-    bins = np.linspace(float(values_all.quantile(0.001)), float(values_all.quantile(0.999)), 60)
+    bins = np.linspace(float(values_all.quantile(low)), float(values_all.quantile(high)), 60)
     for name in names:
         values = energy_sets[name].cpu().numpy()
         ax.hist(values, bins=bins, alpha=0.5, density=True, label=f"{name} (mean {values.mean():.2f})")
     ax.set(xlabel="energy E(x)", ylabel="density")
     ax.legend()
 axes[0].set_title("all four sets")
-axes[1].set_title("zoom: digits and samples (central 99.8 %)")
+axes[1].set_title("zoom: digits and samples (central 96 % of the three)")
 run.savefig(fig, "fig10_digit_energies")
 print("   mean energies: " + ", ".join(f"{k} {float(v.mean()):+.2f}" for k, v in energy_sets.items()))
 
