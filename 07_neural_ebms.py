@@ -784,8 +784,8 @@ twin.set(ylabel="IAT (steps)")
 twin.grid(False)
 axes[1].set_xticks(pos, [f"{v:g}" for v in lambdas])
 axes[1].set(xlabel="λ", ylabel="curvature", title="neural energy on 8 Gaussians")
-axes[1].legend(handles=axes[1].get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0],
-               loc="lower center")
+twin.legend(handles=axes[1].get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0],
+            loc="upper left", fontsize=8)  # on the twin axis, so the bars do not cover it
 for name, history in gp_hist.items():
     axes[2].plot(history["e_pos"], lw=1, label=f"E(data), {name}")
     axes[2].plot(history["e_neg"], lw=1, ls="--", label=f"E(samples), {name}")
