@@ -785,7 +785,9 @@ twin.grid(False)
 axes[1].set_xticks(pos, [f"{v:g}" for v in lambdas])
 axes[1].set(xlabel="λ", ylabel="curvature", title="neural energy on 8 Gaussians")
 twin.legend(handles=axes[1].get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0],
-            loc="upper left", fontsize=8)  # on the twin axis, so the bars do not cover it
+            loc="upper center", fontsize=8, ncol=2)  # on the twin axis, so the bars do not cover it
+axes[1].set_ylim(top=1.35 * max(gp_lipschitz[f"{v:g}"]["median"] for v in lambdas))  # room for the legend
+twin.set_ylim(top=1.35 * max(gp_iat.values()))
 for name, history in gp_hist.items():
     axes[2].plot(history["e_pos"], lw=1, label=f"E(data), {name}")
     axes[2].plot(history["e_neg"], lw=1, ls="--", label=f"E(samples), {name}")
