@@ -945,11 +945,13 @@ def smooth(values, width=25):
     return np.convolve(values, np.ones(width) / width, mode="valid") if len(values) > width else values
 
 
+n_smooth = len(smooth(hist_img["loss"]))
+steps_smooth = np.arange(len(hist_img["loss"]) - n_smooth, len(hist_img["loss"]))  # a running mean ends at its step
 plotting.training_curves(axes[0], {"E(data)": smooth(hist_img["e_pos"]), "E(samples)": smooth(hist_img["e_neg"])},
-                         ylabel="mean energy (running mean of 25)")
+                         ylabel="mean energy (running mean of 25)", x=steps_smooth)
 axes[0].set_title("energies of data and negatives")
 plotting.training_curves(axes[1], {"loss": smooth(hist_img["loss"]), "α term": smooth(
-    cfg.digits_alpha * np.asarray(hist_img["reg"]))}, ylabel="value")
+    cfg.digits_alpha * np.asarray(hist_img["reg"]))}, ylabel="value", x=steps_smooth)
 axes[1].set_title("loss = E(data) - E(samples) + α term")
 plotting.training_curves(axes[2], {"‖∇θ loss‖ (before clipping)": hist_img["grad_norm"]}, logy=True)
 axes[2].axhline(cfg.digits_grad_clip, color="k", ls="--", lw=0.8)
