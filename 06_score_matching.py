@@ -19,7 +19,7 @@ You will learn
 Prerequisites: lesson 01 (energies, scores, Langevin); lesson 05 helps (why MLE needs sampling).
 Everything runs on the CPU: the networks are tiny (--device is accepted but not needed).
 
-Run:  python 06_score_matching.py            (default, ~2 minutes of CPU time on a 2-core laptop)
+Run:  python 06_score_matching.py            (default, ~2.5 minutes of CPU time on a 2-core laptop)
       python 06_score_matching.py --quick    (about 15 s; every code path runs)
       python 06_score_matching.py --help     (every hyperparameter, with advice)
       python 06_score_matching.py --show     (also open the figure windows)
@@ -58,6 +58,8 @@ metrics.json:
   true_small_mode_weight         the truth (0.2 by default)
   learned_log_weight_ratio       E(small mode) - E(large mode) of the learned energy, and the exact log(0.8/0.2)
   sm_mle_fit_std                 std over repeated fits of SM and MLE, and their asymptotic values
+  sm_over_mle_variance_ratio     simulated SM/MLE variance ratio (theta1, theta2) over the repeated fits
+  sm_over_mle_variance_ratio_asymptotic   the same from the sandwich formula over the inverse Fisher information
   fsm_score_rel_error            RMS |s_phi - grad_theta log p(theta|x)| / RMS |grad_theta log p(theta|x)|
   fsm_fisher_rel_error           the same for the likelihood (Fisher) score t_phi alone
   fsm_posterior_moments          posterior mean/std from Langevin on the learned score, and the exact ones
