@@ -751,13 +751,15 @@ for ax in axes:
 run.savefig(fig, "fig08_pcd_chains_in_training")
 
 # What to notice:
-# - In the healthy run the lag-1 autocorrelation settles near 0.25 and is gone by lag 10: the
-#   persistent chains keep moving, helped by the updates themselves.
-# - In the slow run it keeps climbing, quarter after quarter, to about twice that, and a lag-10
-#   memory appears: the model sharpens while the small updates no longer push the chains along, so
-#   they move less and less. This is the start of stagnation, arising from training alone; on
-#   8x8 digits within a lecture's budget it does not reach the fully stuck state of the cooled
-#   model above (try --slow-epochs 200, or a smaller --slow-lr).
+# - In the healthy run the lag-1 autocorrelation settles near 0.25 (default run, seed 0: 0.15,
+#   0.24, 0.26, 0.26 by quarter) and is gone by lag 10: the persistent chains keep moving, helped
+#   by the updates themselves.
+# - In the slow run it keeps climbing, to twice that (0.21, 0.45, 0.49, 0.50): the model sharpens
+#   while the small updates no longer push the chains along, so they move less at every step.
+#   This is the start of stagnation, arising from training alone. Honestly, it is only the start:
+#   at lag 10 both runs are still near 0 (at most 0.05), so the chains still decorrelate within
+#   ten updates; on 8x8 digits in a lecture's budget we found no PCD setting that freezes its
+#   chains the way the cooled model above does (try --slow-epochs 200 or a smaller --slow-lr).
 # - The self-transition rate stays near 0 in both runs: with 64 pixels some pixel almost always
 #   flips, so the rate only flags chains that are already completely frozen. Autocorrelation
 #   (and R-hat, ESS) are the earlier warning.
