@@ -24,7 +24,8 @@ How to run:
     python 05_contrastive_divergence.py --show     # also open the figures in windows
 Expected runtime: about 150 s of user+sys CPU time on a 2-core laptop with the 8x8 digits
 (--quick: about 15 s; it keeps 300 training images, so it stays quick on 28x28 data too:
-18 s CPU measured with --dataset mnist on the Fashion-MNIST IDX files). MNIST (--dataset mnist with a local copy) works but is slower.
+18 s CPU measured with --dataset mnist on the Fashion-MNIST IDX files). The default run on
+MNIST (--dataset mnist with a local copy) works but is much slower.
 
 Figures (in outputs/05_contrastive_divergence/):
     fig01_gibbs_chains.png       CD-k chains started at the data, and the persistent chains of PCD
