@@ -754,7 +754,10 @@ run.savefig(fig, "fig06_learning")
 #   chains mix more slowly (section 6), so the same 500 draws per step are worth fewer independent
 #   samples. Late in training a Gibbs gradient is mostly noise; the noise kicks the parameters
 #   around (the bumpy KL and the rising exact-gradient norm), and a small learning rate averages it.
-# - The KL does not reach 0: it stalls near log 2 ~ 0.69. Why is the subject of section 5.
+# - The KL does not reach 0. The best any pairwise machine can do on these 7 images is an infimum of
+#   0.6485 nats (tests/test_pairwise_infimum.py finds it by L-BFGS on the exact log-likelihood over
+#   all 512 states); it is approached only as the weights grow without bound, so gradient ascent
+#   creeps towards it ever more slowly and never reaches it. Why it is not 0 is the subject of section 5.
 
 # %% [markdown]
 # ## 5. Hidden units capture higher-order structure
