@@ -628,7 +628,7 @@ run.savefig(fig, "fig04_spurious_states")
 # Each chain starts at pattern 1; we average |m| over the sweeps after a burn-in (|m|, because a
 # finite network near T = 1 hops between xi and -xi, which is the same memory). Above T = 1 a
 # finite network keeps Gaussian fluctuations: <|m|> = sqrt(2/pi) sqrt(T / (N (T - 1))), not 0. (`glauber_sweep` is
-# `common.samplers.gibbs_sweep(spins=True)` in random order with one temperature per chain, so all
+# `common.boltzmann.gibbs_sweep(spins=True)` in random order with one temperature per chain, so all
 # temperatures run as one batch.)
 
 # %%
