@@ -25,7 +25,8 @@ Figures (outputs/01_ebm_foundations/):
   fig01_boltzmann_1d.png      energy, density and Z in 1-D, quadrature against the closed form
   fig02_landscape_2d.png      a 2-D landscape as contours, surface and density
   fig03_temperature.png       T -> 0 winner-take-all, T -> infinity flat
-  fig04_two_wells.png         temperature moves mass between a deep narrow and a shallow wide well
+  fig04_two_wells.png         temperature moves mass between a deep narrow and a shallow wide well (distorts),
+                              and keeps the ratio s1/s2 of two equally deep wells (rescales)
   fig05_intractability.png    cost of exact enumeration and of grid quadrature, extrapolated
   fig06_score_field.png       the score as a vector field; autograd against the closed form
   fig07_mle_training.png      maximum likelihood: landscape over training, positive/negative phase
@@ -37,6 +38,8 @@ metrics.json:
   density_integral            integral of the normalised density (should be 1), the one furthest from 1
   mode_mass_by_temperature    {T: mass of the deep narrow well} from quadrature
   crossover_temperature       T at which the two wells hold equal mass (quadrature), and its Laplace estimate
+  equal_depth_mass_ratio_by_temperature   {T: narrow/wide mass ratio of two equally deep wells} (quadrature)
+  equal_depth_mass_ratio_laplace          its Laplace value s1/s2, the same at every T
   score_max_abs_error         max |autograd score - closed-form score| on a grid
   enumeration_states_28x28_log10   log10 of the number of states of a 28x28 binary image
   mle_param_error             max |theta_hat - theta_true|, and the same in units of its standard error
@@ -179,7 +182,8 @@ def quadratic_energy_2d(x1, x2):
     return 0.5 * (A[0, 0] * x1**2 + 2 * A[0, 1] * x1 * x2 + A[1, 1] * x2**2)
 
 
-box = 12.0  # the integrand is below e^-30 outside [-12, 12]^2 for this A and T <= 1
+# E(x) >= lambda_min |x|^2 / 2, so exp(-E/T) < e^-30 outside the box once box^2 > 60 T / lambda_min
+box = max(12.0, math.sqrt(60 * T / float(np.linalg.eigvalsh(A).min())))  # 12 for T <= 1, wider when hotter
 z2_quad, _ = integrate.dblquad(lambda y, x: math.exp(-quadratic_energy_2d(x, y) / T), -box, box, -box, box)
 z2_exact = 2 * math.pi * T / math.sqrt(np.linalg.det(A))
 z_rel_error_2d = abs(z2_quad - z2_exact) / z2_exact
@@ -237,7 +241,9 @@ run.savefig(fig, "fig02_landscape_2d")
 #     m_k  ~  exp(-d_k / T) * sqrt(2 pi T) * s_k
 #
 # -- depth wins at low T, width (entropy) wins at high T, and they trade places at
-# T* ~ (d2 - d1) / ln(s2 / s1). Below we compute the masses exactly by quadrature.
+# T* ~ (d2 - d1) / ln(s2 / s1). Below we compute the masses exactly by quadrature. With equal
+# depths the factor exp(-d_k / T) cancels and m1 / m2 = s1 / s2 at every T: temperature then only
+# rescales the modes. Temperature rescales or distorts, depending on the depths.
 
 # %%
 DEEP_CENTRE, WIDE_CENTRE = -1.5, 1.5  # positions of the two wells (fixed; depths and widths are in Config)
@@ -302,7 +308,38 @@ axes[2].set(xlabel="x", ylabel="p(x)", ylim=(0, 2.2),
 axes[2].legend()
 run.savefig(fig, "fig03_temperature")
 
-fig, axes = plotting.figure(2, title="A deep narrow well against a shallow wide one")
+
+
+# The rescaling case: the same two widths at EQUAL depth (d1 = d2 = 0). Laplace gives
+# m1 / m2 = s1 / s2 at every T: temperature only rescales the modes. The quadrature shows how far
+# that holds (the wells are cut at their watershed, which does not move with T).
+def equal_depth_energy(x):
+    # E(x) = min( (x - m1)^2 / (2 s1^2),  (x - m2)^2 / (2 s2^2) )
+    narrow = (x - DEEP_CENTRE) ** 2 / (2 * cfg.deep_width**2)
+    return np.minimum(narrow, (x - WIDE_CENTRE) ** 2 / (2 * cfg.wide_width**2))
+
+
+def equal_depth_ratio(temperature):
+    # m1 / m2 = int_{x < watershed} exp(-E/T) dx / int_{x > watershed} exp(-E/T) dx
+    # watershed: (x - m1) / s1 = (m2 - x) / s2, the point between the wells where both quadratics meet
+    cut = (DEEP_CENTRE * cfg.wide_width + WIDE_CENTRE * cfg.deep_width) / (cfg.deep_width + cfg.wide_width)
+    left, _ = integrate.quad(lambda x: math.exp(-equal_depth_energy(x) / temperature), -np.inf, cut)
+    right, _ = integrate.quad(lambda x: math.exp(-equal_depth_energy(x) / temperature), cut, np.inf)
+    return left / right
+
+
+ratio_equal = {t: equal_depth_ratio(t) for t in cfg.temperatures}
+ratio_laplace = cfg.deep_width / cfg.wide_width
+ratio_unequal = {t: m / (1 - m) for t, m in mass_by_t.items()}
+print(f"   mass ratio narrow / wide well: equal depths (Laplace s1/s2 = {ratio_laplace:.4f} at every T) "
+      f"against d1 = {cfg.deep_depth:g}")
+print(f"   {'T':>8}{'equal depths':>14}{'unequal':>12}")
+for t in cfg.temperatures:
+    print(f"   {t:>8g}{ratio_equal[t]:>14.4f}{ratio_unequal[t]:>12.4g}")
+run.metrics["equal_depth_mass_ratio_by_temperature"] = {f"{t:g}": r for t, r in ratio_equal.items()}
+run.metrics["equal_depth_mass_ratio_laplace"] = ratio_laplace
+
+fig, axes = plotting.figure(3, title="A deep narrow well against a shallow wide one; temperature rescales or distorts")
 axes[0].plot(xw, two_well_energy(xw), color="k", label="E(x)")
 axes[0].axvline(barrier, color="gray", ls=":", label=f"watershed x = {barrier:.2f}")
 axes[0].set(xlabel="x", ylabel="E(x)", ylim=(cfg.deep_depth - 0.5, 6), title="the energy")
@@ -315,6 +352,13 @@ axes[1].axhline(0.5, color="k", lw=0.8, ls=":")
 axes[1].set_xticks(positions, [f"{t:g}" for t in mass_by_t])
 axes[1].set(xlabel="temperature T", ylabel="probability mass", title=f"mass per well; T* = {t_cross:.2f}")
 axes[1].legend(loc="lower left", fontsize=7)
+axes[2].loglog(list(ratio_unequal), list(ratio_unequal.values()), "o-", color="C0",
+               label=f"unequal depths (d1 = {cfg.deep_depth:g}): distorts")
+axes[2].loglog(list(ratio_equal), list(ratio_equal.values()), "s-", color="C2", label="equal depths: rescales")
+axes[2].axhline(ratio_laplace, color="C2", ls=":", label=f"Laplace $s_1/s_2$ = {ratio_laplace:.3f}")
+axes[2].set(xlabel="temperature T", ylabel="mass ratio narrow / wide (quadrature)",
+            title=f"$s_1$ = {cfg.deep_width:g}, $s_2$ = {cfg.wide_width:g}")
+axes[2].legend(loc="upper right", fontsize=8)
 run.savefig(fig, "fig04_two_wells")
 
 # What to notice: below T* the deep narrow well holds most of the mass; above it the wide well
@@ -324,6 +368,12 @@ run.savefig(fig, "fig04_two_wells")
 # centred on the wide well and the watershed cuts it roughly in half. The Laplace estimate of T*
 # is close but not exact: the wells are cut at the watershed, and the wide well's Gaussian tail
 # is not all on its side.
+# The right panel is the seed's other case. With equal depths the narrow/wide mass ratio stays at
+# the Laplace value s1/s2 = 1/6 at every low temperature (0.1667 at T = 0.1 and 0.1678 at T = 1
+# with the defaults): temperature rescales both modes and keeps their weights. It drifts once
+# sqrt(T) s2 is no longer small against the gap between the wells (0.18 at T = 2, 0.47 at T = 20),
+# for the same watershed reason as above. With unequal depths the ratio falls by eight decades
+# between T = 0.1 and T = 5 and crosses 1: temperature distorts.
 
 # %% [markdown]
 # ## 3. Why Z is intractable
@@ -698,7 +748,7 @@ run.savefig(fig, "fig08_conditional_ebm")
 #     x_{k+1} = x_k - h grad_x E(x_k) + sqrt(2 T h) xi_k,     xi_k ~ N(0, I).
 #
 # For small h and many steps, x_k is distributed (nearly) as exp(-E/T)/Z. Here are the few lines,
-# written out; from lesson 03 on we use `common.samplers.langevin`, which does the same thing.
+# written out; below, and in lesson 06, we call `common.samplers.langevin`, which does the same thing.
 # Lesson 07 studies samplers properly (step-size bias, MALA, mixing between modes); the bias of a
 # finite step is derived in docs/derivations/langevin_discretisation.md.
 

@@ -262,7 +262,7 @@ run.savefig(fig, "fig01_stochastic_units")
 # Gibbs sampling visits the units in turn and redraws each from its conditional,
 #     s_i <- 1 with probability sigma((W_i . s + b_i) / T),
 # which leaves p(s) invariant; a sweep updates all n units once. The few lines below are the whole
-# sampler; from here on we use `common.samplers.gibbs_sweep`, which is the same code (and the assert
+# sampler; from here on we use `common.boltzmann.gibbs_sweep`, which is the same code (and the assert
 # checks that both produce identical chains from the same random numbers).
 #
 # How to know the chains are right? With 2^n states we can compare the histogram of the draws with
@@ -287,7 +287,7 @@ def gibbs_sweep_inline(weights, bias, state, generator):
 start = (torch.rand(cfg.n_chains, cfg.n_units, generator=gen, dtype=DTYPE) < 0.5).to(DTYPE)  # (B, n)
 check_a = gibbs_sweep_inline(W, b, start, torch.Generator().manual_seed(run.seed))
 check_b = gibbs_sweep(W, b, start, generator=torch.Generator().manual_seed(run.seed))
-assert torch.equal(check_a, check_b), "the inline sweep and common.samplers.gibbs_sweep disagree"
+assert torch.equal(check_a, check_b), "the inline sweep and common.boltzmann.gibbs_sweep disagree"
 
 
 def run_chains(sweep, init: torch.Tensor, n_sweeps: int, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -754,7 +754,10 @@ run.savefig(fig, "fig06_learning")
 #   chains mix more slowly (section 6), so the same 500 draws per step are worth fewer independent
 #   samples. Late in training a Gibbs gradient is mostly noise; the noise kicks the parameters
 #   around (the bumpy KL and the rising exact-gradient norm), and a small learning rate averages it.
-# - The KL does not reach 0: it stalls near log 2 ~ 0.69. Why is the subject of section 5.
+# - The KL does not reach 0. The best any pairwise machine can do on these 7 images is an infimum of
+#   0.6485 nats (tests/test_pairwise_infimum.py finds it by L-BFGS on the exact log-likelihood over
+#   all 512 states); it is approached only as the weights grow without bound, so gradient ascent
+#   creeps towards it ever more slowly and never reaches it. Why it is not 0 is the subject of section 5.
 
 # %% [markdown]
 # ## 5. Hidden units capture higher-order structure

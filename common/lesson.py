@@ -187,7 +187,7 @@ class LessonRun:
     def savefig(self, fig, stem: str) -> None:
         """Save ``fig`` as ``<outdir>/<stem>.png``, show it if ``--show`` or in a notebook, then close it.
 
-        A ``--quick`` figure carries a red "quick run" mark in its top-left corner. Returns nothing, so a
+        A ``--quick`` figure carries a red "quick run" banner below it. Returns nothing, so a
         notebook cell that ends with it shows the figure and no echo of its path.
         """
         import matplotlib.pyplot as plt
@@ -195,7 +195,8 @@ class LessonRun:
         if not stem.startswith("fig"):
             raise ValueError(f"figure names start with figNN_ (got {stem!r})")
         if self.quick:
-            fig.text(0.005, 0.995, QUICK_MARK, ha="left", va="top", fontsize=10, color="#b00000",
+            # a banner just below the figure (the tight bounding box takes it in): it never covers a title
+            fig.text(0.5, -0.01, QUICK_MARK, ha="center", va="top", fontsize=10, color="#b00000",
                      bbox={"facecolor": "white", "edgecolor": "#b00000", "alpha": 0.85, "pad": 2})
         path = self.outdir / f"{stem}.png"
         fig.savefig(path)

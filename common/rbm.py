@@ -240,3 +240,60 @@ def train_epoch(rbm: RBM, x_train: torch.Tensor, *, lr: float, k: int = 1, batch
         h, _ = rbm.sample_hidden(batch, generator)
         errors.append(float(((batch - rbm.visible_probs(h)) ** 2).mean()))
     return velocity, chains, float(np.mean(errors))
+
+
+# -- deep belief network: two RBMs stacked greedily (Hinton, Osindero & Teh 2006) ----------------
+def rbm_on_top(bottom: RBM) -> RBM:
+    """The second RBM of a greedy DBN, started from the first one's transposed weights.
+
+    Its visible layer is the bottom RBM's hidden layer h1 and its hidden layer h2 has the bottom's
+    visible size: W2 = W1^T, visible bias b2 = c1, hidden bias c2 = b1. Then p2(h1) equals the bottom
+    RBM's own marginal p1(h1), and the DBN's variational bound equals log p1(v) (Hinton et al. 2006, §4).
+    """
+    return RBM.from_tensors(bottom.W.T.contiguous(), bottom.c, bottom.b)
+
+
+def dbn_variational_bound(bottom: RBM, top: RBM, v: torch.Tensor) -> torch.Tensor:
+    """Exact variational bound on log p(v) of the DBN  p(v, h1) = p_top(h1) p_bottom(v | h1), per row of v.
+
+    With the factorial posterior Q(h1 | v) = prod_j sigmoid(c1_j + (v W1)_j)  (the bottom RBM's p(h1 | v)),
+        log p(v) >= E_Q[ log p_top(h1) + log p(v | h1) ] + H(Q)
+    log p(v | h1) = v.a - sum_i softplus(a_i),  a = b1 + W1 h1,  whose first term is linear in h1, so
+    E_Q[v.a] = v.b1 + (v W1).mu with mu = Q's means. The rest, g(h1) = -F_top(h1) - sum_i softplus(a_i),
+    is summed exactly over all 2^n_h1 states (at most 20 hidden units in the bottom RBM): splitting
+    h1 = (h_A, h_B) into two halves, Q = Q_A Q_B factorises and E_Q[g] = Q_A^T G Q_B with G[a, b] = g(a, b),
+    one matrix product instead of 2^n_h1 exponentials per image. float64 throughout.
+    """
+    if bottom.n_hidden > 20:
+        raise ValueError("the exact bound enumerates h1: use at most 20 hidden units in the bottom RBM")
+    W1, b1, c1 = (t.double() for t in bottom.parameters())
+    v = v.to(W1)
+    mu = torch.sigmoid(v @ W1 + c1).clamp(1e-12, 1 - 1e-12)  # (B, n_h1) Q's means
+    log_mu, log_1m = mu.log(), torch.log1p(-mu)
+    entropy = -(mu * log_mu + (1 - mu) * log_1m).sum(1)  # H(Q), factorial
+    linear = v @ b1 + ((v @ W1) * mu).sum(1)  # E_Q[v.a]
+    top64 = RBM.from_tensors(*(t.double() for t in top.parameters()))
+    n_a = bottom.n_hidden // 2
+    h_a = all_binary_states(n_a, dtype=torch.float64).to(W1.device)  # (2^n_a, n_a)
+    h_b = all_binary_states(bottom.n_hidden - n_a, dtype=torch.float64).to(W1.device)  # (2^n_b, n_b)
+    neg_free, rows = [], []
+    for a in h_a:
+        h1 = torch.cat([a.expand(len(h_b), -1), h_b], 1)  # (2^n_b, n_h1): every h1 that starts with a
+        neg_free.append(-top64.free_energy(h1))
+        rows.append(neg_free[-1] - F.softplus(h1 @ W1.T + b1).sum(1))
+    g = torch.stack(rows)  # (2^n_a, 2^n_b)
+    log_z_top = torch.logsumexp(torch.cat(neg_free), 0)  # log Z_top = logsumexp_h1 -F_top(h1), same states
+    # Q_A(a | v) = prod_{j <= n_a} mu_j^a_j (1 - mu_j)^(1 - a_j), likewise Q_B: (B, 2^n_a), (B, 2^n_b)
+    q_a = torch.exp(log_mu[:, :n_a] @ h_a.T + log_1m[:, :n_a] @ (1 - h_a).T)
+    q_b = torch.exp(log_mu[:, n_a:] @ h_b.T + log_1m[:, n_a:] @ (1 - h_b).T)
+    expected_g = ((q_a @ g) * q_b).sum(1)
+    return expected_g - log_z_top + linear + entropy
+
+
+def dbn_sample(bottom: RBM, top: RBM, h1: torch.Tensor, steps: int, generator=None) -> torch.Tensor:
+    """Generate from the DBN: ``steps`` block-Gibbs steps h1 -> h2 -> h1 in the top RBM, then one down pass.
+
+    Returns p(v | h1) of the bottom RBM's directed layer, shape ``(B, n_v)``.
+    """
+    h1, _ = top.gibbs(h1, steps, generator)
+    return bottom.visible_probs(h1)
