@@ -451,11 +451,12 @@ run.savefig(fig, "fig02_training_monitors")
 #
 #     log Z = logsumexp_h [ c.h + sum_i softplus(b_i + W_i: . h) ]
 #
-# `exact_log_z` above does that by enumerating the hidden states (`RBM.hidden_free_energy` is F(h)); `RBM.log_partition` in common/rbm.py is
-# the library version (it enumerates whichever layer is smaller). For the large model 2^100 terms
-# are out of reach, so we use annealed importance sampling (Neal, 2001; for RBMs Salakhutdinov &
-# Murray, 2008): start at a model with W = 0 whose Z is known, walk through K intermediate models
-# p_beta with beta: 0 -> 1, one Gibbs step each, and average the importance weights
+# `exact_log_z` above does that by enumerating the hidden states (`RBM.hidden_free_energy` is F(h));
+# `RBM.log_partition` in common/rbm.py is the library version (it enumerates whichever layer is
+# smaller). For the large model 2^100 terms are out of reach, so we use annealed importance
+# sampling (Neal, 2001; for RBMs Salakhutdinov & Murray, 2008): start at a model with W = 0 whose
+# Z is known, walk through K intermediate models p_beta with beta: 0 -> 1, one Gibbs step each,
+# and average the importance weights
 # prod_k p*_{beta_k}(v) / p*_{beta_{k-1}}(v).
 # Too few temperatures UNDERestimate log Z on average (Jensen), which OVERstates the likelihood:
 # so we check AIS against the exact answer on the small model, at the settings we use for the big one.
