@@ -24,7 +24,16 @@ Each module is about one thing:
 - ``training``       -- the one guarded training loop (Adam, schedule, clipping, EMA, restarts), the EBM
                         loss and its negative samples;
 - ``evaluation``     -- grid-normalised NLL and its floor, MMD floor, Fréchet distance in a classifier's
-                        features, calibration error, FPR at 95 % TPR, PSNR.
+                        features, calibration error, FPR at 95 % TPR, PSNR;
+- ``sampler_theory`` -- closed forms for the samplers on a quadratic: stationary variances, contraction
+                        factors, exact autocorrelation and IAT (lesson 07);
+- ``divergences``    -- KL by quadrature and the Donsker-Varadhan bound from samples (lesson 08);
+- ``composition``    -- AND/OR/NOT of energies and their grid-normalised densities (lesson 09);
+- ``adversarial``    -- PGD, BPDA and EOT for evaluating a defence honestly (lesson 09);
+- ``flows``          -- RealNVP with affine couplings (lesson 10);
+- ``nce``            -- the noise-contrastive estimation loss with a free log-normaliser (lesson 10);
+- ``diffusion``      -- the noise ladder, epsilon-prediction, the probability-flow ODE and its likelihood
+                        (lesson 10).
 
 Importing ``common`` (or any of its modules) has no side effects: nothing is seeded, downloaded,
 plotted or written until a lesson calls a function.
