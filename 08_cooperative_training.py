@@ -293,26 +293,28 @@ for i, sd in enumerate(sds):
     log_q = stats.norm.logpdf(x_grid[None], mus[:, None], sd)  # (M, X)
     landscape[i] = np.trapezoid(np.exp(log_q) * (log_q - log_p_grid), x_grid, axis=-1)
 
-fig, axes = plotting.figure(2, title=f"One Gaussian fitted to two modes (w = {mix_weights[0]:g}, "
+fig, axes = plotting.figure(2, title=f"One Gaussian $q$ fitted to two modes $p$ (weight $w$ = {mix_weights[0]:g}, "
                                      f"means {mix_means[0]:g}, {mix_means[1]:g}, std {cfg.mix_std:g})")
 xs = np.linspace(mix_means.min() - 4, mix_means.max() + 4, 600)
-axes[0].fill_between(xs, np.exp(mixture_log_pdf(xs)), color="gray", alpha=0.35, label="p (data)")
-axes[0].plot(xs, stats.norm.pdf(xs, mu_fwd, sd_fwd), lw=2, label=f"forward KL (ML): KL(p‖q) = {kl_fwd:.2f}")
+axes[0].fill_between(xs, np.exp(mixture_log_pdf(xs)), color="gray", alpha=0.35, label="$p$ (data)")
+axes[0].plot(xs, stats.norm.pdf(xs, mu_fwd, sd_fwd), lw=2,
+             label=f"forward KL (ML): $\\mathrm{{KL}}(p\\,\\|\\,q)$ = {kl_fwd:.2f}")
 for k, fit in enumerate(reverse_fits):
     axes[0].plot(xs, stats.norm.pdf(xs, fit["mean"], fit["std"]), lw=2, ls="--",
-                 label=f"reverse KL optimum {k + 1}: KL(q‖p) = {fit['kl_reverse']:.2f}")
-axes[0].set(xlabel="x", ylabel="density", title="forward covers, reverse seeks a mode", ylim=(0, None))
-axes[0].legend(loc="upper left")
+                 label=f"reverse KL optimum {k + 1}: $\\mathrm{{KL}}(q\\,\\|\\,p)$ = {fit['kl_reverse']:.2f}")
+axes[0].set(xlabel="$x$", ylabel="density", title="forward covers, reverse seeks a mode", ylim=(0, None))
+plotting.legend_below(axes[0])
 levels = np.geomspace(landscape.min(), np.quantile(landscape, 0.9), 22)  # log-spaced: both basins show
 contour = axes[1].contourf(mus, sds, landscape, levels=levels, norm=LogNorm(), extend="max")
-fig.colorbar(contour, ax=axes[1], label="KL(q‖p) (nats, log scale)", format="%.2g")
+fig.colorbar(contour, ax=axes[1], label="$\\mathrm{KL}(q\\,\\|\\,p)$ (nats, log scale)", format="%.2g")
 axes[1].plot([f["mean"] for f in reverse_fits], [f["std"] for f in reverse_fits], "r*", ms=14, mec="w",
              label="reverse optima (scipy)")
 axes[1].plot(mu_fwd, sd_fwd, "wo", ms=9, mec="k", label="forward (moment matching)")
-axes[1].set(yscale="log", xlabel="mean μ of q", ylabel="std σ of q", title="reverse KL over (μ, σ): two basins")
+axes[1].set(yscale="log", xlabel="mean $\\mu$ of $q$", ylabel="std $\\sigma$ of $q$",
+            title="reverse KL over $(\\mu, \\sigma)$: two basins")
 axes[1].set_yticks([0.25, 0.5, 1, 2, 4], labels=["0.25", "0.5", "1", "2", "4"], minor=False)
 axes[1].yaxis.set_minor_locator(plt.NullLocator())
-axes[1].legend(loc="upper right")
+plotting.legend_below(axes[1])
 run.savefig(fig, "fig01_forward_vs_reverse_kl")
 
 # What to notice: the maximum-likelihood Gaussian sits between the modes, where p has almost no mass,
@@ -394,16 +396,20 @@ for (name, (mu, sd)), color in zip(dv_fits.items(), plotting.COURSE_STYLE["axes.
     weights = stats.norm.pdf(xs_t.cpu().numpy()[:, 0], mu, sd)
     shift = np.sum(weights * (exact - learned)) / weights.sum()
     axes[0].plot(xs_t.cpu()[:, 0], learned + shift, color=color, lw=2, label=name)
-    axes[0].plot(xs_t.cpu()[:, 0], exact, color=color, lw=1, ls=":")
-axes[0].set(xlabel="x", ylabel="critic T(x) (shifted)", title="learned T (solid) vs log q/p (dotted)", ylim=(-8, 8))
-axes[0].legend(loc="lower left")
+    axes[0].plot(xs_t.cpu()[:, 0], exact, color=color, lw=1.8, ls=":")
+axes[0].plot([], [], "k-", lw=2, label="learned critic $T(x)$")  # legend entries for the two line styles
+axes[0].plot([], [], "k:", lw=1.8, label="exact $\\log q(x)/p(x)$")
+axes[0].set(xlabel="$x$", ylabel="$T(x)$ (shifted by a constant)", title="learned critic vs the optimal one",
+            ylim=(-8, 8))
+plotting.legend_below(axes[0], ncol=2)
 pos = np.arange(len(dv_rows))
-axes[1].bar(pos - 0.2, [r["exact"] for r in dv_rows], 0.4, label="exact KL(q‖p), quadrature")
+axes[1].bar(pos - 0.2, [r["exact"] for r in dv_rows], 0.4, label="exact $\\mathrm{KL}(q\\,\\|\\,p)$, quadrature")
 axes[1].bar(pos + 0.2, [r["estimate"] for r in dv_rows], 0.4, yerr=[2 * r["se"] for r in dv_rows], capsize=4,
             label="DV estimate ± 2 s.e.")
-axes[1].set(xticks=pos, ylabel="KL(q‖p) (nats)", title=f"max relative error {dv_rel:.1%} (target 10 %)")
-axes[1].set_xticklabels([r["fit"].replace(" optimum", "\noptimum") for r in dv_rows], fontsize=8)
-axes[1].legend(loc="upper right")
+axes[1].set(xticks=pos, ylabel="$\\mathrm{KL}(q\\,\\|\\,p)$ (nats)",
+            title=f"max relative error {100 * dv_rel:.1f} % (target 10 %)")
+axes[1].set_xticklabels([r["fit"].replace(" optimum", "\noptimum") for r in dv_rows])
+plotting.legend_below(axes[1], ncol=2, gap=48)
 run.savefig(fig, "fig02_dv_critic")
 
 # What to notice: where q has mass, the learned critic follows log q/p; where q has none it is free
@@ -536,22 +542,28 @@ run.metrics["ebm_only_toy_mmd"] = toy_mmd["ebm_only"]
 run.metrics["toy_mmd_floor"] = mmd_floor
 run.metrics["coop_toy_seconds"] = {"coop": coop_seconds, "ebm_only": solo_seconds}
 
-fig, axes = plotting.figure(4, title=f"{cfg.toy}: CoopNets vs EBM only, {cfg.coop_steps} iterations, "
-                                     f"K = {cfg.langevin_steps} Langevin steps, h = {cfg.toy_step_size:g}, T = 1")
-plotting.density_image(axes[0], toy.log_density, toy.bounds, colorbar=True)
-plotting.scatter_samples(axes[0], gen_samples[:600], color="#ff7f0e", size=3)
-axes[0].set_title(f"generator G(z): MMD² {toy_mmd['generator']:.3f}")
-for ax, energy, samples, key, label in ((axes[1], coop_energy, coop_samples, "coop", "CoopNets"),
-                                        (axes[2], solo_energy, solo_samples, "ebm_only", "EBM only")):
-    plotting.density_image(ax, lambda x, e=energy: -e(x), toy.bounds, colorbar=True)
-    plotting.scatter_samples(ax, samples[:600], size=3)
-    ax.set(title=f"{label}: exp(-E), samples\nNLL {toy_nll[key]:.2f} (floor {floor:.2f}), MMD² {toy_mmd[key]:.3f}",
+fig, axes = plotting.figure(2, 2, title=f"{cfg.toy}: CoopNets vs EBM only, {cfg.coop_steps} iterations, "
+                                        f"$K$ = {cfg.langevin_steps} Langevin steps, $h$ = {cfg.toy_step_size:g}, "
+                                        f"$T$ = 1\nfloors: $\\mathrm{{MMD}}^2$ {mmd_floor:.4f} (data vs fresh data), "
+                                        f"NLL {floor:.2f} nats (the entropy $H(p)$)")
+image = plotting.density_image(axes[0], toy.log_density, toy.bounds)
+plotting.colorbar(axes[0], image, "data density $p(x)$ (relative)")
+plotting.scatter_samples(axes[0], gen_samples[:600], color="#ff7f0e", size=8)
+axes[0].set(title=f"data $p(x)$, generator samples $G(z)$\n$\\mathrm{{MMD}}^2$ {toy_mmd['generator']:.4f}",
+            xlim=toy.bounds[:2], ylim=toy.bounds[2:])
+for ax, energy, samples, key, label in ((axes[1], coop_energy, coop_samples, "coop", "CoopNets, revised samples"),
+                                        (axes[2], solo_energy, solo_samples, "ebm_only", "EBM only, samples")):
+    image = plotting.density_image(ax, lambda x, e=energy: -e(x), toy.bounds)
+    plotting.colorbar(ax, image, "model $e^{-E(x)}$ (relative)")
+    plotting.scatter_samples(ax, samples[:600], size=8)
+    ax.set(title=f"{label}\nNLL {toy_nll[key]:.2f} nats, $\\mathrm{{MMD}}^2$ {toy_mmd[key]:.4f}",
            xlim=toy.bounds[:2], ylim=toy.bounds[2:])
-plotting.training_curves(axes[3], {"CoopNets E(data) - E(revised)": np.array(coop_hist["e_pos"]) -
+plotting.training_curves(axes[3], {"CoopNets: revised samples": np.array(coop_hist["e_pos"]) -
                                    np.array(coop_hist["e_neg"]),
-                                   "EBM only E(data) - E(negatives)": np.array(solo_hist["e_pos"]) -
+                                   "EBM only: Langevin from noise": np.array(solo_hist["e_pos"]) -
                                    np.array(solo_hist["e_neg"])}, xlabel="iteration")
-axes[3].set(ylabel="energy gap", title="the contrast each energy sees")
+axes[3].set(ylabel="$\\bar E$(data) $-$ $\\bar E$(negatives)", title="the contrast each energy sees")
+plotting.legend_below(axes[3])
 run.savefig(fig, "fig03_coop_toy")
 
 # What to notice: the K revision steps improve the generator's samples (compare the two MMD^2 values),
@@ -621,17 +633,21 @@ run.metrics["digits_fd_floor"] = fd["floor"]
 run.metrics["digits_fd_baselines"] = {"gaussian": fd["gaussian"], "noise": fd["noise"]}
 run.metrics["feature_classifier_accuracy"] = feature_acc
 
-fig, axes = plotting.figure(4, title=f"8x8 digits: CoopNets vs EBM only, {cfg.digits_steps} iterations, "
-                                     f"K = {cfg.langevin_steps}, h = {cfg.img_step_size:g}, T = {img_temperature:.0e}")
-for ax, images, label in ((axes[0], gen_images, f"generator G(z): FD {fd['generator']:.1f}"),
+fig, axes = plotting.figure(2, 2, title=f"8x8 digits: CoopNets vs EBM only, {cfg.digits_steps} iterations, "
+                                        f"$K$ = {cfg.langevin_steps}, $h$ = {cfg.img_step_size:g}, "
+                                        f"$T$ = {img_temperature:.0e}; FD = Fréchet distance, lower is better")
+for ax, images, label in ((axes[0], gen_images, f"generator $G(z)$: FD {fd['generator']:.1f}"),
                           (axes[1], coop_images, f"CoopNets, revised: FD {fd['coop']:.1f}"),
                           (axes[2], solo_images, f"EBM only, from noise: FD {fd['ebm_only']:.1f}")):
     plotting.image_grid(ax, (images[:64].cpu() + 1) / 2, nrow=8, title=label)
-names = ["floor", "CoopNets", "generator", "EBM only", "Gaussian", "noise"]
-values = [fd["floor"], fd["coop"], fd["generator"], fd["ebm_only"], fd["gaussian"], fd["noise"]]
-axes[3].bar(names, values, color=["gray", "#1f77b4", "#ff7f0e", "#d62728", "#9467bd", "#8c564b"])
-axes[3].set(yscale="log", ylabel="Fréchet distance (log scale)", title="lower is better; floor = test vs train")
-axes[3].tick_params(axis="x", rotation=30)
+names = ["generator", "CoopNets", "EBM only", "fitted\nGaussian", "uniform\nnoise"]
+values = [fd["generator"], fd["coop"], fd["ebm_only"], fd["gaussian"], fd["noise"]]
+bars = axes[3].bar(names, values, color=["#ff7f0e", "#1f77b4", "#d62728", "#9467bd", "#8c564b"])
+axes[3].bar_label(bars, fmt="%.1f", fontsize=10)
+axes[3].axhline(fd["floor"], color="k", ls="--", lw=1.2, label=f"floor: test vs train digits ({fd['floor']:.1f})")
+axes[3].set(yscale="log", ylim=(fd["floor"] / 2, max(values) * 3), ylabel="FD (log scale)",
+            title="FD in the features of the lesson's classifier")
+axes[3].legend(loc="upper left")
 run.savefig(fig, "fig04_coop_digits")
 
 # What to notice: read the FD against its floor and baselines, not on its own. Here cooperative training
@@ -763,20 +779,22 @@ run.metrics["ebgan_modes_covered_during_training"] = {k: v["modes_covered_during
 fig, axes = plotting.figure(3, title=f"EBGAN on 8 Gaussians: margin {cfg.margin:g}, {cfg.ebgan_steps} steps, "
                                      f"{cfg.ebgan_seeds} seeds")
 for ax, pt_weight in zip(axes[:2], ebgan):
-    plotting.density_image(ax, target8.log_density, target8.bounds, colorbar=True)
-    plotting.scatter_samples(ax, ebgan[pt_weight]["samples"][:800], size=3)
+    image = plotting.density_image(ax, target8.log_density, target8.bounds)
+    plotting.colorbar(ax, image, "data density $p(x)$ (relative)")
+    plotting.scatter_samples(ax, ebgan[pt_weight]["samples"][:800], size=6)
     covered, fraction = mode_quality(ebgan[pt_weight]["samples"])
-    ax.set(title=f"λ_PT = {pt_weight:g} (seed {run.seed * 100}): {covered}/8 modes, {fraction:.0%} within 3σ",
+    ax.set(title=f"$\\lambda_{{PT}}$ = {pt_weight:g}, seed {run.seed * 100}: generator samples\n"
+                 f"{covered}/8 modes, {fraction:.0%} within $3\\sigma$ of a mode",
            xlim=target8.bounds[:2], ylim=target8.bounds[2:])
 for pt_weight, color in zip(ebgan, ("#d62728", "#2ca02c")):
     curve = ebgan[pt_weight]["curve"]
     steps = np.arange(curve.shape[1]) * cfg.ebgan_eval_every
     se = curve.std(0, ddof=1) / math.sqrt(len(curve))
-    axes[2].plot(steps, curve.mean(0), color=color, lw=2, label=f"λ_PT = {pt_weight:g}")
+    axes[2].plot(steps, curve.mean(0), color=color, lw=2, label=f"$\\lambda_{{PT}}$ = {pt_weight:g}")
     axes[2].fill_between(steps, curve.mean(0) - se, curve.mean(0) + se, color=color, alpha=0.25)
 axes[2].set(ylim=(0, 8.5), xlabel="training step", ylabel="modes covered (of 8)",
-            title=f"mean ± s.e. over {cfg.ebgan_seeds} seeds")
-axes[2].legend(loc="lower right")
+            title=f"modes found during training\n(mean ± s.e. over {cfg.ebgan_seeds} seeds)")
+plotting.legend_below(axes[2], ncol=2)
 run.savefig(fig, "fig05_ebgan")
 
 # What to notice: read the curve, not only its end. In the default run both settings end with all 8 modes
@@ -873,25 +891,22 @@ run.metrics["jem_ece"] = reports["JEM"]["ece"]
 run.metrics["clf_ece"] = reports["plain classifier"]["ece"]
 run.metrics["jem_seconds"] = {"clf": clf_seconds, "jem": jem_seconds}
 
-fig, axes = plotting.figure(2, title=f"Calibration on the digits test set ({len(x_test)} images, "
-                                     f"{cfg.jem_epochs} epochs, {cfg.ece_bins} bins)")
-for ax, (name, r) in zip(axes, reports.items()):
-    conf, acc, count = r["bins"]
-    used = count > 0
-    edges = np.linspace(0, 1, cfg.ece_bins + 1)
-    ax.bar(edges[:-1][used], acc[used], width=1 / cfg.ece_bins, align="edge", edgecolor="k", label="accuracy in bin")
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-    ax.plot(conf[used], acc[used], "o", color="#d62728", ms=4, label="(mean confidence, accuracy)")
-    ax.set(xlabel="confidence max_y p(y|x)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
-           title=f"{name}: accuracy {r['accuracy']:.3f}, ECE {r['ece']:.3f}")
-    ax.legend(loc="upper left")
+fig, axes = plotting.figure(2, 2, title=f"Calibration on the digits test set ({len(x_test)} images, "
+                                        f"{cfg.jem_epochs} epochs, {cfg.ece_bins} equal-width bins)",
+                             sharex="col", gridspec_kw={"height_ratios": (3, 1.3)})
+for j, (name, r) in enumerate(reports.items()):
+    plotting.reliability_diagram(axes[j], axes[2 + j], *r["bins"])
+    axes[j].set(title=f"{name}: accuracy {r['accuracy']:.3f}, ECE {r['ece']:.3f}")
+    axes[2 + j].set(xlabel="confidence $\\mathrm{max}_y\\, p(y \\mid x)$")
+fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2)
 run.savefig(fig, "fig06_jem_calibration")
 
 # What to notice: JEM's accuracy is within about a point of the classifier's (default run: 0.961 against
 # 0.972), but its bars sit above the diagonal: it is UNDER-confident, right more often than it claims, and
 # its ECE is the worse one (0.156 against 0.012). Grathwohl et al. report the opposite on CIFAR-10, where
 # the plain classifier is over-confident; on the digits the MLP classifier is already calibrated, so JEM
-# has nothing to fix here. With 359 test images, a bin holds a few dozen images: read the ECE with its bins.
+# has nothing to fix here. Read every bar against the count under it: the plain classifier puts 333 of
+# the 359 test images in its top bin (default run), so its other bars rest on 1-7 images each (hatched).
 
 # %%
 # Class-conditional samples: SGLD on E(x, y) = -f(x)[y] from uniform noise, the same sampler as training,
@@ -914,17 +929,20 @@ print(f"   -E(x) separates test digits from uniform noise: AUROC JEM {auroc_px['
 run.metrics["jem_conditional_accuracy"] = {"self": cond_acc, "feature_classifier": cond_feature_acc}
 run.metrics["log_px_auroc_digits_vs_noise"] = auroc_px
 
-fig, axes = plotting.figure(3, title=f"JEM's generative half: SGLD on E(x, y), {cfg.cond_steps} steps, "
-                                     f"h = {cfg.sgld_step_size:g}, s = {cfg.sgld_noise:g}")
+fig, axes = plotting.figure(3, title=f"JEM's generative half: SGLD on $E(x, y)$, {cfg.cond_steps} steps, "
+                                     f"$h$ = {cfg.sgld_step_size:g}, $s$ = {cfg.sgld_noise:g} "
+                                     f"($T$ = {effective_temperature(cfg.sgld_step_size, cfg.sgld_noise):.0e})")
 plotting.image_grid(axes[0], (x_cond.cpu().reshape(n_classes, cfg.n_cond, 1, 8, 8).transpose(0, 1).reshape(
-    -1, 1, 8, 8) + 1) / 2, nrow=n_classes, title=f"columns: y = 0..9; feature classifier agrees {cond_feature_acc:.0%}")
+    -1, 1, 8, 8) + 1) / 2, nrow=n_classes,
+    title=f"samples of $p(x \\mid y)$, one column per $y$ = 0..9\nfeature classifier agrees {cond_feature_acc:.0%}")
 for ax, name in zip(axes[1:], log_px):
     values = log_px[name]
     bins = np.linspace(min(v.min() for v in values.values()), max(v.max() for v in values.values()), 50)
     for label, v in values.items():
         ax.hist(v, bins=bins, alpha=0.6, label=label, density=True)
-    ax.set(xlabel="-E(x) = log p(x) + log Z", ylabel="density", title=f"{name}: AUROC {auroc_px[name]:.2f}")
-    ax.legend()
+    ax.set(xlabel="$-E(x) = \\log p(x) + \\log Z$", ylabel="density",
+           title=f"{name}: $-E(x)$ on test digits vs noise\nAUROC {auroc_px[name]:.2f}")
+    ax.legend(loc="best")
 run.savefig(fig, "fig07_jem_samples_log_px")
 
 # What to notice: the samples are the digits the classifier "imagines" per label, drawn at T ~ 5e-5 from
@@ -970,15 +988,27 @@ run.metrics["jem_unstable_diverged"] = unstable_diverged
 run.metrics["jem_restarts"] = restarted_trainer.restarts_used
 run.metrics["jem_restarted_accuracy"] = restarted["accuracy"]
 
-fig, axes = plotting.figure(2, title=f"JEM energies during training: stable (lr {cfg.jem_lr:g}, warm-up, α = "
-                                     f"{cfg.jem_alpha:g}) vs lr {cfg.unstable_lr:g}, α = 0 with restarts")
+fig, axes = plotting.figure(2, title=f"JEM energies during training: stable (lr {cfg.jem_lr:g}, warm-up, "
+                                     f"$\\alpha$ = {cfg.jem_alpha:g}) vs unstable (lr {cfg.unstable_lr:g}, "
+                                     f"$\\alpha$ = 0) with restarts")
 for ax, trainer, label in ((axes[0], jem_trainer, "stable JEM"),
-                           (axes[1], restarted_trainer, f"{restarted_trainer.restarts_used} restart(s)")):
-    for key, name in (("e_pos", "mean E(data)"), ("e_neg", "mean E(SGLD samples)")):
+                           (axes[1], restarted_trainer, f"unstable JEM, {restarted_trainer.restarts_used} restart(s)")):
+    for key, name in (("e_pos", "mean $E$(data)"), ("e_neg", "mean $E$(SGLD samples)")):
         ax.plot(trainer.history[key], lw=1, label=name)
-    ax.set(xlabel="update (the steps of a restart follow on)", ylabel="mean energy", title=label,
-           yscale="symlog" if ax is axes[1] else "linear")
-    ax.legend()
+    # a blow-up spans decades: then a symlog axis (linear for |E| < 1, logarithmic beyond), else a linear one
+    symlog = max(np.abs(trainer.history["e_neg"]).max(), np.abs(trainer.history["e_pos"]).max()) > 50
+    ax.set(xlabel="update (the steps of a restart follow on)", yscale="symlog" if symlog else "linear",
+           ylabel="mean energy" + (" (symlog: linear in ±1)" if symlog else ""), title=label)
+    if symlog:  # plain numbers at the decades instead of the default "-10^0"
+        ticks = [t for t in (-1e3, -100, -10, -1, 0, 1, 10, 100, 1e3, 1e4) if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+        ax.set_yticks(ticks, labels=[f"{t:g}" for t in ticks])
+    plotting.legend_below(ax, ncol=2)
+if restarted_trainer.restarts_used:  # point at the blow-up the guard caught
+    spike = int(np.argmax(np.abs(restarted_trainer.history["e_neg"])))
+    axes[1].annotate("diverged: the guard restarts\nfrom the last good weights,\n"
+                     f"lr × {cfg.restart_lr_factor:g}", (spike, restarted_trainer.history["e_neg"][spike]),
+                     xytext=(0.35, 0.75), textcoords="axes fraction", fontsize=10,
+                     arrowprops={"arrowstyle": "->", "color": "k"})
 run.savefig(fig, "fig08_jem_divergence")
 
 # What to notice: in the stable run E(data) and E(samples) track each other (the sampler keeps up). In

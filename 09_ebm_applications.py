@@ -334,6 +334,11 @@ SCORES = {
 }
 
 
+SCORE_LABELS = {"msp": "max softmax\n$\\mathrm{max}_y\\, p(y \\mid x)$", "energy": "plain energy\n$-E(x)$",
+                "log p(x)": "JEM density\n$\\log p(x) + \\log Z$",
+                "-score norm": "JEM score norm\n$-\\|\\nabla_x E(x)\\|$"}  # for figures
+
+
 def all_scores(x):
     with torch.no_grad():
         return {k: fn(x).cpu().numpy() for k, fn in SCORES.items()}
@@ -356,25 +361,30 @@ for name in ood_sets:
 run.metrics["ood_auroc"] = auroc
 run.metrics["ood_fpr95"] = fpr95
 
-fig, axes = plotting.figure(len(ood_sets) + 1, title="Out-of-distribution sets (8x8, pixels in [-1, 1]); "
-                            f"the models saw digits 0-{cfg.in_classes - 1}", panel_size=(2.0, 2.3))
-show_digits(axes[0], x_test[:9], 3, "training classes")
+n_rows = math.ceil((len(ood_sets) + 1) / 3)
+fig, axes = plotting.figure(3, n_rows, title="Out-of-distribution sets (8x8, pixels in [-1, 1])\n"
+                            f"the models saw digits 0-{cfg.in_classes - 1}", panel_size=(2.6, 2.7))
+show_digits(axes[0], x_test[:9], 3, f"test digits 0-{cfg.in_classes - 1} (in)")
 for ax, (name, x) in zip(axes[1:], ood_sets.items()):
     show_digits(ax, x[:9], 3, name)
+for ax in axes[len(ood_sets) + 1:]:
+    ax.remove()
 run.savefig(fig, "fig01_ood_sets")
 
 shown = ("digits (held out)", "gaussian (data-matched)", "blurred digits")  # the three hardest sets
+SHORT_NAMES = dict(zip(shown, ("held-out digits", "Gaussian", "blurred")))  # legend labels that fit
 fig, axes = plotting.figure(2, 2, title="OOD scores (higher = judged in-distribution): test digits vs "
-                            "the three hardest OOD sets")
+                            "the three hardest OOD sets\n(AUROC in brackets; scores clipped to their 0.5-99.5 % range)",
+                            panel_size=(4.8, 4.2))
 for ax, k in zip(axes, SCORES):
     pooled = np.concatenate([scores_in[k], *(scores_out[s][k] for s in shown)])
     bins = np.linspace(*np.quantile(pooled, [0.005, 0.995]), 40)
     ax.hist(np.clip(scores_in[k], bins[0], bins[-1]), bins, density=True, alpha=0.6, color="k", label="test digits")
     for s in shown:
-        ax.hist(np.clip(scores_out[s][k], bins[0], bins[-1]), bins, density=True, histtype="step", lw=1.5,
-                label=f"{s} ({auroc[s][k]:.2f})")
-    ax.set(title=k, xlabel="score (clipped to the 0.5-99.5 % range)", ylabel="density")
-    ax.legend(title="set (AUROC)", title_fontsize=8)
+        ax.hist(np.clip(scores_out[s][k], bins[0], bins[-1]), bins, density=True, histtype="step", lw=2,
+                label=f"{SHORT_NAMES[s]} ({auroc[s][k]:.2f})")
+    ax.set(title=SCORE_LABELS[k].replace("\n", " "), xlabel="score", ylabel="density")
+    plotting.legend_below(ax, ncol=2)
 run.savefig(fig, "fig02_ood_histograms")
 
 fig, ax = plotting.figure(1, panel_size=(7.5, 4.5), title="AUROC (1 = perfect, 0.5 = chance, < 0.5 = ranked "
@@ -382,10 +392,11 @@ fig, ax = plotting.figure(1, panel_size=(7.5, 4.5), title="AUROC (1 = perfect, 0
 table = np.array([[auroc[s][k] for k in SCORES] for s in ood_sets])
 image = ax.imshow(table, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
 for (i, j), v in np.ndenumerate(table):
-    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=10)
-ax.set(xticks=range(len(SCORES)), xticklabels=list(SCORES), yticks=range(len(ood_sets)), yticklabels=list(ood_sets))
+    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=11)
+ax.set(xticks=range(len(SCORES)), xticklabels=[SCORE_LABELS[k] for k in SCORES],
+       yticks=range(len(ood_sets)), yticklabels=list(ood_sets), xlabel="score", ylabel="OOD set")
 ax.grid(False)
-fig.colorbar(image, ax=ax, label="AUROC")
+plotting.colorbar(ax, image, "AUROC", shrink=1.0)
 run.savefig(fig, "fig03_ood_auroc")
 
 # What to notice: no score wins everywhere. Noise, inverted digits and photo patches are easy for every
@@ -481,21 +492,32 @@ run.metrics["restore_psnr_by_steps"] = {"steps": list(cfg.restore_steps_sweep), 
 
 n_show = 8
 rows = [noisy, denoised, blurred[best_blur], x_test, masked_start, inpainted, knn_filled, x_test]
-fig, ax = plotting.figure(1, panel_size=(6.0, 6.4), title=f"Rows: noisy (σ = {cfg.noise_sigma:g}) / EBM / blur / "
-                          f"true; masked ({cfg.missing_rows} rows) / EBM / KNN / true")
+row_names = [f"noisy, $\\sigma$ = {cfg.noise_sigma:g} ({denoise_psnr['noisy input']:.1f} dB)",
+             f"EBM, {cfg.restore_steps} steps ({denoise_psnr['ebm']:.1f} dB)",
+             f"blur, $\\sigma$ = {best_blur:g} ({denoise_psnr['blur']:.1f} dB)", "true",
+             f"{cfg.missing_rows} rows masked, mean fill ({inpaint_psnr['mean']:.1f} dB)",
+             f"EBM, {cfg.restore_steps} steps ({inpaint_psnr['ebm']:.1f} dB)",
+             f"KNN imputation ({inpaint_psnr['knn']:.1f} dB)", "true"]
+fig, ax = plotting.figure(1, panel_size=(8.5, 6.4), title="Denoising (top) and inpainting (bottom) of test digits\n"
+                          f"PSNR over all {len(x_test)} test digits in brackets (inpainting: missing pixels only)")
 show_digits(ax, torch.cat([r[:n_show] for r in rows]), n_show)
+for i, name in enumerate(row_names):  # image i of the grid spans pixel rows 9i + 1 .. 9i + 8
+    ax.text(-1.5, 9 * i + 4.5, name, ha="right", va="center", fontsize=11)
+ax.axhline(9 * 4 + 0.5, color="#d62728", lw=3)  # between the two tasks
 run.savefig(fig, "fig04_restorations")
 
-fig, axes = plotting.figure(2, title=f"Restoration PSNR against Langevin steps (h = {cfg.sgld_step_size:g}, "
-                            f"s = {cfg.sgld_noise:g}, {cfg.restore_chains} chains averaged)")
-for ax, task, lines in ((axes[0], "denoise", {"blur (best σ)": denoise_psnr["blur"],
+fig, axes = plotting.figure(2, title=f"Restoration PSNR against Langevin steps ($h$ = {cfg.sgld_step_size:g}, "
+                            f"$s$ = {cfg.sgld_noise:g}, {cfg.restore_chains} chains averaged)")
+titles = {"denoise": f"denoising, noise $\\sigma$ = {cfg.noise_sigma:g}",
+          "inpaint": f"inpainting {cfg.missing_rows} rows (PSNR of the missing pixels)"}
+for ax, task, lines in ((axes[0], "denoise", {f"blur (best $\\sigma$ = {best_blur:g})": denoise_psnr["blur"],
                                               "noisy input": denoise_psnr["noisy input"]}),
                         (axes[1], "inpaint", {"mean imputation": inpaint_psnr["mean"], "KNN": inpaint_psnr["knn"]})):
-    ax.plot(cfg.restore_steps_sweep, sweep[task], "o-", color="k", label="EBM")
+    ax.plot(cfg.restore_steps_sweep, sweep[task], "o-", color="k", label="EBM (Langevin)")
     for (name, value), color in zip(lines.items(), ("#1f77b4", "#d62728")):
         ax.axhline(value, ls="--", color=color, label=name)
-    ax.set(xlabel="Langevin steps", ylabel="PSNR (dB)", title=task)
-    ax.legend()
+    ax.set(xlabel="Langevin steps", ylabel="PSNR (dB), higher is better", title=titles[task])
+    plotting.legend_below(ax, ncol=3)
 run.savefig(fig, "fig05_restore_vs_steps")
 
 # What to notice: the first few steps help most (noise removed, holes filled with strokes); with many
@@ -568,25 +590,30 @@ for eps, r in robust.items():
 run.metrics["clean_accuracy"] = clean
 run.metrics["robust_accuracy"] = robust
 
-fig, ax = plotting.figure(1, title=f"Accuracy under PGD L-inf ({cfg.pgd_steps} steps), {len(x_att)} test digits")
+fig, ax = plotting.figure(1, title=f"Accuracy under PGD $L_\\infty$ ({cfg.pgd_steps} steps), {len(x_att)} test "
+                          f"digits\npurifier: noise {cfg.purify_noise:g} + {cfg.purify_steps} Langevin steps; "
+                          f"adaptive = BPDA + EOT({cfg.eot_samples})", panel_size=(8.4, 4.4))
 for key, style, label in (("undefended", "s-", "undefended"), ("purified_naive", "o--", "purified, naive attack"),
                           ("purified_adaptive", "o-", "purified, adaptive (BPDA + EOT)")):
     ax.plot(list(robust), [r[key] for r in robust.values()], style, label=label)
 ax.axhline(1 / cfg.in_classes, color="gray", ls=":", label="chance")
-ax.set(xlabel="ε (L-inf radius; pixels span 2)", ylabel="accuracy", ylim=(0, 1.02))
-ax.legend()
+ax.set(xlabel="$\\varepsilon$ ($L_\\infty$ radius; pixels span 2)", ylabel="accuracy", ylim=(0, 1.02))
+plotting.legend_outside(ax)
 run.savefig(fig, "fig06_robust_accuracy")
 
 eps_show = max(cfg.attack_eps)
 x_naive, x_adaptive = examples[eps_show]
-panels = {"clean": x_att, f"PGD ε={eps_show:g}": x_naive, "purified": purify(x_naive),
-          "adaptive attack": x_adaptive, "purified ": purify(x_adaptive)}
-fig, axes = plotting.figure(len(panels), title="Adversarial digits (labels: the plain classifier's answers, "
-                            "true in the first panel)", panel_size=(2.4, 2.8))
+panels = {"clean": x_att, f"PGD, $\\varepsilon$ = {eps_show:g}": x_naive, "PGD, then purified": purify(x_naive),
+          f"adaptive, $\\varepsilon$ = {eps_show:g}": x_adaptive, "adaptive, then purified": purify(x_adaptive)}
+fig, axes = plotting.figure(len(panels), title="Adversarial digits: the plain classifier's answer on each image "
+                            f"(green: right, red: wrong; true labels {y_att[:4].tolist()})", panel_size=(2.6, 2.8))
 for ax, (name, x) in zip(axes, panels.items()):
     with torch.no_grad():
         answers = plain.logits(x[:4]).argmax(1).tolist()
-    show_digits(ax, x[:4], 2, f"{name}\n{answers}")
+    show_digits(ax, x[:4], 2, name)
+    for k, (answer, truth) in enumerate(zip(answers, y_att[:4].tolist())):  # image k: row k // 2, column k % 2
+        ax.text(9 * (k % 2) + 1.5, 9 * (k // 2) + 2, str(answer), color="w", fontsize=13, fontweight="bold",
+                va="center", bbox={"facecolor": "#2ca02c" if answer == truth else "#d62728", "pad": 1.5})
 run.savefig(fig, "fig07_adversarial_examples")
 
 # What to notice: the naive curve says purification buys ~12 points at eps = 0.2 and ~20 at eps = 0.3.
@@ -644,8 +671,9 @@ run.metrics["composition_tv"] = tv
 run.metrics["composition_tv_floor"] = tv_floor
 
 fig, axes = plotting.figure(3, 2, title=f"Composed energies: exact density (top) and histogram of "
-                            f"{cfg.compose_chains} Langevin chains after {cfg.compose_steps} steps (bottom); "
-                            f"γ = {cfg.compose_gamma:g}")
+                            f"{cfg.compose_chains} Langevin chains after {cfg.compose_steps} steps (bottom)\n"
+                            f"$h$ = {cfg.compose_step_size:g}, $T$ = 1, $\\gamma$ = {cfg.compose_gamma:g}; "
+                            f"TV = total variation on a {cfg.tv_bins}x{cfg.tv_bins} grid")
 titles = {"and": "ring AND blob: $E_1 + E_2$", "or": "ring OR blob: $-\\log(e^{-E_1} + e^{-E_2})$",
           "not": f"ring NOT blob: $E_1 - {cfg.compose_gamma:g} E_2$"}
 for j, (name, energy_fn) in enumerate(composed.items()):
@@ -654,7 +682,7 @@ for j, (name, energy_fn) in enumerate(composed.items()):
     hist = sample_histogram(samples[name], BOX, cfg.tv_bins)
     image = axes[3 + j].imshow(hist / hist.max(), origin="lower", extent=BOX, cmap="magma", vmin=0, vmax=1)
     fig.colorbar(image, ax=axes[3 + j], label="histogram (relative)", shrink=0.85)
-    axes[3 + j].set(title=f"samples: TV {tv[name]:.3f} (exact-sample floor {tv_floor[name]:.3f})",
+    axes[3 + j].set(title=f"Langevin: TV {tv[name]:.3f} (exact-sample floor {tv_floor[name]:.3f})",
                     xlabel="$x_1$", ylabel="$x_2$")
     axes[3 + j].grid(False)
 run.savefig(fig, "fig08_composition_2d")
@@ -675,7 +703,9 @@ digit_energies = {f"{a}": class_energy(a), f"{b}": class_energy(b),
                   f"{a} NOT {b}": compose_not(class_energy(a), class_energy(b), cfg.compose_gamma)}
 class_fractions = {}
 fig, axes = plotting.figure(len(digit_energies), title=f"Langevin samples ({cfg.digit_steps} steps from noise, "
-                            f"T = {T_IMG:.0e}) of composed JEM class energies", panel_size=(2.4, 2.8))
+                            f"$T$ = {T_IMG:.0e}) of composed JEM class energies $E(x, y)$, "
+                            f"$\\gamma$ = {cfg.compose_gamma:g}; what the plain classifier calls them",
+                            panel_size=(2.6, 2.9))
 for ax, (name, energy_fn) in zip(axes, digit_energies.items()):
     x, _ = langevin(energy_fn, noise_images(16), cfg.digit_steps, cfg.sgld_step_size, noise_scale=cfg.sgld_noise,
                     clamp=CLAMP, generator=gen)
@@ -683,7 +713,8 @@ for ax, (name, energy_fn) in zip(axes, digit_energies.items()):
         predicted = plain.logits(x).argmax(1)
     class_fractions[name] = torch.bincount(predicted, minlength=cfg.in_classes).float() / len(x)
     top = int(class_fractions[name].argmax())
-    show_digits(ax, x, 4, f"{name}\nplain says {top}: {float(class_fractions[name][top]):.0%}")
+    show_digits(ax, x, 4, f"{'class ' if name.isdigit() else ''}{name}\n"
+                          f"{float(class_fractions[name][top]):.0%} called {top}")
 print("   composed digit energies, fraction of samples per class (plain classifier): " +
       "; ".join(f"{k}: [{', '.join(f'{p:.2f}' for p in v.tolist())}]" for k, v in class_fractions.items()))
 run.metrics["composed_digit_classes"] = class_fractions
@@ -777,23 +808,24 @@ print(f"   branch-hit rate (within {cfg.branch_tol:g}): EBM {hit_rate['ebm']:.3f
 run.metrics["structured_branch_hit_rate"] = hit_rate
 run.metrics["structured_both_branches"] = both
 
-fig, ax = plotting.figure(1, panel_size=(7.0, 5.0), title=f"E(x, y) learned on {cfg.struct_train} pairs; "
-                          f"descent on y from {cfg.struct_starts} starts")
+fig, ax = plotting.figure(1, panel_size=(7.0, 5.6), title=f"$E(x, y)$ learned on {cfg.struct_train} pairs "
+                          f"$y = \\pm\\sqrt{{x}}$ + noise ({cfg.struct_noise:g}); "
+                          f"descent on $y$ from {cfg.struct_starts} starts")
 xx, yy = torch.meshgrid(torch.linspace(0, 1.05, 120), torch.linspace(-1.5, 1.5, 120), indexing="xy")
 with torch.no_grad():
     ee = pair_energy(xx.reshape(-1, 1).to(device), yy.reshape(-1, 1).to(device)).reshape(xx.shape).cpu()
 contour = ax.contourf(xx, yy, ee.clamp(max=float(ee.quantile(0.9))), 30, cmap="viridis")
-fig.colorbar(contour, ax=ax, label="E(x, y) (clipped at its 90 % quantile)")
-ax.scatter(xs_train[:400, 0].cpu(), ys_train[:400, 0].cpu(), s=3, c="w", alpha=0.5, label="training pairs")
+plotting.colorbar(ax, contour, "$E(x, y)$ (clipped at its 90 % quantile)")
+plotting.scatter_samples(ax, torch.stack([xs_train[:400, 0], ys_train[:400, 0]], 1), label="training pairs", size=8)
 for i in range(0, len(x_eval), 5 * cfg.struct_starts):
     for j in range(cfg.struct_starts):
         ax.plot(x_eval[i + j].cpu().expand(descent_path.shape[0]), descent_path[:, i + j, 0].cpu(), color="#ff7f0e",
-                lw=1)
-ax.plot(x_eval[:, 0].cpu(), y_found[:, 0].cpu(), "o", color="#ff7f0e", ms=3,
-        label="argmin_y E (descent ends)")
+                lw=1, label="descent paths on $y$ (every 5th $x$)" if i == j == 0 else None)
+ax.plot(x_eval[:, 0].cpu(), y_found[:, 0].cpu(), "o", color="#ff7f0e", ms=4, mec="k", mew=0.3,
+        label="$\\mathrm{arg\\,min}_y\\, E(x, y)$ (descent ends)")
 ax.plot(x_eval[::cfg.struct_starts, 0].cpu(), y_mse[:, 0].cpu(), "r-", lw=2, label="least squares")
-ax.set(xlabel="x", ylabel="y")
-ax.legend(loc="lower left")
+ax.set(xlabel="$x$", ylabel="$y$")
+plotting.legend_below(ax, ncol=2)
 run.savefig(fig, "fig10_structured_prediction")
 
 # What to notice: descent from starts above 0 lands on +sqrt(x), from below on -sqrt(x); the least-squares
