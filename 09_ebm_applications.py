@@ -390,7 +390,8 @@ run.savefig(fig, "fig02_ood_histograms")
 fig, ax = plotting.figure(1, panel_size=(7.5, 4.5), title="AUROC (1 = perfect, 0.5 = chance, < 0.5 = ranked "
                           "backwards)")
 table = np.array([[auroc[s][k] for k in SCORES] for s in ood_sets])
-image = ax.imshow(table, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+# a diverging map centred on chance (0.5), readable by red-green colour-blind viewers
+image = ax.imshow(table, cmap="coolwarm_r", vmin=0, vmax=1, aspect="auto")
 for (i, j), v in np.ndenumerate(table):
     ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=11)
 ax.set(xticks=range(len(SCORES)), xticklabels=[SCORE_LABELS[k] for k in SCORES],
