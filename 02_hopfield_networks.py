@@ -159,7 +159,8 @@ run = start_lesson(
     cfg, flags, cpu_only="thousands of tiny sequential single-unit updates, where a GPU only adds launch latency",
 )
 # CPU only (see above), and one thread by default (--threads): per-update hand-offs would dominate.
-gen = torch.Generator().manual_seed(run.seed)  # one reproducible stream for patterns, cues and update orders
+# Every section below rebinds `gen` to its own `run.generator("section")` stream, so changing one
+# section's flags (a pattern count, a noise level) never changes another section's draws.
 DTYPE = torch.float64  # exact-enough arithmetic for the energy check; Hebbian weights are multiples of 1/N
 checked = {"updates": 0, "increases": 0}  # running tally for async_energy_increases
 
@@ -190,6 +191,7 @@ def count_energy_increases(energies: torch.Tensor, tolerance: float = 1e-9) -> t
 # `common.hopfield.async_recall`, which does the same for a batch of cues and many networks at once.
 
 # %%
+gen = run.generator("energy-descent")  # this section's own stream: other sections' flags leave it alone
 def energy_inline(W: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     # E(x) = -1/2 x^T W x      for a batch (B, N)
     return -0.5 * ((x @ W) * x).sum(1)
@@ -289,6 +291,7 @@ run.savefig(fig, "fig01_energy_descent")
 # linearly independent pattern an exact fixed point, correlated or not.
 
 # %%
+gen = run.generator("digits")  # this section's own stream: other sections' flags leave it alone
 digits = load_images("digits")  # 8x8, thresholded at 0.5
 spins = digits.x_train.to(DTYPE) * 2 - 1  # {0,1} -> {-1,+1}
 prototypes = torch.stack([torch.sign(spins[digits.y_train == k].mean(0) + 1e-9) for k in cfg.digit_classes])  # (P, 64)
@@ -381,6 +384,7 @@ run.savefig(fig, "fig02_digit_recall")
 # batched tensor computation (K networks x P cues), one unit update at a time.
 
 # %%
+gen = run.generator("capacity")  # this section's own stream: other sections' flags leave it alone
 def crossing(alphas, values, threshold):
     """First load where ``values`` drop below ``threshold``, linearly interpolated; None if never."""
     for j in range(1, len(alphas)):
@@ -544,6 +548,7 @@ run.savefig(fig, "fig03_capacity")
 # valleys the dynamics actually finds.
 
 # %%
+gen = run.generator("spurious")  # this section's own stream: other sections' flags leave it alone
 n_sp = cfg.spurious_patterns
 X_sp = random_patterns(n_sp, n)  # (P, N)
 W_sp = hebbian_weights(X_sp)
@@ -632,6 +637,7 @@ run.savefig(fig, "fig04_spurious_states")
 # temperatures run as one batch.)
 
 # %%
+gen = run.generator("glauber")  # this section's own stream: other sections' flags leave it alone
 def mean_field_overlap(T: float) -> float:
     """The largest root of m = tanh(m/T); 0 for T >= 1."""
     if T >= 1:
@@ -727,6 +733,7 @@ run.savefig(fig, "fig05_temperature")
 # is most similar to the right one. We retrieve with one update and compare sign(xi) to the pattern.
 
 # %%
+gen = run.generator("modern")  # this section's own stream: other sections' flags leave it alone
 def modern_retrieval(X: torch.Tensor, cue: torch.Tensor, beta: float) -> torch.Tensor:
     """Exact-retrieval indicator per cue after ONE update xi <- X^T softmax(beta X xi); ``X`` (P, N)."""
     new = modern_update(X, cue, beta)  # (P, N)
@@ -858,7 +865,7 @@ run.savefig(fig, "fig07_modern_digits")
 #   pseudo-inverse does not become W = I either: the border pixels are off in every image, so the
 #   pattern matrix has rank 50, not 64 (printed), and X^+ X projects onto a 50-dimensional subspace
 #   (max |X^+X - I| = 0.93 in the default run). Inside that subspace W acts as the identity, so it
-#   holds no structure that pulls a cue towards one digit rather than another: 18.8% of the cues
+#   holds no structure that pulls a cue towards one digit rather than another: 20.3% of the cues
 #   come back unchanged, the others settle on other states, and none on its own digit (0.0%).
 # - This is exactly one attention head with the stored patterns as keys and values.
 
@@ -913,6 +920,7 @@ print(f"\nAsync energy check over the whole lesson: {checked['increases']} incre
 
 # %%
 if run.exercise == 4:
+    gen = run.generator("exercise-4")
     # Stub: biased patterns with activity 0.2; students replace hebbian_weights by a centred rule.
     activity = 0.2
     X_bias = torch.where(torch.rand(20, n, generator=gen) < activity, 1.0, -1.0).to(DTYPE)

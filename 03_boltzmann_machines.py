@@ -150,7 +150,8 @@ from common.lesson import start_lesson
 run = start_lesson(cfg, flags, cpu_only="machines of at most 20 units, enumerated exactly in float64")
 device = run.device
 DTYPE = torch.float64  # exact sums over 2^n states and tiny models: double precision costs nothing here
-gen = torch.Generator().manual_seed(run.seed)  # one reproducible stream for every random draw below
+# Every section below rebinds `gen` to its own `run.generator("section")` stream, so changing one
+# section's flags (a chain count, a schedule) never changes another section's draws.
 
 
 def random_machine(n: int, weight_scale: float, bias_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,6 +179,7 @@ def random_machine(n: int, weight_scale: float, bias_scale: float) -> tuple[torc
 # deterministic Hopfield unit; T -> infinity makes it a fair coin.
 
 # %%
+gen = run.generator("boltzmann-units")  # this section's own stream: other sections' flags leave it alone
 W, b = random_machine(cfg.n_units, cfg.weight_scale, cfg.bias_scale)
 
 
@@ -275,6 +277,7 @@ run.savefig(fig, "fig01_stochastic_units")
 # run on the same machine for comparison.
 
 # %%
+gen = run.generator("gibbs")  # this section's own stream: other sections' flags leave it alone
 def gibbs_sweep_inline(weights, bias, state, generator):
     state = state.clone()
     for i in range(state.shape[1]):
@@ -285,8 +288,8 @@ def gibbs_sweep_inline(weights, bias, state, generator):
 
 
 start = (torch.rand(cfg.n_chains, cfg.n_units, generator=gen, dtype=DTYPE) < 0.5).to(DTYPE)  # (B, n)
-check_a = gibbs_sweep_inline(W, b, start, torch.Generator().manual_seed(run.seed))
-check_b = gibbs_sweep(W, b, start, generator=torch.Generator().manual_seed(run.seed))
+check_a = gibbs_sweep_inline(W, b, start, run.generator("gibbs-check"))  # two identical streams
+check_b = gibbs_sweep(W, b, start, generator=run.generator("gibbs-check"))
 assert torch.equal(check_a, check_b), "the inline sweep and common.boltzmann.gibbs_sweep disagree"
 
 
@@ -470,6 +473,7 @@ run.savefig(fig, "fig03_chain_diagnostics")
 # p(s_i = +1 | rest) = sigma(2 field / T) (the energy gap between s_i = +1 and -1 is twice the field).
 
 # %%
+gen = run.generator("annealing")  # this section's own stream: other sections' flags leave it alone
 W_glass, h_glass = random_spin_glass(cfg.n_glass, gen)
 ground_state, ground_energy, glass_energies = exhaustive_ground_state(W_glass, h_glass, spins=True)
 n_ground = int((glass_energies - ground_energy < 1e-9).sum())
@@ -637,7 +641,7 @@ odd_only = all_bas[~torch.isin(state_index(all_bas), state_index(data))]  # BAS 
 
 
 def init_machine(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    upper = cfg.init_scale * torch.randn(n, n, generator=torch.Generator().manual_seed(run.seed), dtype=DTYPE).triu(1)
+    upper = cfg.init_scale * torch.randn(n, n, generator=run.generator("learning-init"), dtype=DTYPE).triu(1)
     return upper + upper.T, torch.zeros(n, dtype=DTYPE)
 
 
@@ -678,7 +682,7 @@ def train(n_hidden: int, use_gibbs: bool, desc: str) -> dict:
     """
     weights, bias = init_machine(n_visible + n_hidden)
     velocity_w, velocity_b = torch.zeros_like(weights), torch.zeros_like(bias)
-    learn_gen = torch.Generator().manual_seed(run.seed)
+    learn_gen = run.generator("learning-chains")
     chains = (torch.rand(cfg.gibbs_chains, n_visible, generator=learn_gen, dtype=DTYPE) < 0.5).to(DTYPE)
     data_second, data_first = data.T @ data / len(data), data.mean(0)  # (9, 9), (9,)
     history = {"kl": [], "cosine": [], "grad_norm": [], "noise_norm": [], "snapshots": {}}
@@ -778,6 +782,7 @@ run.savefig(fig, "fig06_learning")
 # With 9 + n_hidden units we enumerate both phases exactly (`exact_gradient(..., n_hidden)`).
 
 # %%
+gen = run.generator("hidden-units")  # this section's own stream: other sections' flags leave it alone
 exact_hidden = train(cfg.n_hidden, use_gibbs=False, desc=f"{cfg.n_hidden} hidden units, exact")
 machines = {"visible only": exact_visible, f"{cfg.n_hidden} hidden": exact_hidden}
 mass = {}
@@ -842,6 +847,7 @@ run.savefig(fig, "fig07_hidden_units")
 # tau of the energy and of the slowest single unit (hidden units included: the gradient needs them).
 
 # %%
+gen = run.generator("slow-learning")  # this section's own stream: other sections' flags leave it alone
 def mixing_times(weights: torch.Tensor, bias: torch.Tensor) -> tuple[float, float]:
     """(tau of the energy, tau of the slowest unit) in sweeps, tau = draws / ESS, from mixing_chains
     Gibbs chains of mixing_sweeps sweeps whose first half is dropped as burn-in."""
@@ -989,6 +995,7 @@ run.savefig(fig, "fig08_why_slow")
 
 # %%
 if run.exercise == 4:
+    gen = run.generator("exercise-4")
     ladder = torch.logspace(math.log10(cfg.t_end * 4), math.log10(cfg.t_start), 8, dtype=DTYPE)  # T_1 < ... < T_R
     replicas = 2.0 * (torch.rand(len(ladder), cfg.n_glass, generator=gen, dtype=DTYPE) < 0.5).to(DTYPE) - 1  # (R, n)
     print(f"\nExercise 4 stub: {len(ladder)} replicas at T = {[round(float(t), 3) for t in ladder]}")
