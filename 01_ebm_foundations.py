@@ -362,14 +362,14 @@ axes[1].bar(positions, 1 - deep_mass, bottom=deep_mass, color="C3", label="shall
 axes[1].axhline(0.5, color="k", lw=0.8, ls=":")
 axes[1].set_xticks(positions, [f"{t:g}" for t in mass_by_t])
 axes[1].set(xlabel="temperature T", ylabel="probability mass", title=f"mass per well; $T^*$ = {t_cross:.2f}")
-axes[1].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=10)  # below the axes, off the bars
+axes[1].legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=10)  # below the axes, off the bars
 axes[2].loglog(list(ratio_unequal), list(ratio_unequal.values()), "o-", color="C0",
                label=f"unequal depths ($d_1$ = {cfg.deep_depth:g}): distorts")
 axes[2].loglog(list(ratio_equal), list(ratio_equal.values()), "s-", color="C2", label="equal depths: rescales")
 axes[2].axhline(ratio_laplace, color="C2", ls=":", label=f"Laplace $s_1/s_2$ = {ratio_laplace:.3f}")
 axes[2].set(xlabel="temperature T", ylabel="mass ratio narrow / wide",
             title=f"$s_1$ = {cfg.deep_width:g}, $s_2$ = {cfg.wide_width:g}")
-axes[2].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=10)
+axes[2].legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), fontsize=10)
 run.savefig(fig, "fig04_two_wells")
 
 # What to notice: below T* the deep narrow well holds most of the mass; above it the wide well

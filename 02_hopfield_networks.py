@@ -346,10 +346,10 @@ for r, cue_name in enumerate(("noisy", "occluded")):
             ax.plot(np.arange(E.shape[0]) / 64, E[:, j], style, lw=1, color=f"C{j}",
                     label=("Hebbian" if rule == "hebbian" else "pseudo-inverse") if j == 0 else None)
     ax.axhline(0, color="k", lw=0.6)
-    ax.set_title(f"energy along recall, {cue_name} cues (one colour per digit)", fontsize=9)
+    ax.set_title(f"energy along recall, {cue_name} cues (one colour per digit)", fontsize=11)
     ax.set_xlabel("sweeps")
     ax.set_ylabel("E(x) - E(stored digit)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=10)
 run.savefig(fig, "fig02_digit_recall")
 
 # What to notice
@@ -495,31 +495,31 @@ for c, (rule, points) in enumerate(capacity.items()):
     axes[1].plot(a, [p["stable"].mean() for p in points.values()], "-o", ms=3, color=f"C{c}", label=names[rule])
     if alpha_c[rule] is not None:
         axes[0].axvline(alpha_c[rule], color=f"C{c}", lw=0.8, alpha=0.6)
-axes[0].axvline(0.138, color="k", lw=1.2, ls=":", label="AGS alpha_c = 0.138")
+axes[0].axvline(0.138, color="k", lw=1.2, ls=":", label=r"AGS $\alpha_c$ = 0.138")
 axes[0].axhline(cfg.overlap_threshold, color="gray", lw=0.8)
-axes[0].set_xlabel("load alpha = P/N")
+axes[0].set_xlabel(r"load $\alpha = P/N$")
 axes[0].set_ylabel("mean overlap after recall")
-axes[0].set_title("retrieval quality (vertical lines: estimated alpha_c)")
+axes[0].set_title(r"retrieval (vertical lines: estimated $\alpha_c$)")
 axes[0].plot([], [], "k-", label="solid: recall from the pattern")
 axes[0].plot([], [], "k--", label=f"dashed: from a {cfg.capacity_cue_noise:.0%}-noisy cue")
-axes[0].set_ylim(0, 1.03)  # room for the legend below the curves
-axes[0].legend(fontsize=7, loc="lower right")
-axes[1].plot(p_values / n, theory_stable, "k:", label="Hebbian theory (1-p)^N")
-axes[1].axvline(1 / (2 * math.log(n)), color="gray", lw=0.8, ls="--", label="1/(2 ln N)")
-axes[1].set_xlabel("load alpha = P/N")
+axes[0].set_ylim(0, 1.03)
+axes[0].legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2)  # below the axes, off the data
+axes[1].plot(p_values / n, theory_stable, "k:", label=r"Hebbian theory $(1-p)^N$")
+axes[1].axvline(1 / (2 * math.log(n)), color="gray", lw=0.8, ls="--", label=r"$1/(2 \ln N)$")
+axes[1].set_xlabel(r"load $\alpha = P/N$")
 axes[1].set_ylabel("fraction of patterns that are fixed points")
 axes[1].set_title("exact fixed points")
-axes[1].legend(fontsize=7)
+axes[1].legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2)
 near = [a for a in hebb if 0.1 <= a <= 0.22][::2] or list(hebb)
 bins = np.linspace(-0.2, 1.0, 49)
 for c, a in enumerate(near):
     axes[2].hist(hebb[a]["overlap"].flatten().numpy(), bins=bins, histtype="step", lw=1.2, color=f"C{c}",
-                 label=f"alpha = {a:.2f}", density=True)
+                 label=rf"$\alpha$ = {a:.2f}", density=True)
 axes[2].set_yscale("log")
 axes[2].set_xlabel("final overlap m of one pattern")
 axes[2].set_ylabel("density (log)")
 axes[2].set_title("Hebbian: each pattern is kept or lost")
-axes[2].legend(fontsize=7)
+axes[2].legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3)
 run.savefig(fig, "fig03_capacity")
 
 # What to notice
@@ -597,18 +597,18 @@ axes[0].hist([e_rand[kind == k] for k in kinds], bins=bins, stacked=True, alpha=
 for name, value in theory.items():
     if name != "reversed pattern":
         axes[0].axvline(value, color="k", ls=":", lw=1)
-        axes[0].text(value, axes[0].get_ylim()[1] * 0.95, f" {name}\n theory", fontsize=7, va="top")
+        axes[0].text(value, axes[0].get_ylim()[1] * 0.95, f" {name}\n theory", fontsize=10, va="top")
 axes[0].set_xlabel("E/N of the attractor reached")
 axes[0].set_ylabel("random starts")
 axes[0].set_title(f"where {cfg.random_starts} random starts end")
-axes[0].legend(fontsize=7, loc="center right")
+axes[0].legend(fontsize=10, loc="upper right")
 example = torch.nonzero(torch.from_numpy(kind == "3-mixture")).flatten()
 j = int(example[0]) if len(example) else 0
 axes[1].bar(np.arange(1, n_sp + 1), m_final[j].numpy(), color="C2")
 axes[1].axhline(0.5, color="k", ls=":", lw=1)
 axes[1].axhline(-0.5, color="k", ls=":", lw=1)
-axes[1].set_xlabel("stored pattern mu")
-axes[1].set_ylabel("overlap m_mu")
+axes[1].set_xlabel(r"stored pattern $\mu$")
+axes[1].set_ylabel(r"overlap $m_\mu$")
 axes[1].set_title(f"one attractor ({kind[j]}): overlaps with the patterns")
 run.savefig(fig, "fig04_spurious_states")
 
@@ -685,18 +685,19 @@ run.metrics["mean_field_overlap_by_T"] = {f"{T:g}": mean_field_overlap(T) for T 
 
 fig, axes = plotting.figure(2, title=f"Glauber dynamics at temperature T (Hebbian, N={n})")
 T_fine = np.linspace(0.05, max(cfg.temperatures) + 0.1, 200)
-axes[0].plot(T_fine, [mean_field_overlap(t) for t in T_fine], "k-", lw=1, label="m = tanh(m/T)  (one pattern)")
+axes[0].plot(T_fine, [mean_field_overlap(t) for t in T_fine], "k-", lw=1, label=r"$m = \tanh(m/T)$ (one pattern)")
 T_para = T_fine[T_fine > 1.03]
-axes[0].plot(T_para, [paramagnet_overlap(t, n) for t in T_para], "k--", lw=1, label=f"T > 1: finite-N <|m|>, N={n}")
+axes[0].plot(T_para, [paramagnet_overlap(t, n) for t in T_para], "k--", lw=1,
+             label=r"$T > 1$: finite-N $\langle |m| \rangle$")
 for c, P in enumerate(glauber):
     axes[0].plot(cfg.temperatures, glauber[P][0], "o", color=f"C{c}", label=f"simulation, P = {P}")
     if P > 1:
         axes[0].axvline(1 - 1.95 * math.sqrt(P / n), color=f"C{c}", ls=":", lw=1,
-                        label=f"T_M ~ 1 - 1.95 sqrt({P / n:.2f})")
+                        label=rf"$T_M \approx 1 - 1.95\sqrt{{{P / n:.2f}}}$")
 axes[0].set_xlabel("temperature T")
-axes[0].set_ylabel("time-averaged |m|")
+axes[0].set_ylabel(r"time-averaged $|m|$")
 axes[0].set_title("memories melt")
-axes[0].legend(fontsize=7)
+plotting.legend_outside(axes[0], fontsize=10)
 first = cfg.glauber_patterns[0]
 picked = sorted({min(cfg.temperatures), max(cfg.temperatures)} | ({0.9} & set(cfg.temperatures)))
 for c, T in enumerate(picked):
@@ -707,7 +708,7 @@ axes[1].axvline(cfg.glauber_burn_in, color="gray", ls=":", lw=1, label="end of b
 axes[1].set_xlabel("sweep")
 axes[1].set_ylabel("overlap m(t)")
 axes[1].set_title(f"one chain per temperature, P = {first}")
-axes[1].legend(fontsize=7)
+plotting.legend_outside(axes[1], fontsize=10)
 run.savefig(fig, "fig05_temperature")
 
 # What to notice
@@ -806,19 +807,19 @@ fig, axes = plotting.figure(2, title=f"Modern Hopfield retrieval, one update (N=
                                      f"{cfg.modern_cue_noise:.0%} noise)")
 loads = [r[0] for r in rows]
 axes[0].semilogx(loads, [r[2] for r in rows], "-o", ms=4, label="classical Hebbian (async to convergence)")
-axes[0].semilogx(loads, [r[3] for r in rows], "-s", ms=4, label=f"modern, beta = {cfg.beta:g}")
-axes[0].axvline(0.138, color="k", ls=":", lw=1, label="0.138")
+axes[0].semilogx(loads, [r[3] for r in rows], "-s", ms=4, label=rf"modern, $\beta$ = {cfg.beta:g}")
+axes[0].axvline(0.138, color="k", ls=":", lw=1, label=r"classical $\alpha_c$ = 0.138")
 axes[0].set_xlabel("load P/N")
-axes[0].set_ylabel("exact retrieval")
-axes[0].legend(fontsize=7)
+axes[0].set(ylabel="exact retrieval", title=f"retrieval against load ({cfg.modern_cue_noise:.0%}-noisy cues)")
+axes[0].legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.3))
 axes[1].semilogx(cfg.betas, acc_beta_random, "-o", ms=4, label=f"random patterns, P/N = {top_load:g}")
 axes[1].semilogx(cfg.betas, acc_beta_digits, "-s", ms=4,
                  label=f"{len(memories)} digits, P/N = {len(memories) / 64:.1f}")
 axes[1].axhline(ceiling, color="C1", ls=":", lw=1, label="digits: nearest-pattern ceiling")
-axes[1].set_xlabel("beta")
+axes[1].set_xlabel(r"inverse temperature $\beta$")
 axes[1].set_ylabel("exact retrieval")
-axes[1].set_title("the role of beta")
-axes[1].legend(fontsize=7)
+axes[1].set_title(r"the role of $\beta$")
+axes[1].legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.3))
 run.savefig(fig, "fig06_modern_capacity")
 
 # energy along a few modern updates, and the pictures
@@ -847,11 +848,11 @@ ax.set_title(f"{len(memories)} stored digits, {cfg.digit_noise:.0%} flipped pixe
 ax = fig.add_subplot(grid[1])
 for c, b in enumerate(betas_shown):
     for j in range(len(show)):
-        ax.plot(e_seq[b][:, j], "-o", ms=3, lw=0.8, color=f"C{c}", label=f"beta = {b:g}" if j == 0 else None)
+        ax.plot(e_seq[b][:, j], "-o", ms=3, lw=0.8, color=f"C{c}", label=rf"$\beta$ = {b:g}" if j == 0 else None)
 ax.set_xlabel("modern update")
-ax.set_ylabel("E(xi)")
+ax.set_ylabel(r"$E(\xi)$")
 ax.set_title("energy never rises (CCCP step)")
-ax.legend(fontsize=7)
+ax.legend(fontsize=10)
 run.savefig(fig, "fig07_modern_digits")
 
 # What to notice

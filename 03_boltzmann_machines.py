@@ -235,14 +235,14 @@ for temperature, (enumerated, _) in conditional_by_t.items():
     label = f"sigma(field/T), T = {temperature:g}"
     line = axes[0].plot(grid, torch.sigmoid(grid / temperature), lw=1.3, label=label)[0]
     axes[0].scatter(fields, enumerated, s=9, color=line.get_color(), edgecolors="k", linewidths=0.2, zorder=3)
-axes[0].set_xlabel("field  sum_j W_ij s_j + b_i")
-axes[0].set_ylabel("p(s_i = 1 | rest)")
+axes[0].set_xlabel(r"field $\sum_j W_{ij} s_j + b_i$")
+axes[0].set_ylabel(r"$p(s_i = 1 \mid \mathrm{rest})$")
 axes[0].set_title("dots: enumerated conditionals; lines: the sigmoid")
 axes[0].legend(loc="upper left")
 for temperature in cfg.temperatures:
     p_t = exact_distribution(energy_fn, cfg.n_units, temperature=temperature)
     axes[1].plot(torch.sort(p_t, descending=True).values, lw=1.3, label=f"T = {temperature:g}")
-axes[1].axhline(2.0 ** -cfg.n_units, color="k", ls=":", lw=1, label="uniform 2^-n")
+axes[1].axhline(2.0 ** -cfg.n_units, color="k", ls=":", lw=1, label=r"uniform $2^{-n}$")
 axes[1].set_yscale("log")
 axes[1].set_xscale("log")
 axes[1].set_xlabel("state rank")
@@ -345,14 +345,14 @@ fig, axes = plotting.figure(2, title=f"Gibbs vs exact, n = {cfg.n_units} units (
 axes[0].plot(tv_table[:, 0], tv_table[:, 2], "o-", ms=3, label="Gibbs")
 axes[0].plot(tv_table[:, 0], tv_table[:, 3], "s-", ms=3, label="Metropolis")
 axes[0].plot(tv_table[:, 0], tv_table[:, 4], "k.", ms=6, label="perfect i.i.d. draws (one realisation)")
-axes[0].plot(tv_table[:, 0], tv_table[:, 5], "k--", lw=1, label="E[TV] of i.i.d. draws (exact)")
-axes[0].plot(tv_table[:, 0], tv_table[:, 6], "k:", lw=1, label="sqrt((K-1)/(2 pi N)) bound")
+axes[0].plot(tv_table[:, 0], tv_table[:, 5], "k--", lw=1, label=r"$\mathbb{E}[\mathrm{TV}]$ of i.i.d. draws (exact)")
+axes[0].plot(tv_table[:, 0], tv_table[:, 6], "k:", lw=1, label=r"$\sqrt{(K-1)/(2\pi N)}$ bound")
 axes[0].axhline(0.05, color="#d62728", lw=0.8, alpha=0.6, label="target 0.05")
 axes[0].set_xscale("log")
 axes[0].set_yscale("log")
 axes[0].set_xlabel(f"sweeps kept per chain (N = {cfg.n_chains} x sweeps draws)")
 axes[0].set_ylabel("TV(empirical, exact)")
-axes[0].legend(loc="lower left")
+axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=10)  # below the axes, off the curves
 axes[0].set_title("total variation falls to the noise floor")
 seen = p_gibbs > 0
 axes[1].loglog(p_exact[seen], p_gibbs[seen], ".", ms=2, alpha=0.5)
@@ -423,7 +423,7 @@ for chain in range(4):
     axes[0].plot(np.arange(1, first_sweeps + 1), energies_gibbs[:first_sweeps, chain], lw=0.7, alpha=0.8)
 axes[0].plot(np.arange(1, first_sweeps + 1), energies_gibbs[:first_sweeps].mean(1), "k-", lw=1.5,
              label=f"mean of {cfg.n_chains} chains")
-axes[0].axhline(exact_mean_energy, color="#d62728", ls="--", lw=1, label="exact <E>")
+axes[0].axhline(exact_mean_energy, color="#d62728", ls="--", lw=1, label=r"exact $\langle E \rangle$")
 axes[0].axvline(cfg.burn_in, color="gray", ls=":", lw=1, label=f"burn-in = {cfg.burn_in}")
 axes[0].set_xscale("log")
 axes[0].set_xlabel("sweep")
@@ -442,8 +442,8 @@ axes[2].axhline(rhats["energy"], color="#2ca02c", ls="--", lw=1, label=f"after b
 axes[2].axhline(1.05, color="#d62728", lw=0.8, label="1.05")
 axes[2].set_xscale("log")
 axes[2].set_xlabel("sweeps used, w")
-axes[2].set_ylabel("split R-hat")
-axes[2].set_title("R-hat flags the transient")
+axes[2].set_ylabel(r"split $\hat{R}$")
+axes[2].set_title(r"$\hat{R}$ flags the transient")
 axes[2].legend()
 run.savefig(fig, "fig03_chain_diagnostics")
 
@@ -516,24 +516,24 @@ run.metrics["glass_gibbs_vs_exact_energy"] = {f"{t:g}": {"gibbs": m, "se": s, "e
                                               for t, m, s, e in glass_checks}
 
 fig, axes = plotting.figure(3, title=f"SK spin glass, n = {cfg.n_glass}: exact thermodynamics by enumeration")
-axes[0].plot(temperature_grid, thermo[:, 0], "k-", lw=1.3, label="exact <E>_T")
+axes[0].plot(temperature_grid, thermo[:, 0], "k-", lw=1.3, label=r"exact $\langle E \rangle_T$")
 axes[0].errorbar([c[0] for c in glass_checks], [c[1] for c in glass_checks], yerr=[2 * c[2] for c in glass_checks],
-                 fmt="o", color="#d62728", ms=5, capsize=3, label="Gibbs (+- 2 s.e.)")
-axes[0].axhline(ground_energy, color="#2ca02c", ls="--", lw=1, label=f"ground E0 = {ground_energy:.2f}")
+                 fmt="o", color="#d62728", ms=5, capsize=3, label=r"Gibbs ($\pm$ 2 s.e.)")
+axes[0].axhline(ground_energy, color="#2ca02c", ls="--", lw=1, label=f"ground $E_0$ = {ground_energy:.2f}")
 axes[0].set_xscale("log")
 axes[0].set_xlabel("temperature T")
-axes[0].set_ylabel("<E>_T")
+axes[0].set_ylabel(r"$\langle E \rangle_T$")
 axes[0].legend()
 axes[0].set_title("mean energy")
 axes[1].plot(temperature_grid, thermo[:, 2], "-", lw=1.3)
 axes[1].set_xscale("log")
 axes[1].set_xlabel("temperature T")
-axes[1].set_ylabel("P_T(ground state pair)")
+axes[1].set_ylabel(r"$P_T$(ground state pair)")
 axes[1].set_title("mass on the ground state")
 axes[2].plot(temperature_grid, thermo[:, 1], "-", lw=1.3)
 axes[2].set_xscale("log")
 axes[2].set_xlabel("temperature T")
-axes[2].set_ylabel("C(T) = Var(E) / T^2")
+axes[2].set_ylabel(r"$C(T) = \mathrm{Var}(E) / T^2$")
 axes[2].set_title("heat capacity")
 run.savefig(fig, "fig04_spin_glass")
 
@@ -584,7 +584,7 @@ run.metrics["annealing_success_rate"] = {kind: {str(k): anneal[kind, k]["final_r
                                          for kind in schedules}
 
 fig, axes = plotting.figure(3, title=f"Simulated annealing on the n = {cfg.n_glass} spin glass, "
-                                     f"T {cfg.t_start} -> {cfg.t_end}, {cfg.anneal_runs} runs")
+                                     f"$T$: {cfg.t_start} $\\to$ {cfg.t_end}, {cfg.anneal_runs} runs per cell")
 for kind in schedules:
     axes[0].plot(np.arange(1, longest + 1), anneal[kind, longest]["temps"], lw=1.3, label=kind)
     mean_trace = anneal[kind, longest]["trace"].mean(1)
@@ -592,12 +592,12 @@ for kind in schedules:
     axes[2].plot(cfg.anneal_sweeps, [anneal[kind, k]["final_rate"] for k in cfg.anneal_sweeps], "o-", ms=4, label=kind)
 axes[0].set_yscale("log")
 axes[0].set_xlabel("sweep k")
-axes[0].set_ylabel("temperature T_k")
+axes[0].set_ylabel(r"temperature $T_k$")
 axes[0].set_title(f"schedules, K = {longest} sweeps")
 axes[0].legend()
 axes[1].set_yscale("symlog", linthresh=0.1)
 axes[1].set_xlabel("sweep k")
-axes[1].set_ylabel("mean E - E0 over runs")
+axes[1].set_ylabel(r"mean $E - E_0$ over runs")
 axes[1].set_title("energy above the ground state")
 axes[1].legend()
 axes[2].set_xscale("log")
@@ -735,7 +735,7 @@ steps_axis = np.arange(cfg.n_steps + 1)
 fig, axes = plotting.figure(3, title=f"Fully visible machine on 3x3 bars-and-stripes ({cfg.dataset}), "
                                      f"lr {cfg.lr}, momentum {cfg.momentum}")
 plotting.training_curves(axes[0], {"exact model term": exact_visible["kl"], gibbs_label: gibbs_visible["kl"]},
-                         xlabel="gradient step", ylabel="KL(data || model), nats", x=steps_axis)
+                         xlabel="gradient step", ylabel=r"KL(data $\Vert$ model), nats", x=steps_axis)
 axes[0].set_title("KL during training")
 running = np.convolve(cosines, np.ones(head) / head, mode="valid")
 axes[1].plot(cosines, lw=0.5, alpha=0.5, label="per step")
@@ -811,7 +811,7 @@ n_show = 18
 fig, axes = plotting.figure(2, 2, title=f"Hidden units: {cfg.n_hidden} hidden vs visible-only, {cfg.n_steps} exact "
                                         f"steps, lr {cfg.lr}")
 plotting.training_curves(axes[0], {name: m["kl"] for name, m in machines.items()}, xlabel="gradient step",
-                         ylabel="KL(data || model), nats", logy=True, x=steps_axis)
+                         ylabel=r"KL(data $\Vert$ model), nats", logy=True, x=steps_axis)
 axes[0].set_title("KL side by side")
 positions = np.arange(3)
 for offset, name in zip((-0.2, 0.2), machines):
@@ -911,7 +911,7 @@ fig, axes = plotting.figure(2, title=f"Why Boltzmann learning is slow: Gibbs mix
 multipliers = list(tau_by_scale)
 axes[0].plot(multipliers, [t[0] for t in tau_by_scale.values()], "o--", ms=4, label="energy")
 axes[0].plot(multipliers, [t[1] for t in tau_by_scale.values()], "o-", ms=4, label="slowest unit")
-axes[0].set_xlabel("weight multiplier beta (= 1 / T)")
+axes[0].set_xlabel(r"weight multiplier $\beta$ (= 1 / T)")
 axes[0].set_title(f"random machine (n = {cfg.n_units}) as weights grow")
 colours = ("#2ca02c", "#ff7f0e")
 for colour, (name, by_step) in zip(colours, tau_training.items()):
@@ -924,8 +924,8 @@ axes[1].set_title("trained machines along training")
 for ax in axes:
     ax.axhline(reliable, color="gray", ls=":", lw=1, label=f"kept sweeps / 20 = {reliable:.0f}")
     ax.set_yscale("log")
-    ax.set_ylabel("tau (sweeps per independent draw)")
-    ax.legend()
+    ax.set_ylabel(r"$\tau$ (sweeps per independent draw)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=10)  # below the axes, off the data
 run.savefig(fig, "fig08_why_slow")
 
 # What to notice:
