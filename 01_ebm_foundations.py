@@ -218,15 +218,17 @@ run.savefig(fig, "fig01_boltzmann_1d")
 # The same in 2-D: a non-Gaussian landscape, seen as contours, a surface and a density.
 landscape = gaussian_mixture([[-1.5, -1.0], [1.5, 1.0], [1.5, -1.5]], [0.6, 0.8, 0.5], [0.5, 0.3, 0.2],
                              bounds=(-4, 4, -4, 4))
-fig, axes = plotting.figure(3, title="One landscape, three views: E(x) = -log p(x) for a 3-component mixture")
+fig, axes = plotting.figure(3, title=r"One landscape, three views: $p(x) = e^{-E(x)}/Z$, a 3-Gaussian mixture")
 axes[1].remove()
 ax3d = fig.add_subplot(1, 3, 2, projection="3d")
-plotting.energy_contours(axes[0], landscape.energy, landscape.bounds)
+ENERGY_CLIP = 0.6  # colour range spent on the wells: energies above the 60% quantile share the top colour
+plotting.energy_contours(axes[0], landscape.energy, landscape.bounds, clip_quantile=ENERGY_CLIP,
+                         label=f"E(x) (clipped at the {ENERGY_CLIP:.0%} quantile)")
 axes[0].set_title("contours of E")
-plotting.energy_surface(ax3d, landscape.energy, landscape.bounds)
-ax3d.set_title("surface of E")
-plotting.density_image(axes[2], landscape.log_density, landscape.bounds)
-axes[2].set_title("p(x) = exp(-E) / Z")
+plotting.energy_surface(ax3d, landscape.energy, landscape.bounds, clip_quantile=ENERGY_CLIP)
+ax3d.set_title("surface of E (same clip)")
+plotting.density_image(axes[2], landscape.log_density, landscape.bounds, colorbar=True)
+axes[2].set_title(r"density $p(x) = e^{-E(x)}/Z$")
 run.savefig(fig, "fig02_landscape_2d")
 
 # %% [markdown]
@@ -286,26 +288,34 @@ print(f"   crossover: T* = {t_cross:.4f} (quadrature), {t_cross_laplace:.4f} (La
 run.metrics["mode_mass_by_temperature"] = {f"{t:g}": m for t, m in mass_by_t.items()}
 run.metrics["crossover_temperature"] = {"quadrature": t_cross, "laplace": t_cross_laplace}
 
-fig, axes = plotting.figure(3, title="Temperature reshapes p(x) = exp(-E(x)/T) / Z")
+fig, axes = plotting.figure(3, title=r"Temperature reshapes $p(x) = e^{-E(x)/T}/Z$")
 for t in (0.05, 0.3, 1.0, 3.0, 30.0):
     z_t = partition_function_1d(double_well_energy, t)
     axes[0].plot(xs, np.exp(-double_well_energy(xs) / t) / z_t, label=f"T = {t:g}")
-axes[0].set(xlabel="x", ylabel="p(x)", title="double well: T -> 0 one winner, T -> inf flat", ylim=(0, 2.5))
-axes[0].legend()
+axes[0].set(xlabel="x", ylabel="p(x)", title=r"double well: $T \to 0$ one winner, $T \to \infty$ flat")
+plotting.legend_outside(axes[0])
 t_curve = np.geomspace(min(cfg.temperatures), max(cfg.temperatures), 60)
 axes[1].semilogx(t_curve, [deep_well_mass(t, barrier) for t in t_curve], label="deep, narrow well")
 axes[1].axhline(0.5, color="gray", lw=0.8, ls=":")
-axes[1].axvline(t_cross, color="C1", ls="--", label=f"T* = {t_cross:.2f} (quadrature)")
-axes[1].axvline(t_cross_laplace, color="C2", ls=":", label=f"T* = {t_cross_laplace:.2f} (Laplace)")
-axes[1].set(xlabel="temperature T", ylabel="probability mass", title="two wells: mass of the deep one")
-axes[1].legend()
+axes[1].axvline(t_cross, color="C1", ls="--", label=f"$T^*$ = {t_cross:.2f} (quadrature)")
+# the Laplace estimate lands within a few % of the quadrature one: a marker, not a second line on top of the first
+axes[1].plot([t_cross_laplace], [0.5], "D", color="C2", ms=8, mfc="none", mew=2,
+             label=f"$T^*$ = {t_cross_laplace:.2f} (Laplace)")
+HIGH_T_NOTE = ("high T: the wide parabola is lower\nfar out on BOTH sides, so the watershed\n"
+               "cuts one broad bump: mass drifts to 1/2")
+axes[1].annotate(HIGH_T_NOTE,
+                 xy=(10.0, deep_well_mass(10.0, barrier)), xytext=(0.42, 0.72), textcoords="axes fraction",
+                 fontsize=10, arrowprops={"arrowstyle": "->", "color": "gray"})
+axes[1].set(xlabel="temperature T", ylabel="mass left of the watershed", ylim=(0, 1),
+            title="two wells: mass of the deep one")
+axes[1].legend(loc="lower left")
 xw = np.linspace(-3, 5, 600)
 for t in (0.3, t_cross, 5.0):
     weights = np.exp(-two_well_energy(xw) / t)
     axes[2].plot(xw, weights / np.trapezoid(weights, xw), label=f"T = {t:.2f}")
-axes[2].set(xlabel="x", ylabel="p(x)", ylim=(0, 2.2),
-            title=f"two wells: deep (d1={cfg.deep_depth:g}, s1={cfg.deep_width:g}) vs wide (s2={cfg.wide_width:g})")
-axes[2].legend()
+axes[2].set(xlabel="x", ylabel="p(x)",
+            title=f"deep ($d_1$={cfg.deep_depth:g}, $s_1$={cfg.deep_width:g}) vs wide ($s_2$={cfg.wide_width:g})")
+plotting.legend_outside(axes[2])
 run.savefig(fig, "fig03_temperature")
 
 
@@ -340,25 +350,26 @@ run.metrics["equal_depth_mass_ratio_by_temperature"] = {f"{t:g}": r for t, r in 
 run.metrics["equal_depth_mass_ratio_laplace"] = ratio_laplace
 
 fig, axes = plotting.figure(3, title="A deep narrow well against a shallow wide one; temperature rescales or distorts")
-axes[0].plot(xw, two_well_energy(xw), color="k", label="E(x)")
+axes[0].plot(xw, two_well_energy(xw), color="k", label="E(x) = min of two parabolas")
 axes[0].axvline(barrier, color="gray", ls=":", label=f"watershed x = {barrier:.2f}")
-axes[0].set(xlabel="x", ylabel="E(x)", ylim=(cfg.deep_depth - 0.5, 6), title="the energy")
-axes[0].legend(loc="upper right")
+axes[0].set(xlabel="x", ylabel="E(x)", ylim=(cfg.deep_depth - 0.5, 6),
+            title="the energy (kinks: where the two branches meet)")
+axes[0].legend(loc="upper right", fontsize=10)
 positions = np.arange(len(mass_by_t))
 deep_mass = np.array(list(mass_by_t.values()))
 axes[1].bar(positions, deep_mass, color="C0", label="deep, narrow well")
 axes[1].bar(positions, 1 - deep_mass, bottom=deep_mass, color="C3", label="shallow, wide well")
 axes[1].axhline(0.5, color="k", lw=0.8, ls=":")
 axes[1].set_xticks(positions, [f"{t:g}" for t in mass_by_t])
-axes[1].set(xlabel="temperature T", ylabel="probability mass", title=f"mass per well; T* = {t_cross:.2f}")
-axes[1].legend(loc="lower left", fontsize=7)
+axes[1].set(xlabel="temperature T", ylabel="probability mass", title=f"mass per well; $T^*$ = {t_cross:.2f}")
+axes[1].legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=10)  # below the axes, off the bars
 axes[2].loglog(list(ratio_unequal), list(ratio_unequal.values()), "o-", color="C0",
-               label=f"unequal depths (d1 = {cfg.deep_depth:g}): distorts")
+               label=f"unequal depths ($d_1$ = {cfg.deep_depth:g}): distorts")
 axes[2].loglog(list(ratio_equal), list(ratio_equal.values()), "s-", color="C2", label="equal depths: rescales")
 axes[2].axhline(ratio_laplace, color="C2", ls=":", label=f"Laplace $s_1/s_2$ = {ratio_laplace:.3f}")
-axes[2].set(xlabel="temperature T", ylabel="mass ratio narrow / wide (quadrature)",
+axes[2].set(xlabel="temperature T", ylabel="mass ratio narrow / wide",
             title=f"$s_1$ = {cfg.deep_width:g}, $s_2$ = {cfg.wide_width:g}")
-axes[2].legend(loc="upper right", fontsize=8)
+axes[2].legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), fontsize=10)
 run.savefig(fig, "fig04_two_wells")
 
 # What to notice: below T* the deep narrow well holds most of the mass; above it the wide well
@@ -431,13 +442,15 @@ run.metrics["enumeration_states_28x28_log10"] = 784 * math.log10(2)
 
 fig, axes = plotting.figure(2, title="The cost of Z grows exponentially (measured on this machine)")
 axes[0].semilogy(enum_units, enum_seconds, "o-", label="measured")
-n_line = np.array([enum_units[0], enum_units[-1] + 6])
-axes[0].semilogy(n_line, enum_seconds[-1] * 2.0 ** (n_line - enum_units[-1]), "--", color="gray",
-                 label="x2 per unit (extrapolation)")
-axes[0].set(xlabel="binary units n", ylabel="seconds for exact log Z", title="enumerating 2^n states")
+n_line = np.arange(enum_units[-1], enum_units[-1] + 7)  # extrapolate 6 units past the last measurement
+axes[0].semilogy(n_line, enum_seconds[-1] * 2.0 ** (n_line - enum_units[-1]), "--", color="gray", lw=2,
+                 label=r"$\times 2$ per unit (extrapolated)")
+axes[0].set(xlabel="binary units n", ylabel="seconds for exact log Z", title="enumerating $2^n$ states")
+axes[0].set_xticks(range(enum_units[0], int(n_line[-1]) + 1, 2))  # whole units only
 axes[0].legend()
-axes[1].semilogy(grid_dims, grid_seconds, "s-", color="C1", label=f"{cfg.grid_per_dim} points per axis")
-axes[1].set(xlabel="dimension d", ylabel="seconds for grid quadrature", title="grid of G^d points")
+axes[1].semilogy(grid_dims, grid_seconds, "s-", color="C1", label=f"G = {cfg.grid_per_dim} points per axis")
+axes[1].set(xlabel="dimension d", ylabel="seconds for grid quadrature", title="grid of $G^d$ points",
+            xticks=grid_dims)
 axes[1].legend()
 run.savefig(fig, "fig05_intractability")
 
@@ -490,14 +503,18 @@ print(f"   max |score(E) - score(E + 123)|    = {float((score_auto - score_auto_
       "   (a different Z, the same score)")
 run.metrics["score_max_abs_error"] = score_error
 
-fig, axes = plotting.figure(2, title="The score -grad E points uphill in probability (colour: log10 |score|)")
-plotting.energy_contours(axes[0], landscape.energy, landscape.bounds, colorbar=False)
-plotting.score_field(axes[0], lambda x: score_by_autograd(landscape.energy, x.double()), landscape.bounds, n=22)
-axes[0].set_title("autograd score over the energy contours")
+fig, axes = plotting.figure(2, title=r"The score $-\nabla_x E(x)$ points uphill in probability")
+plotting.energy_contours(axes[0], landscape.energy, landscape.bounds, clip_quantile=ENERGY_CLIP,
+                         label=f"E(x) (clipped at the {ENERGY_CLIP:.0%} quantile)")
+arrows = plotting.score_field(axes[0], lambda x: score_by_autograd(landscape.energy, x.double()), landscape.bounds,
+                              n=22)
+axes[0].set_title("autograd score (unit arrows) over E(x)")
 magnitude = score_exact.norm(dim=1).reshape(60, 60).numpy()
-image = axes[1].imshow(np.log10(magnitude + 1e-12), origin="lower", extent=landscape.bounds, cmap="coolwarm")
-fig.colorbar(image, ax=axes[1], label="log10 |score|", shrink=0.85)
-axes[1].set(title=f"closed form; max error vs autograd {score_error:.1e}", xlabel="$x_1$", ylabel="$x_2$")
+image = axes[1].imshow(np.log10(magnitude + 1e-12), origin="lower", extent=landscape.bounds, cmap="coolwarm",
+                       interpolation="bilinear")  # the 60x60 grid of the check, smoothed for display
+arrows.set_clim(image.get_clim())  # the arrows' colour is the same number as the right panel's
+plotting.colorbar(axes[1], image, r"$\log_{10} |\nabla_x E(x)|$ (also the arrow colour)")
+axes[1].set(title=f"|score|, closed form (autograd error {score_error:.0e})", xlabel="$x_1$", ylabel="$x_2$")
 axes[1].grid(False)
 run.savefig(fig, "fig06_score_field")
 
@@ -628,19 +645,20 @@ for step, snapshot in snapshots.items():
     density = torch.exp(log_unnormalised - log_unnormalised.max())
     axes[0].plot(xq, (density / torch.trapezoid(density, quad_x)).numpy(), label=f"model, step {step}")
 axes[0].set(xlabel="x", ylabel="density", title="the model density moves onto the data", xlim=(-3, 3))
-axes[0].legend()
+axes[0].legend(fontsize=10)
 negative = torch.stack(history["negative_phase"]).numpy()
-for i, name in enumerate(("x^4", "x^2", "x")):
-    axes[1].plot(negative[:, i], color=f"C{i}", label=f"E_model[{name}] (negative phase)")
+for i, name in enumerate(("x^4", "x^2", "x")):  # mathtext
+    axes[1].plot(negative[:, i], color=f"C{i}", label=rf"$\langle {name} \rangle_\mathrm{{model}}$")
     axes[1].axhline(float(positive_phase[i]), color=f"C{i}", ls="--", lw=0.8)
-axes[1].set(xlabel="step", ylabel="expected statistic", title="dashed: E_data (positive phase)", yscale="symlog")
-axes[1].legend()
+axes[1].set(xlabel="step", ylabel="expected statistic (symlog: linear in [-1, 1])", yscale="symlog",
+            title=r"solid: $\langle\cdot\rangle_\mathrm{model}$, dashed: $\langle\cdot\rangle_\mathrm{data}$")
+plotting.legend_outside(axes[1])
 thetas = torch.stack(history["theta"]).numpy()
 for i in range(3):
-    axes[2].plot(thetas[:, i], color=f"C{i}", label=f"theta_{i + 1}")
+    axes[2].plot(thetas[:, i], color=f"C{i}", label=rf"$\theta_{i + 1}$")
     axes[2].axhline(float(THETA_TRUE[i]), color=f"C{i}", ls=":", lw=0.8)
 axes[2].set(xlabel="step", ylabel="parameter", title="parameters (dotted: truth)")
-axes[2].legend()
+plotting.legend_outside(axes[2])
 run.savefig(fig, "fig07_mle_training")
 
 # What to notice: training stops when the negative phase (model expectations, solid) meets the
@@ -721,16 +739,17 @@ for label in range(3):
     chosen = x_test[y_test == label]
     axes[0].scatter(chosen[:, 0], chosen[:, 1], s=5, color=f"C{[0, 1, 2][label]}", edgecolors="k", linewidths=0.2,
                     label=f"y = {label}")
-axes[0].set(title=f"argmin_y E(x, y); test accuracy {accuracy:.2f}", xlabel="$x_1$", ylabel="$x_2$")
-axes[0].legend()
+axes[0].plot(example[0, 0], example[0, 1], "*", ms=15, color="gold", mec="k", label="the x of the\nnext two panels")
+axes[0].set(title=f"$\\mathrm{{argmin}}_y\\,E(x, y)$; test accuracy {accuracy:.2f}", xlabel="$x_1$", ylabel="$x_2$")
+plotting.legend_outside(axes[0])
 axes[1].bar(["y=0", "y=1", "y=2"], example_energy.numpy(), color=["C0", "C1", "C2"])
-axes[1].set(title=f"E(x, y) at x = ({example[0, 0]:.1f}, {example[0, 1]:.1f})", ylabel="energy")
+axes[1].set(title=f"E(x, y) at the star x = ({example[0, 0]:.1f}, {example[0, 1]:.1f})", ylabel="energy")
 width = 0.25
 for i, t in enumerate((0.3, 1.0, 5.0)):
     axes[2].bar(np.arange(3) + (i - 1) * width, torch.softmax(-example_energy / t, 0).numpy(), width,
                 label=f"T = {t:g}")
 axes[2].set_xticks(range(3), ["y=0", "y=1", "y=2"])
-axes[2].set(title="p(y | x) = softmax(-E/T)", ylabel="probability")
+axes[2].set(title=r"$p(y \mid x) = \mathrm{softmax}_y(-E(x, y)/T)$", ylabel="probability")
 axes[2].legend()
 run.savefig(fig, "fig08_conditional_ebm")
 
@@ -788,17 +807,19 @@ run.metrics["langevin_mmd"] = mmd_langevin
 run.metrics["langevin_mmd_baseline"] = mmd_baseline
 
 fig, axes = plotting.figure(2, title=f"Langevin chains, h = {cfg.step_size:g}, {cfg.n_langevin_steps} steps, T = {T:g}")
-plotting.energy_contours(axes[0], landscape.energy, landscape.bounds, colorbar=False)
+plotting.energy_contours(axes[0], landscape.energy, landscape.bounds, colorbar=False, clip_quantile=ENERGY_CLIP)
 plotting.trajectories(axes[0], path, max_paths=6)
 axes[0].set_title("six chains: start (dot) to end (star)")
-plotting.energy_contours(axes[1], landscape.energy, landscape.bounds, colorbar=False)
-plotting.scatter_samples(axes[1], chains, label="Langevin", color="white", size=8)
-plotting.scatter_samples(axes[1], exact_samples, label="exact", color="C1", size=8)
-axes[1].set(title=f"end points vs exact samples, MMD^2 = {mmd_langevin:.3f}")
-axes[1].legend(loc="lower left")
+plotting.energy_contours(axes[1], landscape.energy, landscape.bounds, colorbar=False, clip_quantile=ENERGY_CLIP)
+plotting.scatter_samples(axes[1], chains, label="Langevin end points", color="white", size=10, alpha=0.9)
+axes[1].scatter(*exact_samples.T.numpy(), s=14, marker="x", color="C3", linewidths=1.0, label="exact samples")
+axes[1].set(title=f"MMD$^2$ = {mmd_langevin:+.4f}; floor (exact vs exact) {mmd_baseline:+.4f}")
+plotting.legend_outside(axes[1], markerscale=2)
 run.savefig(fig, "fig09_langevin")
-gif = plotting.animate_chains(run.outdir / "anim_langevin.gif", landscape.energy, path, landscape.bounds,
-                              title="Langevin")
+gif = plotting.animate_chains_on_axes(
+    run.outdir / "anim_langevin.gif", landscape.energy, path, landscape.bounds,
+    step_of_frame=lambda row: row * keep_every, clip_quantile=ENERGY_CLIP,
+    caption=lambda step: f"Langevin step {step}/{cfg.n_langevin_steps}, h = {cfg.step_size:g}, T = {T:g}")
 run.saved_animation(gif)
 
 # What to notice: chains slide into the nearest well and then jitter around it; the noise lets

@@ -159,7 +159,8 @@ run = start_lesson(
     cfg, flags, cpu_only="thousands of tiny sequential single-unit updates, where a GPU only adds launch latency",
 )
 # CPU only (see above), and one thread by default (--threads): per-update hand-offs would dominate.
-gen = torch.Generator().manual_seed(run.seed)  # one reproducible stream for patterns, cues and update orders
+# Every section below rebinds `gen` to its own `run.generator("section")` stream, so changing one
+# section's flags (a pattern count, a noise level) never changes another section's draws.
 DTYPE = torch.float64  # exact-enough arithmetic for the energy check; Hebbian weights are multiples of 1/N
 checked = {"updates": 0, "increases": 0}  # running tally for async_energy_increases
 
@@ -190,6 +191,7 @@ def count_energy_increases(energies: torch.Tensor, tolerance: float = 1e-9) -> t
 # `common.hopfield.async_recall`, which does the same for a batch of cues and many networks at once.
 
 # %%
+gen = run.generator("energy-descent")  # this section's own stream: other sections' flags leave it alone
 def energy_inline(W: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     # E(x) = -1/2 x^T W x      for a batch (B, N)
     return -0.5 * ((x @ W) * x).sum(1)
@@ -289,6 +291,7 @@ run.savefig(fig, "fig01_energy_descent")
 # linearly independent pattern an exact fixed point, correlated or not.
 
 # %%
+gen = run.generator("digits")  # this section's own stream: other sections' flags leave it alone
 digits = load_images("digits")  # 8x8, thresholded at 0.5
 spins = digits.x_train.to(DTYPE) * 2 - 1  # {0,1} -> {-1,+1}
 prototypes = torch.stack([torch.sign(spins[digits.y_train == k].mean(0) + 1e-9) for k in cfg.digit_classes])  # (P, 64)
@@ -343,10 +346,10 @@ for r, cue_name in enumerate(("noisy", "occluded")):
             ax.plot(np.arange(E.shape[0]) / 64, E[:, j], style, lw=1, color=f"C{j}",
                     label=("Hebbian" if rule == "hebbian" else "pseudo-inverse") if j == 0 else None)
     ax.axhline(0, color="k", lw=0.6)
-    ax.set_title(f"energy along recall, {cue_name} cues (one colour per digit)", fontsize=9)
+    ax.set_title(f"energy along recall, {cue_name} cues (one colour per digit)", fontsize=11)
     ax.set_xlabel("sweeps")
     ax.set_ylabel("E(x) - E(stored digit)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=10)
 run.savefig(fig, "fig02_digit_recall")
 
 # What to notice
@@ -381,6 +384,7 @@ run.savefig(fig, "fig02_digit_recall")
 # batched tensor computation (K networks x P cues), one unit update at a time.
 
 # %%
+gen = run.generator("capacity")  # this section's own stream: other sections' flags leave it alone
 def crossing(alphas, values, threshold):
     """First load where ``values`` drop below ``threshold``, linearly interpolated; None if never."""
     for j in range(1, len(alphas)):
@@ -491,31 +495,31 @@ for c, (rule, points) in enumerate(capacity.items()):
     axes[1].plot(a, [p["stable"].mean() for p in points.values()], "-o", ms=3, color=f"C{c}", label=names[rule])
     if alpha_c[rule] is not None:
         axes[0].axvline(alpha_c[rule], color=f"C{c}", lw=0.8, alpha=0.6)
-axes[0].axvline(0.138, color="k", lw=1.2, ls=":", label="AGS alpha_c = 0.138")
+axes[0].axvline(0.138, color="k", lw=1.2, ls=":", label=r"AGS $\alpha_c$ = 0.138")
 axes[0].axhline(cfg.overlap_threshold, color="gray", lw=0.8)
-axes[0].set_xlabel("load alpha = P/N")
+axes[0].set_xlabel(r"load $\alpha = P/N$")
 axes[0].set_ylabel("mean overlap after recall")
-axes[0].set_title("retrieval quality (vertical lines: estimated alpha_c)")
+axes[0].set_title(r"retrieval (vertical lines: estimated $\alpha_c$)")
 axes[0].plot([], [], "k-", label="solid: recall from the pattern")
 axes[0].plot([], [], "k--", label=f"dashed: from a {cfg.capacity_cue_noise:.0%}-noisy cue")
-axes[0].set_ylim(0, 1.03)  # room for the legend below the curves
-axes[0].legend(fontsize=7, loc="lower right")
-axes[1].plot(p_values / n, theory_stable, "k:", label="Hebbian theory (1-p)^N")
-axes[1].axvline(1 / (2 * math.log(n)), color="gray", lw=0.8, ls="--", label="1/(2 ln N)")
-axes[1].set_xlabel("load alpha = P/N")
+axes[0].set_ylim(0, 1.03)
+axes[0].legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2)  # below the axes, off the data
+axes[1].plot(p_values / n, theory_stable, "k:", label=r"Hebbian theory $(1-p)^N$")
+axes[1].axvline(1 / (2 * math.log(n)), color="gray", lw=0.8, ls="--", label=r"$1/(2 \ln N)$")
+axes[1].set_xlabel(r"load $\alpha = P/N$")
 axes[1].set_ylabel("fraction of patterns that are fixed points")
 axes[1].set_title("exact fixed points")
-axes[1].legend(fontsize=7)
+axes[1].legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2)
 near = [a for a in hebb if 0.1 <= a <= 0.22][::2] or list(hebb)
 bins = np.linspace(-0.2, 1.0, 49)
 for c, a in enumerate(near):
     axes[2].hist(hebb[a]["overlap"].flatten().numpy(), bins=bins, histtype="step", lw=1.2, color=f"C{c}",
-                 label=f"alpha = {a:.2f}", density=True)
+                 label=rf"$\alpha$ = {a:.2f}", density=True)
 axes[2].set_yscale("log")
 axes[2].set_xlabel("final overlap m of one pattern")
 axes[2].set_ylabel("density (log)")
 axes[2].set_title("Hebbian: each pattern is kept or lost")
-axes[2].legend(fontsize=7)
+axes[2].legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3)
 run.savefig(fig, "fig03_capacity")
 
 # What to notice
@@ -544,6 +548,7 @@ run.savefig(fig, "fig03_capacity")
 # valleys the dynamics actually finds.
 
 # %%
+gen = run.generator("spurious")  # this section's own stream: other sections' flags leave it alone
 n_sp = cfg.spurious_patterns
 X_sp = random_patterns(n_sp, n)  # (P, N)
 W_sp = hebbian_weights(X_sp)
@@ -592,18 +597,18 @@ axes[0].hist([e_rand[kind == k] for k in kinds], bins=bins, stacked=True, alpha=
 for name, value in theory.items():
     if name != "reversed pattern":
         axes[0].axvline(value, color="k", ls=":", lw=1)
-        axes[0].text(value, axes[0].get_ylim()[1] * 0.95, f" {name}\n theory", fontsize=7, va="top")
+        axes[0].text(value, axes[0].get_ylim()[1] * 0.95, f" {name}\n theory", fontsize=10, va="top")
 axes[0].set_xlabel("E/N of the attractor reached")
 axes[0].set_ylabel("random starts")
 axes[0].set_title(f"where {cfg.random_starts} random starts end")
-axes[0].legend(fontsize=7, loc="center right")
+axes[0].legend(fontsize=10, loc="upper right")
 example = torch.nonzero(torch.from_numpy(kind == "3-mixture")).flatten()
 j = int(example[0]) if len(example) else 0
 axes[1].bar(np.arange(1, n_sp + 1), m_final[j].numpy(), color="C2")
 axes[1].axhline(0.5, color="k", ls=":", lw=1)
 axes[1].axhline(-0.5, color="k", ls=":", lw=1)
-axes[1].set_xlabel("stored pattern mu")
-axes[1].set_ylabel("overlap m_mu")
+axes[1].set_xlabel(r"stored pattern $\mu$")
+axes[1].set_ylabel(r"overlap $m_\mu$")
 axes[1].set_title(f"one attractor ({kind[j]}): overlaps with the patterns")
 run.savefig(fig, "fig04_spurious_states")
 
@@ -632,6 +637,7 @@ run.savefig(fig, "fig04_spurious_states")
 # temperatures run as one batch.)
 
 # %%
+gen = run.generator("glauber")  # this section's own stream: other sections' flags leave it alone
 def mean_field_overlap(T: float) -> float:
     """The largest root of m = tanh(m/T); 0 for T >= 1."""
     if T >= 1:
@@ -679,18 +685,19 @@ run.metrics["mean_field_overlap_by_T"] = {f"{T:g}": mean_field_overlap(T) for T 
 
 fig, axes = plotting.figure(2, title=f"Glauber dynamics at temperature T (Hebbian, N={n})")
 T_fine = np.linspace(0.05, max(cfg.temperatures) + 0.1, 200)
-axes[0].plot(T_fine, [mean_field_overlap(t) for t in T_fine], "k-", lw=1, label="m = tanh(m/T)  (one pattern)")
+axes[0].plot(T_fine, [mean_field_overlap(t) for t in T_fine], "k-", lw=1, label=r"$m = \tanh(m/T)$ (one pattern)")
 T_para = T_fine[T_fine > 1.03]
-axes[0].plot(T_para, [paramagnet_overlap(t, n) for t in T_para], "k--", lw=1, label=f"T > 1: finite-N <|m|>, N={n}")
+axes[0].plot(T_para, [paramagnet_overlap(t, n) for t in T_para], "k--", lw=1,
+             label=r"$T > 1$: finite-N $\langle |m| \rangle$")
 for c, P in enumerate(glauber):
     axes[0].plot(cfg.temperatures, glauber[P][0], "o", color=f"C{c}", label=f"simulation, P = {P}")
     if P > 1:
         axes[0].axvline(1 - 1.95 * math.sqrt(P / n), color=f"C{c}", ls=":", lw=1,
-                        label=f"T_M ~ 1 - 1.95 sqrt({P / n:.2f})")
+                        label=rf"$T_M \approx 1 - 1.95\sqrt{{{P / n:.2f}}}$")
 axes[0].set_xlabel("temperature T")
-axes[0].set_ylabel("time-averaged |m|")
+axes[0].set_ylabel(r"time-averaged $|m|$")
 axes[0].set_title("memories melt")
-axes[0].legend(fontsize=7)
+plotting.legend_outside(axes[0], fontsize=10)
 first = cfg.glauber_patterns[0]
 picked = sorted({min(cfg.temperatures), max(cfg.temperatures)} | ({0.9} & set(cfg.temperatures)))
 for c, T in enumerate(picked):
@@ -701,7 +708,7 @@ axes[1].axvline(cfg.glauber_burn_in, color="gray", ls=":", lw=1, label="end of b
 axes[1].set_xlabel("sweep")
 axes[1].set_ylabel("overlap m(t)")
 axes[1].set_title(f"one chain per temperature, P = {first}")
-axes[1].legend(fontsize=7)
+plotting.legend_outside(axes[1], fontsize=10)
 run.savefig(fig, "fig05_temperature")
 
 # What to notice
@@ -727,6 +734,7 @@ run.savefig(fig, "fig05_temperature")
 # is most similar to the right one. We retrieve with one update and compare sign(xi) to the pattern.
 
 # %%
+gen = run.generator("modern")  # this section's own stream: other sections' flags leave it alone
 def modern_retrieval(X: torch.Tensor, cue: torch.Tensor, beta: float) -> torch.Tensor:
     """Exact-retrieval indicator per cue after ONE update xi <- X^T softmax(beta X xi); ``X`` (P, N)."""
     new = modern_update(X, cue, beta)  # (P, N)
@@ -799,19 +807,19 @@ fig, axes = plotting.figure(2, title=f"Modern Hopfield retrieval, one update (N=
                                      f"{cfg.modern_cue_noise:.0%} noise)")
 loads = [r[0] for r in rows]
 axes[0].semilogx(loads, [r[2] for r in rows], "-o", ms=4, label="classical Hebbian (async to convergence)")
-axes[0].semilogx(loads, [r[3] for r in rows], "-s", ms=4, label=f"modern, beta = {cfg.beta:g}")
-axes[0].axvline(0.138, color="k", ls=":", lw=1, label="0.138")
+axes[0].semilogx(loads, [r[3] for r in rows], "-s", ms=4, label=rf"modern, $\beta$ = {cfg.beta:g}")
+axes[0].axvline(0.138, color="k", ls=":", lw=1, label=r"classical $\alpha_c$ = 0.138")
 axes[0].set_xlabel("load P/N")
-axes[0].set_ylabel("exact retrieval")
-axes[0].legend(fontsize=7)
+axes[0].set(ylabel="exact retrieval", title=f"retrieval against load ({cfg.modern_cue_noise:.0%}-noisy cues)")
+axes[0].legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.3))
 axes[1].semilogx(cfg.betas, acc_beta_random, "-o", ms=4, label=f"random patterns, P/N = {top_load:g}")
 axes[1].semilogx(cfg.betas, acc_beta_digits, "-s", ms=4,
                  label=f"{len(memories)} digits, P/N = {len(memories) / 64:.1f}")
 axes[1].axhline(ceiling, color="C1", ls=":", lw=1, label="digits: nearest-pattern ceiling")
-axes[1].set_xlabel("beta")
+axes[1].set_xlabel(r"inverse temperature $\beta$")
 axes[1].set_ylabel("exact retrieval")
-axes[1].set_title("the role of beta")
-axes[1].legend(fontsize=7)
+axes[1].set_title(r"the role of $\beta$")
+axes[1].legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.3))
 run.savefig(fig, "fig06_modern_capacity")
 
 # energy along a few modern updates, and the pictures
@@ -840,11 +848,11 @@ ax.set_title(f"{len(memories)} stored digits, {cfg.digit_noise:.0%} flipped pixe
 ax = fig.add_subplot(grid[1])
 for c, b in enumerate(betas_shown):
     for j in range(len(show)):
-        ax.plot(e_seq[b][:, j], "-o", ms=3, lw=0.8, color=f"C{c}", label=f"beta = {b:g}" if j == 0 else None)
+        ax.plot(e_seq[b][:, j], "-o", ms=3, lw=0.8, color=f"C{c}", label=rf"$\beta$ = {b:g}" if j == 0 else None)
 ax.set_xlabel("modern update")
-ax.set_ylabel("E(xi)")
+ax.set_ylabel(r"$E(\xi)$")
 ax.set_title("energy never rises (CCCP step)")
-ax.legend(fontsize=7)
+ax.legend(fontsize=10)
 run.savefig(fig, "fig07_modern_digits")
 
 # What to notice
@@ -858,7 +866,7 @@ run.savefig(fig, "fig07_modern_digits")
 #   pseudo-inverse does not become W = I either: the border pixels are off in every image, so the
 #   pattern matrix has rank 50, not 64 (printed), and X^+ X projects onto a 50-dimensional subspace
 #   (max |X^+X - I| = 0.93 in the default run). Inside that subspace W acts as the identity, so it
-#   holds no structure that pulls a cue towards one digit rather than another: 18.8% of the cues
+#   holds no structure that pulls a cue towards one digit rather than another: 20.3% of the cues
 #   come back unchanged, the others settle on other states, and none on its own digit (0.0%).
 # - This is exactly one attention head with the stored patterns as keys and values.
 
@@ -913,6 +921,7 @@ print(f"\nAsync energy check over the whole lesson: {checked['increases']} incre
 
 # %%
 if run.exercise == 4:
+    gen = run.generator("exercise-4")
     # Stub: biased patterns with activity 0.2; students replace hebbian_weights by a centred rule.
     activity = 0.2
     X_bias = torch.where(torch.rand(20, n, generator=gen) < activity, 1.0, -1.0).to(DTYPE)

@@ -150,7 +150,8 @@ from common.lesson import start_lesson
 run = start_lesson(cfg, flags, cpu_only="machines of at most 20 units, enumerated exactly in float64")
 device = run.device
 DTYPE = torch.float64  # exact sums over 2^n states and tiny models: double precision costs nothing here
-gen = torch.Generator().manual_seed(run.seed)  # one reproducible stream for every random draw below
+# Every section below rebinds `gen` to its own `run.generator("section")` stream, so changing one
+# section's flags (a chain count, a schedule) never changes another section's draws.
 
 
 def random_machine(n: int, weight_scale: float, bias_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,6 +179,7 @@ def random_machine(n: int, weight_scale: float, bias_scale: float) -> tuple[torc
 # deterministic Hopfield unit; T -> infinity makes it a fair coin.
 
 # %%
+gen = run.generator("boltzmann-units")  # this section's own stream: other sections' flags leave it alone
 W, b = random_machine(cfg.n_units, cfg.weight_scale, cfg.bias_scale)
 
 
@@ -233,14 +235,14 @@ for temperature, (enumerated, _) in conditional_by_t.items():
     label = f"sigma(field/T), T = {temperature:g}"
     line = axes[0].plot(grid, torch.sigmoid(grid / temperature), lw=1.3, label=label)[0]
     axes[0].scatter(fields, enumerated, s=9, color=line.get_color(), edgecolors="k", linewidths=0.2, zorder=3)
-axes[0].set_xlabel("field  sum_j W_ij s_j + b_i")
-axes[0].set_ylabel("p(s_i = 1 | rest)")
+axes[0].set_xlabel(r"field $\sum_j W_{ij} s_j + b_i$")
+axes[0].set_ylabel(r"$p(s_i = 1 \mid \mathrm{rest})$")
 axes[0].set_title("dots: enumerated conditionals; lines: the sigmoid")
 axes[0].legend(loc="upper left")
 for temperature in cfg.temperatures:
     p_t = exact_distribution(energy_fn, cfg.n_units, temperature=temperature)
     axes[1].plot(torch.sort(p_t, descending=True).values, lw=1.3, label=f"T = {temperature:g}")
-axes[1].axhline(2.0 ** -cfg.n_units, color="k", ls=":", lw=1, label="uniform 2^-n")
+axes[1].axhline(2.0 ** -cfg.n_units, color="k", ls=":", lw=1, label=r"uniform $2^{-n}$")
 axes[1].set_yscale("log")
 axes[1].set_xscale("log")
 axes[1].set_xlabel("state rank")
@@ -275,6 +277,7 @@ run.savefig(fig, "fig01_stochastic_units")
 # run on the same machine for comparison.
 
 # %%
+gen = run.generator("gibbs")  # this section's own stream: other sections' flags leave it alone
 def gibbs_sweep_inline(weights, bias, state, generator):
     state = state.clone()
     for i in range(state.shape[1]):
@@ -285,8 +288,8 @@ def gibbs_sweep_inline(weights, bias, state, generator):
 
 
 start = (torch.rand(cfg.n_chains, cfg.n_units, generator=gen, dtype=DTYPE) < 0.5).to(DTYPE)  # (B, n)
-check_a = gibbs_sweep_inline(W, b, start, torch.Generator().manual_seed(run.seed))
-check_b = gibbs_sweep(W, b, start, generator=torch.Generator().manual_seed(run.seed))
+check_a = gibbs_sweep_inline(W, b, start, run.generator("gibbs-check"))  # two identical streams
+check_b = gibbs_sweep(W, b, start, generator=run.generator("gibbs-check"))
 assert torch.equal(check_a, check_b), "the inline sweep and common.boltzmann.gibbs_sweep disagree"
 
 
@@ -342,14 +345,14 @@ fig, axes = plotting.figure(2, title=f"Gibbs vs exact, n = {cfg.n_units} units (
 axes[0].plot(tv_table[:, 0], tv_table[:, 2], "o-", ms=3, label="Gibbs")
 axes[0].plot(tv_table[:, 0], tv_table[:, 3], "s-", ms=3, label="Metropolis")
 axes[0].plot(tv_table[:, 0], tv_table[:, 4], "k.", ms=6, label="perfect i.i.d. draws (one realisation)")
-axes[0].plot(tv_table[:, 0], tv_table[:, 5], "k--", lw=1, label="E[TV] of i.i.d. draws (exact)")
-axes[0].plot(tv_table[:, 0], tv_table[:, 6], "k:", lw=1, label="sqrt((K-1)/(2 pi N)) bound")
+axes[0].plot(tv_table[:, 0], tv_table[:, 5], "k--", lw=1, label=r"$\mathbb{E}[\mathrm{TV}]$ of i.i.d. draws (exact)")
+axes[0].plot(tv_table[:, 0], tv_table[:, 6], "k:", lw=1, label=r"$\sqrt{(K-1)/(2\pi N)}$ bound")
 axes[0].axhline(0.05, color="#d62728", lw=0.8, alpha=0.6, label="target 0.05")
 axes[0].set_xscale("log")
 axes[0].set_yscale("log")
 axes[0].set_xlabel(f"sweeps kept per chain (N = {cfg.n_chains} x sweeps draws)")
 axes[0].set_ylabel("TV(empirical, exact)")
-axes[0].legend(loc="lower left")
+axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=10)  # below the axes, off the curves
 axes[0].set_title("total variation falls to the noise floor")
 seen = p_gibbs > 0
 axes[1].loglog(p_exact[seen], p_gibbs[seen], ".", ms=2, alpha=0.5)
@@ -420,7 +423,7 @@ for chain in range(4):
     axes[0].plot(np.arange(1, first_sweeps + 1), energies_gibbs[:first_sweeps, chain], lw=0.7, alpha=0.8)
 axes[0].plot(np.arange(1, first_sweeps + 1), energies_gibbs[:first_sweeps].mean(1), "k-", lw=1.5,
              label=f"mean of {cfg.n_chains} chains")
-axes[0].axhline(exact_mean_energy, color="#d62728", ls="--", lw=1, label="exact <E>")
+axes[0].axhline(exact_mean_energy, color="#d62728", ls="--", lw=1, label=r"exact $\langle E \rangle$")
 axes[0].axvline(cfg.burn_in, color="gray", ls=":", lw=1, label=f"burn-in = {cfg.burn_in}")
 axes[0].set_xscale("log")
 axes[0].set_xlabel("sweep")
@@ -439,8 +442,8 @@ axes[2].axhline(rhats["energy"], color="#2ca02c", ls="--", lw=1, label=f"after b
 axes[2].axhline(1.05, color="#d62728", lw=0.8, label="1.05")
 axes[2].set_xscale("log")
 axes[2].set_xlabel("sweeps used, w")
-axes[2].set_ylabel("split R-hat")
-axes[2].set_title("R-hat flags the transient")
+axes[2].set_ylabel(r"split $\hat{R}$")
+axes[2].set_title(r"$\hat{R}$ flags the transient")
 axes[2].legend()
 run.savefig(fig, "fig03_chain_diagnostics")
 
@@ -470,6 +473,7 @@ run.savefig(fig, "fig03_chain_diagnostics")
 # p(s_i = +1 | rest) = sigma(2 field / T) (the energy gap between s_i = +1 and -1 is twice the field).
 
 # %%
+gen = run.generator("annealing")  # this section's own stream: other sections' flags leave it alone
 W_glass, h_glass = random_spin_glass(cfg.n_glass, gen)
 ground_state, ground_energy, glass_energies = exhaustive_ground_state(W_glass, h_glass, spins=True)
 n_ground = int((glass_energies - ground_energy < 1e-9).sum())
@@ -512,24 +516,24 @@ run.metrics["glass_gibbs_vs_exact_energy"] = {f"{t:g}": {"gibbs": m, "se": s, "e
                                               for t, m, s, e in glass_checks}
 
 fig, axes = plotting.figure(3, title=f"SK spin glass, n = {cfg.n_glass}: exact thermodynamics by enumeration")
-axes[0].plot(temperature_grid, thermo[:, 0], "k-", lw=1.3, label="exact <E>_T")
+axes[0].plot(temperature_grid, thermo[:, 0], "k-", lw=1.3, label=r"exact $\langle E \rangle_T$")
 axes[0].errorbar([c[0] for c in glass_checks], [c[1] for c in glass_checks], yerr=[2 * c[2] for c in glass_checks],
-                 fmt="o", color="#d62728", ms=5, capsize=3, label="Gibbs (+- 2 s.e.)")
-axes[0].axhline(ground_energy, color="#2ca02c", ls="--", lw=1, label=f"ground E0 = {ground_energy:.2f}")
+                 fmt="o", color="#d62728", ms=5, capsize=3, label=r"Gibbs ($\pm$ 2 s.e.)")
+axes[0].axhline(ground_energy, color="#2ca02c", ls="--", lw=1, label=f"ground $E_0$ = {ground_energy:.2f}")
 axes[0].set_xscale("log")
 axes[0].set_xlabel("temperature T")
-axes[0].set_ylabel("<E>_T")
+axes[0].set_ylabel(r"$\langle E \rangle_T$")
 axes[0].legend()
 axes[0].set_title("mean energy")
 axes[1].plot(temperature_grid, thermo[:, 2], "-", lw=1.3)
 axes[1].set_xscale("log")
 axes[1].set_xlabel("temperature T")
-axes[1].set_ylabel("P_T(ground state pair)")
+axes[1].set_ylabel(r"$P_T$(ground state pair)")
 axes[1].set_title("mass on the ground state")
 axes[2].plot(temperature_grid, thermo[:, 1], "-", lw=1.3)
 axes[2].set_xscale("log")
 axes[2].set_xlabel("temperature T")
-axes[2].set_ylabel("C(T) = Var(E) / T^2")
+axes[2].set_ylabel(r"$C(T) = \mathrm{Var}(E) / T^2$")
 axes[2].set_title("heat capacity")
 run.savefig(fig, "fig04_spin_glass")
 
@@ -580,7 +584,7 @@ run.metrics["annealing_success_rate"] = {kind: {str(k): anneal[kind, k]["final_r
                                          for kind in schedules}
 
 fig, axes = plotting.figure(3, title=f"Simulated annealing on the n = {cfg.n_glass} spin glass, "
-                                     f"T {cfg.t_start} -> {cfg.t_end}, {cfg.anneal_runs} runs")
+                                     f"$T$: {cfg.t_start} $\\to$ {cfg.t_end}, {cfg.anneal_runs} runs per cell")
 for kind in schedules:
     axes[0].plot(np.arange(1, longest + 1), anneal[kind, longest]["temps"], lw=1.3, label=kind)
     mean_trace = anneal[kind, longest]["trace"].mean(1)
@@ -588,12 +592,12 @@ for kind in schedules:
     axes[2].plot(cfg.anneal_sweeps, [anneal[kind, k]["final_rate"] for k in cfg.anneal_sweeps], "o-", ms=4, label=kind)
 axes[0].set_yscale("log")
 axes[0].set_xlabel("sweep k")
-axes[0].set_ylabel("temperature T_k")
+axes[0].set_ylabel(r"temperature $T_k$")
 axes[0].set_title(f"schedules, K = {longest} sweeps")
 axes[0].legend()
 axes[1].set_yscale("symlog", linthresh=0.1)
 axes[1].set_xlabel("sweep k")
-axes[1].set_ylabel("mean E - E0 over runs")
+axes[1].set_ylabel(r"mean $E - E_0$ over runs")
 axes[1].set_title("energy above the ground state")
 axes[1].legend()
 axes[2].set_xscale("log")
@@ -608,8 +612,10 @@ run.savefig(fig, "fig05_annealing")
 # - A quench (T = T_end from the start) is greedy descent with rare uphill moves: its energy drops in
 #   a few sweeps and then barely moves. It succeeds only for the runs that start in the ground
 #   state's basin, which in a 20-spin glass is a large fraction, so it is a serious baseline here.
-# - Geometric cooling has the lowest final energy and the highest success rate at every length K in
-#   this run; linear cooling spends most of its sweeps hot and cools too fast at the end.
+# - At K = 300 geometric and linear cooling reach the lowest final energies; geometric gets there
+#   sooner, linear spends most of its sweeps hot and cools abruptly at the end. Their success rates
+#   cross (default run: geometric 0.33/0.55/0.52/0.56, linear 0.25/0.36/0.59/0.55 for K = 10..300),
+#   and at K = 10 the quench does as well as either (0.38).
 # - The logarithmic schedule, the one with a convergence proof, is still hot at the end of any
 #   affordable run: its chains VISIT the ground state (bracketed rate) but rarely end there.
 # - Success rates from 64 runs have a standard error of up to 0.06: small differences are noise.
@@ -637,7 +643,7 @@ odd_only = all_bas[~torch.isin(state_index(all_bas), state_index(data))]  # BAS 
 
 
 def init_machine(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    upper = cfg.init_scale * torch.randn(n, n, generator=torch.Generator().manual_seed(run.seed), dtype=DTYPE).triu(1)
+    upper = cfg.init_scale * torch.randn(n, n, generator=run.generator("learning-init"), dtype=DTYPE).triu(1)
     return upper + upper.T, torch.zeros(n, dtype=DTYPE)
 
 
@@ -678,7 +684,7 @@ def train(n_hidden: int, use_gibbs: bool, desc: str) -> dict:
     """
     weights, bias = init_machine(n_visible + n_hidden)
     velocity_w, velocity_b = torch.zeros_like(weights), torch.zeros_like(bias)
-    learn_gen = torch.Generator().manual_seed(run.seed)
+    learn_gen = run.generator("learning-chains")
     chains = (torch.rand(cfg.gibbs_chains, n_visible, generator=learn_gen, dtype=DTYPE) < 0.5).to(DTYPE)
     data_second, data_first = data.T @ data / len(data), data.mean(0)  # (9, 9), (9,)
     history = {"kl": [], "cosine": [], "grad_norm": [], "noise_norm": [], "snapshots": {}}
@@ -729,7 +735,7 @@ steps_axis = np.arange(cfg.n_steps + 1)
 fig, axes = plotting.figure(3, title=f"Fully visible machine on 3x3 bars-and-stripes ({cfg.dataset}), "
                                      f"lr {cfg.lr}, momentum {cfg.momentum}")
 plotting.training_curves(axes[0], {"exact model term": exact_visible["kl"], gibbs_label: gibbs_visible["kl"]},
-                         xlabel="gradient step", ylabel="KL(data || model), nats", x=steps_axis)
+                         xlabel="gradient step", ylabel=r"KL(data $\Vert$ model), nats", x=steps_axis)
 axes[0].set_title("KL during training")
 running = np.convolve(cosines, np.ones(head) / head, mode="valid")
 axes[1].plot(cosines, lw=0.5, alpha=0.5, label="per step")
@@ -778,6 +784,7 @@ run.savefig(fig, "fig06_learning")
 # With 9 + n_hidden units we enumerate both phases exactly (`exact_gradient(..., n_hidden)`).
 
 # %%
+gen = run.generator("hidden-units")  # this section's own stream: other sections' flags leave it alone
 exact_hidden = train(cfg.n_hidden, use_gibbs=False, desc=f"{cfg.n_hidden} hidden units, exact")
 machines = {"visible only": exact_visible, f"{cfg.n_hidden} hidden": exact_hidden}
 mass = {}
@@ -804,7 +811,7 @@ n_show = 18
 fig, axes = plotting.figure(2, 2, title=f"Hidden units: {cfg.n_hidden} hidden vs visible-only, {cfg.n_steps} exact "
                                         f"steps, lr {cfg.lr}")
 plotting.training_curves(axes[0], {name: m["kl"] for name, m in machines.items()}, xlabel="gradient step",
-                         ylabel="KL(data || model), nats", logy=True, x=steps_axis)
+                         ylabel=r"KL(data $\Vert$ model), nats", logy=True, x=steps_axis)
 axes[0].set_title("KL side by side")
 positions = np.arange(3)
 for offset, name in zip((-0.2, 0.2), machines):
@@ -842,6 +849,7 @@ run.savefig(fig, "fig07_hidden_units")
 # tau of the energy and of the slowest single unit (hidden units included: the gradient needs them).
 
 # %%
+gen = run.generator("slow-learning")  # this section's own stream: other sections' flags leave it alone
 def mixing_times(weights: torch.Tensor, bias: torch.Tensor) -> tuple[float, float]:
     """(tau of the energy, tau of the slowest unit) in sweeps, tau = draws / ESS, from mixing_chains
     Gibbs chains of mixing_sweeps sweeps whose first half is dropped as burn-in."""
@@ -903,7 +911,7 @@ fig, axes = plotting.figure(2, title=f"Why Boltzmann learning is slow: Gibbs mix
 multipliers = list(tau_by_scale)
 axes[0].plot(multipliers, [t[0] for t in tau_by_scale.values()], "o--", ms=4, label="energy")
 axes[0].plot(multipliers, [t[1] for t in tau_by_scale.values()], "o-", ms=4, label="slowest unit")
-axes[0].set_xlabel("weight multiplier beta (= 1 / T)")
+axes[0].set_xlabel(r"weight multiplier $\beta$ (= 1 / T)")
 axes[0].set_title(f"random machine (n = {cfg.n_units}) as weights grow")
 colours = ("#2ca02c", "#ff7f0e")
 for colour, (name, by_step) in zip(colours, tau_training.items()):
@@ -916,8 +924,8 @@ axes[1].set_title("trained machines along training")
 for ax in axes:
     ax.axhline(reliable, color="gray", ls=":", lw=1, label=f"kept sweeps / 20 = {reliable:.0f}")
     ax.set_yscale("log")
-    ax.set_ylabel("tau (sweeps per independent draw)")
-    ax.legend()
+    ax.set_ylabel(r"$\tau$ (sweeps per independent draw)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=10)  # below the axes, off the data
 run.savefig(fig, "fig08_why_slow")
 
 # What to notice:
@@ -989,6 +997,7 @@ run.savefig(fig, "fig08_why_slow")
 
 # %%
 if run.exercise == 4:
+    gen = run.generator("exercise-4")
     ladder = torch.logspace(math.log10(cfg.t_end * 4), math.log10(cfg.t_start), 8, dtype=DTYPE)  # T_1 < ... < T_R
     replicas = 2.0 * (torch.rand(len(ladder), cfg.n_glass, generator=gen, dtype=DTYPE) < 0.5).to(DTYPE) - 1  # (R, n)
     print(f"\nExercise 4 stub: {len(ladder)} replicas at T = {[round(float(t), 3) for t in ladder]}")

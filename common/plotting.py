@@ -309,3 +309,41 @@ def reliability_diagram(ax, ax_count, mean_conf, accuracy, count, few: int = 10,
         ax_count.text(left + width / 2, n, f"{int(n)}", ha="center", va="bottom", fontsize=10)
     ax_count.set(yscale="log", ylim=(0.7, count.max() * 4), ylabel="samples", xlim=(0, 1))
     return ax, ax_count
+
+
+def animate_chains_on_axes(path, energy_fn: Callable, paths, bounds, step_of_frame: Callable[[int], int],
+                           caption: Callable[[int], str], fps: int = 12, max_frames: int = 40, clip_quantile=0.9,
+                           device=None, dpi: int = 100) -> str:
+    """Like ``animate_chains``, but with axes, a colour bar of E(x) and a caption per frame.
+
+    ``step_of_frame(i)`` maps a row of ``paths`` to the sampler step it shows; ``caption(step)`` is the
+    text drawn on that frame (e.g. the step number and step size), so a still frame says what it is.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    paths = _numpy(paths)
+    frames = np.unique(np.linspace(0, len(paths) - 1, min(max_frames, len(paths))).astype(int))
+    X, Y, E = evaluate_on_grid(energy_fn, bounds, 120, device)
+    E = np.clip(E, None, np.quantile(E[np.isfinite(E)], clip_quantile))
+    fig, ax = plt.subplots(figsize=(5.8, 4.4), layout="none")  # fixed layout: one pass, not one per frame
+    fig.subplots_adjust(left=0.10, right=0.76, bottom=0.12, top=0.91)
+    image = ax.imshow(E, origin="lower", extent=tuple(bounds), cmap="viridis", aspect="equal")
+    colour_axes = fig.add_axes((0.85, 0.12, 0.03, 0.79))  # a fixed slot: no layout engine per frame
+    fig.colorbar(image, cax=colour_axes, label=f"E(x) (clipped at the {clip_quantile:.0%} quantile)")
+    ax.grid(False)
+    ax.set(xlim=bounds[:2], ylim=bounds[2:], xlabel="$x_1$", ylabel="$x_2$")
+    dots = ax.scatter(paths[0, :, 0], paths[0, :, 1], s=10, c="white", edgecolors="k", linewidths=0.3)
+    title = ax.set_title("")
+
+    def draw(frame_index):
+        row = frames[frame_index]
+        dots.set_offsets(paths[row])
+        title.set_text(caption(step_of_frame(row)))
+        return dots, title
+
+    animation = FuncAnimation(fig, draw, frames=len(frames), blit=False)
+    with matplotlib.rc_context({"savefig.bbox": "standard"}):  # a tight bbox per frame is slow
+        animation.save(str(path), writer=PillowWriter(fps=fps), dpi=dpi)
+    plt.close(fig)
+    return str(path)
