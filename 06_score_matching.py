@@ -167,7 +167,8 @@ from common import plotting
 from common.datasets import gaussian_mixture, toy_dataset
 from common.diagnostics import median_bandwidth, mmd_rbf
 from common.lesson import start_lesson
-from common.samplers import annealed_langevin, energy_and_grad, langevin
+from common.nets import MLPEnergy, mlp
+from common.samplers import annealed_langevin, langevin
 from common.score_matching import (
     denoising_score_matching_loss,
     explicit_score_matching_loss,
@@ -179,6 +180,7 @@ from common.score_matching import (
     sliced_trace,
     tweedie_denoise,
 )
+from common.training import Trainer
 
 run = start_lesson(cfg, flags, cpu_only="2-D toys and small MLPs, per-sample Jacobians with torch.func")
 device = run.device
@@ -191,25 +193,13 @@ def uniform_box(n, bounds, generator):
     return torch.stack([x0 + (x1 - x0) * u[:, 0], y0 + (y1 - y0) * u[:, 1]], dim=1)
 
 
-def mlp(sizes, act=torch.nn.SiLU):
-    """A plain multilayer perceptron; smooth activations because we differentiate it twice."""
-    layers = []
-    for i in range(len(sizes) - 1):
-        layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2:
-            layers.append(act())
-    return torch.nn.Sequential(*layers)
+def seed_from(generator):
+    """A seed drawn from a section's generator, for torch.manual_seed before a network is built.
 
-
-class EnergyNet(torch.nn.Module):
-    """E_theta(x): R^2 -> R, returned with shape (B,)."""
-
-    def __init__(self, hidden, dim=2, act=torch.nn.SiLU):
-        super().__init__()
-        self.net = mlp((dim, hidden, hidden, 1), act)
-
-    def forward(self, x):
-        return self.net(x).squeeze(-1)
+    nn.Linear draws its initial weights from torch's global stream, which takes no generator; seeding it
+    from the section's own generator keeps each section's draws independent of the others.
+    """
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
 
 
 # %% [markdown]
@@ -371,18 +361,15 @@ def trace_by_loop(score_fn, x):
 
 
 target8 = toy_dataset("8gaussians")
-gen = torch.Generator().manual_seed(run.seed)
+gen = run.generator("2-esm-vs-ism")
 x_esm = target8.sample(cfg.esm_samples, gen)  # (N, 2): the SAME samples for every theta
-
-
-def true_score_8g(x):
-    return -energy_and_grad(target8.energy, x)[1]
+true_score_8g = target8.score  # grad_x log p_data, exact (autograd through the mixture's log-density)
 
 
 energies = {"true energy": target8.energy}
 for k in range(cfg.esm_thetas - 1):
-    torch.manual_seed(run.seed + 100 + k)
-    net = EnergyNet(32, act=torch.nn.Tanh)
+    torch.manual_seed(seed_from(gen))
+    net = MLPEnergy(2, (32, 32), act=torch.nn.Tanh)
     scale = 10 ** (2 * k / max(cfg.esm_thetas - 2, 1))  # output scales 1 .. 100: very different fits
 
     def energy_k(x, net=net, scale=scale):
@@ -469,13 +456,14 @@ run.savefig(fig, "fig02_esm_vs_ism")
 # from torch.func), without using the closed form.
 
 # %%
-torch.manual_seed(run.seed + 3)
+gen = run.generator("3-gaussian")
 dim = cfg.gauss_dim
 mean_true = torch.linspace(-1.0, 1.0, dim, dtype=torch.float64)
-factor = torch.randn(dim, dim, dtype=torch.float64) / math.sqrt(dim)
+factor = torch.randn(dim, dim, dtype=torch.float64, generator=gen) / math.sqrt(dim)
 cov_true = factor @ factor.T + 0.3 * torch.eye(dim, dtype=torch.float64)
 precision_true = torch.linalg.inv(cov_true)
-x_gauss = mean_true + torch.randn(cfg.gauss_samples, dim, dtype=torch.float64) @ torch.linalg.cholesky(cov_true).T
+noise_gauss = torch.randn(cfg.gauss_samples, dim, dtype=torch.float64, generator=gen)  # (n, D)
+x_gauss = mean_true + noise_gauss @ torch.linalg.cholesky(cov_true).T
 
 # MLE: the sample mean and the inverse of the 1/n sample covariance
 mean_mle = x_gauss.mean(0)
@@ -564,12 +552,13 @@ def time_training_step(loss_fn, params, repeats):
 
 
 trace_times = {}
+gen = run.generator("4-trace-cost")
 print(f"\n4. Time per training step (batch {cfg.trace_batch}, hidden {cfg.trace_hidden}), exact trace vs sliced")
 print(f"   {'D':>5}{'exact (s)':>12}{'sliced (s)':>12}{'ratio':>8}")
 for d in tqdm(cfg.trace_dims, desc="timing", leave=False):
-    torch.manual_seed(run.seed + 4)
+    torch.manual_seed(seed_from(gen))
     score_net = mlp((d, cfg.trace_hidden, cfg.trace_hidden, d), torch.nn.Softplus)
-    x_batch = torch.randn(cfg.trace_batch, d)
+    x_batch = torch.randn(cfg.trace_batch, d, generator=gen)
     t_exact = time_training_step(lambda f=score_net, x=x_batch: implicit_score_matching_loss(f, x),
                                  score_net.parameters(), cfg.trace_repeats)
     t_sliced = time_training_step(lambda f=score_net, x=x_batch: sliced_score_matching_loss(f, x, cfg.n_projections),
@@ -580,7 +569,7 @@ run.metrics["trace_seconds_by_dim"] = trace_times
 
 # Unbiased, but noisy: the mean of many projections against the exact trace, at the largest D.
 n_proj_check = 400
-x_one = torch.randn(4, d)
+x_one = torch.randn(4, d, generator=gen)
 exact_tr = jacobian_trace(score_net, x_one).detach()
 estimates, _ = sliced_trace(score_net, x_one, n_projections=n_proj_check, generator=gen)
 estimates = estimates.detach()
@@ -628,26 +617,13 @@ run.savefig(fig, "fig04_trace_cost")
 target = toy_dataset(cfg.dataset)
 
 
-def noised_target(name, sigma):
-    """q_sigma = p_data * N(0, sigma^2 I), exactly: every target here is a curve or mixture blurred by a Gaussian."""
-    if name == "two_moons":
-        return toy_dataset(name, noise=math.sqrt((2 * 0.1) ** 2 + sigma**2) / 2)  # its std is 2 * noise
-    if name == "8gaussians":
-        return toy_dataset(name, std=math.sqrt(0.5**2 + sigma**2))
-    if name == "rings":
-        return toy_dataset(name, noise=math.sqrt(0.15**2 + sigma**2))
-    return toy_dataset(name, noise=math.sqrt(0.25**2 + sigma**2))  # swiss_roll
-
-
-def exact_score(dataset):
-    return lambda x: -energy_and_grad(dataset.energy, x)[1]
-
-
-gen = torch.Generator().manual_seed(run.seed + 5)
+# q_sigma = p_data * N(0, sigma^2 I) exactly: target.noised(sigma) (common.datasets) widens every blob or
+# curve of the target from noise s to sqrt(s^2 + sigma^2); .score(x) is grad_x log q_sigma by autograd.
+gen = run.generator("5-dsm")
 x_train = target.sample(cfg.n_train, gen)  # (n, 2)
 
-torch.manual_seed(run.seed + 5)
-demo_net = EnergyNet(cfg.hidden)
+torch.manual_seed(seed_from(gen))
+demo_net = MLPEnergy(2, (cfg.hidden, cfg.hidden))
 demo_score = score_from_energy(demo_net)
 x_demo = x_train[:256]
 eps_demo = torch.randn(x_demo.shape, generator=gen)
@@ -658,32 +634,26 @@ print(f"\n5. Denoising score matching on {cfg.dataset}")
 print(f"   DSM loss inline {inline_loss.item():.6f}   common.score_matching {common_loss.item():.6f}")
 
 
-def train_dsm(x_data, sigma, steps, seed, desc):
-    """Fit an energy network by DSM at one noise level; returns the network and the loss history."""
-    torch.manual_seed(seed)
-    net = EnergyNet(cfg.hidden)
+def train_dsm(x_data, sigma, steps, generator, desc):
+    """Fit an energy network by DSM at one noise level (common.training.Trainer: Adam, cosine-decayed lr,
+    divergence guard); returns the network and the loss history."""
+    torch.manual_seed(seed_from(generator))
+    net = MLPEnergy(2, (cfg.hidden, cfg.hidden))
     score_fn = score_from_energy(net)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    g = torch.Generator().manual_seed(seed)
-    history = []
-    for i in tqdm(range(steps), desc=desc, leave=False):
-        batch = x_data[torch.randint(len(x_data), (cfg.batch_size,), generator=g)]
-        loss = denoising_score_matching_loss(score_fn, batch, sigma, generator=g)
-        run.check_finite(loss, step=i, what="DSM loss", field="lr")
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        history.append(loss.item() * sigma**2)  # sigma^2 J_DSM: comparable across noise levels
-    return net, history
+
+    def loss_fn(step):
+        batch = x_data[torch.randint(len(x_data), (cfg.batch_size,), generator=generator)]
+        return denoising_score_matching_loss(score_fn, batch, sigma, generator=generator), {}
+
+    trainer = Trainer(net, run, lr=cfg.lr, blame="lr", n_steps=steps, schedule="cosine", name=desc)
+    history = trainer.fit(loss_fn, steps, desc=desc)
+    return net, [loss * sigma**2 for loss in history["loss"]]  # sigma^2 J_DSM: comparable across noise levels
 
 
-def sample_energy(net, n, steps, step_size, bounds, seed):
+def sample_energy(net, n, steps, step_size, bounds, generator):
     """Plain Langevin (common.samplers.langevin) from uniform starts in the plot box."""
-    g = torch.Generator().manual_seed(seed)
-    x0 = uniform_box(n, bounds, g)
-    samples, _ = langevin(lambda x: net(x), x0, steps, step_size, generator=g)
+    x0 = uniform_box(n, bounds, generator)
+    samples, _ = langevin(lambda x: net(x), x0, steps, step_size, generator=generator)
     return samples
 
 
@@ -693,13 +663,15 @@ def score_rel_error(score_fn, reference_fn, x):
     return float(((s - ref) ** 2).sum(-1).mean().sqrt() / (ref**2).sum(-1).mean().sqrt())
 
 
-model, history = train_dsm(x_train, cfg.sigma, cfg.dsm_steps, run.seed + 50, f"DSM sigma={cfg.sigma:g}")
+model, history = train_dsm(x_train, cfg.sigma, cfg.dsm_steps, run.generator(f"5-dsm-train-sigma={cfg.sigma:g}"),
+                           f"DSM sigma={cfg.sigma:g}")
 model_score = score_from_energy(model)
-noised = noised_target(cfg.dataset, cfg.sigma)
+noised = target.noised(cfg.sigma)
 x_noisy_eval = target.sample(cfg.n_samples, gen) + cfg.sigma * torch.randn(cfg.n_samples, 2, generator=gen)
-dsm_score_err = score_rel_error(model_score, exact_score(noised), x_noisy_eval)
+dsm_score_err = score_rel_error(model_score, noised.score, x_noisy_eval)
 
-samples = sample_energy(model, cfg.n_samples, cfg.langevin_steps, cfg.step_size, target.bounds, run.seed + 51)
+samples = sample_energy(model, cfg.n_samples, cfg.langevin_steps, cfg.step_size, target.bounds,
+                        run.generator(f"5-dsm-langevin-sigma={cfg.sigma:g}"))
 x_eval = target.sample(cfg.n_samples, gen)  # fresh data, never used for training
 bandwidth = median_bandwidth(x_eval, target.sample(cfg.n_samples, gen))
 dsm_mmd = mmd_rbf(samples, x_eval, bandwidth)
@@ -751,25 +723,28 @@ print(f"\n   noise-level sweep ({cfg.sweep_steps} steps each; the main model is 
 print(f"   {'sigma':>6}{'signal frac':>12}{'score err':>11}{'clean err':>11}{'MMD^2':>11}"
       f"{'E log p(samples)':>18}{'Tweedie MSE':>13}{'exact':>8}{'noisy':>8}")
 log_p_data = float(target.log_density(x_eval).mean())
-for j, sigma in enumerate(cfg.sigma_sweep):
+for sigma in cfg.sigma_sweep:
     if sigma == cfg.sigma:
         net = model
     else:
-        net, _ = train_dsm(x_train, sigma, cfg.sweep_steps, run.seed + 60 + j, f"DSM sigma={sigma:g}")
+        net, _ = train_dsm(x_train, sigma, cfg.sweep_steps, run.generator(f"5-dsm-train-sigma={sigma:g}"),
+                           f"DSM sigma={sigma:g}")
     score_fn = score_from_energy(net)
-    noised_j = noised_target(cfg.dataset, sigma)
+    noised_j = target.noised(sigma)
     x_clean = target.sample(cfg.n_samples, gen)
     x_noisy = x_clean + sigma * torch.randn(x_clean.shape, generator=gen)
-    exact_j = exact_score(noised_j)
+    exact_j = noised_j.score
     # fraction of the DSM target's variance that is signal: E|grad log q_sigma|^2 / E|eps/sigma|^2
     signal = float((exact_j(x_noisy) ** 2).sum(-1).mean()) / (2 / sigma**2)
-    samples_j = sample_energy(net, cfg.n_samples, cfg.langevin_steps, cfg.step_size, target.bounds, run.seed + 70 + j)
+    samples_j = (samples if sigma == cfg.sigma else  # the main model's samples where sigma matches
+                 sample_energy(net, cfg.n_samples, cfg.langevin_steps, cfg.step_size, target.bounds,
+                               run.generator(f"5-dsm-langevin-sigma={sigma:g}")))
     denoised = tweedie_denoise(lambda x, f=score_fn: f(x).detach(), x_noisy, sigma)
     denoised_exact = tweedie_denoise(exact_j, x_noisy, sigma)
     sweep[sigma] = {
         "signal_fraction": signal,
         "score_rel_error": score_rel_error(score_fn, exact_j, x_noisy),
-        "clean_score_rel_error": score_rel_error(score_fn, exact_score(target), x_clean),
+        "clean_score_rel_error": score_rel_error(score_fn, target.score, x_clean),
         "mmd": mmd_rbf(samples_j, x_eval, bandwidth),
         "mean_log_p_data_of_samples": float(target.log_density(samples_j).mean()),
         "tweedie_mse": float(((denoised - x_clean) ** 2).sum(-1).mean()),
@@ -845,7 +820,7 @@ a = cfg.mode_distance
 mixture = gaussian_mixture([[-a, -a], [a, a]], [1.0, 1.0], [cfg.small_weight, 1 - cfg.small_weight],
                            bounds=(-a - 4, a + 4, -a - 4, a + 4))
 box_bounds = (-cfg.box, cfg.box, -cfg.box, cfg.box)
-gen = torch.Generator().manual_seed(run.seed + 6)
+gen = run.generator("6-separated-modes")
 x_mix = mixture.sample(cfg.n_train, gen)
 
 
@@ -853,7 +828,7 @@ def small_mode_weight(x):
     return float(((x[:, 0] + x[:, 1]) < 0).float().mean())  # the small mode sits at (-a, -a)
 
 
-mix_model, _ = train_dsm(x_mix, cfg.mix_sigma, cfg.mix_steps, run.seed + 80, "DSM on the mixture")
+mix_model, _ = train_dsm(x_mix, cfg.mix_sigma, cfg.mix_steps, gen, "DSM on the mixture")
 x0 = uniform_box(cfg.n_samples, box_bounds, gen)
 x_true_score, _ = langevin(mixture.energy, x0, cfg.mix_langevin_steps, cfg.mix_step_size, generator=gen)
 x_learned, _ = langevin(lambda x: mix_model(x), x0, cfg.mix_langevin_steps, cfg.mix_step_size, generator=gen)
@@ -861,9 +836,7 @@ x_learned, _ = langevin(lambda x: mix_model(x), x0, cfg.mix_langevin_steps, cfg.
 
 def noised_mixture_score(x, sigma):
     # grad log q_sigma for q_sigma = sum_k w_k N(mu_k, (1 + sigma^2) I): the exact noised score
-    noised_mix = gaussian_mixture([[-a, -a], [a, a]], [math.sqrt(1 + sigma**2)] * 2,
-                                  [cfg.small_weight, 1 - cfg.small_weight])
-    return -energy_and_grad(noised_mix.energy, x)[1]
+    return mixture.noised(sigma).score(x)
 
 
 sigmas = np.geomspace(cfg.anneal_sigmas[0], cfg.anneal_sigmas[-1], cfg.anneal_levels)
@@ -933,7 +906,7 @@ grid = np.linspace(-QUAD_HALF_WIDTH, QUAD_HALF_WIDTH, 40001)
 pdf = np.exp(log_density(grid, theta_true))
 cdf = np.concatenate([[0.0], np.cumsum(0.5 * (pdf[1:] + pdf[:-1]) * np.diff(grid))])
 cdf /= cdf[-1]
-rng = np.random.default_rng(run.seed + 7)
+rng = np.random.default_rng(seed_from(run.generator("7-sm-vs-mle")))  # numpy draws here
 
 
 def sample_quartic(n):
@@ -1042,10 +1015,9 @@ run.savefig(fig, "fig09_sm_vs_mle_spread")
 # grad_theta log p(theta | x) = -theta / tau^2 + A^T (x - A theta) / sigma^2.
 
 # %%
-torch.manual_seed(run.seed + 8)
-A_sim = torch.randn(3, 2) / math.sqrt(2)
+gen = run.generator("8-fisher-score-matching")
+A_sim = torch.randn(3, 2, generator=gen) / math.sqrt(2)
 tau, sigma_x = cfg.fsm_prior_std, cfg.fsm_noise
-gen = torch.Generator().manual_seed(run.seed + 8)
 
 
 def simulate(n, generator):
@@ -1063,6 +1035,7 @@ def exact_fisher_score(theta, x):
     return (x - theta @ A_sim.T) @ A_sim / sigma_x**2
 
 
+torch.manual_seed(seed_from(gen))
 likelihood_net = mlp((5, cfg.fsm_hidden, cfg.fsm_hidden, 2))
 
 
@@ -1081,18 +1054,15 @@ def fsm_loss(theta, x):
     return (0.5 * (s**2).sum(-1) + jac.diagonal(dim1=-2, dim2=-1).sum(-1)).mean()
 
 
-opt = torch.optim.Adam(likelihood_net.parameters(), lr=cfg.fsm_lr)
-sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.fsm_steps)
-fsm_history = []
-for i in tqdm(range(cfg.fsm_steps), desc="FSM", leave=False):
-    theta_b, x_b = simulate(cfg.fsm_batch, gen)
-    loss = fsm_loss(theta_b, x_b)
-    run.check_finite(loss, step=i, what="FSM loss", field="fsm_lr")
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    sched.step()
-    fsm_history.append(loss.item())
+
+
+def fsm_step_loss(step):
+    return fsm_loss(*simulate(cfg.fsm_batch, gen)), {}  # fresh simulations at every step
+
+
+fsm_trainer = Trainer(likelihood_net, run, lr=cfg.fsm_lr, blame="fsm_lr", n_steps=cfg.fsm_steps, schedule="cosine",
+                      name="FSM")
+fsm_history = fsm_trainer.fit(fsm_step_loss, cfg.fsm_steps, desc="FSM")["loss"]
 
 theta_eval, x_eval_sim = simulate(4000, gen)
 with torch.no_grad():
