@@ -179,6 +179,7 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 # enumerated and every gradient computed exactly.
 
 # %%
+gen = run.generator("1-bars-and-stripes")  # each section draws from its own stream (common.lesson)
 def cd_k_inline(rbm: RBM, v_data: torch.Tensor, k: int, generator) -> tuple[dict, torch.Tensor]:
     """The CD-k gradient written out: positive phase, k Gibbs steps, negative phase."""
     # positive phase: p(h = 1 | v_data) = sigmoid(c + v W), exact
@@ -197,11 +198,11 @@ def cd_k_inline(rbm: RBM, v_data: torch.Tensor, k: int, generator) -> tuple[dict
 
 bas = bars_and_stripes(cfg.bas_side).to(device)  # (2 * 2^side - 2, side^2), counting order
 n_vis = bas.shape[1]
-gen = torch.Generator(device=device).manual_seed(run.seed)
 rbm_bas = RBM(n_vis, cfg.bas_hidden, weight_scale=0.1, generator=gen, device=device)
 
 # The inline version and common/rbm.py draw the same random numbers in the same order, so with the
-# same seed they must agree to the last bit. From here on we use RBM.cd_gradient.
+# same seed they must agree to the last bit (a fixed seed on purpose: both see the SAME random numbers). From here on
+# we use RBM.cd_gradient.
 ours, _ = cd_k_inline(rbm_bas, bas, 3, torch.Generator(device=device).manual_seed(1))
 theirs, _ = rbm_bas.cd_gradient(bas, 3, generator=torch.Generator(device=device).manual_seed(1))
 print(f"{len(bas)} bars-and-stripes patterns of {cfg.bas_side}x{cfg.bas_side} pixels, RBM {n_vis} x {cfg.bas_hidden}")
@@ -224,7 +225,7 @@ run.metrics["bas_train_loglik"] = ll_bas
 # A picture of both kinds of chain: CD's chains leave a data point and wander for k steps;
 # PCD's chains are wherever the previous updates left them.
 show_steps = [0, 1, 2, 5, 25]
-starts = bas[torch.randperm(len(bas), generator=torch.Generator().manual_seed(run.seed))[:6].to(device)]
+starts = bas[torch.randperm(len(bas), generator=gen, device=device)[:6]]
 snapshots, v = [starts], starts
 for step in range(1, max(show_steps) + 1):
     v, _ = rbm_bas.gibbs(v, 1, gen)
@@ -258,6 +259,7 @@ run.savefig(fig, "fig01_gibbs_chains")
 # unbiased estimator with relative noise r has an expected cosine of about 1 / sqrt(1 + r^2).
 
 # %%
+gen = run.generator("2-cd-bias")
 def gradient_vs_exact(estimates: torch.Tensor, exact: torch.Tensor) -> dict[str, float]:
     """Compare the mean of ``(R, P)`` gradient estimates with the exact ``(P,)`` gradient."""
     mean = estimates.double().mean(0)
@@ -294,15 +296,17 @@ run.metrics["grad_cosine_pcd"] = bias_pcd["cosine"]
 run.metrics["grad_relerr_pcd"] = bias_pcd["relerr"]
 run.metrics["grad_noise_floor_pcd"] = bias_pcd["noise"]
 
-fig, axes = plotting.figure(2, 1, title=f"CD-k bias on {cfg.bas_side}x{cfg.bas_side} bars-and-stripes "
-                            f"({cfg.bas_hidden} hidden, after {cfg.bas_train_steps} PCD updates)")
+fig, axes = plotting.figure(2, 1, title=f"CD-k bias on {cfg.bas_side}×{cfg.bas_side} bars-and-stripes "
+                            f"({cfg.bas_hidden} hidden, after {cfg.bas_train_steps} PCD updates, "
+                            f"{cfg.bias_repeats} × {len(replicated)} CD chains)")
 ks = np.array(cfg.ks)
-panels = [(axes[0], "cosine", "cosine(estimate, exact)"), (axes[1], "relerr", "|estimate - exact| / |exact|")]
+panels = [(axes[0], "cosine", "cosine(estimate, exact)"), (axes[1], "relerr", "|estimate − exact| / |exact|")]
 for ax, key, label in panels:
     ax.plot(ks, [bias[k][key] for k in cfg.ks], "o-", label="CD-k (mean of all chains)")
     ax.axhline(bias_pcd[key], color="C1", ls="--", label=f"PCD-1, {len(chains)} training chains")
     ax.set_xscale("log")
-    ax.set_xlabel("Gibbs steps k")
+    ax.set_xticks(ks, [str(k) for k in ks])  # the k values run, not powers of ten
+    ax.set_xlabel("Gibbs steps $k$")
     ax.set_ylabel(label)
 axes[1].plot(ks, [bias[k]["noise"] for k in cfg.ks], "k:", label="Monte-Carlo noise floor (CD)")
 axes[0].plot(ks, [1 / math.sqrt(1 + bias[k]["noise"] ** 2) for k in cfg.ks], "k:", label="best cosine given the noise")
@@ -341,16 +345,19 @@ x_train, x_test = data.x_train.to(device), data.x_test.to(device)
 print(f"\n{data.name}: {len(x_train)} train / {len(x_test)} test binary images of {data.shape[0]}x{data.shape[1]}")
 
 
-def fresh_rbm(n_hidden: int, seed: int) -> RBM:
-    """Small random weights, visible biases at the data log-odds (Hinton's practical guide)."""
-    g = torch.Generator(device=device).manual_seed(seed)
+def fresh_rbm(n_hidden: int, name: str) -> RBM:
+    """Small random weights, visible biases at the data log-odds (Hinton's practical guide).
+
+    The weights come from a fresh run.generator(name): the same name gives the same initial model.
+    """
+    g = run.generator(name)
     return RBM(x_train.shape[1], n_hidden, 0.01, visible_bias=data_visible_bias(x_train), generator=g, device=device)
 
 
 def train_on_budget(rbm: RBM, k: int, persistent: bool, decay: bool, lr: float, sweeps: int, n_evals: int,
                     weight_decay: float, label: str, evaluate=True) -> dict:
     """Train with CD-k or PCD-k for ``sweeps`` Gibbs sweeps per image; exact test log-lik n_evals times."""
-    g = torch.Generator(device=device).manual_seed(run.seed + 1)  # same data order for every method
+    g = run.generator("budget-data-order")  # a fresh copy of one stream: the same data order for every method
     n_updates = max(n_evals, sweeps * len(x_train) // (k * cfg.batch_size))
     per_eval = n_updates // n_evals  # updates between two evaluations
     n_epochs = math.ceil(n_updates * cfg.batch_size / len(x_train)) + 1
@@ -383,10 +390,10 @@ methods = {  # name: (k, persistent, decaying learning rate)
 }
 runs, models = {}, {}
 for name, (k, persistent, decay) in methods.items():
-    models[name] = fresh_rbm(cfg.n_hidden, run.seed)  # the same initial model for every method
+    models[name] = fresh_rbm(cfg.n_hidden, "3-initial-rbm")  # the same initial model for every method
     runs[name] = train_on_budget(models[name], k, persistent, decay, cfg.lr, cfg.budget_sweeps, cfg.n_evals,
                                  cfg.weight_decay, name)
-baseline_ll = float(fresh_rbm(cfg.n_hidden, run.seed).log_likelihood(x_test).mean())
+baseline_ll = float(fresh_rbm(cfg.n_hidden, "3-initial-rbm").log_likelihood(x_test).mean())
 
 print(f"\nExact mean test log-likelihood (nats/image), {cfg.budget_sweeps} Gibbs sweeps per image for every method")
 print(f"{'method':>16} {'updates':>8} {'final':>9} {'best':>9} {'mean last 5':>12} {'std last 5':>11}")
@@ -400,7 +407,7 @@ run.metrics["test_loglik_curves"] = {name: hist["loglik"] for name, hist in runs
 run.metrics["initial_test_loglik"] = baseline_ll
 
 fig, axes = plotting.figure(3, 1, title=f"Exact test log-likelihood, {data.name}, RBM "
-                            f"{x_train.shape[1]}x{cfg.n_hidden}, lr={cfg.lr}, batch={cfg.batch_size}, "
+                            f"{x_train.shape[1]}×{cfg.n_hidden}, lr={cfg.lr}, batch={cfg.batch_size}, "
                             f"momentum={cfg.momentum}")
 colours = {name: f"C{i}" for i, name in enumerate(runs)}  # one colour per method in every panel
 for name, hist in runs.items():
@@ -417,9 +424,9 @@ axes[2].set_title("PCD needs a decaying learning rate")
 low = min(min(h["loglik"][len(h["loglik"]) // 4:]) for h in runs.values())
 high = max(max(h["loglik"]) for h in runs.values())
 for ax in axes:
-    ax.set_ylabel("mean log p(v_test)  [nats]")
+    ax.set_ylabel(r"mean $\log p(v_{\rm test})$ [nats]")
     ax.set_ylim(low - 0.5, high + 0.3)  # the first evaluations of slow methods fall below: see the table
-    ax.legend(loc="lower right" if ax is axes[1] else "lower center")
+axes[1].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4)  # one legend for all panels, off the data
 lr_axis = axes[2].twinx()
 lr_axis.plot(runs["PCD-1 decay lr"]["sweeps"], runs["PCD-1 decay lr"]["lr"], color="0.6", lw=0.8)
 lr_axis.set_ylabel("decaying lr (grey)", color="0.4")
@@ -432,8 +439,8 @@ run.savefig(fig, "fig03_exact_loglik")
 # - PCD with a constant learning rate jumps around by a nat or more from one evaluation to the
 #   next: its chains mix *because* the parameters keep moving, and each large step throws them off.
 # - Decaying the learning rate calms PCD down only late, as the rate approaches 0; it ends level
-#   with CD-1 (default run: -17.90 vs -18.05 nats, but the mean of its last five evaluations,
-#   -18.16, is still within its own wobble of CD-1's -18.06). With only 16 hidden
+#   with CD-1 (default run, seed 0: -18.03 vs -18.45 nats at the last evaluation, but the means of the
+#   last five evaluations, -18.45 and -18.17, swap the order: the gap is within the wobble). With only 16 hidden
 #   units the model mixes fast, so CD-1's bias costs little here; the ranking can change with
 #   more hidden units or longer training (exercise 2).
 
@@ -453,6 +460,7 @@ run.savefig(fig, "fig03_exact_loglik")
 # trainings from `spurious_seeds` different initial weights and report mean +- standard error.
 
 # %%
+gen = run.generator("4-spurious-modes")
 def exact_model_samples(rbm: RBM, n: int, generator) -> torch.Tensor:
     """Exact samples: h ~ p(h) over all 2^n_h hidden states, then v ~ p(v | h)."""
     hidden = all_binary_states(rbm.n_hidden, dtype=rbm.W.dtype).to(device)  # (2^n_h, n_h)
@@ -472,7 +480,7 @@ print(f"\nA sample is 'far' when its nearest training image is more than {far:.0
       f"({cfg.far_quantile:.0%} of test digits are closer)")
 sharp = {}
 for name, persistent in (("CD-1", False), ("PCD-1", True)):
-    sharp[name] = fresh_rbm(cfg.n_hidden, run.seed)
+    sharp[name] = fresh_rbm(cfg.n_hidden, "4-sharp-initial-rbm")  # the same initial model for both methods
     # each method with the schedule that suits it (section 3): CD-1 constant, PCD decaying
     train_on_budget(sharp[name], 1, persistent, persistent, cfg.sharp_lr, cfg.sharp_epochs, cfg.n_evals, 0.0,
                     f"sharp {name}", evaluate=False)
@@ -536,7 +544,7 @@ def far_fractions(rbm: RBM) -> tuple[float, float]:
 seed_fractions = {"CD-1": [], "PCD-1": []}  # name: [(exact, one step) per initial seed]
 for i in range(cfg.spurious_seeds):
     for name, persistent in (("CD-1", False), ("PCD-1", True)):
-        rbm = fresh_rbm(cfg.n_hidden, run.seed + 1000 + i)  # a new initial model; the data order stays
+        rbm = fresh_rbm(cfg.n_hidden, f"4-initial-rbm-{i + 1}")  # a new initial model; the data order stays
         train_on_budget(rbm, 1, persistent, persistent, cfg.sharp_lr, cfg.sharp_epochs, cfg.n_evals, 0.0,
                         f"sharp {name}, init {i + 1}/{cfg.spurious_seeds}", evaluate=False)
         seed_fractions[name].append(far_fractions(rbm))
@@ -601,6 +609,7 @@ run.savefig(fig, "fig07_spurious_over_seeds")
 # freely and hand their states down by Metropolis swaps.
 
 # %%
+gen = run.generator("5-chain-health")
 def scaled(rbm: RBM, beta: float) -> RBM:
     """The RBM at inverse temperature beta: p_beta(v, h) ~ exp(-beta E(v, h))."""
     return RBM.from_tensors(beta * rbm.W, beta * rbm.b, beta * rbm.c)
@@ -706,10 +715,14 @@ run.savefig(fig, "fig06_chain_health")
 # pixels on) at lags 1 and 10, between consecutive updates.
 
 # %%
-def pcd_chain_record(n_hidden, lr, momentum, weight_decay, epochs, decay, seed):
-    """PCD-1 (one chain per batch image) with the persistent chains recorded after every update: (T, B, n_v)."""
-    g = torch.Generator(device=device).manual_seed(seed)
-    rbm = fresh_rbm(n_hidden, seed)
+def pcd_chain_record(n_hidden, lr, momentum, weight_decay, epochs, decay):
+    """PCD-1 (one chain per batch image) with the persistent chains recorded after every update: (T, B, n_v).
+
+    Both recipes start from the same streams (initial weights, chains, data order), so they differ only by
+    their settings.
+    """
+    g = run.generator("5-chain-record")
+    rbm = fresh_rbm(n_hidden, "5-chain-record-initial-rbm")
     chains = torch.bernoulli(torch.full((cfg.batch_size, x_train.shape[1]), 0.5, device=device), generator=g)
     velocity, record = None, []
     for epoch in tqdm(range(epochs), desc=f"PCD chain record, {n_hidden} hidden", leave=False):
@@ -738,7 +751,7 @@ training_runs = {
     "healthy": (cfg.n_hidden, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.budget_sweeps, True),
     "slow": (cfg.slow_hidden, cfg.slow_lr, 0.9, 0.0, cfg.slow_epochs, False),
 }
-chain_stats = {name: quarter_stats(pcd_chain_record(*args, seed=run.seed + 7)) for name, args in training_runs.items()}
+chain_stats = {name: quarter_stats(pcd_chain_record(*args)) for name, args in training_runs.items()}
 print(f"\nPersistent chains during PCD-1 training ({cfg.batch_size} chains), per quarter of training:")
 print(f"{'run':>8} {'setting':>34}   {'self-transition':>22}   {'autocorr lag 1':>26}   {'lag 10':>22}")
 for name, rows in chain_stats.items():
@@ -831,6 +844,7 @@ run.savefig(fig, "fig08_pcd_chains_in_training")
 
 # %%
 if run.exercise == 3:
+    gen = run.generator("exercise-3")
     small = bars_and_stripes(3)
     toy = RBM(9, 8, 0.5, generator=gen, device=device)
     states = all_binary_states(9).to(device)  # (512, 9)

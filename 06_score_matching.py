@@ -805,8 +805,8 @@ for ax, sigma in zip(np.atleast_1d(axes), cfg.sigma_sweep):
     plotting.scatter_samples(ax, den[:n_show], color="#d62728", edge="none", size=5, alpha=1.0,
                              label="Tweedie, learned score")
     ax.set(xlim=target.bounds[:2], ylim=target.bounds[2:])
-    ax.set_title(f"σ = {sigma:g}: MSE {sweep[sigma]['tweedie_mse']:.3f} (exact {sweep[sigma]['tweedie_exact_mse']:.3f},"
-                 f" noisy {sweep[sigma]['noisy_mse']:.3f})")
+    ax.set_title(f"σ = {sigma:g}: MSE {sweep[sigma]['tweedie_mse']:.3f}\n"
+                 f"(exact {sweep[sigma]['tweedie_exact_mse']:.3f}, noisy {sweep[sigma]['noisy_mse']:.3f})")
 plotting.colorbar(np.atleast_1d(axes)[-1], image, r"$p_{\rm data}(x)$ / max")
 plotting.legend_outside(np.atleast_1d(axes)[-1], markerscale=1.5)
 run.savefig(fig, "fig07_tweedie")
@@ -1141,7 +1141,7 @@ axes[0].quiver(grid_th[:, 0], grid_th[:, 1], exact_field[:, 0], exact_field[:, 1
 plotting.score_field(axes[0], lambda th: posterior_score(th, x_o.expand(len(th), 3)).detach(), bounds_o,
                      n=n_arrows, normalise=False, color="#d62728", scale=arrow_scale, width=0.005, label="learned")
 axes[0].set(xlabel=r"$\theta_1$", ylabel=r"$\theta_2$", title=r"posterior score for one $x_o$")
-axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, facecolor="0.55")  # white arrows show
 lim = float(exact_fisher.abs().quantile(0.99))
 for k, color in enumerate(("#1f77b4", "#d62728")):
     axes[1].scatter(exact_fisher[:1000, k], learned_fisher[:1000, k], s=3, alpha=0.5, color=color,
