@@ -527,9 +527,10 @@ for i, name in enumerate(sharp):
     ax.axhline(spurious_exact[name], color=f"C{i}", ls="--", label=f"{name}: exact samples of the model")
 ax.axhline(1 - cfg.far_quantile, color="k", ls=":", label="real test images")
 ax.set_xscale("log")
-ax.set_xlabel("Gibbs steps k from the test images")
+ax.set_xlabel("Gibbs steps $k$ from the test images")
 ax.set_ylabel("fraction of samples that are far")
-ax.legend()
+ax.set_ylim(bottom=0)  # fractions: an honest axis starts at 0
+plotting.legend_outside(ax)
 run.savefig(fig, "fig05_spurious_modes")
 
 # %%
