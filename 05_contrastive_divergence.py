@@ -50,8 +50,8 @@ metrics.json keys:
     spurious_fraction_by_k       {model: {k: fraction of k-step samples far from all training images}}
     spurious_fraction_exact      {model: the same fraction for exact samples of the model}
     sharp_test_loglik            {model: exact test log-likelihood of the sharp CD-1 and PCD models}
-    spurious_fraction_over_seeds {model: mean and SE over --spurious-seeds initial seeds of the far fraction
-                                 of exact and of 1-step samples, their gap, and the per-seed values}
+    spurious_fraction_over_seeds  {model: mean and SE over --spurious-seeds initial seeds of the far fraction
+                                  of exact and of 1-step samples, their gap, and the per-seed values}
     pcd_training_chain_stats     {run: per quarter of PCD training, self-transition rate and lag-1 / lag-10
                                  autocorrelation of the persistent chains' ink (healthy vs slow run)}
     rhat_max                     {chains: largest split R-hat over the monitored summaries}
