@@ -573,10 +573,10 @@ for i, rows in enumerate(seed_fractions.values()):
         ax.plot(xs, rows[:, j], "o", color=f"C{i}", alpha=0.5 if j else 1.0)
         ax.errorbar(2 * i + j + 0.3, rows[:, j].mean(), rows[:, j].std(ddof=1) / math.sqrt(len(rows)),
                     fmt="s", color="k", capsize=4)
-ax.errorbar([], [], [], fmt="s", color="k", capsize=4, label="mean +- SE over seeds")
+ax.errorbar([], [], [], fmt="s", color="k", capsize=4, label="mean ± SE over seeds")
 ax.axhline(1 - cfg.far_quantile, color="k", ls=":", label="real test images")
 ax.set_xticks(range(4), ["CD-1\nexact", "CD-1\n1 step", "PCD-1\nexact", "PCD-1\n1 step"])
-ax.set(ylabel="fraction of samples far from all training digits", xlim=(-0.6, 3.6))
+ax.set(ylabel="fraction far from every training digit", xlim=(-0.6, 3.6))
 ax.legend(loc="upper right")
 run.savefig(fig, "fig07_spurious_over_seeds")
 
@@ -683,7 +683,7 @@ for key, metric in (("rhat", "rhat_max"), ("ess", "ess_per_chain"), ("self", "se
     run.metrics[metric] = {name: r[key] for name, r in report.items()}
 
 fig, axes = plotting.figure(2, 2, title=f"Chain health, {data.name} PCD model ({cfg.n_hidden} hidden); "
-                            f"cooled = params x {cfg.stuck_beta}, tempered = {cfg.pt_temperatures} replicas")
+                            f"cooled = parameters × {cfg.stuck_beta}, tempered = {cfg.pt_temperatures} replicas")
 for ax, name in zip(axes[:3], report):
     plotting.chain_traces(ax, report[name]["trace"], xlabel="draw after burn-in", ylabel="free energy F(v)")
     ax.set_title(f"{name}: R-hat {report[name]['rhat']:.2f}, ESS/chain {report[name]['ess']:.1f}")
