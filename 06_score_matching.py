@@ -167,7 +167,8 @@ from common import plotting
 from common.datasets import gaussian_mixture, toy_dataset
 from common.diagnostics import median_bandwidth, mmd_rbf
 from common.lesson import start_lesson
-from common.samplers import annealed_langevin, energy_and_grad, langevin
+from common.nets import MLPEnergy, mlp
+from common.samplers import annealed_langevin, langevin
 from common.score_matching import (
     denoising_score_matching_loss,
     explicit_score_matching_loss,
@@ -179,6 +180,7 @@ from common.score_matching import (
     sliced_trace,
     tweedie_denoise,
 )
+from common.training import Trainer
 
 run = start_lesson(cfg, flags, cpu_only="2-D toys and small MLPs, per-sample Jacobians with torch.func")
 device = run.device
@@ -191,25 +193,13 @@ def uniform_box(n, bounds, generator):
     return torch.stack([x0 + (x1 - x0) * u[:, 0], y0 + (y1 - y0) * u[:, 1]], dim=1)
 
 
-def mlp(sizes, act=torch.nn.SiLU):
-    """A plain multilayer perceptron; smooth activations because we differentiate it twice."""
-    layers = []
-    for i in range(len(sizes) - 1):
-        layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2:
-            layers.append(act())
-    return torch.nn.Sequential(*layers)
+def seed_from(generator):
+    """A seed drawn from a section's generator, for torch.manual_seed before a network is built.
 
-
-class EnergyNet(torch.nn.Module):
-    """E_theta(x): R^2 -> R, returned with shape (B,)."""
-
-    def __init__(self, hidden, dim=2, act=torch.nn.SiLU):
-        super().__init__()
-        self.net = mlp((dim, hidden, hidden, 1), act)
-
-    def forward(self, x):
-        return self.net(x).squeeze(-1)
+    nn.Linear draws its initial weights from torch's global stream, which takes no generator; seeding it
+    from the section's own generator keeps each section's draws independent of the others.
+    """
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
 
 
 # %% [markdown]
@@ -316,26 +306,28 @@ run.metrics["stein_fisher_fd_max_abs_err"] = fd_err
 run.metrics["log_z_gauss_legendre_vs_quad"] = abs(log_z_gl - log_z_quad)
 
 xs = np.linspace(-2.6, 2.6, 400)
-fig, axes = plotting.figure(3, title=f"One model, two scores: E = {theta_true[0]:g} x²/2 + {theta_true[1]:g} x⁴/4")
-axes[0].plot(xs, suff_stats(xs) @ theta_true, color="k", lw=1.2, label="E_θ(x)")
-axes[0].set(xlabel="x", ylabel="energy E_θ(x)", title="energy and density", ylim=(-1.5, 2.5))
+energy_tex = f"$E = {theta_true[0]:g}\\,x^2/2 + {theta_true[1]:g}\\,x^4/4$"
+fig, axes = plotting.figure(3, title=f"One model, two scores: {energy_tex}")
+axes[0].plot(xs, suff_stats(xs) @ theta_true, color="k", lw=1.2, label=r"$E_\theta(x)$")
+axes[0].set(xlabel="x", ylabel=r"energy $E_\theta(x)$", title="energy and density", ylim=(-1.5, 2.5))
 density_ax = axes[0].twinx()
-density_ax.fill_between(xs, np.exp(log_density(xs, theta_true)), alpha=0.35, label="p_θ(x) (right axis)")
-density_ax.set(ylabel="density p_θ(x)", ylim=(0, 1.0))
+density_ax.fill_between(xs, np.exp(log_density(xs, theta_true)), alpha=0.35, label=r"$p_\theta(x)$ (right axis)")
+density_ax.set(ylabel=r"density $p_\theta(x)$", ylim=(0, 1.0))
 density_ax.grid(False)
 axes[0].legend(handles=axes[0].get_legend_handles_labels()[0] + density_ax.get_legend_handles_labels()[0],
                loc="upper center")
-axes[1].plot(xs, stein_score_autograd(xs, theta_true), label="s(x) = -dE/dx (autograd)")
+axes[1].plot(xs, stein_score_autograd(xs, theta_true), label=r"$s(x) = -dE/dx$ (autograd)")
 axes[1].axhline(0, color="gray", lw=0.8)
-axes[1].set(xlabel="x", ylabel="Stein score", title="Stein: d/dx log p, one number per x", ylim=(-12, 12))
+axes[1].set(xlabel="x", ylabel="Stein score", title=r"Stein: $\partial_x \log p$, one number per $x$", ylim=(-12, 12))
 axes[1].legend(loc="upper right")
 psi = fisher_score(xs, theta_true)
 for k, color in enumerate(("#1f77b4", "#d62728")):
-    axes[2].plot(xs, psi[:, k], color=color, label=f"d/dθ{k + 1} log p")
-    axes[2].plot(xs, -suff_stats(xs)[:, k], color=color, ls="--", lw=1, label=f"-dE/dθ{k + 1} (no log Z)")
+    axes[2].plot(xs, psi[:, k], color=color, label=rf"$\partial \log p / \partial\theta_{k + 1}$")
+    axes[2].plot(xs, -suff_stats(xs)[:, k], color=color, ls="--", lw=1,
+                 label=rf"$-\partial E / \partial\theta_{k + 1}$ (no $\log Z$)")
 axes[2].axhline(0, color="gray", lw=0.8)
-axes[2].set(xlabel="x", ylabel="Fisher score", title="Fisher: d/dθ log p, needs log Z", ylim=(-7, 2.5))
-axes[2].legend(loc="lower center", ncol=2, fontsize=7)
+axes[2].set(xlabel="x", ylabel="Fisher score", title=r"Fisher: $\nabla_\theta \log p$, needs $\log Z$", ylim=(-7, 2.5))
+plotting.legend_outside(axes[2])
 run.savefig(fig, "fig01_stein_vs_fisher")
 
 # What to notice: the Stein score is read off the energy alone (autograd of E) and points to the
@@ -371,18 +363,15 @@ def trace_by_loop(score_fn, x):
 
 
 target8 = toy_dataset("8gaussians")
-gen = torch.Generator().manual_seed(run.seed)
+gen = run.generator("2-esm-vs-ism")
 x_esm = target8.sample(cfg.esm_samples, gen)  # (N, 2): the SAME samples for every theta
-
-
-def true_score_8g(x):
-    return -energy_and_grad(target8.energy, x)[1]
+true_score_8g = target8.score  # grad_x log p_data, exact (autograd through the mixture's log-density)
 
 
 energies = {"true energy": target8.energy}
 for k in range(cfg.esm_thetas - 1):
-    torch.manual_seed(run.seed + 100 + k)
-    net = EnergyNet(32, act=torch.nn.Tanh)
+    torch.manual_seed(seed_from(gen))
+    net = MLPEnergy(2, (32, 32), act=torch.nn.Tanh)
     scale = 10 ** (2 * k / max(cfg.esm_thetas - 2, 1))  # output scales 1 .. 100: very different fits
 
     def energy_k(x, net=net, scale=scale):
@@ -436,25 +425,30 @@ run.metrics["esm_minus_ism_mc_se_fresh"] = mc_se_fresh
 run.metrics["esm_minus_ism_constant"] = {"mean_difference": float(diffs.mean()), "half_mean_sq_data_score": constant_mc}
 
 fig, axes = plotting.figure(3, title=f"ESM vs ISM on 8 Gaussians, {cfg.esm_samples} samples, {len(rows)} settings of θ")
-plotting.density_image(axes[0], target8.log_density, target8.bounds)
+plotting.colorbar(axes[0], plotting.density_image(axes[0], target8.log_density, target8.bounds), "$p(x)$ / max")
 plotting.score_field(axes[0], true_score_8g, target8.bounds, n=17)
 axes[0].set_title("data and its score (known here)")
 idx = np.arange(len(rows))
 axes[1].plot(idx, [r["esm"] for r in rows], "o", ms=7, label="ESM(θ)")
-axes[1].plot(idx, [r["ism"] + constant_mc for r in rows], "x", ms=7, mew=2, label="ISM(θ) + ½E|s_data|²")
+axes[1].plot(idx, [r["ism"] + constant_mc for r in rows], "x", ms=7, mew=2,
+             label=r"ISM(θ) + $\frac{1}{2}\overline{|s_{\rm data}|^2}$")
 axes[1].set_yscale("symlog", linthresh=1.0)
-axes[1].set(xlabel="θ (0 = the true energy)", ylabel="objective", title="the two objectives")
+axes[1].set(xlabel="model θ (0 = the true energy)", ylabel="objective (symlog scale)", title="the two objectives",
+            xticks=idx)
 axes[1].legend()
 axes[2].errorbar(idx - 0.1, diffs - constant_mc, yerr=2 * np.array([r["se"] for r in rows]), fmt="o",
                  label="same samples (±2 SE)")
 axes[2].plot(idx + 0.1, np.array([r["diff_fresh"] for r in rows]) - constant_mc, "s", label="fresh samples per θ")
 axes[2].axhline(0, color="k", lw=0.8)
-axes[2].set(xlabel="θ", ylabel="ESM - ISM - ½mean|s_data|²", title="the difference does not depend on θ")
+axes[2].set(xlabel="model θ", ylabel=r"ESM − ISM − $\frac{1}{2}\overline{|s_{\rm data}|^2}$",
+            title="the difference does not depend on θ", xticks=idx)
 axes[2].legend()
 run.savefig(fig, "fig02_esm_vs_ism")
 
 # What to notice: ESM ranges over orders of magnitude across theta (it is 0 for the true energy),
-# yet ESM - ISM is flat to within its Monte-Carlo error when every theta sees the same samples.
+# yet ESM - ISM stays flat at the level of its Monte-Carlo error when every theta sees the same samples
+# (default run, seed 0: a spread of 0.12 over the 8 settings against an RMS standard error of 0.09; a std
+# of 8 noisy values is itself uncertain by ~27 %, and no point sits more than 2.5 SE from the constant).
 # With fresh samples per theta the difference also carries the noise of 1/2 mean|s_data|^2, so it
 # scatters more: the identity holds in expectation, not sample by sample.
 
@@ -469,13 +463,14 @@ run.savefig(fig, "fig02_esm_vs_ism")
 # from torch.func), without using the closed form.
 
 # %%
-torch.manual_seed(run.seed + 3)
+gen = run.generator("3-gaussian")
 dim = cfg.gauss_dim
 mean_true = torch.linspace(-1.0, 1.0, dim, dtype=torch.float64)
-factor = torch.randn(dim, dim, dtype=torch.float64) / math.sqrt(dim)
+factor = torch.randn(dim, dim, dtype=torch.float64, generator=gen) / math.sqrt(dim)
 cov_true = factor @ factor.T + 0.3 * torch.eye(dim, dtype=torch.float64)
 precision_true = torch.linalg.inv(cov_true)
-x_gauss = mean_true + torch.randn(cfg.gauss_samples, dim, dtype=torch.float64) @ torch.linalg.cholesky(cov_true).T
+noise_gauss = torch.randn(cfg.gauss_samples, dim, dtype=torch.float64, generator=gen)  # (n, D)
+x_gauss = mean_true + noise_gauss @ torch.linalg.cholesky(cov_true).T
 
 # MLE: the sample mean and the inverse of the 1/n sample covariance
 mean_mle = x_gauss.mean(0)
@@ -515,9 +510,10 @@ for (label, mu, prec), style in zip((("truth", mean_true, precision_true), ("MLE
     cov2 = torch.linalg.inv(prec)[:2, :2]  # marginal covariance of (x1, x2)
     ellipse = mu[:2] + 2 * circle @ torch.linalg.cholesky(cov2).T
     axes[0].plot(ellipse[:, 0], ellipse[:, 1], style, lw=2.5 if style == ":" else 1.5, label=f"{label} (2 sd)")
-axes[0].set(xlabel="$x_1$", ylabel="$x_2$", title="(x1, x2) marginal")
+axes[0].set(xlabel="$x_1$", ylabel="$x_2$", title="$(x_1, x_2)$ marginal")
 axes[0].legend()
-names = [f"μ{i + 1}" for i in range(dim)] + [f"Λ{i + 1}{j + 1}" for i in range(dim) for j in range(i, dim)]
+names = [f"$\\mu_{i + 1}$" for i in range(dim)] + [f"$\\Lambda_{{{i + 1}{j + 1}}}$" for i in range(dim)
+                                                   for j in range(i, dim)]
 iu = torch.triu_indices(dim, dim)
 sm_params = torch.cat([mean_sm, precision_sm[iu[0], iu[1]]])
 mle_params = torch.cat([mean_mle, precision_mle[iu[0], iu[1]]])
@@ -564,12 +560,13 @@ def time_training_step(loss_fn, params, repeats):
 
 
 trace_times = {}
+gen = run.generator("4-trace-cost")
 print(f"\n4. Time per training step (batch {cfg.trace_batch}, hidden {cfg.trace_hidden}), exact trace vs sliced")
 print(f"   {'D':>5}{'exact (s)':>12}{'sliced (s)':>12}{'ratio':>8}")
 for d in tqdm(cfg.trace_dims, desc="timing", leave=False):
-    torch.manual_seed(run.seed + 4)
+    torch.manual_seed(seed_from(gen))
     score_net = mlp((d, cfg.trace_hidden, cfg.trace_hidden, d), torch.nn.Softplus)
-    x_batch = torch.randn(cfg.trace_batch, d)
+    x_batch = torch.randn(cfg.trace_batch, d, generator=gen)
     t_exact = time_training_step(lambda f=score_net, x=x_batch: implicit_score_matching_loss(f, x),
                                  score_net.parameters(), cfg.trace_repeats)
     t_sliced = time_training_step(lambda f=score_net, x=x_batch: sliced_score_matching_loss(f, x, cfg.n_projections),
@@ -580,7 +577,7 @@ run.metrics["trace_seconds_by_dim"] = trace_times
 
 # Unbiased, but noisy: the mean of many projections against the exact trace, at the largest D.
 n_proj_check = 400
-x_one = torch.randn(4, d)
+x_one = torch.randn(4, d, generator=gen)
 exact_tr = jacobian_trace(score_net, x_one).detach()
 estimates, _ = sliced_trace(score_net, x_one, n_projections=n_proj_check, generator=gen)
 estimates = estimates.detach()
@@ -597,11 +594,11 @@ axes[0].loglog(dims, [trace_times[d]["exact"] for d in dims], "o-", label="exact
 axes[0].loglog(dims, [trace_times[d]["sliced"] for d in dims], "s-", label=f"sliced ({cfg.n_projections} projection)")
 axes[0].set(xlabel="dimension D", ylabel="seconds per training step", title="time per step")
 axes[0].legend()
-axes[1].hist(estimates[:, 0].numpy(), bins=30, alpha=0.7, label="v^T J v, one projection each")
-axes[1].axvline(float(exact_tr[0]), color="k", lw=2, label="exact tr J")
+axes[1].hist(estimates[:, 0].numpy(), bins=30, alpha=0.7, label=r"$v^\top J v$, one projection each")
+axes[1].axvline(float(exact_tr[0]), color="k", lw=2, label=r"exact $\mathrm{tr}\,J$")
 axes[1].axvline(float(estimates[:, 0].mean()), color="#d62728", ls="--", label="mean of projections")
-axes[1].set(xlabel="trace estimate", ylabel="count", title=f"sliced estimates at D = {d}")
-axes[1].legend()
+axes[1].set(xlabel="trace estimate", ylabel="count", title=f"sliced estimates at D = {d}, one point")
+plotting.legend_outside(axes[1])
 run.savefig(fig, "fig04_trace_cost")
 
 # What to notice: the exact trace's cost grows at least linearly in D (faster here, because each
@@ -628,26 +625,13 @@ run.savefig(fig, "fig04_trace_cost")
 target = toy_dataset(cfg.dataset)
 
 
-def noised_target(name, sigma):
-    """q_sigma = p_data * N(0, sigma^2 I), exactly: every target here is a curve or mixture blurred by a Gaussian."""
-    if name == "two_moons":
-        return toy_dataset(name, noise=math.sqrt((2 * 0.1) ** 2 + sigma**2) / 2)  # its std is 2 * noise
-    if name == "8gaussians":
-        return toy_dataset(name, std=math.sqrt(0.5**2 + sigma**2))
-    if name == "rings":
-        return toy_dataset(name, noise=math.sqrt(0.15**2 + sigma**2))
-    return toy_dataset(name, noise=math.sqrt(0.25**2 + sigma**2))  # swiss_roll
-
-
-def exact_score(dataset):
-    return lambda x: -energy_and_grad(dataset.energy, x)[1]
-
-
-gen = torch.Generator().manual_seed(run.seed + 5)
+# q_sigma = p_data * N(0, sigma^2 I) exactly: target.noised(sigma) (common.datasets) widens every blob or
+# curve of the target from noise s to sqrt(s^2 + sigma^2); .score(x) is grad_x log q_sigma by autograd.
+gen = run.generator("5-dsm")
 x_train = target.sample(cfg.n_train, gen)  # (n, 2)
 
-torch.manual_seed(run.seed + 5)
-demo_net = EnergyNet(cfg.hidden)
+torch.manual_seed(seed_from(gen))
+demo_net = MLPEnergy(2, (cfg.hidden, cfg.hidden))
 demo_score = score_from_energy(demo_net)
 x_demo = x_train[:256]
 eps_demo = torch.randn(x_demo.shape, generator=gen)
@@ -658,32 +642,26 @@ print(f"\n5. Denoising score matching on {cfg.dataset}")
 print(f"   DSM loss inline {inline_loss.item():.6f}   common.score_matching {common_loss.item():.6f}")
 
 
-def train_dsm(x_data, sigma, steps, seed, desc):
-    """Fit an energy network by DSM at one noise level; returns the network and the loss history."""
-    torch.manual_seed(seed)
-    net = EnergyNet(cfg.hidden)
+def train_dsm(x_data, sigma, steps, generator, desc):
+    """Fit an energy network by DSM at one noise level (common.training.Trainer: Adam, cosine-decayed lr,
+    divergence guard); returns the network and the loss history."""
+    torch.manual_seed(seed_from(generator))
+    net = MLPEnergy(2, (cfg.hidden, cfg.hidden))
     score_fn = score_from_energy(net)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    g = torch.Generator().manual_seed(seed)
-    history = []
-    for i in tqdm(range(steps), desc=desc, leave=False):
-        batch = x_data[torch.randint(len(x_data), (cfg.batch_size,), generator=g)]
-        loss = denoising_score_matching_loss(score_fn, batch, sigma, generator=g)
-        run.check_finite(loss, step=i, what="DSM loss", field="lr")
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        history.append(loss.item() * sigma**2)  # sigma^2 J_DSM: comparable across noise levels
-    return net, history
+
+    def loss_fn(step):
+        batch = x_data[torch.randint(len(x_data), (cfg.batch_size,), generator=generator)]
+        return denoising_score_matching_loss(score_fn, batch, sigma, generator=generator), {}
+
+    trainer = Trainer(net, run, lr=cfg.lr, blame="lr", n_steps=steps, schedule="cosine", name=desc)
+    history = trainer.fit(loss_fn, steps, desc=desc)
+    return net, [loss * sigma**2 for loss in history["loss"]]  # sigma^2 J_DSM: comparable across noise levels
 
 
-def sample_energy(net, n, steps, step_size, bounds, seed):
+def sample_energy(net, n, steps, step_size, bounds, generator):
     """Plain Langevin (common.samplers.langevin) from uniform starts in the plot box."""
-    g = torch.Generator().manual_seed(seed)
-    x0 = uniform_box(n, bounds, g)
-    samples, _ = langevin(lambda x: net(x), x0, steps, step_size, generator=g)
+    x0 = uniform_box(n, bounds, generator)
+    samples, _ = langevin(lambda x: net(x), x0, steps, step_size, generator=generator)
     return samples
 
 
@@ -693,13 +671,15 @@ def score_rel_error(score_fn, reference_fn, x):
     return float(((s - ref) ** 2).sum(-1).mean().sqrt() / (ref**2).sum(-1).mean().sqrt())
 
 
-model, history = train_dsm(x_train, cfg.sigma, cfg.dsm_steps, run.seed + 50, f"DSM sigma={cfg.sigma:g}")
+model, history = train_dsm(x_train, cfg.sigma, cfg.dsm_steps, run.generator(f"5-dsm-train-sigma={cfg.sigma:g}"),
+                           f"DSM sigma={cfg.sigma:g}")
 model_score = score_from_energy(model)
-noised = noised_target(cfg.dataset, cfg.sigma)
+noised = target.noised(cfg.sigma)
 x_noisy_eval = target.sample(cfg.n_samples, gen) + cfg.sigma * torch.randn(cfg.n_samples, 2, generator=gen)
-dsm_score_err = score_rel_error(model_score, exact_score(noised), x_noisy_eval)
+dsm_score_err = score_rel_error(model_score, noised.score, x_noisy_eval)
 
-samples = sample_energy(model, cfg.n_samples, cfg.langevin_steps, cfg.step_size, target.bounds, run.seed + 51)
+samples = sample_energy(model, cfg.n_samples, cfg.langevin_steps, cfg.step_size, target.bounds,
+                        run.generator(f"5-dsm-langevin-sigma={cfg.sigma:g}"))
 x_eval = target.sample(cfg.n_samples, gen)  # fresh data, never used for training
 bandwidth = median_bandwidth(x_eval, target.sample(cfg.n_samples, gen))
 dsm_mmd = mmd_rbf(samples, x_eval, bandwidth)
@@ -721,27 +701,31 @@ run.metrics["dsm_score_rel_error"] = dsm_score_err
 
 fig, axes = plotting.figure(4, title=f"DSM on {cfg.dataset}: σ = {cfg.sigma:g}, {cfg.dsm_steps} steps, "
                                      f"Langevin h = {cfg.step_size:g} × {cfg.langevin_steps}")
-plotting.energy_contours(axes[0], model, target.bounds, colorbar=False)
+plotting.energy_contours(axes[0], model, target.bounds, label=r"learned $E_\theta(x)$")
 plotting.scatter_samples(axes[0], x_train[:500], size=2)
 axes[0].set_title("learned energy + data")
-plotting.density_image(axes[1], noised.log_density, target.bounds)
+plotting.colorbar(axes[1], plotting.density_image(axes[1], noised.log_density, target.bounds), r"$q_\sigma(x)$ / max")
 plotting.score_field(axes[1], lambda x: model_score(x).detach(), target.bounds, n=17)
-axes[1].set_title("learned score over exact q_σ")
+axes[1].set_title(r"learned score over exact $q_\sigma$")
 plotting.scatter_samples(axes[2], x_eval, color="#1f77b4", edge="none", size=2, label="fresh data")
 plotting.scatter_samples(axes[2], samples, color="#d62728", edge="none", size=2, label="Langevin")
 axes[2].set(xlim=target.bounds[:2], ylim=target.bounds[2:], aspect="equal", title=f"samples, MMD² {dsm_mmd:.1e}")
-axes[2].legend(loc="upper right", markerscale=4)
+plotting.legend_outside(axes[2], markerscale=4)
 axes[3].plot(history, lw=0.5, alpha=0.6)
 window = max(1, len(history) // 50)
 axes[3].plot(np.convolve(history, np.ones(window) / window, mode="valid"), color="k", label=f"{window}-step mean")
-axes[3].set(xlabel="step", ylabel="σ² J_DSM", title="training loss (noisy by nature)")
+axes[3].set(xlabel="step", ylabel=r"$\sigma^2 J_{\rm DSM}$", title="training loss (noisy by nature)")
 axes[3].legend()
 run.savefig(fig, "fig05_dsm_model")
 
 # What to notice: the loss barely moves and stays noisy -- most of it is the irreducible variance
 # of the target -eps/sigma -- yet the score field is right and the samples cover both moons.
-# Compare dsm_mmd with the noise floor: the estimator cannot tell model samples from data better
-# than it can tell two data samples apart.
+# Compare dsm_mmd with the noise floor, and be honest about the verdict: at the defaults (seed 0) it is
+# about 5.5x the floor, so the target of 2x is MISSED; the same settings with the lesson's previous
+# random streams gave 1.5x, so the verdict depends on the seed (try --seed 1, 2). The MMD sees a
+# difference the eye does not, and one run cannot pin down its cause: blur alone would make sigma = 0.3
+# worse, yet in the sweep below sigma = 0.3 lands within the floor. --dsm-steps and --langevin-steps
+# are the flags to try.
 
 # %%
 # The noise-level trade-off: one model per sigma, judged against q_sigma and against clean data.
@@ -751,25 +735,28 @@ print(f"\n   noise-level sweep ({cfg.sweep_steps} steps each; the main model is 
 print(f"   {'sigma':>6}{'signal frac':>12}{'score err':>11}{'clean err':>11}{'MMD^2':>11}"
       f"{'E log p(samples)':>18}{'Tweedie MSE':>13}{'exact':>8}{'noisy':>8}")
 log_p_data = float(target.log_density(x_eval).mean())
-for j, sigma in enumerate(cfg.sigma_sweep):
+for sigma in cfg.sigma_sweep:
     if sigma == cfg.sigma:
         net = model
     else:
-        net, _ = train_dsm(x_train, sigma, cfg.sweep_steps, run.seed + 60 + j, f"DSM sigma={sigma:g}")
+        net, _ = train_dsm(x_train, sigma, cfg.sweep_steps, run.generator(f"5-dsm-train-sigma={sigma:g}"),
+                           f"DSM sigma={sigma:g}")
     score_fn = score_from_energy(net)
-    noised_j = noised_target(cfg.dataset, sigma)
+    noised_j = target.noised(sigma)
     x_clean = target.sample(cfg.n_samples, gen)
     x_noisy = x_clean + sigma * torch.randn(x_clean.shape, generator=gen)
-    exact_j = exact_score(noised_j)
+    exact_j = noised_j.score
     # fraction of the DSM target's variance that is signal: E|grad log q_sigma|^2 / E|eps/sigma|^2
     signal = float((exact_j(x_noisy) ** 2).sum(-1).mean()) / (2 / sigma**2)
-    samples_j = sample_energy(net, cfg.n_samples, cfg.langevin_steps, cfg.step_size, target.bounds, run.seed + 70 + j)
+    samples_j = (samples if sigma == cfg.sigma else  # the main model's samples where sigma matches
+                 sample_energy(net, cfg.n_samples, cfg.langevin_steps, cfg.step_size, target.bounds,
+                               run.generator(f"5-dsm-langevin-sigma={sigma:g}")))
     denoised = tweedie_denoise(lambda x, f=score_fn: f(x).detach(), x_noisy, sigma)
     denoised_exact = tweedie_denoise(exact_j, x_noisy, sigma)
     sweep[sigma] = {
         "signal_fraction": signal,
         "score_rel_error": score_rel_error(score_fn, exact_j, x_noisy),
-        "clean_score_rel_error": score_rel_error(score_fn, exact_score(target), x_clean),
+        "clean_score_rel_error": score_rel_error(score_fn, target.score, x_clean),
         "mmd": mmd_rbf(samples_j, x_eval, bandwidth),
         "mean_log_p_data_of_samples": float(target.log_density(samples_j).mean()),
         "tweedie_mse": float(((denoised - x_clean) ** 2).sum(-1).mean()),
@@ -785,15 +772,16 @@ print(f"   (E log p_data of fresh data = {log_p_data:.3f}: samples from a blurre
 run.metrics["dsm_sweep"] = sweep
 
 n_sweep = len(cfg.sigma_sweep)
-fig, axes = plotting.figure(n_sweep, title=f"Noise-level trade-off on {cfg.dataset}: learned exp(-E) and "
+fig, axes = plotting.figure(n_sweep, title=f"Noise-level trade-off on {cfg.dataset}: learned $e^{{-E}}$ and "
                                            f"{cfg.n_samples} Langevin samples")
 for ax, sigma in zip(np.atleast_1d(axes), cfg.sigma_sweep):
     net, samples_j = sweep_models[sigma][:2]
-    plotting.density_image(ax, lambda x, n=net: -n(x), target.bounds)
+    image = plotting.density_image(ax, lambda x, n=net: -n(x), target.bounds)
     plotting.scatter_samples(ax, samples_j[:800], color="#2ca02c", edge="none", size=3, alpha=0.8)
     ax.set(xlim=target.bounds[:2], ylim=target.bounds[2:])
     ax.set_title(f"σ = {sigma:g}: score err {sweep[sigma]['score_rel_error']:.2f}\n"
                  f"E log p_data = {sweep[sigma]['mean_log_p_data_of_samples']:.2f} (data {log_p_data:.2f})")
+plotting.colorbar(np.atleast_1d(axes)[-1], image, r"$e^{-E_\theta(x)}$ / max (per panel)")
 run.savefig(fig, "fig06_noise_levels")
 
 # What to notice: at the largest sigma the learned density is a blur of the moons and its samples
@@ -801,23 +789,26 @@ run.savefig(fig, "fig06_noise_levels")
 # fraction ~ 0.01), so with the same number of steps the score error against its own target q_sigma
 # is largest there. In between lies the useful range -- and the reason lesson 10 uses many sigmas.
 
-fig, axes = plotting.figure(n_sweep, title="Tweedie: E[x | x~] = x~ + σ² ∇log q_σ(x~) for noisy points (blue), "
-                                           "with the learned score (red) and the exact one (white)")
+tweedie_tex = r"$\mathbb{E}[x \mid \tilde x] = \tilde x + \sigma^2 \nabla \log q_\sigma(\tilde x)$"
+fig, axes = plotting.figure(n_sweep, title=f"Tweedie's denoiser {tweedie_tex}: 120 noisy points per panel, "
+                                           "over $p_{\\rm data}$")
 for ax, sigma in zip(np.atleast_1d(axes), cfg.sigma_sweep):
     _, _, noisy, den, den_exact = sweep_models[sigma]
-    plotting.density_image(ax, target.log_density, target.bounds)
+    image = plotting.density_image(ax, target.log_density, target.bounds)
     n_show = 120
     for a_pt, b_pt in zip(noisy[:n_show], den[:n_show]):
         ax.plot([a_pt[0], b_pt[0]], [a_pt[1], b_pt[1]], color="white", lw=0.5, alpha=0.5)
-    plotting.scatter_samples(ax, noisy[:n_show], color="#9ecae1", edge="none", size=6, alpha=0.9, label="noisy x~")
+    plotting.scatter_samples(ax, noisy[:n_show], color="#9ecae1", edge="none", size=6, alpha=0.9,
+                             label=r"noisy $\tilde x$")
     plotting.scatter_samples(ax, den_exact[:n_show], color="white", edge="k", size=14, alpha=1.0,
                              label="Tweedie, exact score")
     plotting.scatter_samples(ax, den[:n_show], color="#d62728", edge="none", size=5, alpha=1.0,
                              label="Tweedie, learned score")
     ax.set(xlim=target.bounds[:2], ylim=target.bounds[2:])
-    ax.set_title(f"σ = {sigma:g}: MSE {sweep[sigma]['tweedie_mse']:.3f} (exact {sweep[sigma]['tweedie_exact_mse']:.3f},"
-                 f" noisy {sweep[sigma]['noisy_mse']:.3f})", fontsize=9)
-np.atleast_1d(axes)[0].legend(loc="lower left", markerscale=1.5, fontsize=7)
+    ax.set_title(f"σ = {sigma:g}: MSE {sweep[sigma]['tweedie_mse']:.3f}\n"
+                 f"(exact {sweep[sigma]['tweedie_exact_mse']:.3f}, noisy {sweep[sigma]['noisy_mse']:.3f})")
+plotting.colorbar(np.atleast_1d(axes)[-1], image, r"$p_{\rm data}(x)$ / max")
+plotting.legend_outside(np.atleast_1d(axes)[-1], markerscale=1.5)
 run.savefig(fig, "fig07_tweedie")
 
 # What to notice: the denoised points are pulled back towards the moons, and the learned
@@ -845,7 +836,7 @@ a = cfg.mode_distance
 mixture = gaussian_mixture([[-a, -a], [a, a]], [1.0, 1.0], [cfg.small_weight, 1 - cfg.small_weight],
                            bounds=(-a - 4, a + 4, -a - 4, a + 4))
 box_bounds = (-cfg.box, cfg.box, -cfg.box, cfg.box)
-gen = torch.Generator().manual_seed(run.seed + 6)
+gen = run.generator("6-separated-modes")
 x_mix = mixture.sample(cfg.n_train, gen)
 
 
@@ -853,7 +844,7 @@ def small_mode_weight(x):
     return float(((x[:, 0] + x[:, 1]) < 0).float().mean())  # the small mode sits at (-a, -a)
 
 
-mix_model, _ = train_dsm(x_mix, cfg.mix_sigma, cfg.mix_steps, run.seed + 80, "DSM on the mixture")
+mix_model, _ = train_dsm(x_mix, cfg.mix_sigma, cfg.mix_steps, gen, "DSM on the mixture")
 x0 = uniform_box(cfg.n_samples, box_bounds, gen)
 x_true_score, _ = langevin(mixture.energy, x0, cfg.mix_langevin_steps, cfg.mix_step_size, generator=gen)
 x_learned, _ = langevin(lambda x: mix_model(x), x0, cfg.mix_langevin_steps, cfg.mix_step_size, generator=gen)
@@ -861,9 +852,7 @@ x_learned, _ = langevin(lambda x: mix_model(x), x0, cfg.mix_langevin_steps, cfg.
 
 def noised_mixture_score(x, sigma):
     # grad log q_sigma for q_sigma = sum_k w_k N(mu_k, (1 + sigma^2) I): the exact noised score
-    noised_mix = gaussian_mixture([[-a, -a], [a, a]], [math.sqrt(1 + sigma**2)] * 2,
-                                  [cfg.small_weight, 1 - cfg.small_weight])
-    return -energy_and_grad(noised_mix.energy, x)[1]
+    return mixture.noised(sigma).score(x)
 
 
 sigmas = np.geomspace(cfg.anneal_sigmas[0], cfg.anneal_sigmas[-1], cfg.anneal_levels)
@@ -899,7 +888,7 @@ fig, axes = plotting.figure(4, title=f"Separated modes: plain Langevin ({cfg.mix
                                      f"σ = {sigmas[0]:g}→{sigmas[-1]:g})")
 for ax, (name, xs_plot) in zip(axes[:3], (("true score", x_true_score), ("learned score", x_learned),
                                           ("annealed", x_annealed))):
-    plotting.density_image(ax, mixture.log_density, mixture.bounds)
+    image = plotting.density_image(ax, mixture.log_density, mixture.bounds)
     plotting.scatter_samples(ax, xs_plot[:1000], color="#2ca02c", edge="none", size=2)
     ax.set(xlim=mixture.bounds[:2], ylim=mixture.bounds[2:])
     ax.set_title(f"{name}: small mode {small_mode_weight(xs_plot):.2f}")
@@ -907,7 +896,8 @@ labels = list(weights)
 axes[3].bar(range(len(labels)), list(weights.values()), color=["k", "#1f77b4", "#ff7f0e", "#2ca02c"])
 axes[3].errorbar(range(1, len(labels)), list(weights.values())[1:], yerr=2 * se_weight, fmt="none", color="gray")
 axes[3].set_xticks(range(len(labels)), ["truth", "Langevin\ntrue s", "Langevin\nlearned s", "annealed"])
-axes[3].set(ylabel="weight of the small mode", title="mass in the small mode", ylim=(0, 0.7))
+axes[3].set(ylabel="weight of the small mode", title="mass in the small mode (±2 SE)", ylim=(0, 0.7))
+plotting.colorbar(axes[2], image, "$p(x)$ / max")
 run.savefig(fig, "fig08_separated_modes")
 
 # What to notice: with the TRUE score, Langevin still puts ~half the chains in the small mode:
@@ -933,7 +923,7 @@ grid = np.linspace(-QUAD_HALF_WIDTH, QUAD_HALF_WIDTH, 40001)
 pdf = np.exp(log_density(grid, theta_true))
 cdf = np.concatenate([[0.0], np.cumsum(0.5 * (pdf[1:] + pdf[:-1]) * np.diff(grid))])
 cdf /= cdf[-1]
-rng = np.random.default_rng(run.seed + 7)
+rng = np.random.default_rng(seed_from(run.generator("7-sm-vs-mle")))  # numpy draws here
 
 
 def sample_quartic(n):
@@ -1006,16 +996,16 @@ fig, axes = plotting.figure(2, title=f"SM vs MLE on the double well θ = ({theta
 for k, color in (("SM", "#d62728"), ("MLE", "#1f77b4")):
     axes[0].scatter(estimates[k][:, 0], estimates[k][:, 1], s=8, alpha=0.6, color=color, label=k)
 axes[0].plot(*theta_true, "k*", ms=14, label="truth")
-axes[0].set(xlabel="θ1", ylabel="θ2", title="estimates (one dot per fit)")
+axes[0].set(xlabel=r"$\theta_1$", ylabel=r"$\theta_2$", title="estimates (one dot per fit)")
 axes[0].legend()
 width = 0.35
 for i, (k, color) in enumerate((("MLE", "#1f77b4"), ("SM", "#d62728"))):
     axes[1].bar(np.arange(2) + (i - 0.5) * width, estimates[k].std(0), width, color=color, label=f"{k} empirical")
     axes[1].plot(np.arange(2) + (i - 0.5) * width, asym[k], "k_", ms=22, mew=2)
 axes[1].plot([], [], "k_", ms=12, mew=2, label="asymptotic (quadrature)")
-axes[1].set_xticks([0, 1], ["θ1", "θ2"])
+axes[1].set_xticks([0, 1], [r"$\theta_1$", r"$\theta_2$"])
 axes[1].set(ylabel="std over fits", title="spread of the estimators")
-axes[1].legend()
+plotting.legend_outside(axes[1])
 run.savefig(fig, "fig09_sm_vs_mle_spread")
 
 # What to notice: both clouds are centred near the truth (both estimators are consistent), but the
@@ -1042,10 +1032,9 @@ run.savefig(fig, "fig09_sm_vs_mle_spread")
 # grad_theta log p(theta | x) = -theta / tau^2 + A^T (x - A theta) / sigma^2.
 
 # %%
-torch.manual_seed(run.seed + 8)
-A_sim = torch.randn(3, 2) / math.sqrt(2)
+gen = run.generator("8-fisher-score-matching")
+A_sim = torch.randn(3, 2, generator=gen) / math.sqrt(2)
 tau, sigma_x = cfg.fsm_prior_std, cfg.fsm_noise
-gen = torch.Generator().manual_seed(run.seed + 8)
 
 
 def simulate(n, generator):
@@ -1063,6 +1052,7 @@ def exact_fisher_score(theta, x):
     return (x - theta @ A_sim.T) @ A_sim / sigma_x**2
 
 
+torch.manual_seed(seed_from(gen))
 likelihood_net = mlp((5, cfg.fsm_hidden, cfg.fsm_hidden, 2))
 
 
@@ -1081,18 +1071,15 @@ def fsm_loss(theta, x):
     return (0.5 * (s**2).sum(-1) + jac.diagonal(dim1=-2, dim2=-1).sum(-1)).mean()
 
 
-opt = torch.optim.Adam(likelihood_net.parameters(), lr=cfg.fsm_lr)
-sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.fsm_steps)
-fsm_history = []
-for i in tqdm(range(cfg.fsm_steps), desc="FSM", leave=False):
-    theta_b, x_b = simulate(cfg.fsm_batch, gen)
-    loss = fsm_loss(theta_b, x_b)
-    run.check_finite(loss, step=i, what="FSM loss", field="fsm_lr")
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    sched.step()
-    fsm_history.append(loss.item())
+
+
+def fsm_step_loss(step):
+    return fsm_loss(*simulate(cfg.fsm_batch, gen)), {}  # fresh simulations at every step
+
+
+fsm_trainer = Trainer(likelihood_net, run, lr=cfg.fsm_lr, blame="fsm_lr", n_steps=cfg.fsm_steps, schedule="cosine",
+                      name="FSM")
+fsm_history = fsm_trainer.fit(fsm_step_loss, cfg.fsm_steps, desc="FSM")["loss"]
 
 theta_eval, x_eval_sim = simulate(4000, gen)
 with torch.no_grad():
@@ -1153,22 +1140,24 @@ axes[0].quiver(grid_th[:, 0], grid_th[:, 1], exact_field[:, 0], exact_field[:, 1
                width=0.014, label="exact")
 plotting.score_field(axes[0], lambda th: posterior_score(th, x_o.expand(len(th), 3)).detach(), bounds_o,
                      n=n_arrows, normalise=False, color="#d62728", scale=arrow_scale, width=0.005, label="learned")
-axes[0].set(xlabel="θ1", ylabel="θ2", title="posterior score for one x_o")
-axes[0].legend(loc="upper right", fontsize=7)
+axes[0].set(xlabel=r"$\theta_1$", ylabel=r"$\theta_2$", title=r"posterior score for one $x_o$")
+axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, facecolor="0.55")  # white arrows show
 lim = float(exact_fisher.abs().quantile(0.99))
 for k, color in enumerate(("#1f77b4", "#d62728")):
     axes[1].scatter(exact_fisher[:1000, k], learned_fisher[:1000, k], s=3, alpha=0.5, color=color,
                     label=f"component {k + 1}")
 axes[1].plot([-lim, lim], [-lim, lim], "k--", lw=1)
-axes[1].set(xlim=(-lim, lim), ylim=(-lim, lim), xlabel="exact Fisher score", ylabel="learned t_φ",
+axes[1].set(xlim=(-lim, lim), ylim=(-lim, lim), xlabel="exact Fisher score", ylabel=r"learned $t_\phi$",
             title=f"likelihood score, rel. error {fisher_err:.2f}")
 axes[1].legend()
-plotting.density_image(axes[2], exact_log_post, bounds_o)
+plotting.colorbar(axes[2], plotting.density_image(axes[2], exact_log_post, bounds_o),
+                  r"exact $p(\theta \mid x_o)$ / max")
 plotting.scatter_samples(axes[2], theta_samples[:800], color="#2ca02c", edge="none", size=2)
-axes[2].plot(*theta_o[0].numpy(), "w*", ms=12, mec="k", label="θ that made x_o")
-axes[2].set(xlabel="θ1", ylabel="θ2", title="Langevin on the learned posterior score", xlim=bounds_o[:2],
+axes[2].plot(*theta_o[0].numpy(), "w*", ms=12, mec="k", label=r"$\theta$ that made $x_o$")
+axes[2].set(xlabel=r"$\theta_1$", ylabel=r"$\theta_2$", title="Langevin on the learned posterior score",
+            xlim=bounds_o[:2],
             ylim=bounds_o[2:])
-axes[2].legend(loc="upper right", fontsize=7)
+axes[2].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2))
 run.savefig(fig, "fig10_fisher_score_matching")
 
 # What to notice: the learned arrows (red) follow the exact ones (white) where the joint has mass,
