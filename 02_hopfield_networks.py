@@ -63,10 +63,10 @@ metrics.json
                                digit_pinv_projector_max_dev max |X^+X - I|, digit_pinv_cue_unchanged the
                                fraction of cues the pseudo-inverse network returns unchanged
 """
+LESSON = "02_hopfield_networks"  # outputs go to outputs/02_hopfield_networks/
+
 
 # %%
-from __future__ import annotations
-
 import math
 from dataclasses import dataclass
 
@@ -127,7 +127,7 @@ def check(cfg):
         raise ValueError("--digit-classes needs at least two different classes (0-9)")
 
 
-cfg, flags = parse_flags(Config, "02_hopfield_networks", __doc__, quick=QUICK, check=check, exercises=(4,))
+cfg, flags = parse_flags(Config, LESSON, __doc__, quick=QUICK, check=check, exercises=(4,))
 
 # heavy imports only now, so that --help and a mistyped flag answer at once
 

@@ -56,10 +56,10 @@ metrics.json
     glass_gibbs_vs_exact_energy  <E>_T of the glass from Gibbs (with its standard error) and by enumeration
     gibbs_grad_cosine_first_last  the gradient cosine averaged over the first and the last tenth of training
 """
+LESSON = "03_boltzmann_machines"  # outputs go to outputs/03_boltzmann_machines/
+
 
 # %%
-from __future__ import annotations
-
 import math
 from dataclasses import dataclass
 
@@ -115,7 +115,7 @@ def check(cfg):
         raise ValueError("--burn-in must be smaller than --n-sweeps")
 
 
-cfg, flags = parse_flags(Config, "03_boltzmann_machines", __doc__, quick=QUICK, check=check, exercises=(4,))
+cfg, flags = parse_flags(Config, LESSON, __doc__, quick=QUICK, check=check, exercises=(4,))
 
 # heavy imports only now, so that --help and a mistyped flag answer at once
 

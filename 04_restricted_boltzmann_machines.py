@@ -83,10 +83,10 @@ metrics.json (log-likelihoods in nats per test image, higher is better)
     sklearn_seconds_per_epoch    the same for BernoulliRBM (timing: varies)
     cpu_seconds_per_epoch, sklearn_cpu_seconds_per_epoch   the same in process CPU time (varies)
 """
+LESSON = "04_restricted_boltzmann_machines"  # outputs go to outputs/04_restricted_boltzmann_machines/
+
 
 # %%
-from __future__ import annotations
-
 import math
 from dataclasses import dataclass
 
@@ -139,7 +139,7 @@ QUICK = {"max_train": 300, "max_test": 100, "dataset": "digits", "n_hidden_small
          "ais_betas": 100, "ais_sweep": (10, 100), "n_chains": 20, "gibbs_steps": 30, "logreg_max_iter": 200,
          "dbn_hidden": 8}
 
-cfg, flags = parse_flags(Config, "04_restricted_boltzmann_machines", __doc__, quick=QUICK, exercises=(3, 7))
+cfg, flags = parse_flags(Config, LESSON, __doc__, quick=QUICK, exercises=(3, 7))
 
 # heavy imports only now, so that --help and a mistyped flag answer at once
 

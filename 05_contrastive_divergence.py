@@ -59,10 +59,10 @@ metrics.json keys:
     self_transition_rate         {chains: fraction of Gibbs steps that leave the whole image unchanged}
     repeat_rate_iid              {chains: the same for independent exact draws of the model (baseline)}
 """
+LESSON = "05_contrastive_divergence"  # outputs go to outputs/05_contrastive_divergence/
+
 
 # %%
-from __future__ import annotations
-
 import math
 from dataclasses import dataclass
 
@@ -128,7 +128,7 @@ def check(cfg):
         raise ValueError("--burn-in must be at least 4 below --health-steps")
 
 
-cfg, flags = parse_flags(Config, "05_contrastive_divergence", __doc__, quick=QUICK, check=check, exercises=(3,))
+cfg, flags = parse_flags(Config, LESSON, __doc__, quick=QUICK, check=check, exercises=(3,))
 
 # heavy imports only now, so that --help and a mistyped flag answer at once
 

@@ -65,6 +65,8 @@ metrics.json:
   fsm_fisher_rel_error           the same for the likelihood (Fisher) score t_phi alone
   fsm_posterior_moments          posterior mean/std from Langevin on the learned score, and the exact ones
 """
+LESSON = "06_score_matching"  # outputs go to outputs/06_score_matching/
+
 
 # %% [markdown]
 # # Lesson 06 -- Score matching
@@ -153,7 +155,7 @@ def check(cfg):
                          "(the levels in between form a geometric ladder of --anneal-levels)")
 
 
-cfg, flags = parse_flags(Config, "06_score_matching", __doc__, quick=QUICK, check=check, exercises=(4,))
+cfg, flags = parse_flags(Config, LESSON, __doc__, quick=QUICK, check=check, exercises=(4,))
 
 # heavy imports only now, so that --help and a mistyped flag answer at once
 import time

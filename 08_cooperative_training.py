@@ -74,6 +74,8 @@ metrics.json:
   jem_restarts                  restarts the guarded trainer needed to finish the unstable setting
   jem_restarted_accuracy        test accuracy of that restarted run
 """
+LESSON = "08_cooperative_training"  # outputs go to outputs/08_cooperative_training/
+
 
 # %% [markdown]
 # # Lesson 08 -- Cooperative and adversarial training, JEM, forward vs reverse KL
@@ -165,7 +167,7 @@ def check(cfg):
         raise ValueError("--ebgan-eval-every must be below --ebgan-steps (the curve needs two points)")
 
 
-cfg, flags = parse_flags(Config, "08_cooperative_training", __doc__, quick=QUICK, check=check, exercises=(4,))
+cfg, flags = parse_flags(Config, LESSON, __doc__, quick=QUICK, check=check, exercises=(4,))
 
 import math  # noqa: E402  (heavy imports after the flags, so --help answers at once)
 import time  # noqa: E402
