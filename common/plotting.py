@@ -266,3 +266,46 @@ def _numpy(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def animate_chains_on_axes(path, energy_fn: Callable, paths, bounds, keep_every: int, step_size: float,
+                           fps: int = 12, max_frames: int = 40, title=None, device=None, dpi: int = 100,
+                           label: str = "energy $E(x)$") -> str:
+    """Like ``animate_chains``, for projection: axes with ticks, a labelled colour bar of ``E(x)``, and
+    on every frame the Langevin step number and the step size ``h``.
+
+    ``paths`` is ``(T, N, 2)`` with ``paths[i]`` the state after ``i * keep_every`` steps (as returned by
+    ``samplers.langevin(..., keep_every=...)``). The layout is fixed once, so frames stay cheap to render.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    paths = _numpy(paths)
+    frames = np.unique(np.linspace(0, len(paths) - 1, min(max_frames, len(paths))).astype(int))
+    X, Y, E = evaluate_on_grid(energy_fn, bounds, 120, device)
+    E = np.clip(E, None, np.quantile(E[np.isfinite(E)], 0.98))  # clip the corners so the wells show
+    with matplotlib.rc_context({"figure.constrained_layout.use": False}):  # layout="none" alone loses to the rc
+        fig, ax = plt.subplots(figsize=(5.8, 5.0))  # fixed layout: no per-frame layout pass
+    fig.subplots_adjust(left=0.11, right=0.86, bottom=0.11, top=0.91)
+    image = ax.imshow(E, origin="lower", extent=tuple(bounds), cmap="viridis", aspect="equal")
+    ax.grid(False)
+    dots = ax.scatter(paths[0, :, 0], paths[0, :, 1], s=10, c="white", edgecolors="k", linewidths=0.3)
+    ax.set(xlim=bounds[:2], ylim=bounds[2:], xlabel="$x_1$", ylabel="$x_2$")
+    fig.colorbar(image, ax=ax, fraction=0.05, pad=0.03, label=label)  # takes its room from ax, once
+    if title:
+        ax.set_title(title, fontsize=11)
+    counter = ax.text(0.02, 0.97, "", transform=ax.transAxes, color="white", va="top", fontsize=11,
+                      bbox=dict(facecolor="black", alpha=0.5, edgecolor="none"))
+
+    def draw(frame_index):
+        step = frames[frame_index] * keep_every
+        dots.set_offsets(paths[frames[frame_index]])
+        counter.set_text(f"step {step} / {(len(paths) - 1) * keep_every},  $h$ = {step_size:g}")
+        return dots, counter
+
+    animation = FuncAnimation(fig, draw, frames=len(frames), blit=False)
+    # a tight bbox or a constrained layout per frame is slow (and the layout would move the colour bar)
+    with matplotlib.rc_context({"savefig.bbox": "standard", "figure.constrained_layout.use": False}):
+        animation.save(str(path), writer=PillowWriter(fps=fps), dpi=dpi)
+    plt.close(fig)
+    return str(path)
