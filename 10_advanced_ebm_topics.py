@@ -347,7 +347,7 @@ panels = ((samples_plain, rf"plain Langevin at $\sigma$ = {cfg.sigma_min:g}", "p
           (samples_ode, f"probability-flow ODE, {cfg.ode_steps} RK4 steps", "ode"))
 for ax, (samples, title, key) in zip(axes, panels):
     plotting.density_image(ax, mixture.noised(cfg.sigma_min).log_density, mixture.bounds)
-    plotting.scatter_samples(ax, samples[:1500], size=6, color="#2ca02c", edge="none")
+    plotting.scatter_samples(ax, samples[:1500], size=4, color="#2ca02c", edge="none", alpha=0.4)
     ax.set(title=f"{title}\nsmall-mode weight {weights[key]:.3f} (true {cfg.small_weight:g})",
            xlim=mixture.bounds[:2], ylim=mixture.bounds[2:])
 axes[3].loglog(ladder, eps_signal, "o-", label=r"non-Gaussian part of $\mathbb{E}[\epsilon \mid x_\sigma]$")
