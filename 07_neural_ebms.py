@@ -468,7 +468,8 @@ for (name, chains), color in zip(flat.items(), ("#1f77b4", "#2ca02c", "#d62728")
     centred = chains - chains.mean()
     acf = [1.0] + [float((centred[:, t:] * centred[:, :-t]).mean() / (centred**2).mean()) for t in lags[1::10][1:]]
     axes[0].plot(lags[::10], acf, "o", ms=3, color=color)
-    axes[0].plot(lags, exact_rho[name], color=color, lw=1.2, label=name)
+    axes[0].plot(lags, exact_rho[name], color=color, lw=1.2,
+                 label=name.replace("underdamped ", "underdamped, ").replace("high friction", "high γ"))
 axes[0].axhline(0, color="gray", lw=0.8)
 axes[0].set(xlabel="lag $t$ (steps)", ylabel="autocorrelation of $x_1$", title="ACF: exact (lines) and measured (dots)")
 axes[0].legend(loc="upper right")
