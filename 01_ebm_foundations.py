@@ -817,9 +817,8 @@ axes[1].set(title=f"MMD$^2$ = {mmd_langevin:+.4f}; floor (exact vs exact) {mmd_b
 plotting.legend_outside(axes[1], markerscale=2)
 run.savefig(fig, "fig09_langevin")
 gif = plotting.animate_chains_on_axes(
-    run.outdir / "anim_langevin.gif", landscape.energy, path, landscape.bounds,
-    step_of_frame=lambda row: row * keep_every, clip_quantile=ENERGY_CLIP,
-    caption=lambda step: f"Langevin step {step}/{cfg.n_langevin_steps}, h = {cfg.step_size:g}, T = {T:g}")
+    run.outdir / "anim_langevin.gif", landscape.energy, path, landscape.bounds, keep_every=keep_every,
+    step_size=cfg.step_size, temperature=T, clip_quantile=ENERGY_CLIP, title="Langevin chains on the 2-D landscape")
 run.saved_animation(gif)
 
 # What to notice: chains slide into the nearest well and then jitter around it; the noise lets

@@ -160,6 +160,7 @@ import math  # noqa: E402  (heavy imports after the flags, so --help answers at 
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from common import plotting  # noqa: E402
 from common.datasets import dequantize, load_signed_images, toy_dataset  # noqa: E402
@@ -276,13 +277,14 @@ run.metrics["sign_loss_match"] = sign_match
 
 fig, axes = plotting.figure(3, title=f"One model, three views: MLP energy after {cfg.sign_iters} ML steps, "
                                      "8 Gaussians")
-plotting.energy_contours(axes[0], energy_first, toy8.bounds, device=device, label="E(x)")
-axes[0].set_title("energy E(x): low = likely")
-plotting.density_image(axes[1], lambda z: -energy_first(z), toy8.bounds, device=device, colorbar=True)
+plotting.energy_contours(axes[0], energy_first, toy8.bounds, device=device, label="$E(x)$")
+axes[0].set_title("energy $E(x)$: low = likely")
+plotting.colorbar(axes[1], plotting.density_image(axes[1], lambda z: -energy_first(z), toy8.bounds, device=device),
+                  r"$p(x) / \max\, p$")
 plotting.scatter_samples(axes[1], x8[:300].cpu(), size=3, alpha=0.4)
-axes[1].set_title("density ∝ exp(-E), data dots")
-plotting.energy_contours(axes[2], lambda z: -energy_first(z), toy8.bounds, device=device, label="f(x) = -E(x)")
-axes[2].set_title("f = -E (UvA/JEM code): high = likely")
+axes[1].set_title(r"density $\propto e^{-E(x)}$, white dots: data")
+plotting.energy_contours(axes[2], lambda z: -energy_first(z), toy8.bounds, device=device, label="$f(x) = -E(x)$")
+axes[2].set_title("$f = -E$ (UvA/JEM code): high = likely")
 run.savefig(fig, "fig01_energy_sign")
 
 # What to notice: the same network read three ways. Where E has wells, exp(-E) has bumps and f = -E
@@ -326,27 +328,27 @@ print(f"   ULA within 2 % (or 3 SE) of 2T/(a(2 - a h)) for every a h <= 1.5: {wi
 run.metrics["teff_table"] = teff_rows
 run.metrics["mala_variance_rel_error"] = max(abs(r["mala_rel_error"]) for r in teff_rows.values())
 
-fig, axes = plotting.figure(2, title=f"E = a x²/2, a = {a_quad:g}, T = {temperature:g}: {cfg.theory_chains} chains "
-                                     f"x {cfg.theory_steps} steps")
+fig, axes = plotting.figure(2, title=f"$E = a x^2/2$, $a$ = {a_quad:g}, $T$ = {temperature:g}: "
+                                     rf"{cfg.theory_chains} chains $\times$ {cfg.theory_steps} steps")
 ahs = np.array(cfg.ah_grid)
 dense = np.linspace(0.02, 1.95, 200)
-axes[0].semilogy(dense, 2 * temperature / (a_quad * (2 - dense)), "k-", lw=1, label="ULA theory 2T/(a(2 - ah))")
-axes[0].axhline(temperature / a_quad, color="gray", ls="--", label="target T/a")
+axes[0].semilogy(dense, 2 * temperature / (a_quad * (2 - dense)), "k-", lw=1, label="ULA theory $2T/(a(2 - ah))$")
+axes[0].axhline(temperature / a_quad, color="gray", ls="--", label="target $T/a$")
 axes[0].errorbar(ahs, [r["measured"] for r in teff_rows.values()], yerr=[3 * r["se"] for r in teff_rows.values()],
                  fmt="o", ms=6, label="ULA measured (±3 SE)")
 axes[0].plot(ahs, [r["mala_variance"] for r in teff_rows.values()], "s", ms=6, label="MALA measured")
-axes[0].set(xlabel="a h", ylabel="stationary variance", title="ULA is hotter; MALA is exact")
+axes[0].set(xlabel="$ah$", ylabel="stationary variance", title="ULA is hotter; MALA is exact")
 axes[0].legend()
 rel_se = [300 * math.sqrt(2 / (cfg.theory_chains - 1))] * len(ahs)  # 3 SE of a sample variance, in %
 axes[1].bar(np.arange(len(ahs)) - 0.2, [100 * r["rel_error"] for r in teff_rows.values()], 0.4, yerr=rel_se,
             capsize=3, label="ULA vs its theory (±3 SE)")
 axes[1].bar(np.arange(len(ahs)) + 0.2, [100 * r["mala_rel_error"] for r in teff_rows.values()], 0.4, yerr=rel_se,
-            capsize=3, label="MALA vs T/a (±3 SE)")
+            capsize=3, label="MALA vs $T/a$ (±3 SE)")
 axes[1].axhspan(-2, 2, color="green", alpha=0.1, label="±2 %")
-axes[1].set_xticks(np.arange(len(ahs)), [f"{v:g}\nacc {r['mala_acceptance']:.2f}" for v, r in
+axes[1].set_xticks(np.arange(len(ahs)), [f"{v:g}\n({r['mala_acceptance']:.2f})" for v, r in
                                          zip(ahs, teff_rows.values())])
-axes[1].set(xlabel="a h (and MALA's acceptance rate)", ylabel="relative error (%)", title="measured vs theory")
-axes[1].legend(loc="upper left")
+axes[1].set(xlabel="$ah$ (MALA's acceptance rate)", ylabel="relative error (%)", title="measured vs theory")
+plotting.legend_outside(axes[1])  # off the error bars
 run.savefig(fig, "fig02_teff_table")
 
 # What to notice: ULA's variance follows 2T/(a(2 - a h)) and is 20x too large at a h = 1.9 -- the chain
@@ -386,10 +388,11 @@ print(f"   on 8 Gaussians (std 0.5), {cfg.image_demo_steps} steps of h = {h_show
 run.metrics["image_ebm_temperature"] = {"temperature": t_image, "spread_t1": spread_hot, "spread_image_t": spread_cold,
                                         "spread_data": spread(x8[:2000])}
 
-fig, axes = plotting.figure(2, title=f"Langevin on the true 8-Gaussians energy, h = {h_show:g}, "
+fig, axes = plotting.figure(2, title=f"Langevin on the true 8-Gaussians energy, $h$ = {h_show:g}, "
                                      f"{cfg.image_demo_steps} steps")
-for ax, x, label in ((axes[0], x_hot, "T = 1 (s = sqrt(2h))"), (axes[1], x_cold, f"T = s²/2h = {t_image:.2g}")):
-    plotting.energy_contours(ax, toy8.energy, toy8.bounds, colorbar=ax is axes[1], label="E(x)")
+for ax, x, label in ((axes[0], x_hot, r"$T = 1$ ($\sigma = \sqrt{2h}$)"),
+                      (axes[1], x_cold, rf"$\sigma$ = {cfg.image_noise:g}: $T = \sigma^2/(2h)$ = {t_image:.2g}")):
+    plotting.energy_contours(ax, toy8.energy, toy8.bounds, label="$E(x)$")
     plotting.scatter_samples(ax, x.cpu(), size=4)
     ax.set_title(label)
 run.savefig(fig, "fig03_image_temperature")
@@ -458,26 +461,28 @@ print(f"   tuned momentum: {speedup:.1f}x fewer steps per independent draw of x 
       f"high friction: {iat_rows['underdamped high friction']['iat_x'] / iat_rows['ULA']['iat_x']:.1f}x MORE")
 run.metrics["iat_flat"] = iat_rows
 
-fig, axes = plotting.figure(2, title=f"Flat direction a = {a_flat:g} (stiff a = {a_stiff:g}), same step h = {h_mix:g}")
+fig, axes = plotting.figure(2, title=f"Flat direction $a$ = {a_flat:g} (stiff $a$ = {a_stiff:g}), "
+                                     f"same step $h$ = {h_mix:g}")
 lags = np.arange(max_lag)
 for (name, chains), color in zip(flat.items(), ("#1f77b4", "#2ca02c", "#d62728")):
     centred = chains - chains.mean()
     acf = [1.0] + [float((centred[:, t:] * centred[:, :-t]).mean() / (centred**2).mean()) for t in lags[1::10][1:]]
     axes[0].plot(lags[::10], acf, "o", ms=3, color=color)
-    axes[0].plot(lags, exact_rho[name], color=color, lw=1.2, label=f"{name} (dots: measured)")
+    axes[0].plot(lags, exact_rho[name], color=color, lw=1.2,
+                 label=name.replace("underdamped ", "underdamped, ").replace("high friction", "high γ"))
 axes[0].axhline(0, color="gray", lw=0.8)
-axes[0].set(xlabel="lag t (steps)", ylabel="autocorrelation of x₁", title="ACF: exact (lines) and measured (dots)")
-axes[0].legend(fontsize=7)
+axes[0].set(xlabel="lag $t$ (steps)", ylabel="autocorrelation of $x_1$", title="ACF: exact (lines) and measured (dots)")
+axes[0].legend(loc="upper right")
 gammas = np.geomspace(0.02, 1 / h_mix, 40)
-axes[1].loglog(gammas, [underdamped_iat(a_flat, h_mix, g) for g in gammas], "k-", label="underdamped, IAT of x₁")
+axes[1].loglog(gammas, [underdamped_iat(a_flat, h_mix, g) for g in gammas], "k-", label="underdamped, IAT of $x_1$")
 axes[1].loglog(gammas, [1 / (1 - underdamped_contraction(a_flat, h_mix, g)) for g in gammas], "k:",
                label="underdamped, 1/(1 - contraction)")
-axes[1].axhline(iat_rows["ULA"]["iat_x_exact"], color="#1f77b4", ls="--", label="ULA, IAT of x₁")
+axes[1].axhline(iat_rows["ULA"]["iat_x_exact"], color="#1f77b4", ls="--", label="ULA, IAT of $x_1$")
 for name, color in (("underdamped tuned", "#2ca02c"), ("underdamped high friction", "#d62728")):
     axes[1].plot(iat_rows[name]["friction"], iat_rows[name]["iat_x"], "o", ms=8, color=color, label=f"{name}, measured")
 axes[1].axvline(2 * math.sqrt(a_flat), color="gray", lw=0.8)
-axes[1].set(xlabel="friction γ", ylabel="steps", title="IAT and relaxation time vs friction (line: 2√a)")
-axes[1].legend(fontsize=7)
+axes[1].set(xlabel="friction γ", ylabel="steps", title=r"IAT vs friction (grey line: $\gamma = 2\sqrt{a}$)")
+plotting.legend_outside(axes[1])
 run.savefig(fig, "fig04_momentum")
 
 # What to notice: the tuned sampler's ACF dips below zero and dies within ~100 steps, ULA's decays like
@@ -594,17 +599,21 @@ run.metrics["toy_nll_floor"] = toy_floor
 run.metrics["toy_mmd"] = toy_mmd
 run.metrics["toy_mmd_baseline"] = toy_baseline
 
-fig, axes = plotting.figure(3, 2, title=f"Learned densities exp(-E)/Z (grid-normalised), {cfg.toy_iters} steps, "
-                                        f"K = {cfg.toy_langevin_steps}, h ∝ width², T = 1")
+fig, axes = plotting.figure(3, 2, title=f"Learned densities $e^{{-E}}/Z$ (grid-normalised), {cfg.toy_iters} steps, "
+                                        f"$K$ = {cfg.toy_langevin_steps}, "
+                                        r"$h \propto \mathrm{width}^2$, $T = 1$")
 for row, ds_name in enumerate(TOYS):
     dataset = toy_dataset(ds_name)
     plotting.density_image(axes[3 * row], dataset.log_density, dataset.bounds)
     axes[3 * row].set_title(f"{ds_name}: true density (floor {toy_floor[ds_name]['mean']:.2f})")
     for col, mode in enumerate(MODES, start=1):
         energy, _ = toy_models[ds_name, mode]
-        plotting.density_image(axes[3 * row + col], lambda z, e=energy: -e(z), dataset.bounds, device=device)
+        image = plotting.density_image(axes[3 * row + col], lambda z, e=energy: -e(z), dataset.bounds, device=device)
         axes[3 * row + col].set_title(f"{mode}: NLL {toy_nll[ds_name][mode]:.2f}, "
-                                      f"MMD² {toy_mmd[ds_name][mode] / toy_baseline[ds_name]:.1f}x floor")
+                                      f"MMD² {toy_mmd[ds_name][mode] / toy_baseline[ds_name]:.1f}× floor")
+for ax in axes:
+    ax.images[0].set_clim(0, 1)  # one honest scale for the shared colour bar: p / max p in every panel
+fig.colorbar(image, ax=list(axes), shrink=0.5, label=r"$p(x) / \max\, p$ (each panel)")
 run.savefig(fig, "fig05_toy_models")
 
 fig, axes = plotting.figure(len(snapshots), title="Persistent 8-Gaussians energy over training (each panel its own "
@@ -612,16 +621,16 @@ fig, axes = plotting.figure(len(snapshots), title="Persistent 8-Gaussians energy
 for ax, (step, (X, Y, E)) in zip(np.atleast_1d(axes), sorted(snapshots.items())):
     E = np.clip(E, None, np.quantile(E, 0.98))
     contour = ax.contourf(X, Y, E, levels=25, cmap="viridis")
-    fig.colorbar(contour, ax=ax, shrink=0.8, label="E(x)")
+    fig.colorbar(contour, ax=ax, shrink=0.8, label="$E(x)$")
     ax.set(title=f"step {step}", xlabel="$x_1$", ylabel="$x_2$", aspect="equal")
 run.savefig(fig, "fig06_landscape_over_training")
 
 energy8, buffer8 = toy_models["8gaussians", "persistent"]
 _, gif_path = langevin(energy8, uniform_box(300, toy8.bounds, gen), 200, cfg.toy_step_size, generator=gen,
-                       keep_every=5)
-plotting.animate_chains(run.outdir / "anim_chains.gif", energy8, gif_path, toy8.bounds, device=device,
-                        max_frames=cfg.gif_frames,
-                        title=f"chains from noise, h = {cfg.toy_step_size:g}, T = 1")
+                       keep_every=5)  # the GIF labels frame i as step 5 i
+plotting.animate_chains_on_axes(run.outdir / "anim_chains.gif", energy8, gif_path, toy8.bounds, keep_every=5,
+                                step_size=cfg.toy_step_size, device=device, max_frames=cfg.gif_frames,
+                                title="learned 8-Gaussians energy, 300 chains from noise, $T = 1$")
 run.saved_animation(run.outdir / "anim_chains.gif")
 
 # What to notice: the grid-normalised NLL is an honest score -- it punishes mass in the wrong place and
@@ -668,15 +677,16 @@ run.metrics["shortrun_mmd_by_steps"] = shortrun_mmd
 
 factors = sorted(cfg.longrun_factors)
 shown = toy_dataset("two_moons")  # the clearer case in the default run (8 Gaussians: see the table)
-fig, axes = plotting.figure(len(factors), 2, title=f"Two moons: chains from noise after n·K steps (K = "
-                                                   f"{cfg.toy_langevin_steps}, h = {toy_step(shown.name):g}, T = 1)")
+fig, axes = plotting.figure(len(factors), 2, title=r"Two moons: chains from noise after $n \times K$ steps "
+                                                   f"($K$ = {cfg.toy_langevin_steps}, $h$ = {toy_step(shown.name):g}, "
+                                                   "$T = 1$); background: true density")
 for row, mode in enumerate(MODES):
     for col, factor in enumerate(factors):
         ax = axes[row * len(factors) + col]
         plotting.density_image(ax, shown.log_density, shown.bounds)
         plotting.scatter_samples(ax, long_samples[shown.name, mode, factor][:800], size=3)
         ratio = shortrun_mmd[shown.name][mode][f"{factor}K"] / toy_baseline[shown.name]
-        ax.set(title=f"{mode}, {factor} K steps: MMD² {ratio:.1f}x floor", xlim=shown.bounds[:2],
+        ax.set(title=f"{mode}, {factor}$K$ steps: MMD² {ratio:.1f}× floor", xlim=shown.bounds[:2],
                ylim=shown.bounds[2:])
 run.savefig(fig, "fig07_shortrun_pathology")
 
@@ -769,32 +779,34 @@ run.metrics["gp_lipschitz_by_lambda"] = gp_lipschitz
 run.metrics["gp_iat_by_lambda"] = gp_iat
 run.metrics["gp_energy_scale_no_alpha"] = scale
 
-fig, axes = plotting.figure(3, title=f"Gradient penalty λ|∇E|²: smoother energies, slower ULA (h = {h_gp:g})")
+fig, axes = plotting.figure(3, title=r"Gradient penalty $\lambda \|\nabla_x E\|^2$: smoother energies, "
+                                     f"slower ULA ($h$ = {h_gp:g})")
 lam_dense = np.geomspace(1e-3, 10, 100)
 curv = np.array([quadratic_curvature(v) for v in lam_dense])
-axes[0].loglog(lam_dense, curv, "k-", label="learned curvature a*(λ)")
+axes[0].loglog(lam_dense, curv, "k-", label=r"learned curvature $a^*(\lambda)$")
 axes[0].loglog(lam_dense, [ar1_iat(1 - c * h_gp) / 100 for c in curv], "k--", label="ULA IAT / 100")
 axes[0].plot([v for v in lambdas if v > 0], [gp_quadratic[f"{v:g}"]["curvature_by_adam"] for v in lambdas if v > 0],
-             "o", label="a* found by Adam")
-axes[0].set(xlabel="λ", ylabel="value", title=f"quadratic energy, data variance {s2:g} (closed form)")
+             "o", label="$a^*$ found by Adam")
+axes[0].set(xlabel=r"$\lambda$", ylabel="value", title=f"quadratic energy, data variance {s2:g} (closed form)")
+axes[0].set_yticks([0.2, 0.5, 1, 2], ["0.2", "0.5", "1", "2"], minor=False)
+axes[0].yaxis.set_minor_formatter(NullFormatter())
 axes[0].legend()
 pos = np.arange(len(lambdas))
-axes[1].bar(pos - 0.2, [gp_lipschitz[f"{v:g}"]["median"] for v in lambdas], 0.4, label="median λmax(∇²E) on data")
+axes[1].bar(pos - 0.2, [gp_lipschitz[f"{v:g}"]["median"] for v in lambdas], 0.4)
 twin = axes[1].twinx()
-twin.bar(pos + 0.2, [gp_iat[f"{v:g}"] for v in lambdas], 0.4, color="#d62728", label="IAT of E(x) (right)")
-twin.set(ylabel="IAT (steps)")
+twin.bar(pos + 0.2, [gp_iat[f"{v:g}"] for v in lambdas], 0.4, color="#d62728")
+twin.set_ylabel("IAT of $E(x)$ (steps), red", color="#d62728")
 twin.grid(False)
 axes[1].set_xticks(pos, [f"{v:g}" for v in lambdas])
-axes[1].set(xlabel="λ", ylabel="curvature", title="neural energy on 8 Gaussians")
-twin.legend(handles=axes[1].get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0],
-            loc="upper center", fontsize=8, ncol=2)  # on the twin axis, so the bars do not cover it
-axes[1].set_ylim(top=1.35 * max(gp_lipschitz[f"{v:g}"]["median"] for v in lambdas))  # room for the legend
-twin.set_ylim(top=1.35 * max(gp_iat.values()))
+axes[1].set(xlabel=r"$\lambda$", title="neural energy on 8 Gaussians")
+axes[1].set_ylabel(r"median $\lambda_{\max}(\nabla^2_x E)$ on data, blue", color="#1f77b4")  # no legend needed
 for name, history in gp_hist.items():
-    axes[2].plot(history["e_pos"], lw=1, label=f"E(data), {name}")
-    axes[2].plot(history["e_neg"], lw=1, ls="--", label=f"E(samples), {name}")
-axes[2].set(xlabel="training step", ylabel="mean energy", title="energy magnitude with and without α(E+² + E-²)")
-axes[2].legend(fontsize=7)
+    math_name = name.replace("alpha", r"$\alpha$")  # mathtext in the legend
+    axes[2].plot(history["e_pos"], lw=1, label=f"$E$(data), {math_name}")
+    axes[2].plot(history["e_neg"], lw=1, ls="--", label=f"$E$(samples), {math_name}")
+axes[2].set(xlabel="training step", ylabel="mean energy",
+            title=r"energy scale with and without $\alpha(E_+^2 + E_-^2)$")
+plotting.legend_outside(axes[2])
 run.savefig(fig, "fig08_gradient_penalty")
 
 # What to notice: in the quadratic case the trade-off is a formula: the learned curvature falls like
@@ -892,8 +904,9 @@ def signed_to_unit(x):
     return (x.cpu() + 1) / 2  # [-1, 1] -> [0, 1] for display
 
 
-fig, axes = plotting.figure(3, title=f"{images.name}: MLP energy, {cfg.digits_iters} steps, SGLD h = "
-                                     f"{cfg.digits_step_size:g}, s = {cfg.digits_noise:g} (T = {t_digits:.1g})")
+fig, axes = plotting.figure(3, title=f"{images.name}: MLP energy, {cfg.digits_iters} steps, SGLD "
+                                     rf"$h$ = {cfg.digits_step_size:g}, $\sigma$ = {cfg.digits_noise:g} "
+                                     f"($T$ = {t_digits:.1g})")
 plotting.image_grid(axes[0], signed_to_unit(images.x_train[:64]), nrow=8, title="training digits")
 plotting.image_grid(axes[1], signed_to_unit(samples_img[:64]), nrow=8,
                     title=f"replay-buffer samples: FD {fd['samples']:.1f} (floor {fd['floor']:.1f})")
@@ -905,7 +918,7 @@ run.savefig(fig, "fig09_digit_samples")
 with torch.no_grad():
     energy_sets = {"training digits": energy_img(x_train), "held-out digits": energy_img(x_test),
                    "buffer samples": energy_img(samples_img.to(device)), "uniform noise": energy_img(image_noise(500))}
-fig, axes = plotting.figure(2, title=f"Energies under the digits EBM (α = {cfg.digits_alpha:g}); low = likely")
+fig, axes = plotting.figure(2, title=rf"Energies under the digits EBM ($\alpha$ = {cfg.digits_alpha:g}); low = likely")
 panels = ((axes[0], list(energy_sets), (0.0, 1.0)), (axes[1], list(energy_sets)[:3], (0.02, 0.98)))
 for ax, names, (low, high) in panels:
     values_all = torch.cat([energy_sets[k] for k in names]).cpu()
@@ -913,7 +926,7 @@ for ax, names, (low, high) in panels:
     for name in names:
         values = energy_sets[name].cpu().numpy()
         ax.hist(values, bins=bins, alpha=0.5, density=True, label=f"{name} (mean {values.mean():.2f})")
-    ax.set(xlabel="energy E(x)", ylabel="density")
+    ax.set(xlabel="energy $E(x)$", ylabel="density")
     ax.legend()
 axes[0].set_title("all four sets")
 axes[1].set_title("zoom: digits and samples (central 96 % of the three)")
@@ -938,8 +951,8 @@ print("   mean energies: " + ", ".join(f"{k} {float(v.mean()):+.2f}" for k, v in
 #   --digits-lr", keeping the figures so far. Exercise 3 makes it fire on purpose.
 
 # %%
-fig, axes = plotting.figure(3, title=f"{images.name} EBM training: lr {cfg.digits_lr:g}, α = {cfg.digits_alpha:g}, "
-                                     f"K = {cfg.digits_langevin_steps}")
+fig, axes = plotting.figure(3, title=rf"{images.name} EBM training: lr {cfg.digits_lr:g}, "
+                                     rf"$\alpha$ = {cfg.digits_alpha:g}, $K$ = {cfg.digits_langevin_steps}")
 
 
 def smooth(values, width=25):
@@ -949,14 +962,16 @@ def smooth(values, width=25):
 
 n_smooth = len(smooth(hist_img["loss"]))
 steps_smooth = np.arange(len(hist_img["loss"]) - n_smooth, len(hist_img["loss"]))  # a running mean ends at its step
-plotting.training_curves(axes[0], {"E(data)": smooth(hist_img["e_pos"]), "E(samples)": smooth(hist_img["e_neg"])},
+plotting.training_curves(axes[0], {"$E$(data)": smooth(hist_img["e_pos"]), "$E$(samples)": smooth(hist_img["e_neg"])},
                          ylabel="mean energy (running mean of 25)", x=steps_smooth)
 axes[0].set_title("energies of data and negatives")
-plotting.training_curves(axes[1], {"loss": smooth(hist_img["loss"]), "α term": smooth(
+plotting.training_curves(axes[1], {"loss": smooth(hist_img["loss"]), r"$\alpha$ term": smooth(
     cfg.digits_alpha * np.asarray(hist_img["reg"]))}, ylabel="value", x=steps_smooth)
-axes[1].set_title("loss = E(data) - E(samples) + α term")
-plotting.training_curves(axes[2], {"‖∇θ loss‖ (before clipping)": hist_img["grad_norm"]}, logy=True)
+axes[1].set_title(r"loss $= E(\mathrm{data}) - E(\mathrm{samples}) + \alpha\,\mathrm{term}$")
+grad_label = r"$\|\nabla_\theta\, \mathrm{loss}\|$ (before clipping)"
+plotting.training_curves(axes[2], {grad_label: hist_img["grad_norm"]}, logy=True)
 axes[2].axhline(cfg.digits_grad_clip, color="k", ls="--", lw=0.8)
+axes[2].yaxis.set_minor_formatter(NullFormatter())  # decades only: readable ticks
 axes[2].set_title(f"gradient norm (dashed: clip at {cfg.digits_grad_clip:g})")
 run.savefig(fig, "fig11_training_curves")
 gap = np.asarray(hist_img["e_neg"]) - np.asarray(hist_img["e_pos"])

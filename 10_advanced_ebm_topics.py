@@ -339,20 +339,21 @@ record("eps_learned_rel_error", {"sigma": ladder, "rms_error": eps_error, "mixtu
        f"network's epsilon-prediction, RMS error at sigma = {ladder[0]:g}: {eps_error[0]:.3f}, against "
        f"{eps_signal[0]:.3f} for the part of E[eps|x] that is not Gaussian (the part that sets the mode weights)")
 
-fig, axes = plotting.figure(4, title=f"0.8/0.2 mixture, modes at ±({a:g}, {a:g}): {cfg.n_chains} samples each, "
-                                     f"learned s(x, σ), σ from {cfg.sigma_max:g} to {cfg.sigma_min:g}")
-panels = ((samples_plain, f"plain Langevin at σ = {cfg.sigma_min:g}", "plain"),
-          (samples_annealed, f"annealed Langevin, L = {cfg.n_levels}", "annealed"),
+fig, axes = plotting.figure(2, 2, title=f"0.8/0.2 mixture, modes at ±({a:g}, {a:g}): {cfg.n_chains} samples each "
+                                        r"(green), learned $s_\theta(x, \sigma)$, $\sigma$ from "
+                                        f"{cfg.sigma_max:g} to {cfg.sigma_min:g}; background: true density")
+panels = ((samples_plain, rf"plain Langevin at $\sigma$ = {cfg.sigma_min:g}", "plain"),
+          (samples_annealed, f"annealed Langevin, $L$ = {cfg.n_levels}", "annealed"),
           (samples_ode, f"probability-flow ODE, {cfg.ode_steps} RK4 steps", "ode"))
 for ax, (samples, title, key) in zip(axes, panels):
     plotting.density_image(ax, mixture.noised(cfg.sigma_min).log_density, mixture.bounds)
-    plotting.scatter_samples(ax, samples[:1500], size=3, color="#2ca02c", edge="none")
+    plotting.scatter_samples(ax, samples[:1500], size=4, color="#2ca02c", edge="none", alpha=0.4)
     ax.set(title=f"{title}\nsmall-mode weight {weights[key]:.3f} (true {cfg.small_weight:g})",
            xlim=mixture.bounds[:2], ylim=mixture.bounds[2:])
-axes[3].loglog(ladder, eps_signal, "o-", label="non-Gaussian part of E[ε | x_σ]")
-axes[3].loglog(ladder, eps_error, "s-", label="error of the network's ε_θ = -σ s_θ")
-axes[3].set(xlabel="noise level σ", ylabel="RMS over noised points", title="what sets the weights vs the error")
-axes[3].legend(loc="lower left")
+axes[3].loglog(ladder, eps_signal, "o-", label=r"non-Gaussian part of $\mathbb{E}[\epsilon \mid x_\sigma]$")
+axes[3].loglog(ladder, eps_error, "s-", label=r"error of the network's $\epsilon_\theta = -\sigma s_\theta$")
+axes[3].set(xlabel=r"noise level $\sigma$", ylabel="RMS over noised points", title="what sets the weights vs the error")
+axes[3].legend(loc="upper center", bbox_to_anchor=(0.5, -0.22))  # below the axes, off the curves
 run.savefig(fig, "fig01_annealed_vs_plain")
 
 # What to notice: plain Langevin, even with a good score, leaves about half the chains in the small mode --
@@ -401,18 +402,19 @@ fig, axes = plotting.figure(3, 2, title=f"Probability-flow ODE on 8 Gaussians ({
                                         f"{cfg.ode_steps} RK4 steps): noise to data, and its likelihood")
 for ax, sigma, state in zip(axes, stops, states):
     lim = max(eight.bounds[1], 2.5 * sigma)
-    plotting.scatter_samples(ax, state[:1500], size=3, color="#1f77b4", edge="none")
-    ax.set(title=f"ODE state at σ = {sigma:.2g}", xlabel="$x_1$", ylabel="$x_2$", xlim=(-lim, lim), ylim=(-lim, lim),
-           aspect="equal")
+    plotting.scatter_samples(ax, state[:1500], size=5, color="#1f77b4", edge="none")
+    ax.set(title=rf"ODE state at $\sigma$ = {sigma:.2g}", xlabel="$x_1$", ylabel="$x_2$", xlim=(-lim, lim),
+           ylim=(-lim, lim), aspect="equal")
 exact_log_p = eight.noised(cfg.sigma_min).log_density(eight_test)
 axes[4].scatter(exact_log_p, eight_log_p, s=3, alpha=0.5)
 lims = [float(exact_log_p.min()), float(exact_log_p.max())]
-axes[4].plot(lims, lims, "k--", lw=1, label="y = x")
-axes[4].set(xlabel="exact log $p_{σ_{min}}(x)$", ylabel="ODE log-likelihood", title="per test point")
+axes[4].plot(lims, lims, "k--", lw=1, label="$y = x$")
+axes[4].set(xlabel=r"exact $\log p_{\sigma_{min}}(x)$", ylabel="ODE log-likelihood",
+            title="log-likelihood per test point")
 axes[4].legend()
 names = list(ode_nll)
 axes[5].bar(names, [ode_nll[k] - floors[k] for k in names], yerr=[nll_se[k] for k in names], capsize=6)
-axes[5].set(ylabel="ODE NLL - floor (nats)", title="gap to the floor (entropy of $p_{σ_{min}}$)")
+axes[5].set(ylabel="ODE NLL $-$ floor (nats)", title=r"gap to the floor (entropy of $p_{\sigma_{min}}$)")
 run.savefig(fig, "fig02_diffusion_8gaussians")
 
 # What to notice: the ODE carries a structureless Gaussian blob to the eight modes without any noise on the
@@ -487,17 +489,17 @@ record("nce_nll", {"with_zeta": nce_nll, "grid_normalised": grid_nll_value, "flo
        f"test NLL with zeta {nce_nll:.3f}, normalised on the grid {grid_nll_value:.3f}, floor {floor_nce:.3f}; "
        f"classifier accuracy {np.mean(trainer.history['acc'][-100:]):.3f}")
 
-fig, axes = plotting.figure(2, title=f"NCE, {cfg.nce_dataset}: ν = {cfg.nce_nu:g}, {cfg.nce_steps} steps, "
+fig, axes = plotting.figure(2, title=rf"NCE, {cfg.nce_dataset}: $\nu$ = {cfg.nce_nu:g}, {cfg.nce_steps} steps, "
                                      "fitted Gaussian noise")
-plotting.density_image(axes[0], nce_model, nce_data.bounds, colorbar=True)
-axes[0].set(title="learned density exp(-E - ζ)")
+plotting.colorbar(axes[0], plotting.density_image(axes[0], nce_model, nce_data.bounds), r"$p(x) / \max\, p$")
+axes[0].set(title=r"learned density $e^{-E(x) - \zeta}$")
 steps_logged, zetas, log_zs = zip(*zeta_trace, (cfg.nce_steps, zeta, log_z_grid))
 gap = np.array(zetas) - np.array(log_zs)
-axes[1].plot(steps_logged[1:], gap[1:], "o-", label="ζ - log Z (log Z of E by grid quadrature)")
+axes[1].plot(steps_logged[1:], gap[1:], "o-", label=r"$\zeta - \log Z$ ($\log Z$ of $E$ by grid quadrature)")
 axes[1].axhspan(-0.05, 0.05, color="#2ca02c", alpha=0.2, label="target ±0.05 nats")
 axes[1].set(xlabel="training step", ylabel="nats", ylim=(-0.25, 0.25),
-            title=f"ζ - log Z: {gap[0]:.2f} at step 0, {gap[-1]:+.3f} at the end")
-axes[1].legend(loc="lower right")
+            title=rf"$\zeta - \log Z$: {gap[0]:.2f} at step 0, {gap[-1]:+.3f} at the end")
+axes[1].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2))  # below the axes, off the curve
 run.savefig(fig, "fig03_nce_log_z")
 
 # What to notice: zeta is an ordinary parameter, trained by the same gradient as the energy; nothing ties it
@@ -607,14 +609,15 @@ run.metrics["nce_spread_by_nu"] = spread
 run.metrics["mle_spread"] = mle_spread
 run.metrics["nce_zeta_vs_log_z_by_nu"] = zeta_error
 
-fig, axes = plotting.figure(2, title=f"NCE vs MLE: {cfg.spread_repeats} fits of n = {cfg.spread_n}, "
-                                     f"double well θ = {tuple(cfg.quartic_theta)}")
+fig, axes = plotting.figure(2, title=f"NCE vs MLE: {cfg.spread_repeats} fits of $n$ = {cfg.spread_n}, "
+                                     rf"double well $\theta$ = {tuple(cfg.quartic_theta)}")
 for k, ax in enumerate(axes):
     for noise_name, marker in (("close", "o-"), ("far", "s--")):
         ax.semilogx(cfg.spread_nus, [float(spread[noise_name][f"{nu:g}"][k]) for nu in cfg.spread_nus], marker,
                     label=f"NCE, {noise_name} noise (std {noises[noise_name]:.2f})")
-    ax.axhline(float(mle_spread[k]), color="k", lw=1.5, label="MLE with exact log Z")
-    ax.set(xlabel="noise-to-data ratio ν", ylabel=f"std of θ{k + 1} over fits", title=f"θ{k + 1}", ylim=(0, None))
+    ax.axhline(float(mle_spread[k]), color="k", lw=1.5, label=r"MLE with exact $\log Z$")
+    ax.set(xlabel=r"noise-to-data ratio $\nu$", ylabel=rf"std of $\theta_{k + 1}$ over fits",
+           title=rf"$\theta_{k + 1}$", ylim=(0, None))
     ax.set_xticks(cfg.spread_nus, [f"{nu:g}" for nu in cfg.spread_nus])
     ax.minorticks_off()
     ax.legend()
@@ -708,13 +711,16 @@ record("flow_nll_floor", floor_eight, f"log Z of flow + energy: grid {fe_log_z_g
        f"with 1e5 flow samples {fe_log_z_is:.4f}")
 
 fig, axes = plotting.figure(3, title=f"8 Gaussians: RealNVP ({cfg.flow_layers} couplings, {cfg.flow_steps} steps) "
-                                     f"and an energy on top ({cfg.fe_steps} steps, Z by importance sampling)")
+                                     f"and an energy on top ({cfg.fe_steps} steps, $Z$ by importance sampling)")
 plotting.density_image(axes[0], eight.log_density, eight.bounds)
 axes[0].set(title=f"truth (entropy {floor_eight:.3f})")
 plotting.density_image(axes[1], flow.log_prob, eight.bounds)
-axes[1].set(title=f"flow q(x): NLL {flow_nll:.3f}")
-plotting.density_image(axes[2], lambda x: -flow_energy.total_energy(x), eight.bounds)
-axes[2].set(title=f"q(x) exp(-E(x)) / Z: NLL {flow_ebm_nll:.3f}")
+axes[1].set(title=f"flow $q(x)$: NLL {flow_nll:.3f}")
+image = plotting.density_image(axes[2], lambda x: -flow_energy.total_energy(x), eight.bounds)
+axes[2].set(title=rf"$q(x)\,e^{{-E(x)}}/Z$: NLL {flow_ebm_nll:.3f}")
+for ax in axes:
+    ax.images[0].set_clim(0, 1)  # one honest scale for the shared colour bar: p / max p in every panel
+fig.colorbar(image, ax=list(axes), shrink=0.8, label=r"$p(x) / \max\, p$ (each panel)")
 run.savefig(fig, "fig05_flow_ebm")
 
 # What to notice: the flow alone leaves faint bridges between neighbouring modes -- a continuous bijection
@@ -940,7 +946,7 @@ for key, color in (("collapsed", "#d62728"), ("vicreg", "#1f77b4")):
 axes[0].set(xlabel="embedding dimension (sorted)", ylabel="std over the training digits", title="per-dimension std")
 axes[0].legend()
 axes[1].set(xlabel="training step", ylabel="term (both views)", yscale="log", title="VICReg's terms while training")
-axes[1].legend(fontsize=7)
+plotting.legend_outside(axes[1])
 keys = ("collapsed", "vicreg", "pixels")
 axes[2].bar(keys, [probe[k] for k in keys], color=["#d62728", "#1f77b4", "#7f7f7f"])
 axes[2].axhline(0.1, color="k", ls=":", label="chance")

@@ -268,56 +268,14 @@ def _numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
-# ---------------------------------------------------------------------------------------------
-# Added with the lecture review of lessons 08-09: legends under a panel, reliability diagrams
-# ---------------------------------------------------------------------------------------------
+def animate_chains_on_axes(path, energy_fn: Callable, paths, bounds, keep_every: int, step_size: float,
+                           fps: int = 12, max_frames: int = 40, title=None, device=None, dpi: int = 100,
+                           label: str = "energy $E(x)$", clip_quantile: float = 0.98, temperature=None) -> str:
+    """Like ``animate_chains``, for projection: axes with ticks, a labelled colour bar of ``E(x)``, and
+    on every frame the Langevin step number and the step size ``h``.
 
-
-def legend_below(ax, ncol: int = 1, gap: float = 40, **kwargs):
-    """A legend under the axes, off the data: for panels side by side, where right of the axes has no room.
-
-    ``gap`` (points) leaves room for the tick labels and the x label; raise it for two-line tick labels.
-    """
-    from matplotlib.transforms import offset_copy
-
-    below = offset_copy(ax.transAxes, fig=ax.figure, y=-gap, units="points")
-    return ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), bbox_transform=below, borderaxespad=0.0,
-                     ncol=ncol, **kwargs)
-
-
-def reliability_diagram(ax, ax_count, mean_conf, accuracy, count, few: int = 10, color="#1f77b4"):
-    """Reliability diagram on equal-width confidence bins, with each bin's sample count under it.
-
-    ``ax``: accuracy per bin as bars, the diagonal of perfect calibration, each bin's mean confidence as a dot;
-    bins holding fewer than ``few`` samples are drawn pale and hatched, so an accuracy from 2 images does not
-    look like one from 200. ``ax_count``: the count per bin on a log scale, to read every bar against.
-    """
-    count = np.asarray(count)
-    n_bins, used = len(count), count > 0
-    edges, width = np.linspace(0, 1, n_bins + 1)[:-1], 1 / n_bins
-    solid = used & (count >= few)
-    sparse = used & (count < few)
-    ax.bar(edges[solid], accuracy[solid], width, align="edge", color=color, edgecolor="k", label="accuracy in bin")
-    ax.bar(edges[sparse], accuracy[sparse], width, align="edge", color=color, alpha=0.3, hatch="//",
-           edgecolor="k", label=f"bin with < {few} samples")
-    ax.plot([0, 1], [0, 1], "k--", lw=1.2, label="perfect calibration")
-    ax.plot(mean_conf[used], accuracy[used], "o", color="#d62728", ms=5, mec="k", mew=0.5,
-            label="(mean confidence, accuracy)")
-    ax.set(ylabel="accuracy in bin", xlim=(0, 1), ylim=(0, 1.02))
-    ax_count.bar(edges[used], count[used], width, align="edge", color="gray", edgecolor="k")
-    for left, n in zip(edges[used], count[used]):
-        ax_count.text(left + width / 2, n, f"{int(n)}", ha="center", va="bottom", fontsize=10)
-    ax_count.set(yscale="log", ylim=(0.7, count.max() * 4), ylabel="samples", xlim=(0, 1))
-    return ax, ax_count
-
-
-def animate_chains_on_axes(path, energy_fn: Callable, paths, bounds, step_of_frame: Callable[[int], int],
-                           caption: Callable[[int], str], fps: int = 12, max_frames: int = 40, clip_quantile=0.9,
-                           device=None, dpi: int = 100) -> str:
-    """Like ``animate_chains``, but with axes, a colour bar of E(x) and a caption per frame.
-
-    ``step_of_frame(i)`` maps a row of ``paths`` to the sampler step it shows; ``caption(step)`` is the
-    text drawn on that frame (e.g. the step number and step size), so a still frame says what it is.
+    ``paths`` is ``(T, N, 2)`` with ``paths[i]`` the state after ``i * keep_every`` steps (as returned by
+    ``samplers.langevin(..., keep_every=...)``). The layout is fixed once, so frames stay cheap to render.
     """
     import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation, PillowWriter
@@ -325,25 +283,30 @@ def animate_chains_on_axes(path, energy_fn: Callable, paths, bounds, step_of_fra
     paths = _numpy(paths)
     frames = np.unique(np.linspace(0, len(paths) - 1, min(max_frames, len(paths))).astype(int))
     X, Y, E = evaluate_on_grid(energy_fn, bounds, 120, device)
-    E = np.clip(E, None, np.quantile(E[np.isfinite(E)], clip_quantile))
-    fig, ax = plt.subplots(figsize=(5.8, 4.4), layout="none")  # fixed layout: one pass, not one per frame
-    fig.subplots_adjust(left=0.10, right=0.76, bottom=0.12, top=0.91)
+    E = np.clip(E, None, np.quantile(E[np.isfinite(E)], clip_quantile))  # clip the corners so the wells show
+    with matplotlib.rc_context({"figure.constrained_layout.use": False}):  # layout="none" alone loses to the rc
+        fig, ax = plt.subplots(figsize=(5.8, 5.0))  # fixed layout: no per-frame layout pass
+    fig.subplots_adjust(left=0.11, right=0.86, bottom=0.11, top=0.91)
     image = ax.imshow(E, origin="lower", extent=tuple(bounds), cmap="viridis", aspect="equal")
-    colour_axes = fig.add_axes((0.85, 0.12, 0.03, 0.79))  # a fixed slot: no layout engine per frame
-    fig.colorbar(image, cax=colour_axes, label=f"E(x) (clipped at the {clip_quantile:.0%} quantile)")
     ax.grid(False)
-    ax.set(xlim=bounds[:2], ylim=bounds[2:], xlabel="$x_1$", ylabel="$x_2$")
     dots = ax.scatter(paths[0, :, 0], paths[0, :, 1], s=10, c="white", edgecolors="k", linewidths=0.3)
-    title = ax.set_title("")
+    ax.set(xlim=bounds[:2], ylim=bounds[2:], xlabel="$x_1$", ylabel="$x_2$")
+    fig.colorbar(image, ax=ax, fraction=0.05, pad=0.03, label=label)  # takes its room from ax, once
+    if title:
+        ax.set_title(title, fontsize=11)
+    counter = ax.text(0.02, 0.97, "", transform=ax.transAxes, color="white", va="top", fontsize=11,
+                      bbox=dict(facecolor="black", alpha=0.5, edgecolor="none"))
 
     def draw(frame_index):
-        row = frames[frame_index]
-        dots.set_offsets(paths[row])
-        title.set_text(caption(step_of_frame(row)))
-        return dots, title
+        step = frames[frame_index] * keep_every
+        dots.set_offsets(paths[frames[frame_index]])
+        temp = f",  $T$ = {temperature:g}" if temperature is not None else ""
+        counter.set_text(f"step {step} / {(len(paths) - 1) * keep_every},  $h$ = {step_size:g}{temp}")
+        return dots, counter
 
     animation = FuncAnimation(fig, draw, frames=len(frames), blit=False)
-    with matplotlib.rc_context({"savefig.bbox": "standard"}):  # a tight bbox per frame is slow
+    # a tight bbox or a constrained layout per frame is slow (and the layout would move the colour bar)
+    with matplotlib.rc_context({"savefig.bbox": "standard", "figure.constrained_layout.use": False}):
         animation.save(str(path), writer=PillowWriter(fps=fps), dpi=dpi)
     plt.close(fig)
     return str(path)
