@@ -268,6 +268,49 @@ def _numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
+# ---------------------------------------------------------------------------------------------
+# Added with the lecture review of lessons 08-09: legends under a panel, reliability diagrams
+# ---------------------------------------------------------------------------------------------
+
+
+def legend_below(ax, ncol: int = 1, gap: float = 40, **kwargs):
+    """A legend under the axes, off the data: for panels side by side, where right of the axes has no room.
+
+    ``gap`` (points) leaves room for the tick labels and the x label; raise it for two-line tick labels.
+    """
+    from matplotlib.transforms import offset_copy
+
+    below = offset_copy(ax.transAxes, fig=ax.figure, y=-gap, units="points")
+    return ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), bbox_transform=below, borderaxespad=0.0,
+                     ncol=ncol, **kwargs)
+
+
+def reliability_diagram(ax, ax_count, mean_conf, accuracy, count, few: int = 10, color="#1f77b4"):
+    """Reliability diagram on equal-width confidence bins, with each bin's sample count under it.
+
+    ``ax``: accuracy per bin as bars, the diagonal of perfect calibration, each bin's mean confidence as a dot;
+    bins holding fewer than ``few`` samples are drawn pale and hatched, so an accuracy from 2 images does not
+    look like one from 200. ``ax_count``: the count per bin on a log scale, to read every bar against.
+    """
+    count = np.asarray(count)
+    n_bins, used = len(count), count > 0
+    edges, width = np.linspace(0, 1, n_bins + 1)[:-1], 1 / n_bins
+    solid = used & (count >= few)
+    sparse = used & (count < few)
+    ax.bar(edges[solid], accuracy[solid], width, align="edge", color=color, edgecolor="k", label="accuracy in bin")
+    ax.bar(edges[sparse], accuracy[sparse], width, align="edge", color=color, alpha=0.3, hatch="//",
+           edgecolor="k", label=f"bin with < {few} samples")
+    ax.plot([0, 1], [0, 1], "k--", lw=1.2, label="perfect calibration")
+    ax.plot(mean_conf[used], accuracy[used], "o", color="#d62728", ms=5, mec="k", mew=0.5,
+            label="(mean confidence, accuracy)")
+    ax.set(ylabel="accuracy in bin", xlim=(0, 1), ylim=(0, 1.02))
+    ax_count.bar(edges[used], count[used], width, align="edge", color="gray", edgecolor="k")
+    for left, n in zip(edges[used], count[used]):
+        ax_count.text(left + width / 2, n, f"{int(n)}", ha="center", va="bottom", fontsize=10)
+    ax_count.set(yscale="log", ylim=(0.7, count.max() * 4), ylabel="samples", xlim=(0, 1))
+    return ax, ax_count
+
+
 def animate_chains_on_axes(path, energy_fn: Callable, paths, bounds, keep_every: int, step_size: float,
                            fps: int = 12, max_frames: int = 40, title=None, device=None, dpi: int = 100,
                            label: str = "energy $E(x)$", clip_quantile: float = 0.98, temperature=None) -> str:
