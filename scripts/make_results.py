@@ -173,12 +173,18 @@ def main(argv=None) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        all_timings = dict(zip(selected, pool.map(run_one, selected)))
+        new_timings = dict(zip(selected, pool.map(run_one, selected)))
+    # timings are kept next to the outputs, so a later --no-run (or a rerun of a few lessons) keeps the others
+    timings_file = outputs / "timings.json"
+    all_timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
+    all_timings.update({lesson: t for lesson, t in new_timings.items() if t})
+    outputs.mkdir(parents=True, exist_ok=True)
+    timings_file.write_text(json.dumps(all_timings, indent=2))
     sections = []
     for lesson in selected:
         outdir = outputs / "quick" / lesson if args.quick_only else outputs / lesson
         thumbs = make_thumbnails(lesson, outdir, gallery)
-        sections.append(lesson_section(lesson, outdir, all_timings[lesson], thumbs, results.parent))
+        sections.append(lesson_section(lesson, outdir, all_timings.get(lesson, {}), thumbs, results.parent))
     header = [
         "# Results of every lesson",
         "",
