@@ -177,7 +177,8 @@ def main(argv=None) -> int:
     # timings are kept next to the outputs, so a later --no-run (or a rerun of a few lessons) keeps the others
     timings_file = outputs / "timings.json"
     all_timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
-    all_timings.update({lesson: t for lesson, t in new_timings.items() if t})
+    for lesson, t in new_timings.items():
+        all_timings.setdefault(lesson, {}).update(t)
     outputs.mkdir(parents=True, exist_ok=True)
     timings_file.write_text(json.dumps(all_timings, indent=2))
     sections = []
