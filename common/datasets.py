@@ -391,12 +391,12 @@ class SignedImages:
 
 
 def load_signed_images(dataset: str = "digits", root=None, max_train: int | None = None, max_test: int | None = None,
-                       test_fraction: float = 0.2, split_seed: int = 0, allow_mnist: bool = False) -> SignedImages:
+                       test_fraction: float = 0.2, split_seed: int = 0) -> SignedImages:
     """The digits (or MNIST, when ``dataset="mnist"`` and its files are present) mapped from [0, 1] to [-1, 1].
 
-    x_signed = 2 x - 1. Nothing is downloaded. ``allow_mnist`` is kept for symmetry with ``load_images``'s ``auto``.
+    x_signed = 2 x - 1. Nothing is downloaded; ``auto`` means what it means in ``load_images``.
     """
-    data = load_images(dataset if dataset != "auto" or allow_mnist else "digits", root=root, binary=False,
+    data = load_images(dataset, root=root, binary=False,
                        test_fraction=test_fraction, split_seed=split_seed, max_train=max_train, max_test=max_test)
     n_levels = 17 if data.name == "digits" else 256
     h, w = data.shape
