@@ -206,10 +206,12 @@ def training_curves(ax, history: dict[str, Sequence[float]], xlabel="step", ylab
     return ax
 
 
-def image_grid(ax, images, shape: tuple[int, int] | None = None, nrow: int = 10, title=None, padding=1):
+def image_grid(ax, images, shape: tuple[int, int] | None = None, nrow: int = 10, title=None, padding=1,
+               row_labels=None):
     """Show a batch of images ``(B, H*W)`` or ``(B, H, W)`` or ``(B, C, H, W)`` as one grid.
 
-    Uses torchvision's ``make_grid``; pixel values are shown on a fixed [0, 1] scale.
+    Uses torchvision's ``make_grid``; pixel values are shown on a fixed [0, 1] scale. ``row_labels``
+    names the rows of the grid on the left.
     """
     from torchvision.utils import make_grid
 
@@ -221,6 +223,15 @@ def image_grid(ax, images, shape: tuple[int, int] | None = None, nrow: int = 10,
     grid = make_grid(batch.clamp(0, 1), nrow=nrow, padding=padding, pad_value=0.5)
     ax.imshow(grid[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
+    if row_labels:
+        height = batch.shape[-2] + padding  # each row of the grid: one image and one padding strip
+        ax.set_axis_on()
+        ax.set_xticks([])
+        ax.set_yticks([padding + height * i + batch.shape[-2] / 2 - 0.5 for i in range(len(row_labels))], row_labels)
+        ax.tick_params(left=False)
+        ax.grid(False)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
     if title:
         ax.set_title(title)
     return ax
