@@ -276,13 +276,15 @@ def dbn_variational_bound(bottom: RBM, top: RBM, v: torch.Tensor) -> torch.Tenso
     n_a = bottom.n_hidden // 2
     h_a = all_binary_states(n_a, dtype=torch.float64).to(W1.device)  # (2^n_a, n_a)
     h_b = all_binary_states(bottom.n_hidden - n_a, dtype=torch.float64).to(W1.device)  # (2^n_b, n_b)
-    neg_free, rows = [], []
-    for a in h_a:
+    # filled in place: appending small rows between the large temporaries fragments the heap (6 GB at
+    # 784 pixels, 20 hidden units, where the results themselves take 16 MB)
+    neg_free = torch.empty(len(h_a), len(h_b), dtype=torch.float64, device=W1.device)
+    g = torch.empty_like(neg_free)  # (2^n_a, 2^n_b)
+    for i, a in enumerate(h_a):
         h1 = torch.cat([a.expand(len(h_b), -1), h_b], 1)  # (2^n_b, n_h1): every h1 that starts with a
-        neg_free.append(-top64.free_energy(h1))
-        rows.append(neg_free[-1] - F.softplus(h1 @ W1.T + b1).sum(1))
-    g = torch.stack(rows)  # (2^n_a, 2^n_b)
-    log_z_top = torch.logsumexp(torch.cat(neg_free), 0)  # log Z_top = logsumexp_h1 -F_top(h1), same states
+        neg_free[i] = -top64.free_energy(h1)
+        g[i] = neg_free[i] - F.softplus(h1 @ W1.T + b1).sum(1)
+    log_z_top = torch.logsumexp(neg_free.flatten(), 0)  # log Z_top = logsumexp_h1 -F_top(h1), same states
     # Q_A(a | v) = prod_{j <= n_a} mu_j^a_j (1 - mu_j)^(1 - a_j), likewise Q_B: (B, 2^n_a), (B, 2^n_b)
     q_a = torch.exp(log_mu[:, :n_a] @ h_a.T + log_1m[:, :n_a] @ (1 - h_a).T)
     q_b = torch.exp(log_mu[:, n_a:] @ h_b.T + log_1m[:, n_a:] @ (1 - h_b).T)
