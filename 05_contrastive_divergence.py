@@ -125,7 +125,8 @@ class Config:
     pt_beta_min: float = positive(0.5)  # hottest replica; it must mix freely at this beta
     wide_hidden: int = count(200)  # hidden units of the two PCD runs whose chains are recorded (no exact Z needed)
     wide_lr: float = positive(0.05)  # their learning rate: constant in one run, decaying to 0 in the other
-    wide_epochs: int = count(100)  # their epochs (momentum 0.9, no weight decay); ~11 s of CPU each
+    wide_epochs: int = count(100)  # their epochs (no weight decay); ~11 s of CPU each
+    wide_momentum: float = probability(0.9)  # their momentum; high momentum sharpens the model faster
     frozen_steps: int = count(500)  # Gibbs steps of each final model's own chains, without updates
 
 
@@ -498,6 +499,13 @@ def distance_to_train(v: torch.Tensor) -> torch.Tensor:
 
 
 far = float(torch.quantile(distance_to_train(x_test), cfg.far_quantile))
+
+
+def far_fraction(v: torch.Tensor) -> float:
+    """Fraction of images farther than ``far`` pixels from every training image."""
+    return float((distance_to_train(v) > far).double().mean())
+
+
 print(f"\nA sample is 'far' when its nearest training image is more than {far:.0f} pixels away "
       f"({cfg.far_quantile:.0%} of test digits are closer)")
 sharp = {}
@@ -513,11 +521,11 @@ for name, rbm in sharp.items():
     for step in tqdm(range(1, max(cfg.probe_ks) + 1), desc=f"chains of sharp {name}", leave=False):
         v, _ = rbm.gibbs(v, 1, gen)
         if step in cfg.probe_ks:
-            fractions[step] = float((distance_to_train(v) > far).double().mean())
+            fractions[step] = far_fraction(v)
             snaps[step] = v[:10]
     exact = exact_model_samples(rbm, cfg.n_exact_samples, gen)
     spurious[name] = fractions
-    spurious_exact[name] = float((distance_to_train(exact) > far).double().mean())
+    spurious_exact[name] = far_fraction(exact)
     grids[name] = (snaps, exact)
     probe[name] = float(rbm.log_likelihood(x_test).mean())
 print(f"{'model':>6} {'test loglik':>12} " + " ".join(f"{'k=' + str(k):>8}" for k in cfg.probe_ks) + f" {'exact':>8}")
@@ -560,8 +568,7 @@ def far_fractions(rbm: RBM) -> tuple[float, float]:
     """Fraction of 'far' samples: exact model samples, and one Gibbs step from every test image."""
     one_step, _ = rbm.gibbs(x_test.repeat(cfg.probe_copies, 1), 1, gen)
     exact = exact_model_samples(rbm, cfg.n_exact_samples, gen)
-    return (float((distance_to_train(exact) > far).double().mean()),
-            float((distance_to_train(one_step) > far).double().mean()))
+    return far_fraction(exact), far_fraction(one_step)
 
 
 seed_fractions = {"CD-1": [], "PCD-1": []}  # name: [(exact, one step) per initial seed]
@@ -645,7 +652,8 @@ def inverted_start(index: int) -> RBM:
     """An RBM trained by CD-1 on the digits and their negatives: most of its mass on the negatives."""
     g = run.generator(f"4-unvisited-start-{index}")
     both = torch.cat([x_train, 1 - x_train])
-    rbm = RBM(x_train.shape[1], cfg.n_hidden, 0.01, visible_bias=data_visible_bias(both), generator=g, device=device)
+    # as fresh_rbm, but biased to the mixture and drawn from g, which then also drives the pre-training
+    rbm = RBM(both.shape[1], cfg.n_hidden, 0.01, visible_bias=data_visible_bias(both), generator=g, device=device)
     velocity = None
     for _ in range(cfg.unvisited_pretrain_epochs):
         velocity, _, _ = train_epoch(rbm, both, lr=cfg.unvisited_pretrain_lr, k=1, batch_size=cfg.batch_size,
@@ -659,8 +667,8 @@ def unvisited_row(rbm: RBM) -> dict:
     exact = exact_model_samples(rbm, cfg.n_exact_samples, gen)
     one_step, _ = rbm.gibbs(x_test.repeat(cfg.probe_copies, 1), 1, gen)
     return {"exact_inverted": inverted_fraction(exact), "one_step_inverted": inverted_fraction(one_step),
-            "exact_far": float((distance_to_train(exact) > far).double().mean()),
-            "one_step_far": float((distance_to_train(one_step) > far).double().mean()),
+            "exact_far": far_fraction(exact),
+            "one_step_far": far_fraction(one_step),
             "test_loglik": float(rbm.log_likelihood(x_test).mean()), "samples": (exact[:10], one_step[:10])}
 
 
@@ -825,7 +833,7 @@ run.savefig(fig, "fig06_chain_health")
 #
 # The cooled model above is made by hand. Does PCD training produce slow chains by itself? The
 # lever is the learning-rate schedule that section 3 recommends. We train the same wider model
-# (`wide_hidden` units, momentum 0.9, no weight decay, `wide_epochs` epochs) twice from the same
+# (`wide_hidden` units, momentum `wide_momentum`, no weight decay, `wide_epochs` epochs) twice from the same
 # streams: once at a constant rate `wide_lr`, once with the rate decaying linearly to 0. We record
 # the persistent chains after every update and measure, in each tenth of training, how often a
 # chain moves to another mode (the class of its nearest training digit changes between updates),
@@ -848,7 +856,7 @@ def pcd_chain_record(decay: bool):
         order = torch.randperm(len(x_train), generator=g, device=device)
         for start in range(0, len(x_train) - cfg.batch_size + 1, cfg.batch_size):
             velocity, chains, _ = train_epoch(rbm, x_train[order[start:start + cfg.batch_size]], lr=lr_now, k=1,
-                                              batch_size=cfg.batch_size, momentum=0.9, weight_decay=0.0,
+                                              batch_size=cfg.batch_size, momentum=cfg.wide_momentum, weight_decay=0.0,
                                               velocity=velocity, chains=chains, generator=g)
             record.append(chains.clone())
         run.check_finite(rbm.W, step=epoch, what="PCD chain-record weights", field="wide_lr", bound=1e3)
@@ -892,7 +900,8 @@ for name, decay in (("constant lr", False), ("decaying lr", True)):
     states, rbm = pcd_chain_record(decay)
     chain_stats[name] = tenth_stats(states)
     frozen_switch[name] = frozen_switch_rate(rbm, states[-1], cfg.frozen_steps, gen)
-print(f"\nPersistent chains during PCD-1 training ({cfg.wide_hidden} hidden, lr {cfg.wide_lr:g}, momentum 0.9, "
+print(f"\nPersistent chains during PCD-1 training ({cfg.wide_hidden} hidden, lr {cfg.wide_lr:g}, "
+      f"momentum {cfg.wide_momentum:g}, "
       f"{cfg.batch_size} chains), by tenth of training")
 print(f"{'schedule':>12} {'measure':>26} {'first':>7} {'middle':>7} {'last':>7}")
 measures = {"switch": "class switches per update", "acf1": "ink autocorrelation lag 1", "acf10": "lag 10",

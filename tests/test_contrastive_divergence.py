@@ -187,6 +187,15 @@ def exact_inverted_mass(rbm: RBM) -> float:
     return float(p_h @ counts[:, rbm.n_visible // 2 + 1:].sum(1))
 
 
+
+def test_exact_inverted_mass_matches_the_joint_enumeration():
+    """The Poisson-binomial mass of the test below, against summing p(v) over the visible states directly."""
+    for seed in range(3):
+        rbm = tiny_rbm(seed)
+        V, p_v, _ = brute_force(rbm)
+        assert abs(exact_inverted_mass(rbm) - float(p_v[V.sum(1) > N_V / 2].sum())) < 1e-12
+
+
 def test_cd1_keeps_a_far_mode_that_pcd_removes():
     """Lesson 05's fig09: start from an RBM of digits + their negatives, then train on digits only.
 
