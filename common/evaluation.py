@@ -1,7 +1,9 @@
 """Quality numbers for neural EBMs that cannot flatter, each next to the reference that gives it meaning.
 
 - 2-D densities: the exact negative log-likelihood, by normalising the learned density on a grid, next to
-  its floor, the true entropy of the data; MMD next to its data-vs-fresh-data noise floor.
+  its floor, the true entropy of the data; a multi-bandwidth MMD next to its data-vs-fresh-data noise floor
+  (one median-heuristic bandwidth is blind to a missing width or wrong mode weights on the 8 Gaussians);
+  per-mode weights and the in-mode fraction for mixtures with known centres.
 - Images: the Fréchet distance in the features of a small classifier trained inside the lesson, next to its
   floor (test against training images) and two baselines (a fitted Gaussian, noise); the entropy of the
   predicted labels of samples (mode coverage).
@@ -16,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from common.diagnostics import mmd_rbf
+from common.diagnostics import median_bandwidth, mmd_rbf
 from common.nets import MLPClassifier
 
 # ---------------------------------------------------------------------------------------------
@@ -61,11 +63,72 @@ def nll_floor(dataset, n: int = 20000, generator: torch.Generator | None = None)
     return float(-log_p.mean()), float(log_p.std() / math.sqrt(n))
 
 
+# Fractions of the median pairwise distance: the median alone (about 5.7 on the 8 Gaussians) is wider than the
+# ring, so it cannot see modes; 1/16 of it (about 0.36) is near a mode's own width (std 0.5). The test file
+# tests/test_metrics_can_fail.py shows the sum rejecting a missing mode, a ring, 2:1 weights and too-wide modes.
+MMD_SCALES = (1 / 16, 1 / 4, 1.0)
+
+
+def mmd_bandwidths(reference: torch.Tensor, scales=MMD_SCALES) -> tuple[float, ...]:
+    """RBF bandwidths for ``mmd_multiscale``: the reference sample's median pairwise distance times ``scales``."""
+    median = median_bandwidth(reference[:1000], reference[:1000])
+    return tuple(median * s for s in scales)
+
+
+def mmd_multiscale(x: torch.Tensor, y: torch.Tensor, bandwidths) -> float:
+    """MMD^2 with the kernel sum_l exp(-|a - b|^2 / (2 l^2)) over several bandwidths l (unbiased estimate).
+
+    A sum of characteristic kernels is characteristic; the small bandwidths see mode widths and weights, the
+    large one the global layout. Pass the same ``bandwidths`` (``mmd_bandwidths(data)``) to the floor.
+    """
+    return float(sum(mmd_rbf(x, y, length) for length in bandwidths))
+
+
 def mmd_noise_floor(draw_fn: Callable[[int], torch.Tensor], n: int, repeats: int = 10,
-                    bandwidth: float | None = None) -> float:
-    """RMS of MMD^2(data, fresh data) over ``repeats`` pairs of n draws: the value a perfect sampler gets."""
-    values = [mmd_rbf(draw_fn(n), draw_fn(n), bandwidth) for _ in range(repeats)]
+                    bandwidth=None) -> float:
+    """RMS of MMD^2(data, fresh data) over ``repeats`` pairs of n draws: the value a perfect sampler gets.
+
+    ``bandwidth`` is one length, a tuple of lengths (``mmd_multiscale``), or None (the median heuristic).
+    """
+    def mmd(a, b):
+        return mmd_multiscale(a, b, bandwidth) if isinstance(bandwidth, (tuple, list)) else mmd_rbf(a, b, bandwidth)
+
+    values = [mmd(draw_fn(n), draw_fn(n)) for _ in range(repeats)]
     return float(np.sqrt(np.mean(np.square(values))))
+
+
+def mode_weights(samples: torch.Tensor, centres: torch.Tensor, radius: float) -> tuple[np.ndarray, float]:
+    """Per-mode weights of samples by nearest-centre assignment, counting only points within ``radius``.
+
+    Returns (weights over the modes, summing to 1, with half a count added to each so an empty mode gives a
+    finite KL; the fraction of all samples that lie within ``radius`` of their nearest centre). With ``radius``
+    one standard deviation of a mode, a uniform ring through the centres scores a low in-mode fraction and a
+    missing or half-weight mode shows in the weights -- unlike "within 3 std", which a ring passes.
+    """
+    distances = torch.cdist(samples.double(), centres.double())  # (N, K)
+    nearest, which = distances.min(dim=1)
+    inside = nearest <= radius
+    counts = np.bincount(which[inside].numpy(), minlength=len(centres)).astype(np.float64)
+    weights = (counts + 0.5) / (counts.sum() + 0.5 * len(centres))
+    return weights, float(inside.double().mean())
+
+
+def mode_kl_threshold(n_inside: int, n_modes: int, level: float = 0.999) -> float:
+    """The KL(true || estimated weights) that correct samples stay under with probability ``level``.
+
+    For counts from the true weights, 2 n KL is the G statistic, chi-squared with K - 1 degrees of freedom
+    for large n; so KL <= chi2_{K-1}(level) / (2 n). A claim "the mode weights are right" uses this line.
+    """
+    from scipy.stats import chi2
+
+    return float(chi2.ppf(level, n_modes - 1) / (2 * max(n_inside, 1)))
+
+
+def kl_weights(p: np.ndarray, q: np.ndarray) -> float:
+    """KL(p || q) = sum p log(p / q) between two discrete weight vectors (nats); 0 iff they are equal."""
+    p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
+    used = p > 0
+    return float((p[used] * np.log(p[used] / q[used])).sum())
 
 
 # ---------------------------------------------------------------------------------------------

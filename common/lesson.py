@@ -7,6 +7,7 @@ and then, after the heavy imports::
     gen = run.generator("section-name")            # one generator per section, on run.device
     run.savefig(fig, "fig01_what")                 # course style; quick runs are marked
     run.metrics["name"] = value                    # metrics.json is rewritten at once (strict JSON)
+    run.claim("key", "sentence", measured, "<", reference)   # prints HOLDS/FAILS, records it (common.claims)
     run.check_finite(loss, step=i, what="loss", field="lr")   # exit 1: "... lower --lr ..."
     run.finish()
 
@@ -172,6 +173,27 @@ class LessonRun:
         self.outdir = outdir
         self.metrics = Metrics(outdir / "metrics.json")
         self.figures: list[Path] = []
+        self.claims: list = []
+
+    # -- claims ---------------------------------------------------------------------------
+    def claim(self, key: str, sentence: str, measured, op: str, reference, tolerance: float = 0.0, *,
+              reference_label: str = "", sigmas: float = 2.0):
+        """Check one sentence of the lesson against its numbers: print HOLDS/FAILS, record it, return the Claim.
+
+        ``measured`` and ``reference`` are numbers or ``SeedStats`` (``common.claims.over_seeds``); ``op`` is
+        one of ``<``, ``>``, ``within``, ``within_rel``, ``ratio<`` (see ``common.claims``). A ``--quick``
+        run records the claim marked as not meaningful.
+        """
+        from common.claims import Claim
+
+        item = Claim(key, sentence, measured, op, reference, tolerance, reference_label, sigmas,
+                     meaningful=not self.quick)
+        self.claims = [c for c in self.claims if c.key != key] + [item]
+        if "claims" not in self.metrics:
+            self.metrics["claims"] = {}
+        self.metrics["claims"][key] = item.to_json()
+        print(f"   {item.line()}")
+        return item
 
     # -- randomness -------------------------------------------------------------------------
     def generator(self, section: str) -> torch.Generator:
@@ -241,7 +263,12 @@ class LessonRun:
             raise TrainingDiverged(message)
 
     def finish(self) -> None:
-        """Print where the outputs are; call once at the end of the lesson."""
+        """Print every claim's verdict again and where the outputs are; call once at the end of the lesson."""
+        from common.claims import summary_lines
+
+        lines = summary_lines(self.claims)
+        if lines:
+            print("\n" + "\n".join(lines))
         if self.quick:
             print(f"\n[{QUICK_MARK}] --quick only checks that every code path runs; "
                   "run without --quick for the lesson's real numbers.")
