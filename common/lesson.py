@@ -206,8 +206,11 @@ class LessonRun:
         return generator
 
     # -- figures --------------------------------------------------------------------------
-    def savefig(self, fig, stem: str) -> None:
+    def savefig(self, fig, stem: str, *, key: bool = False) -> None:
         """Save ``fig`` as ``<outdir>/<stem>.png``, show it if ``--show`` or in a notebook, then close it.
+
+        ``key=True`` marks one of the lesson's key figures: ``metrics.json`` lists them under
+        ``"key_figures"`` and the results page (``scripts/make_results.py``) shows those, large.
 
         A ``--quick`` figure carries a red "quick run" banner below it. Returns nothing, so a
         notebook cell that ends with it shows the figure and no echo of its path.
@@ -223,6 +226,8 @@ class LessonRun:
         path = self.outdir / f"{stem}.png"
         fig.savefig(path)
         self.figures.append(path)
+        if key:
+            self.metrics["key_figures"] = [*self.metrics.get("key_figures", []), path.name]
         print(f"  [figure] {path}")
         if self.show or running_in_notebook():
             plt.show()
