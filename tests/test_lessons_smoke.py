@@ -19,7 +19,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted(p.name for p in ROOT.glob("[0-9][0-9]_*.py"))
-FRAMEWORK_KEYS = {"config", "provenance", "non_finite", "diverged", "claims", "key_figures"}  # written by common.lesson, not the lesson
+# written by common.lesson, not the lesson
+FRAMEWORK_KEYS = {"config", "provenance", "non_finite", "diverged", "claims", "key_figures"}
 
 # sitecustomize runs at interpreter start-up in the lesson's process: every socket connection fails
 NO_NETWORK = textwrap.dedent(
