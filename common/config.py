@@ -19,6 +19,7 @@ import dataclasses
 import inspect
 import io
 import math
+import os
 import re
 import sys
 import tokenize
@@ -215,8 +216,28 @@ class CourseArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D401 - argparse API
+        if message.startswith("unrecognized arguments: "):
+            message = self.explain_unknown(message.split(": ", 1)[1].split())
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
         stop_lesson(2)
+
+    def explain_unknown(self, words: list[str]) -> str:
+        """One line for the first unknown flag: the Config field spelled with underscores, a close match, or
+        the lesson that has it."""
+        import difflib
+
+        flag = next((w.split("=", 1)[0] for w in words if w.startswith("-")), words[0])
+        known = [s for s in self._option_string_actions if s.startswith("--")]
+        dashed = "--" + flag.lstrip("-").replace("_", "-")
+        if dashed in known:
+            return f"unknown flag {flag}: flags use dashes, not underscores; did you mean {dashed}?"
+        elsewhere = [lesson for lesson, flags in other_lessons_flags(self.prog).items() if dashed in flags]
+        if elsewhere:
+            return f"unknown flag {flag}: it is a flag of {', '.join(elsewhere)}, not of {self.prog}"
+        close = difflib.get_close_matches(dashed, known, n=1, cutoff=0.75)
+        if close:
+            return f"unknown flag {flag}: did you mean {close[0]}?"
+        return f"unrecognized arguments: {' '.join(words)}"
 
     def exit(self, status: int = 0, message: str | None = None):  # after --help
         if message:
@@ -226,6 +247,38 @@ class CourseArgumentParser(argparse.ArgumentParser):
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def other_lessons_flags(prog: str | None) -> dict[str, set[str]]:
+    """Every other lesson's Config flags, read from the lesson files at the repository root (no import)."""
+    import ast
+    from pathlib import Path
+
+    found = {}
+    for path in sorted(Path(__file__).resolve().parents[1].glob("[0-9][0-9]_*.py")):
+        if path.name == prog:
+            continue
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ClassDef) and node.name == "Config":
+                found[path.name] = {_flag(item.target.id) for item in node.body
+                                    if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)}
+    return found
+
+
+NEGATIVE_VALUE = re.compile(r"^-\.?\d")  # -1, -0.5, -.5, -1,1 and -4,1: a value, never a flag
+
+
+def join_negative_values(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """``--mix-means -1,1`` becomes ``--mix-means=-1,1``: argparse takes a word that starts with ``-`` for a flag
+    (it accepts ``-1`` but not ``-1,1``), so a negative list written the way the exercises print it would fail."""
+    joined, words = [], list(argv)
+    while words:
+        word = words.pop(0)
+        action = parser._option_string_actions.get(word)
+        if action is not None and action.nargs is None and words and NEGATIVE_VALUE.match(words[0]):
+            word = f"{word}={words.pop(0)}"
+        joined.append(word)
+    return joined
 
 
 def _parse_scalar(kind: type, text: str, flag: str) -> Any:
@@ -412,7 +465,7 @@ def parse_config(
         else:
             argv = sys.argv[1:]
     parser = build_parser(config_cls, description, prog, exercises)
-    given = vars(parser.parse_args(argv))
+    given = vars(parser.parse_args(join_negative_values(argv, parser)))
     common_names = ("quick", "seed", "device", "outdir", "show", "exercise", "threads")
     common = argparse.Namespace(
         quick=given.pop("quick", False),
@@ -442,6 +495,22 @@ def parse_config(
     except ValueError as err:
         parser.error(str(err))
     return config, common
+
+
+# import name -> the requirement that provides it (requirements.txt); torchvision is optional for the digits
+REQUIRED_PACKAGES = {"torch": "torch", "numpy": "numpy", "matplotlib": "matplotlib", "scipy": "scipy",
+                     "sklearn": "scikit-learn", "tqdm": "tqdm"}
+SETUP_HINT = "run the set-up from the README (bash setup.sh), or activate its environment: source .venv/bin/activate"
+
+
+def require_packages(prog: str) -> None:
+    """Refuse in one line, naming the set-up command, when a package the lessons need is missing."""
+    import importlib.util
+
+    missing = [pip for module, pip in REQUIRED_PACKAGES.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        sys.stderr.write(f"{prog}: error: this Python ({sys.executable}) lacks {', '.join(missing)}; {SETUP_HINT}\n")
+        stop_lesson(2)
 
 
 @dataclass
@@ -488,6 +557,10 @@ def parse_flags(
         listed = ", ".join(str(n) for n in exercises) or "none"
         sys.stderr.write(f"{prog}: error: --exercise {common.exercise} has no stub (exercises with one: {listed})\n")
         stop_lesson(2)
+    require_packages(prog)
+    if os.environ.get("EBM_PARSE_ONLY"):  # tests/test_exercise_commands.py: check the flags, run nothing
+        print(f"{prog}: flags ok")
+        stop_lesson(0)
     defaults = config_cls()
     given = common.__dict__.pop("given")
     # only what a flag changed: --quick's own overrides are named by "quick", not field by field
@@ -519,10 +592,3 @@ def run_folder_name(flags: Flags) -> str | None:
     if len(name) > 100:  # very many changed flags: keep it readable and unique
         name = f"{name[:80]}_{zlib.crc32(name.encode()):08x}"
     return name
-
-
-def describe_config(config: Any) -> str:
-    """The configuration as an aligned two-column table, for printing at the start of a run."""
-    rows = [(f.name, getattr(config, f.name)) for f in dataclasses.fields(config)]
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"  {name:<{width}} = {value}" for name, value in rows)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.config import UserError, describe_config, run_folder_name, running_in_notebook
+from common.config import UserError, run_folder_name, running_in_notebook
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -174,6 +174,7 @@ class LessonRun:
         self.metrics = Metrics(outdir / "metrics.json")
         self.figures: list[Path] = []
         self.claims: list = []
+        self.dpi = 100 if flags.quick else 150  # quick figures only prove the code runs: cheaper to render
 
     # -- claims ---------------------------------------------------------------------------
     def claim(self, key: str, sentence: str, measured, op: str, reference, tolerance: float = 0.0, *,
@@ -224,18 +225,18 @@ class LessonRun:
             fig.text(0.5, -0.01, QUICK_MARK, ha="center", va="top", fontsize=10, color="#b00000",
                      bbox={"facecolor": "white", "edgecolor": "#b00000", "alpha": 0.85, "pad": 2})
         path = self.outdir / f"{stem}.png"
-        fig.savefig(path)
+        fig.savefig(path, dpi=self.dpi)
         self.figures.append(path)
         if key:
             self.metrics["key_figures"] = [*self.metrics.get("key_figures", []), path.name]
-        print(f"  [figure] {path}")
+        print(f"  [figure] {shown_path(path)}")
         if self.show or running_in_notebook():
             plt.show()
         plt.close(fig)
 
     def saved_animation(self, path) -> None:
         """Report an animation written to ``path`` (a GIF), and show it inline in a notebook."""
-        print(f"  [animation] {path}")
+        print(f"  [animation] {shown_path(path)}")
         if running_in_notebook():
             from IPython.display import Image, display
 
@@ -277,7 +278,31 @@ class LessonRun:
         if self.quick:
             print(f"\n[{QUICK_MARK}] --quick only checks that every code path runs; "
                   "run without --quick for the lesson's real numbers.")
-        print(f"\nDone. {len(self.figures)} figures and metrics.json are in {self.outdir}/")
+        print(f"\nDone. {len(self.figures)} figures and metrics.json are in {shown_path(self.outdir)}/")
+
+
+def shown_path(path: Path) -> str:
+    """A path as a person reads it: relative to the current folder when inside it (outputs/01_x/fig01.png)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def has_display() -> bool:
+    """Whether ``--show`` can open a window: macOS and Windows always can; elsewhere an X or Wayland display."""
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def changed_flags_line(config, flags) -> str:
+    """The run's settings in one line: only what differs from the defaults (the full config is in metrics.json)."""
+    parts = ["--quick"] if flags.quick else []
+    for key, value in sorted(flags.changed.items()):
+        shown = ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
+        parts.append(f"--{key.replace('_', '-')} {shown}")
+    return "settings: " + (" ".join(parts) if parts else "the defaults") + "  (every value: metrics.json, config)"
 
 
 def _refuse(name: str, message: str) -> None:
@@ -296,10 +321,32 @@ def resolve_outdir(flags) -> Path:
     return base / sub if sub else base
 
 
+# what the course writes into an output folder; a folder holding anything else is someone else's
+COURSE_FILES = ("fig[0-9][0-9]_*", "anim_*", "metrics.json", "*.pt")
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """Files at the top of ``folder`` that no lesson writes (sub-folders are other runs' and are left alone)."""
+    return sorted(p.name for p in folder.iterdir()
+                  if p.is_file() and not any(p.match(pattern) for pattern in COURSE_FILES))
+
+
 def make_outdir(name: str, outdir: Path) -> None:
-    """Create ``outdir`` and check it is writable; a folder that cannot be is refused in one line (exit 2)."""
+    """Create ``outdir`` and check it is writable; a folder that cannot be is refused in one line (exit 2).
+
+    A filesystem root, or an existing folder holding files the course did not write (your home, the
+    repository), is refused too: a lesson's figures never land among someone else's files.
+    """
     if outdir.exists() and not outdir.is_dir():
         _refuse(name, f"--outdir {outdir} is an existing file, not a folder")
+    if outdir.resolve() == Path(outdir.resolve().anchor):
+        _refuse(name, f"--outdir {outdir} is the root of the filesystem; pass a folder of its own, e.g. --outdir runs/")
+    if outdir.is_dir() and os.access(outdir, os.R_OK | os.X_OK):
+        foreign = foreign_files(outdir)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            _refuse(name, f"--outdir {outdir} holds files the course did not write ({shown}); "
+                          "pass a new or empty folder")
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -345,6 +392,9 @@ def start_lesson(config, flags, *, cpu_only: str | None = None) -> LessonRun:
     outdir = resolve_outdir(flags)
     make_outdir(name, outdir)
     _install_user_error_hook(name)
+    if flags.show and not running_in_notebook() and not has_display():
+        print("[--show] no display here, so the figures are only saved to files (open them from the output folder)")
+        flags.show = False
     if not flags.show and not running_in_notebook():
         import matplotlib
 
@@ -355,11 +405,10 @@ def start_lesson(config, flags, *, cpu_only: str | None = None) -> LessonRun:
     seed_everything(flags.seed)
     torch.set_num_threads(flags.threads)  # small tensors: one thread avoids per-op hand-off costs
     run = LessonRun(name, config, flags, device, outdir)
-    print(f"{name}  |  device={device}  threads={flags.threads}  seed={flags.seed}  quick={flags.quick}  "
-          f"outdir={outdir}")
+    print(f"{name}  |  device={device}  threads={flags.threads}  seed={flags.seed}  outdir={shown_path(outdir)}")
     if flags.quick:
         print(f"[{QUICK_MARK}]")
-    print(describe_config(config))
+    print(changed_flags_line(config, flags))
     run.metrics["provenance"] = provenance(flags, device)
     run.metrics["config"] = {k: getattr(config, k) for k in config.__dataclass_fields__}
     return run

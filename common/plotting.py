@@ -206,21 +206,47 @@ def training_curves(ax, history: dict[str, Sequence[float]], xlabel="step", ylab
     return ax
 
 
+def make_grid(batch: torch.Tensor, nrow: int, padding: int, pad_value: float) -> torch.Tensor:
+    """torchvision's ``make_grid``; where torchvision cannot be imported (missing, or built for another torch)
+    the same layout by hand, and one line says that only ``--dataset mnist`` needs torchvision."""
+    try:
+        from torchvision.utils import make_grid as torchvision_grid
+    except Exception as err:  # ImportError, or RuntimeError "operator torchvision::nms does not exist"
+        _say_once(f"[torchvision] cannot be imported ({type(err).__name__}); image grids use a plain fallback "
+                  "(only --dataset mnist needs torchvision)")
+    else:
+        return torchvision_grid(batch, nrow=nrow, padding=padding, pad_value=pad_value)
+    count, channels, height, width = batch.shape
+    cols, rows = min(nrow, count), -(-count // min(nrow, count))
+    grid = torch.full((channels, rows * (height + padding) + padding, cols * (width + padding) + padding), pad_value)
+    for i, image in enumerate(batch):
+        top, left = padding + (i // cols) * (height + padding), padding + (i % cols) * (width + padding)
+        grid[:, top:top + height, left:left + width] = image
+    return grid
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    if message not in _SAID:
+        _SAID.add(message)
+        print(message)
+
+
 def image_grid(ax, images, shape: tuple[int, int] | None = None, nrow: int = 10, title=None, padding=1,
                row_labels=None):
     """Show a batch of images ``(B, H*W)`` or ``(B, H, W)`` or ``(B, C, H, W)`` as one grid.
 
-    Uses torchvision's ``make_grid``; pixel values are shown on a fixed [0, 1] scale. ``row_labels``
-    names the rows of the grid on the left.
+    Uses torchvision's ``make_grid`` (a plain fallback where torchvision is missing or broken); pixel values
+    are shown on a fixed [0, 1] scale. ``row_labels`` names the rows of the grid on the left.
     """
-    from torchvision.utils import make_grid
-
     batch = torch.as_tensor(_numpy(images), dtype=torch.float32)
     if shape is not None:
         batch = batch.reshape(-1, 1, *shape)
     elif batch.dim() == 3:
         batch = batch.unsqueeze(1)
-    grid = make_grid(batch.clamp(0, 1), nrow=nrow, padding=padding, pad_value=0.5)
+    grid = make_grid(batch.clamp(0, 1), nrow=nrow, padding=padding, pad_value=0.5)  # (C, H', W')
     ax.imshow(grid[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     if row_labels:
