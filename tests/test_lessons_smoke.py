@@ -195,12 +195,38 @@ def test_every_divergence_guard_names_a_config_field(lesson):
         assert names and all(n in fields for n in names), f"{lesson}:{call.lineno} blames {names}, not a field"
 
 
+def imported_modules(source: str) -> set[str]:
+    """Every module a source imports, at any depth (``import x``, ``from x import y``, ``importlib.import_module``)."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names.add(node.module or "")
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module" and node.args:
+            names.add(getattr(node.args[0], "value", ""))
+    return names
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_a_lesson_imports_no_other_lesson(lesson):
+    lesson_modules = {name[:-3] for name in LESSONS}
+    imported = imported_modules((ROOT / lesson).read_text())
+    assert not imported & lesson_modules, f"{lesson} imports {sorted(imported & lesson_modules)}"
+
+
+def test_the_layering_check_can_fail():
+    """The check sees the only ways a lesson could import another (a file name starting with a digit is not
+    a valid module name for ``import``, so importlib is the way)."""
+    source = "import importlib\nother = importlib.import_module('07_neural_ebms')\nfrom common import plotting\n"
+    assert "07_neural_ebms" in imported_modules(source) and "common" in imported_modules(source)
+
+
 @pytest.mark.parametrize("lesson", LESSONS)
 def test_lesson_has_contract_parts(lesson):
     text = (ROOT / lesson).read_text()
     assert "# %%" in text and "@dataclass" in text and "start_lesson(" in text and "parse_flags(" in text
     exercises = [line for line in text.splitlines() if line.lstrip("#* ").lower().startswith("exercise ")]
     assert len(exercises) >= 5, f"{lesson} has {len(exercises)} exercises"
-    assert "import " + lesson[:2] not in text  # a lesson never imports another lesson
     # flags are parsed before torch is imported (so --help is fast)
     assert text.index("parse_flags(Config") < text.index("\nimport torch")

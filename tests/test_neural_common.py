@@ -113,12 +113,11 @@ def test_classifier_energy_is_minus_logsumexp_of_the_logits():
         linear.bias.zero_()
     model = ClassifierEnergy(linear)
     x = torch.tensor([[1.0, 1.0]])  # logits (1, 2, 0)
-    torch.set_grad_enabled(False)
-    assert float(model(x)) == pytest.approx(-math.log(math.e + math.e**2 + 1.0))
-    assert float(model.joint_energy(x, torch.tensor([1]))) == pytest.approx(-2.0)
-    # log p(y|x) = -E(x, y) + E(x)
-    assert float(model.log_p_y_given_x(x)[0, 1]) == pytest.approx(2.0 - math.log(math.e + math.e**2 + 1.0))
-    torch.set_grad_enabled(True)
+    with torch.no_grad():  # restored on leaving, even when an assertion fails
+        assert float(model(x)) == pytest.approx(-math.log(math.e + math.e**2 + 1.0))
+        assert float(model.joint_energy(x, torch.tensor([1]))) == pytest.approx(-2.0)
+        # log p(y|x) = -E(x, y) + E(x)
+        assert float(model.log_p_y_given_x(x)[0, 1]) == pytest.approx(2.0 - math.log(math.e + math.e**2 + 1.0))
 
 
 def test_spectral_norm_makes_every_layer_one_lipschitz():
