@@ -100,13 +100,16 @@ def test_underdamped_contraction_matches_the_decay_of_a_noiseless_chain():
     assert later / first == pytest.approx(rho ** (4 * window), rel=0.05)  # peaks fall between grid steps
 
 
-def test_underdamped_stationary_covariance_matches_simulation():
+def test_underdamped_stationary_covariance_solves_the_discrete_lyapunov_equation():
+    """The closed form against scipy's solver of C = A C A^T + B B^T (the simulation is in test_samplers.py)."""
+    from scipy.linalg import solve_discrete_lyapunov
+
     a, h, gamma, temperature = 1.0, 0.3, 0.8, 0.5
-    cov = underdamped_stationary_covariance(a, h, gamma, temperature)
-    generator = torch.Generator().manual_seed(5)
-    x, _ = underdamped_langevin(quadratic(a), torch.zeros(N_CHAINS, 1), 400, h, gamma, temperature,
-                                generator=generator)
-    assert_variance(x, cov[0, 0])
+    A = np.array([[1 - h * h * a, h * (1 - h * gamma)], [-h * a, 1 - h * gamma]])  # acts on (x, v)
+    noise = math.sqrt(2 * gamma * temperature * h)
+    B = np.array([[h * noise], [noise]])
+    expected = solve_discrete_lyapunov(A, B @ B.T)
+    assert np.allclose(underdamped_stationary_covariance(a, h, gamma, temperature), expected, rtol=1e-10)
 
 
 @pytest.mark.parametrize("sampler", ["ula", "underdamped tuned", "underdamped high friction"])

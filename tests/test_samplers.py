@@ -12,11 +12,10 @@ s2 * sqrt(2 / (n - 1)); every check allows 4 standard errors (a false alarm abou
 import math
 
 import numpy as np
-import pytest
 import torch
 from scipy.linalg import solve_discrete_lyapunov
 
-from common.samplers import ReplayBuffer, annealed_langevin, langevin, mala, underdamped_langevin
+from common.samplers import annealed_langevin, langevin, mala, underdamped_langevin
 
 N_CHAINS = 20000
 
@@ -29,14 +28,6 @@ def assert_variance(samples, expected):
     n = samples.numel()
     standard_error = expected * math.sqrt(2 / (n - 1))
     assert abs(samples.double().var().item() - expected) < 4 * standard_error, (samples.var().item(), expected)
-
-
-@pytest.mark.parametrize("a, temperature, step_size", [(1.0, 1.0, 0.8), (2.0, 0.5, 0.3), (4.0, 1.0, 0.1)])
-def test_ula_reaches_the_discrete_chains_stationary_variance(a, temperature, step_size):
-    generator = torch.Generator().manual_seed(1)
-    x, _ = langevin(quadratic(a), torch.zeros(N_CHAINS, 1), 200, step_size, temperature, generator=generator)
-    # x' = (1 - a h) x + sqrt(2 T h) xi  =>  var = 2 T h / (1 - (1 - a h)^2) = 2 T / (a (2 - a h))
-    assert_variance(x, 2 * temperature / (a * (2 - a * step_size)))
 
 
 def test_ula_bias_is_visible_and_mala_removes_it():
@@ -91,17 +82,3 @@ def test_trajectory_keeps_the_start_and_every_kth_state():
     x0 = torch.zeros(3, 2)
     _, path = langevin(quadratic(1.0), x0, 10, 0.1, keep_every=5, generator=torch.Generator().manual_seed(0))
     assert path.shape == (3, 3, 2) and torch.equal(path[0], x0)
-
-
-def test_replay_buffer_reinitialises_the_requested_fraction():
-    fraction, n = 0.25, 40000
-    buffer = ReplayBuffer(lambda k: torch.full((k, 1), -1.0), capacity=100, reinit_fraction=fraction,
-                          generator=torch.Generator().manual_seed(6))
-    buffer.push(torch.ones(100, 1), torch.arange(100))
-    states, index = buffer.sample(n)
-    fresh = (states == -1).double().mean().item()
-    # binomial proportion: standard error sqrt(f (1 - f) / n)
-    assert abs(fresh - fraction) < 4 * math.sqrt(fraction * (1 - fraction) / n)
-    assert index.min() >= 0 and index.max() < 100
-    with pytest.raises(ValueError):
-        ReplayBuffer(lambda k: torch.zeros(k, 1), 10, reinit_fraction=1.5)
