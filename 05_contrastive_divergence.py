@@ -26,14 +26,11 @@ How to run:
 Expected runtime: about 200 s of user+sys CPU time on 2 cores with the 8x8 digits (193 and 199 s measured
 while other jobs shared the machine; docs/results.md has the current figure). --quick: about 16 s; it keeps
 300 training images, so it stays quick on 28x28 data too (19 s CPU measured, earlier version, with
---dataset mnist on the Fashion-MNIST IDX files). On 28x28 data (measured with those files as --dataset mnist)
-the default trains over 20 models on all 60,000 images: several
-hours. --max-train 2000 --max-test 500 took 19.6 min (1,048 s CPU, 3.2 GB); a lecture-sized run,
-    --dataset mnist --max-train 1000 --max-test 300 --budget-sweeps 50 --sharp-epochs 60
-    --spurious-seeds 2 --unvisited-seeds 1 --wide-epochs 30 --probe-ks 1,10,100,1000
-took 3.1 min (183 s CPU, 2.0 GB) with an earlier version (before fig09 gave CD-1 400 epochs and fig08 3 seeds;
-add --unvisited-cd-epochs 50 --slowing-seeds 2 to stay near that). It shows sections 2-3 and fig08, but there
-CD-1 removed the inverted mode of fig09 within 50 epochs, so show fig09 on the digits.
+--dataset mnist on the Fashion-MNIST IDX files). On 28x28 data the default trains over 20 models on all
+60,000 images: several hours. With an earlier version, --dataset mnist --max-train 1000 --max-test 300
+--budget-sweeps 50 --sharp-epochs 60 --spurious-seeds 2 --unvisited-seeds 1 --wide-epochs 30 --probe-ks
+1,10,100,1000 took 3.1 min (183 s CPU; now add --unvisited-cd-epochs 100 --slowing-seeds 2); there CD-1 removed
+fig09's inverted mode within 50 epochs, so show fig09 on the digits.
 
 Figures (in outputs/05_contrastive_divergence/):
     fig01_gibbs_chains.png       CD-k chains started at the data, and the persistent chains of PCD
@@ -158,6 +155,8 @@ def check(cfg):
     """Rules across fields."""
     if cfg.burn_in > cfg.health_steps - 4:  # split R-hat needs 4 draws per chain
         raise ValueError("--burn-in must be at least 4 below --health-steps")
+    if cfg.unvisited_cd_epochs <= cfg.unvisited_epochs:  # fig09 shows CD-1 at both lengths
+        raise ValueError("--unvisited-cd-epochs must be larger than --unvisited-epochs")
 
 
 cfg, flags = parse_flags(Config, LESSON, __doc__, quick=QUICK, check=check, exercises=(3,))
@@ -677,15 +676,11 @@ run.savefig(fig, "fig07_spurious_over_seeds")
 #   the digits more often than the short-run ones. Long chains started at the test digits do NOT drift
 #   there here: in fig05 CD-1's far fraction FALLS as k grows (0.036 at k = 1 to 0.022 at k >= 100 in the
 #   default run, seed 0; the claim above checks the direction) and settles on the model's own exact
-#   fraction (dashed, 0.024), as a long enough chain must. This sharp CD-1 model's 1-step samples are
-#   farther from the digits than its exact samples.
-# - One model is one draw, and with 16 hidden units on 8x8 digits the effect varies a lot between
-#   initial weights (the first table is a single seed; fig07 shows every seed). Over 5 initial seeds
-#   in the default run (seed 0) the CD-1 models put 0.047 +- 0.006 of their exact samples far from
-#   every training digit against 0.039 +- 0.003 one step from the data: a gap of 0.008 +- 0.006, only
-#   1.3 standard errors, so the claim above FAILS: at these defaults the effect is NOT established
-#   (too few seeds for so small a gap, or no effect from a random start). The PCD models show no gap:
-#   0.034 +- 0.004 exact against 0.034 +- 0.001.
+#   fraction (dashed, 0.024), as a long enough chain must.
+# - One model is one draw (fig07 shows every seed). Over 5 initial seeds (default run) the CD-1 models
+#   put 0.047 +- 0.006 of their exact samples far from every training digit against 0.039 +- 0.003 one
+#   step from the data: a gap of only 1.3 standard errors, so the claim above FAILS: at these defaults
+#   the effect is NOT established. The PCD models show no gap: 0.034 +- 0.004 against 0.034 +- 0.001.
 # - PCD's negative phase visits wherever the model puts mass, so such regions are penalised and
 #   its exact samples stay as close to the data as its short-run samples do. (The two models
 #   also differ in their schedule, each using the one that suits it: CD-1 a constant learning
@@ -777,10 +772,8 @@ def unvisited_row(rbm: RBM) -> dict:
 print(f"\nInverted digits are {float(distance_to_train(1 - x_test).mean()):.0f} pixels from the nearest training "
       f"digit on average ('far' = more than {far:.0f})")
 first_epoch_mass = []  # per start: inverted mass after the first epoch of CD-1 pre-training
-stages = {"start": None, f"CD-1, {cfg.unvisited_epochs} ep": ("CD-1", cfg.unvisited_epochs),
-          f"CD-1, {cfg.unvisited_cd_epochs} ep": ("CD-1", cfg.unvisited_cd_epochs),
-          f"PCD-1, {cfg.unvisited_epochs} ep": ("PCD-1", cfg.unvisited_epochs)}
-unvisited = {name: [] for name in stages}  # name: [row per start]
+unvisited = {name: [] for name in ("start", f"CD-1, {cfg.unvisited_epochs} ep", f"CD-1, {cfg.unvisited_cd_epochs} ep",
+                                    f"PCD-1, {cfg.unvisited_epochs} ep")}  # name: [row per start]
 curves = {"CD-1": [], "PCD-1": []}  # method: [mass and test-LL curve per start]
 start_gap = []  # per start: mean over training digits of F(digit) - F(its negative)
 for i in range(cfg.unvisited_seeds):
@@ -864,14 +857,13 @@ plotting.image_grid(axes[2], torch.cat(list(rows.values())), data.shape, nrow=10
 run.savefig(fig, "fig09_unvisited_mode", key=True)
 
 # What to notice (default run, seed 0; the printed table and claims above carry the numbers):
-# - PCD-1 removes the inverted mode within the first epoch on every start (exact mass below 0.01 at
-#   epoch 1): its persistent chains fall into the mode and their negative phase pushes its energy up.
-# - CD-1 removes it too, but far more slowly: 200, 300 and 400 epochs on the three starts (mean 300 +- 58),
-#   against 1 for PCD. At 50 epochs 0.985 of its mass is still on inverted images and its test
-#   log-likelihood is -60 nats and still climbing; by 400 epochs the mass is below 0.001 on every start
-#   and the test LL (-18.2) has reached PCD's (-18.3). Its one-step samples look like digits all along
-#   (0.000 inverted): CD-1's negative phase never meets an inverted image, so the mode goes only as a side
-#   effect of the updates made for the digits (we did not measure which part of them does it).
+# - PCD-1 removes the inverted mode within the first epoch on every start: its persistent chains fall
+#   into the mode and their negative phase pushes its energy up.
+# - CD-1 removes it too, but far more slowly: 200, 300 and 400 epochs on the three starts (300 +- 58).
+#   At 50 epochs 0.985 of its mass is still on inverted images and its test LL is -60 nats and climbing;
+#   by 400 epochs the mass is below 0.001 on every start and the test LL (-18.2) has reached PCD's (-18.3).
+#   Its one-step samples are never inverted (0.000): the mode goes only as a side effect of the updates
+#   made for the digits (we did not measure which part of them does it).
 # - Why the start sits on the negatives: a negative's free energy is ~80 nats below its digit's, so the
 #   negatives carry all but e^-80 of the mass. The split is decided in the first epoch of pre-training
 #   (inverted mass 0.995 or more after one epoch on every start) and CD-1 never revisits it: no 1-step chain
@@ -1108,18 +1100,14 @@ axes[0].legend(fontsize=9, loc="lower left")
 axes[1].legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)  # below the axes, off the data
 run.savefig(fig, "fig08_pcd_chains_in_training")
 
-# What to notice (claims above, default run):
-# - Same model, same streams; only the schedule differs. At a constant rate the persistent chains keep
-#   moving between modes to the end (0.55-0.80 class switches per update in every tenth, 0.69 +- 0.04 in
-#   the last; default run, 3 seeds).
-# - With the rate decaying to 0, the schedule section 3 recommends for the likelihood, the switches fall
-#   from 0.80 to 0.26 +- 0.01 per update, on every seed: the chains slow down as the rate, and with it
-#   the parameter noise that kicks them along, goes to 0. Not a sharper model: the final weights are
-#   *smaller* under the decaying rate (printed |W|), so we do not claim why the chains slow beyond that.
-# - Honestly, it is slowing, not freezing: the chains still change class about every fourth update.
-# - The self-transition rate never fires: below 0.01 in every tenth of both runs on every seed. With 64
-#   pixels some pixel almost always flips, so it flags only chains that are already frozen. Class switches
-#   and autocorrelation are the earlier warning.
+# What to notice (claims above; default run, 3 seeds):
+# - At a constant rate the persistent chains keep moving between modes to the end (0.55-0.80 class
+#   switches per update in every tenth, 0.69 +- 0.04 in the last). With the rate decaying to 0 they fall
+#   from 0.80 to 0.26 +- 0.01, on every seed: the chains slow down as the rate goes to 0. Not because the
+#   model gets sharper: its final weights are *smaller* than at a constant rate (|W| 71 against 92), and
+#   we claim no mechanism. It is slowing, not freezing: the chains still change class every fourth update.
+# - The self-transition rate never fires (below 0.01 in every tenth, schedule and seed): with 64 pixels
+#   some pixel almost always flips. Class switches and autocorrelation are the earlier warning.
 
 # %% [markdown]
 # ## Summary
