@@ -131,6 +131,22 @@ def kl_weights(p: np.ndarray, q: np.ndarray) -> float:
     return float((p[used] * np.log(p[used] / q[used])).sum())
 
 
+def nearest_hamming(v: torch.Tensor, reference: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Hamming distance from each binary row of ``v`` to its nearest row of ``reference``, shape (B,)."""
+    def part_min(part):  # |v - x|_1 = sum v + sum x - 2 v.x for 0/1 vectors: one matrix product
+        return (part.sum(1, keepdim=True) + reference.sum(1) - 2 * part @ reference.T).min(1).values
+    return torch.cat([part_min(part) for part in v.split(chunk)])
+
+
+def far_fraction(v: torch.Tensor, reference: torch.Tensor, threshold: float) -> float:
+    """Fraction of binary images farther than ``threshold`` pixels (Hamming) from every reference image.
+
+    Lesson 05 sets ``threshold`` to a high quantile of the test images' own distances to the training set,
+    so real held-out images score 1 - quantile; tests/test_rbm_metrics.py shows it flags 5 % of noise images.
+    """
+    return float((nearest_hamming(v, reference) > threshold).double().mean())
+
+
 # ---------------------------------------------------------------------------------------------
 # Fréchet distance in the features of a classifier trained in the lesson
 # ---------------------------------------------------------------------------------------------

@@ -195,6 +195,33 @@ class RBM:
         return log_z_a + log_mean_w, half_width
 
 
+def exact_count_tail(rbm: RBM, more_than: int, drop: float = 1e-12, chunk: int = 4096) -> float:
+    """p(sum_i v_i > more_than) under the RBM, exactly: sum_h p(h) P(sum_i v_i > more_than | h).
+
+    Given h the pixels are independent Bernoullis, so the number of pixels on is Poisson-binomial; its
+    distribution is built by adding the pixels one at a time, with every count above ``more_than`` kept in one
+    absorbing column. Hidden states with p(h) < drop / 2^n_h are skipped: the answer is off by at most
+    ``drop``. Lesson 05 uses more_than = n_v / 2 (the mass on inverted digits). float64 throughout.
+    """
+    W, b, c = (t.double() for t in rbm.parameters())
+    hidden = all_binary_states(rbm.n_hidden, dtype=torch.float64, device=W.device)  # (2^n_h, n_h)
+    log_p_h = torch.log_softmax(-RBM.from_tensors(W, b, c).hidden_free_energy(hidden), 0)
+    keep = log_p_h > (math.log(drop) - rbm.n_hidden * math.log(2.0) if drop > 0 else -math.inf)
+    total = 0.0
+    for hs, log_p in zip(hidden[keep].split(chunk), log_p_h[keep].split(chunk)):
+        p_on = torch.sigmoid(hs @ W.T + b)  # (B, n_v) p(v_i = 1 | h)
+        counts = torch.zeros(len(hs), more_than + 2, dtype=torch.float64, device=W.device)
+        counts[:, 0] = 1.0  # P(count = 0) before any pixel; the last column is P(count > more_than)
+        for i in range(rbm.n_visible):
+            q = p_on[:, i:i + 1]
+            tail = counts[:, -1:] + counts[:, -2:-1] * q  # once above more_than, always above
+            counts[:, 1:-1] = counts[:, 1:-1] * (1 - q) + counts[:, :-2] * q  # off keeps c, on moves c -> c + 1
+            counts[:, :1] *= 1 - q
+            counts[:, -1:] = tail
+        total += float(log_p.exp() @ counts[:, -1])
+    return total
+
+
 def pseudo_log_likelihood(rbm: RBM, v: torch.Tensor, generator=None) -> torch.Tensor:
     """Stochastic pseudo-log-likelihood per image (as in scikit-learn's ``BernoulliRBM.score_samples``).
 
@@ -216,13 +243,16 @@ def data_visible_bias(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
 
 def train_epoch(rbm: RBM, x_train: torch.Tensor, *, lr: float, k: int = 1, batch_size: int = 64,
                 momentum: float = 0.0, weight_decay: float = 0.0, velocity: dict | None = None,
-                chains: torch.Tensor | None = None, generator=None) -> tuple[dict, torch.Tensor | None, float]:
+                chains: torch.Tensor | None = None, generator=None,
+                monitor: bool = True) -> tuple[dict, torch.Tensor | None, float]:
     """One epoch of CD-k (``chains=None``) or PCD-k (``chains`` = persistent states) with momentum.
 
     velocity <- momentum * velocity + lr * (grad - weight_decay * W)   (decay on weights only)
     theta    <- theta + velocity
     Returns ``(velocity, chains, mean reconstruction error)``; reconstruction error is the mean
     squared difference between a batch and p(v | h ~ p(h | batch)), the practical guide's monitor.
+    ``monitor=False`` skips that monitor (and its random draws) and returns nan for it: for timing the
+    update alone.
     """
     velocity = velocity or {name: torch.zeros_like(t) for name, t in zip("Wbc", rbm.parameters())}
     order = torch.randperm(len(x_train), generator=generator, device=_draw_device(generator, x_train))
@@ -237,9 +267,10 @@ def train_epoch(rbm: RBM, x_train: torch.Tensor, *, lr: float, k: int = 1, batch
         for name, param in zip("Wbc", rbm.parameters()):
             velocity[name] = momentum * velocity[name] + lr * grads[name]
             param += velocity[name]
-        h, _ = rbm.sample_hidden(batch, generator)
-        errors.append(float(((batch - rbm.visible_probs(h)) ** 2).mean()))
-    return velocity, chains, float(np.mean(errors))
+        if monitor:
+            h, _ = rbm.sample_hidden(batch, generator)
+            errors.append(float(((batch - rbm.visible_probs(h)) ** 2).mean()))
+    return velocity, chains, float(np.mean(errors)) if monitor else math.nan
 
 
 # -- deep belief network: two RBMs stacked greedily (Hinton, Osindero & Teh 2006) ----------------
@@ -299,3 +330,35 @@ def dbn_sample(bottom: RBM, top: RBM, h1: torch.Tensor, steps: int, generator=No
     """
     h1, _ = top.gibbs(h1, steps, generator)
     return bottom.visible_probs(h1)
+
+
+def aggregated_posterior_kl(rbm: RBM, v: torch.Tensor) -> float:
+    """KL(q || p) in nats between the aggregated posterior q(h) = mean_n p(h | v_n) and the RBM's p(h).
+
+    For a greedy DBN whose bottom layer is ``rbm``, this is the largest rise of the variational bound
+    (averaged over ``v``) that any top RBM can give: the bound's only top-dependent term is E_q[log p_top(h)],
+    which is largest at p_top = q. Exact: all 2^n_h hidden states (n_h <= 20). As in
+    ``dbn_variational_bound``, h = (h_A, h_B) splits into halves and p(h | v_n) = Q_A(h_A | v_n) Q_B(h_B | v_n),
+    so q = Q_A^T Q_B / N is one matrix product; log p(h) = -F(h) - log Z. float64 throughout.
+    """
+    if rbm.n_hidden > 20:
+        raise ValueError("aggregated_posterior_kl enumerates h: use at most 20 hidden units")
+    W, b, c = (t.double() for t in rbm.parameters())
+    exact = RBM.from_tensors(W, b, c)
+    pre = v.to(W) @ W + c  # (N, n_h) hidden pre-activations a_n
+    log_on, log_off = -F.softplus(-pre), -F.softplus(pre)  # log sigmoid(a), log (1 - sigmoid(a))
+    n_a = rbm.n_hidden // 2
+    h_a = all_binary_states(n_a, dtype=torch.float64, device=W.device)  # (2^n_a, n_a)
+    h_b = all_binary_states(rbm.n_hidden - n_a, dtype=torch.float64, device=W.device)  # (2^n_b, n_b)
+    q_a = torch.exp(log_on[:, :n_a] @ h_a.T + log_off[:, :n_a] @ (1 - h_a).T)  # (N, 2^n_a)
+    q_b = torch.exp(log_on[:, n_a:] @ h_b.T + log_off[:, n_a:] @ (1 - h_b).T)  # (N, 2^n_b)
+    q = q_a.T @ q_b / len(pre)  # (2^n_a, 2^n_b): q(h_A, h_B)
+    log_z = exact.log_partition()
+    kl = 0.0
+    for i, a in enumerate(h_a):  # row by row: p(h) for every h that starts with a
+        h = torch.cat([a.expand(len(h_b), -1), h_b], 1)
+        log_p = -exact.hidden_free_energy(h) - log_z
+        row = q[i]
+        used = row > 0  # q log q -> 0 where q underflows
+        kl += float((row[used] * (row[used].log() - log_p[used])).sum())
+    return kl
