@@ -498,7 +498,7 @@ axes[1].legend()
 run.savefig(fig, "fig05_intractability")
 
 # What to notice: both curves are straight lines on a log scale -- exponential cost (a claim: each
-# extra unit doubles the CPU time of enumeration, within 30 %; 2.05 in the default run). A 28x28
+# extra unit doubles the CPU time of enumeration, within 30 %; 2.05 and 2.1 in two default runs). A 28x28
 # binary image has about 10^236 states; no computer will ever sum them. Every later lesson is
 # a way of *not* computing Z: scores (section 4, lesson 06), MCMC (section 7, lessons 03-05, 07),
 # or models built so that Z factorises (the RBM's hidden layer, lesson 04).
