@@ -203,6 +203,7 @@ from common.diffusion import (  # noqa: E402
 )
 from common.evaluation import (  # noqa: E402
     FrechetScorer,
+    effective_rank,
     grid_log_partition,
     mode_weights,
     nll_floor,
@@ -1135,13 +1136,6 @@ def covariance_term(z):
     # sum_{i != j} Cov(z)_ij^2 / D
     cov = torch.cov(z.T)
     return (cov**2).sum().sub((cov.diagonal() ** 2).sum()) / z.shape[1]
-
-
-def effective_rank(z):
-    # exp(H(p)), p_k = s_k / sum s: singular values of the centred embeddings (Roy & Vetterli 2007)
-    s = torch.linalg.svdvals(z - z.mean(0))
-    p = s / s.sum()
-    return float(torch.exp(-(p * torch.log(p + 1e-12)).sum()))
 
 
 def train_jepa(guard, seed):
