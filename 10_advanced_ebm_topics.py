@@ -438,10 +438,10 @@ axes[3].errorbar([t_ode], [ode_swap[f"{t_ode:g}"]], yerr=swap_se, fmt="s", color
 axes[3].axhline(swap_weight["inf"], color="#1f77b4", ls=":", label="annealed, exact score everywhere")
 axes[3].axhline(0.5, color="k", lw=0.8, ls="--", label="50/50")
 axes[3].set(xscale="log", xlabel=r"50/50 mixture's score above $\sigma = t$", ylabel="small-mode weight",
-            title=f"where the weights are set (exact scores, {cfg.swap_chains} chains)", ylim=(0, 0.85))
+            title=f"where the weights are set (exact scores, {cfg.swap_chains} chains)", ylim=(0, 0.6))
 axes[3].set_xticks(ts, [f"{t:g}" for t in ts])
 axes[3].minorticks_off()
-axes[3].legend(loc="upper right", ncol=2)
+axes[3].legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)  # below the axes, off the data
 axes[4].loglog(ladder, eps_signal, "o-", label=r"non-Gaussian part of $\mathbb{E}[\epsilon \mid x_\sigma]$")
 axes[4].loglog(ladder, eps_error, "s-", label=r"error of the network's $\epsilon_\theta = -\sigma s_\theta$")
 axes[4].axvspan(t_move, t_keep, color="#2ca02c", alpha=0.15, label="annealed weights set here")
