@@ -3,8 +3,8 @@
 An energy-based model is one way to write a density; most modern generative models are close relatives.
 This lesson builds five of them from the pieces of lessons 01-09 and checks each against an exact answer:
 a noise-conditional score network is a diffusion model, NCE learns log Z as a classifier's bias, a flow gives
-an energy a tractable base, a latent-space energy sharpens a generator's prior, and a joint-embedding energy
-learns representations -- if it is kept from collapsing.
+an energy a tractable base, a latent-space energy fits a generator's aggregate posterior, and a joint-embedding
+predictive energy learns representations -- if it is kept from collapsing.
 
 You will learn
 - how denoising score matching over a ladder of noise levels becomes a diffusion model: annealed Langevin,
@@ -12,14 +12,14 @@ You will learn
 - how NCE turns density estimation into classification against known noise, and how the noise and the
   noise-to-data ratio nu set its variance next to maximum likelihood;
 - a RealNVP flow written from scratch, and an energy on top of it with Z by importance sampling;
-- a generator with an energy-based prior in latent space, trained with short-run Langevin;
-- joint-embedding energies: why they collapse without a regulariser and how VICReg prevents it.
+- when an energy-based prior in a generator's latent space helps: an aggregate posterior that is not Gaussian;
+- a joint-embedding predictive architecture: how it collapses, and what VICReg and an EMA target change.
 
 Prerequisites: lesson 06 (score matching, DSM, annealed Langevin with exact scores), lesson 07 (neural
 energies, the guarded Trainer, Fréchet distance). Everything runs on the CPU: the networks are tiny.
 
-Run:  python 10_advanced_ebm_topics.py            (default, ~3.5 min of CPU time, one thread; measured 204 s)
-      python 10_advanced_ebm_topics.py --quick    (about 20 s of CPU time; every code path runs)
+Run:  python 10_advanced_ebm_topics.py            (default, under 5 min of CPU time; runtimes in docs/results.md)
+      python 10_advanced_ebm_topics.py --quick    (under 30 s of CPU time; every code path runs)
       python 10_advanced_ebm_topics.py --help     (every hyperparameter, with advice)
       python 10_advanced_ebm_topics.py --show     (also open the figure windows)
 
@@ -29,19 +29,24 @@ Figures (outputs/10_advanced_ebm_topics/):
   fig03_nce_log_z.png            NCE on two moons: the learned density, and zeta meeting the grid log Z
   fig04_nce_spread.png           spread of NCE over repeated fits by noise and nu, next to MLE
   fig05_flow_ebm.png             8 Gaussians: truth, RealNVP alone, RealNVP + energy
-  fig06_latent_ebm_samples.png   digits: test images, generator with a Gaussian prior, with an EBM prior
-  fig07_jepa_collapse.png        JEPA: per-dimension std, VICReg's terms, linear-probe accuracy
+  fig06_latent_ebm_samples.png   digits: the aggregate posterior, the energy prior, FD by prior over seeds, samples
+  fig07_jepa_collapse.png        JEPA with three collapse guards: std, effective rank, standardised probe
 
 metrics.json:
   true_small_mode_weight         the small mode's weight in the mixture (0.2 by default)
-  annealed_small_mode_weight     fraction of annealed-Langevin samples (learned network) in the small mode
+  annealed_small_mode_weight     the small mode's weight among annealed-Langevin samples (learned network) within
+                                 2 std of a mode centre (common.evaluation.mode_weights)
   plain_small_mode_weight        the same for plain Langevin at the smallest sigma, same number of steps
   ode_small_mode_weight          the same for the probability-flow ODE sampler
+  swap_small_mode_weight         {t: weight}: annealed Langevin with exact scores, a 50/50 mixture's above sigma = t
+  ode_swap_small_mode_weight     {t: weight}: the same swap for the ODE (inf = no swap)
   eps_score_identity_error       max |E[eps | x_sigma] - (-sigma grad log p_sigma)| over the ladder (exact both)
   eps_learned_rel_error          per sigma: RMS error of the network's epsilon-prediction, and the RMS of the
-                                 non-Gaussian part of the exact E[eps | x_sigma] (what sets the mode weights)
+                                 non-Gaussian part of the exact E[eps | x_sigma] (what carries the mode weights)
   ode_nll                        {mixture, 8gaussians}: NLL of test points under the probability-flow ODE
   nll_floor                      {mixture, 8gaussians}: entropy of p_sigma_min (the best any model can do)
+  ode_nll_gap                    {mixture, 8gaussians}: {learned, exact, exact_below_split}: mean of
+                                 log p_exact - log p_ODE on the same test points, for three scores
   nce_zeta                       the learned log-normaliser zeta of the neural NCE model
   nce_logz_abs_error             |zeta - log Z| with log Z of the learned energy by grid quadrature (target < 0.05)
   nce_nll                        test NLL of the NCE model using zeta, normalised on the grid, and the floor
@@ -50,13 +55,13 @@ metrics.json:
   nce_zeta_vs_log_z_by_nu        {close, far}: {nu: mean |zeta - log Z(theta_hat)|} over the fits
   flow_nll                       test NLL of RealNVP on 8 Gaussians (exact, change of variables)
   flow_ebm_nll                   test NLL of flow + energy, log Z by grid quadrature on [-10, 10]^2
-  flow_nll_floor                 entropy of 8 Gaussians (target: flow_ebm_nll < flow_nll, within 0.1 of this)
-  digits_fd_floor                Fréchet distance of test digits to training digits (classifier features)
-  gaussian_prior_fd              FD of the generator with a Gaussian prior
-  latent_ebm_fd                  FD of the same generator trained with an energy-based prior (target <= above)
-  digits_fd_baselines            FD of a Gaussian fitted to the pixels and of uniform noise
-  jepa_probe_accuracy            {collapsed, vicreg, pixels}: linear-probe test accuracy on frozen embeddings
-  jepa_embedding_std             {collapsed, vicreg}: mean per-dimension std of the embeddings
+  flow_nll_floor                 entropy of 8 Gaussians
+  digits_fd_floor                Fréchet distance of test digits to training digits (the chosen classes)
+  latent_fd                      {prior: mean, se, values over seeds}: FD of one generator's samples under the
+                                 N(0, I), fitted-Gaussian and energy priors, q(z) itself, and a pixel Gaussian
+  latent_prior_nll               held-out NLL of posterior z under the energy prior, fitted Gaussian, N(0, I)
+  jepa                           {none, vicreg, ema}: {energy, std, effective_rank, probe, probe_raw} over seeds
+  jepa_probe_pixels              standardised linear-probe test accuracy on raw pixels
   cpu_seconds_by_section         CPU time of each section (a timing: varies run to run)
 """
 LESSON = "10_advanced_ebm_topics"  # outputs go to outputs/10_advanced_ebm_topics/
@@ -80,7 +85,7 @@ class Config:
     mode_distance: float = positive(5.0)  # modes at (-a,-a), (a,a) with unit variance (Song & Ermon's toy: 5)
     sigma_max: float = positive(20.0)  # largest noise level; must dwarf the data's spread (Song & Ermon: 20)
     sigma_min: float = positive(0.1)  # smallest noise level; the model is a density for the data blurred by it
-    n_levels: int = count(20, minimum=2)  # annealing levels L (geometric); with 10 the small mode keeps ~0.02 extra
+    n_levels: int = count(20, minimum=2)  # annealing levels L (geometric); 10 gives the same weights, 2 do not
     anneal_steps: int = count(100)  # Langevin steps per level (Song & Ermon: 100)
     anneal_step_lr: float = positive(2e-3)  # step at sigma_min, a_i = lr sigma_i^2/sigma_L^2; keep < 2 sigma_min^2
     score_hidden: int = count(128)  # hidden width of the noise-conditional score network (2 hidden layers)
@@ -92,6 +97,10 @@ class Config:
     box: float = positive(8.0)  # plain/annealed chains start uniformly in [-box, box]^2
     ode_steps: int = count(40)  # RK4 steps in log sigma for the ODE sampler and likelihood (4 evals each)
     n_nll: int = count(500, minimum=10)  # test points whose ODE log-likelihood is computed (exact 2-D trace)
+    nll_split_sigma: float = positive(1.0)  # the ODE NLL is also computed with the exact score below this sigma
+    swap_sigmas: tuple[float, ...] = positive((8.0, 4.0, 3.0, 2.0))  # exact score swapped for a 50/50
+        # mixture's above each sigma; claims at the 2nd largest (Langevin keeps), smallest (moves), largest (ODE)
+    swap_chains: int = count(1000, minimum=10)  # chains per swap run (exact scores, cheap); SE ~0.4/sqrt(n)
     # -- section 2: noise-contrastive estimation
     nce_dataset: str = choice("two_moons", ("two_moons", "8gaussians", "rings", "swiss_roll"))  # 2-D target
     nce_nu: float = positive(4.0)  # noise points per data point in the neural fit; 1 is GAN-like, 10+ nears MLE
@@ -119,44 +128,53 @@ class Config:
     fe_pool: int = count(65536, minimum=10)  # flow samples drawn once (the flow is frozen); steps draw from it
     fe_lr: float = positive(3e-3)  # Adam learning rate for the energy on top of the flow; 1e-3 learns little
     # -- section 4: a generator with an energy-based prior on z (8x8 digits)
-    latent_dim: int = count(8)  # dimension of z; 2 is too few for ten digits, 32 makes Langevin slower to mix
+    latent_classes: tuple[int, ...] = count((0, 1, 4, 7), minimum=0)  # digit classes used: distinct shapes give
+        # separate clusters in z, the setting where a prior must be more than one Gaussian; all ten blur them
     gen_hidden: int = count(128)  # hidden width of the generator g(z) (2 hidden layers, 64 outputs)
-    prior_hidden: int = count(64)  # hidden width of the prior energy E_alpha(z)
     obs_std: float = positive(0.3)  # sigma_x of p(x|z) = N(g(z), sigma_x^2 I); smaller = sharper, harder posterior
-    latent_steps: int = count(1000)  # training steps for each of the two models
+    latent_steps: int = count(1200)  # generator training steps (alternating back-propagation), per seed
     latent_batch: int = count(128)  # images per step
     latent_lr: float = positive(1e-3)  # Adam learning rate of the generator (cosine decay)
-    prior_lr: float = positive(2e-4)  # Adam learning rate of the prior energy; above ~1e-3 its CD loss oscillates
-    prior_langevin_steps: int = count(60)  # short-run Langevin steps from N(0, I) for prior samples (Pang: 60)
+    posterior_langevin_steps: int = count(10)  # Langevin steps on z given x per visit; each image keeps its z
+    posterior_step: float = positive(0.005)  # posterior step h; the likelihood term is steep (1/sigma_x^2 = 11)
+    prior_hidden: int = count(64)  # hidden width of the prior energy E_alpha(z)
+    prior_steps: int = count(600)  # Adam steps of exact maximum likelihood for the prior energy
+    prior_lr: float = positive(3e-3)  # Adam learning rate of the prior energy (cosine decay)
+    prior_box: float = positive(6.0)  # the prior lives on [-box, box]^2, normalised on a grid there
+    prior_grid: int = count(100, minimum=10)  # grid points per axis for the prior's log Z (exact in 2-D)
+    prior_langevin_steps: int = count(60)  # short-run Langevin steps from N(0, I), Pang et al.'s sampler
     prior_step: float = positive(0.08)  # their step h (Pang's step 0.4 in x <- x - s^2/2 grad + s xi: h = s^2/2)
-    posterior_langevin_steps: int = count(20)  # Langevin steps on z given x (Pang: 20)
-    posterior_step: float = positive(0.005)  # posterior step h (Pang's 0.1); the likelihood term is steep
-    # -- section 5: joint-embedding energies (8x8 digits)
+    latent_seeds: int = count(3, minimum=1)  # independent runs (generator, posterior, prior); claims need >= 3
+    # -- section 5: a joint-embedding predictive architecture (8x8 digits)
     jepa_dim: int = count(32)  # embedding dimension D
-    jepa_hidden: int = count(256)  # hidden width of the encoder (one hidden layer) and of the predictor
-    jepa_steps: int = count(800)  # Adam steps per model; collapse without VICReg happens in the first few hundred
-    jepa_batch: int = count(256)  # image pairs per step; VICReg's variance and covariance are batch statistics
+    jepa_hidden: int = count(128)  # hidden width of the encoder (one hidden layer) and of the predictor
+    jepa_steps: int = count(400)  # Adam steps per model; the unguarded embedding shrinks within ~100
+    jepa_batch: int = count(256)  # images per step; VICReg's variance and covariance are batch statistics
     jepa_lr: float = positive(1e-3)  # Adam learning rate (cosine decay)
-    view_noise: float = positive(0.3)  # std of the pixel noise added to each view (pixels in [-1, 1])
-    view_shift: int = count(1, minimum=0)  # each view is shifted by up to this many pixels in x and y
+    jepa_ema: float = between(0.99, 0, 1, open_high=True)  # EMA decay of the target encoder (I-JEPA: 0.996+)
     vicreg_weights: tuple[float, ...] = positive((25.0, 25.0, 1.0))  # invariance, variance, covariance (Bardes)
-
+    jepa_seeds: int = count(3, minimum=1)  # independent runs of each guard; claims need >= 3
 
 QUICK = {
     "n_levels": 6, "anneal_steps": 20, "anneal_step_lr": 1e-2, "sigma_min": 0.2, "score_hidden": 32,
-    "score_steps": 100, "score_batch": 256, "n_chains": 300, "ode_steps": 6, "n_nll": 50,
+    "score_steps": 100, "score_batch": 256, "n_chains": 300, "ode_steps": 6, "n_nll": 30, "swap_chains": 200,
+    "swap_sigmas": (8.0, 2.0),
     "nce_hidden": 32, "nce_steps": 100, "nce_batch": 256, "grid_n": 100, "spread_repeats": 10,
     "spread_nus": (1.0, 8.0), "newton_iters": 12,
     "flow_layers": 4, "flow_hidden": 32, "flow_steps": 150, "flow_batch": 256, "fe_hidden": 32, "fe_steps": 80,
     "fe_is_samples": 512, "fe_pool": 4096,
-    "gen_hidden": 64, "latent_steps": 40, "prior_langevin_steps": 20, "posterior_langevin_steps": 8,
-    "jepa_hidden": 64, "jepa_steps": 60,
+    "gen_hidden": 64, "latent_steps": 40, "prior_steps": 40, "prior_grid": 40, "prior_langevin_steps": 20,
+    "latent_seeds": 2, "jepa_hidden": 64, "jepa_steps": 40, "jepa_seeds": 2,
 }
 
 
 def check(cfg):
     if cfg.sigma_min >= cfg.sigma_max:
         raise ValueError("--sigma-min must be below --sigma-max")
+    if len(cfg.swap_sigmas) < 2:
+        raise ValueError("--swap-sigmas needs at least two noise levels")
+    if len(set(cfg.latent_classes)) < 2 or max(cfg.latent_classes) > 9:
+        raise ValueError("--latent-classes needs at least two different digits from 0-9")
     if len(cfg.vicreg_weights) != 3:
         raise ValueError("--vicreg-weights needs three numbers: invariance, variance, covariance")
     if len(cfg.quartic_theta) != 2 or cfg.quartic_theta[1] < 0.05:
@@ -171,8 +189,10 @@ import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.patches import Circle  # noqa: E402
 
 from common import plotting  # noqa: E402
+from common.claims import over_seeds  # noqa: E402
 from common.datasets import eight_gaussians, gaussian_mixture, load_signed_images, toy_dataset  # noqa: E402
 from common.diffusion import (  # noqa: E402
     eps_from_score,
@@ -181,16 +201,23 @@ from common.diffusion import (  # noqa: E402
     ode_log_likelihood,
     probability_flow_sample,
 )
-from common.evaluation import FrechetScorer, grid_log_partition, nll_floor, train_feature_classifier  # noqa: E402
+from common.evaluation import (  # noqa: E402
+    FrechetScorer,
+    effective_rank,
+    grid_log_partition,
+    mode_weights,
+    nll_floor,
+    train_feature_classifier,
+)
 from common.flows import RealNVP  # noqa: E402
 from common.lesson import start_lesson  # noqa: E402
 from common.nce import nce_loss  # noqa: E402
 from common.nets import MLPEnergy, NoiseConditionalScore, mlp  # noqa: E402
 from common.samplers import annealed_langevin, langevin  # noqa: E402
 from common.score_matching import denoising_score_matching_loss  # noqa: E402
-from common.training import Trainer, contrastive_divergence_loss  # noqa: E402
+from common.training import Trainer  # noqa: E402
 
-run = start_lesson(cfg, flags)
+run = start_lesson(cfg, flags, cpu_only="tiny networks and 2-D grids; nothing here needs an accelerator")
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")  # raised inside torch.func.hessian
 
 
@@ -271,8 +298,13 @@ def train_noise_conditional_score(dataset, name):
     return net
 
 
+MODE_CENTRES = torch.tensor([[a, a], [-a, -a]])  # the big mode, then the small one
+
+
 def small_mode_fraction(x):
-    return float((x.sum(1) < 0).float().mean())  # the small mode sits at (-a, -a)
+    """The small mode's weight among samples within 2 std of a mode centre (common.evaluation.mode_weights)."""
+    mode_w, _ = mode_weights(x, MODE_CENTRES, radius=2.0)
+    return float(mode_w[1])
 
 
 print(f"\n1. Noise-conditional scores by DSM, sigma in [{cfg.sigma_min:g}, {cfg.sigma_max:g}]")
@@ -293,13 +325,55 @@ x_top = priors["mixture"].mean + torch.randn(cfg.n_chains, 2, generator=gen) @ p
 samples_ode = probability_flow_sample(score_mix, x_top, cfg.sigma_max, cfg.sigma_min, cfg.ode_steps)
 weights = {k: small_mode_fraction(v) for k, v in
            (("plain", samples_plain), ("annealed", samples_annealed), ("ode", samples_ode))}
+in_mode = mode_weights(samples_annealed, MODE_CENTRES, radius=2.0)[1]
 se = math.sqrt(cfg.small_weight * (1 - cfg.small_weight) / cfg.n_chains)
-record("true_small_mode_weight", cfg.small_weight, f"small-mode weight: truth {cfg.small_weight:.3f}  "
-       f"(a perfect sampler: +- {se:.3f})")
+tol = round(3 * se, 3)  # three binomial standard errors of a perfect sampler's weight
+record("true_small_mode_weight", cfg.small_weight, f"small-mode weight (samples within 2 std of a centre): truth "
+       f"{cfg.small_weight:.3f}  (a perfect sampler: +- {se:.3f})")
 record("plain_small_mode_weight", weights["plain"], f"   plain Langevin at sigma_min      {weights['plain']:.3f}")
 record("annealed_small_mode_weight", weights["annealed"], f"   annealed Langevin ({cfg.n_levels} levels)   "
-       f"{weights['annealed']:.3f}   target 0.20 +- 0.03")
+       f"{weights['annealed']:.3f}   (in-mode fraction {in_mode:.3f}; truth {1 - math.exp(-2 / 1.01):.3f})")
 record("ode_small_mode_weight", weights["ode"], f"   probability-flow ODE            {weights['ode']:.3f}")
+run.claim("annealed_weight", "annealed Langevin (learned score) recovers the small mode's weight",
+          weights["annealed"], "within", cfg.small_weight, tol, reference_label="truth")
+run.claim("ode_weight", "the probability-flow ODE (learned score) recovers it too", weights["ode"], "within",
+          cfg.small_weight, tol, reference_label="truth")
+run.claim("plain_weight", "plain Langevin keeps the starting points' split (about 0.5)", weights["plain"],
+          "within", 0.5, max(tol, 0.05), reference_label="half the box")
+
+# Where are the weights set? Run annealed Langevin with the EXACT scores, but above a threshold sigma replace
+# them by the scores of a 50/50 mixture (same modes). If the weights were set at sigma_1, any swap would give
+# 0.5; the swap only matters above the level where the chains stop crossing between the modes.
+half_mixture = gaussian_mixture([[a, a], [-a, -a]], 1.0, [0.5, 0.5], name="50/50")
+
+
+def swapped_score(threshold):
+    return lambda x, sigma: (half_mixture if sigma > threshold else mixture).noised(sigma).score(x)
+
+
+x_swap = uniform_box(cfg.swap_chains, cfg.box, gen)
+swap_weight = {f"{t:g}": small_mode_fraction(annealed_langevin(swapped_score(t), x_swap, ladder, cfg.anneal_steps,
+                                                               cfg.anneal_step_lr, generator=gen))
+               for t in (math.inf, *cfg.swap_sigmas)}
+swap_se = math.sqrt(cfg.small_weight * (1 - cfg.small_weight) / cfg.swap_chains)
+record("swap_small_mode_weight", swap_weight, "exact scores, 50/50 mixture's above sigma = t: small-mode weight "
+       + ", ".join(f"t={t}: {w:.3f}" for t, w in swap_weight.items()) + f"  (+- {swap_se:.3f})")
+t_ode, t_keep, t_move = max(cfg.swap_sigmas), sorted(cfg.swap_sigmas)[-2], min(cfg.swap_sigmas)
+run.claim("weights_not_set_at_top", f"annealed: swapping the score above sigma = {t_keep:g} leaves the weight",
+          swap_weight[f"{t_keep:g}"], "within", swap_weight["inf"], round(3 * math.sqrt(2) * swap_se, 3),
+          reference_label="no swap")
+run.claim("weights_set_low", f"annealed: swapping it above sigma = {t_move:g} moves the weight to about 0.5",
+          swap_weight[f"{t_move:g}"], ">", 0.5 - round(3 * swap_se, 3), reference_label="0.5 - 3 SE")
+# The ODE is a transport map: every sigma moves mass, so the same swap at the top does move its weights.
+x_top_swap = x_top[:cfg.swap_chains]
+ode_swap = {f"{t:g}": small_mode_fraction(probability_flow_sample(swapped_score(t), x_top_swap, cfg.sigma_max,
+                                                                  cfg.sigma_min, cfg.ode_steps))
+            for t in (math.inf, t_ode)}
+record("ode_swap_small_mode_weight", ode_swap, f"ODE, exact score: small-mode weight {ode_swap['inf']:.3f}; with "
+       f"the 50/50 score above sigma = {t_ode:g}: {ode_swap[f'{t_ode:g}']:.3f}")
+run.claim("ode_weights_set_high", f"ODE: swapping the score above sigma = {t_ode:g} moves its weight",
+          ode_swap[f"{t_ode:g}"], ">", ode_swap["inf"], round(3 * math.sqrt(2) * swap_se, 3),
+          reference_label="exact score, + 3 SE")
 
 # The epsilon/score identity, exactly: for a mixture sum_k w_k N(mu_k, s^2 I) the noised point x_sigma has
 # E[eps | x_sigma, k] = sigma (x_sigma - mu_k) / (s^2 + sigma^2) (Gaussian conditioning), averaged over the
@@ -337,9 +411,15 @@ record("eps_score_identity_error", identity_error, f"epsilon/score identity: max
        f"= {identity_error:.1e} over {len(ladder)} levels (float32 round-off of the mixture's stds)")
 record("eps_learned_rel_error", {"sigma": ladder, "rms_error": eps_error, "mixture_part": eps_signal},
        f"network's epsilon-prediction, RMS error at sigma = {ladder[0]:g}: {eps_error[0]:.3f}, against "
-       f"{eps_signal[0]:.3f} for the part of E[eps|x] that is not Gaussian (the part that sets the mode weights)")
+       f"{eps_signal[0]:.3f} for the part of E[eps|x] that is not Gaussian (the part that carries the weights)")
+run.claim("eps_identity", "E[eps | x_sigma] = -sigma grad log p_sigma (exact both sides)", identity_error, "<", 1e-5,
+          reference_label="float32 round-off")
+band = [k for k, sigma in enumerate(ladder) if t_move <= sigma <= t_keep]
+worst_ratio = max(eps_error[k] / eps_signal[k] for k in band) if band else math.nan
+run.claim("error_below_signal", f"where the weights are set (sigma {t_move:g}-{t_keep:g}) error << signal",
+          worst_ratio, "<", 0.25, reference_label="max error / signal")
 
-fig, axes = plotting.figure(2, 2, title=f"0.8/0.2 mixture, modes at ±({a:g}, {a:g}): {cfg.n_chains} samples each "
+fig, axes = plotting.figure(3, 2, title=f"0.8/0.2 mixture, modes at ±({a:g}, {a:g}): {cfg.n_chains} samples each "
                                         r"(green), learned $s_\theta(x, \sigma)$, $\sigma$ from "
                                         f"{cfg.sigma_max:g} to {cfg.sigma_min:g}; background: true density")
 panels = ((samples_plain, rf"plain Langevin at $\sigma$ = {cfg.sigma_min:g}", "plain"),
@@ -350,19 +430,35 @@ for ax, (samples, title, key) in zip(axes, panels):
     plotting.scatter_samples(ax, samples[:1500], size=4, color="#2ca02c", edge="none", alpha=0.4)
     ax.set(title=f"{title}\nsmall-mode weight {weights[key]:.3f} (true {cfg.small_weight:g})",
            xlim=mixture.bounds[:2], ylim=mixture.bounds[2:])
-axes[3].loglog(ladder, eps_signal, "o-", label=r"non-Gaussian part of $\mathbb{E}[\epsilon \mid x_\sigma]$")
-axes[3].loglog(ladder, eps_error, "s-", label=r"error of the network's $\epsilon_\theta = -\sigma s_\theta$")
-axes[3].set(xlabel=r"noise level $\sigma$", ylabel="RMS over noised points", title="what sets the weights vs the error")
-axes[3].legend(loc="upper center", bbox_to_anchor=(0.5, -0.22))  # below the axes, off the curves
-run.savefig(fig, "fig01_annealed_vs_plain")
+ts = list(cfg.swap_sigmas)
+axes[3].errorbar(ts, [swap_weight[f"{t:g}"] for t in ts], yerr=swap_se, fmt="o-", capsize=4,
+                 label="annealed Langevin")
+axes[3].errorbar([t_ode], [ode_swap[f"{t_ode:g}"]], yerr=swap_se, fmt="s", color="#d62728", capsize=4,
+                 label="probability-flow ODE")
+axes[3].axhline(swap_weight["inf"], color="#1f77b4", ls=":", label="annealed, exact score everywhere")
+axes[3].axhline(0.5, color="k", lw=0.8, ls="--", label="50/50")
+axes[3].set(xscale="log", xlabel=r"50/50 mixture's score above $\sigma = t$", ylabel="small-mode weight",
+            title=f"where the weights are set (exact scores, {cfg.swap_chains} chains)", ylim=(0, 0.6))
+axes[3].set_xticks(ts, [f"{t:g}" for t in ts])
+axes[3].minorticks_off()
+axes[3].legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)  # below the axes, off the data
+axes[4].loglog(ladder, eps_signal, "o-", label=r"non-Gaussian part of $\mathbb{E}[\epsilon \mid x_\sigma]$")
+axes[4].loglog(ladder, eps_error, "s-", label=r"error of the network's $\epsilon_\theta = -\sigma s_\theta$")
+axes[4].axvspan(t_move, t_keep, color="#2ca02c", alpha=0.15, label="annealed weights set here")
+axes[4].set(xlabel=r"noise level $\sigma$", ylabel="RMS over noised points", title="signal vs the network's error")
+axes[4].legend(loc="upper center", bbox_to_anchor=(0.5, -0.22))  # below the axes, off the curves
+axes[5].axis("off")
+run.savefig(fig, "fig01_annealed_vs_plain", key=True)
 
 # What to notice: plain Langevin, even with a good score, leaves about half the chains in the small mode --
-# the share that started on its side of the box. Annealed Langevin and the ODE move mass between the modes
-# while sigma is large, so their weights come from the network's large-sigma scores. The right panel says
-# why those are the hard ones: at large sigma the noised mixture is almost one Gaussian, and the part of
-# E[eps | x_sigma] that tells it from one (and so carries the 0.8/0.2 split) falls like sigma^-3 (exercise 6)
-# and drops below the network's error above sigma ~ 10, while DSM's regression target keeps unit variance.
-# The weights are set where the blue curve is above the red one, around sigma ~ 2-8.
+# the share that started on its side of the box. Annealed Langevin moves mass between the modes while sigma is
+# large enough for chains to cross, and the swap experiment (bottom left, exact scores) says when that stops:
+# replacing the score by a 50/50 mixture's above sigma = 4 or 8 changes nothing -- the chains re-equilibrate
+# below -- while above sigma = 2 it leaves them at 50/50. The weights are set between sigma ~ 2 and 4, where
+# the non-Gaussian part of E[eps | x_sigma] (bottom right) is far above the network's error. Its sigma^-3
+# fall (exercise 6) below the error above sigma ~ 10 does not matter for annealed Langevin; it does for the ODE,
+# a transport map that carries every point from sigma_max down: the same swap above sigma = 8 moves the
+# ODE's weight (red square).
 
 # %% [markdown]
 # ### The probability-flow ODE and its exact log-likelihood
@@ -378,18 +474,55 @@ run.savefig(fig, "fig01_annealed_vs_plain")
 # blurred data p_{sigma_min}, which `ToyDataset.noised` gives exactly.
 
 # %%
-ode_nll, floors, nll_se = {}, {}, {}
+def exact_score(dataset):
+    """grad_x log p_sigma(x) of the exact noised density, in torch.func form (the ODE's trace differentiates it)."""
+    def score(x, sigma):
+        return torch.func.vmap(torch.func.grad(lambda p: dataset.noised(sigma).log_density(p[None])[0]))(x)
+    return score
+
+
+def hybrid_score(dataset, net, split):
+    """The exact score below sigma = split, the network's above: which range of sigma costs the likelihood?"""
+    exact = exact_score(dataset)
+    return lambda x, sigma: exact(x, sigma) if sigma < split else net(x, sigma)
+
+
+ode_nll, floors, nll_se, nll_gap = {}, {}, {}, {}
 for name, dataset, net in (("mixture", mixture, score_mix), ("8gaussians", eight, score_eight)):
     x_test = dataset.noised(cfg.sigma_min).sample(cfg.n_nll, gen)
-    log_p = ode_log_likelihood(net, x_test, cfg.sigma_min, cfg.sigma_max, cfg.ode_steps, priors[name].log_prob)
-    ode_nll[name], nll_se[name] = float(-log_p.mean()), float(log_p.std()) / math.sqrt(cfg.n_nll)
+    exact_log_p = dataset.noised(cfg.sigma_min).log_density(x_test)  # (n,) the truth at the same points
+    scores = {"learned": net, "exact": exact_score(dataset), "exact_below_split": hybrid_score(dataset, net,
+                                                                                             cfg.nll_split_sigma)}
+    nll_gap[name] = {}
+    for kind, score_fn in scores.items():
+        log_p = ode_log_likelihood(score_fn, x_test, cfg.sigma_min, cfg.sigma_max, cfg.ode_steps, priors[name].log_prob)
+        # paired gap: mean over the same test points of log p_exact - log p_ODE (a KL estimate; no sampling noise
+        # from comparing a sample mean with the entropy)
+        nll_gap[name][kind] = float((exact_log_p - log_p).mean())
+        if kind == "learned":
+            ode_nll[name] = float(-log_p.mean())
+            nll_se[name] = float((exact_log_p - log_p).std()) / math.sqrt(cfg.n_nll)
+            if name == "8gaussians":
+                eight_test, eight_log_p, eight_exact = x_test, log_p, exact_log_p
     floors[name] = nll_floor(dataset.noised(cfg.sigma_min), generator=gen)[0]
-    if name == "8gaussians":
-        eight_test, eight_log_p = x_test, log_p
-    print(f"   {name:<10}: ODE NLL {ode_nll[name]:.3f} +- {nll_se[name]:.3f}   "
-          f"floor (entropy of p_sigma_min) {floors[name]:.3f}   gap {ode_nll[name] - floors[name]:+.3f} nats")
+    print(f"   {name:<10}: ODE NLL {ode_nll[name]:.3f}, floor (entropy of p_sigma_min) {floors[name]:.3f}; paired "
+          f"gap to the exact log p: learned {nll_gap[name]['learned']:+.3f} +- {nll_se[name]:.3f}, exact score "
+          f"{nll_gap[name]['exact']:+.4f}, exact below sigma = {cfg.nll_split_sigma:g} "
+          f"{nll_gap[name]['exact_below_split']:+.3f} nats")
 run.metrics["ode_nll"] = ode_nll
 run.metrics["nll_floor"] = floors
+run.metrics["ode_nll_gap"] = nll_gap
+run.claim("ode_exact", "with the exact score the ODE likelihood is exact (8 Gaussians)", abs(nll_gap["8gaussians"]
+          ["exact"]), "<", 0.01, reference_label="nats")
+run.claim("ode_learned_mixture", "the learned mixture model's ODE NLL is within 0.1 nats of the truth",
+          nll_gap["mixture"]["learned"], "<", 0.1, reference_label="nats")
+run.claim("ode_learned_8g", "the learned 8-Gaussians model's ODE NLL is within 0.1 nats of the truth",
+          nll_gap["8gaussians"]["learned"], "<", 0.1, reference_label="nats")
+run.claim("ode_gap_small_sigma", f"8 Gaussians: the score below sigma = {cfg.nll_split_sigma:g} costs part of the gap",
+          nll_gap["8gaussians"]["exact_below_split"], "<", nll_gap["8gaussians"]["learned"] - 0.05,
+          reference_label="learned gap - 0.05")
+run.claim("ode_gap_large_sigma", f"... and the score above sigma = {cfg.nll_split_sigma:g} costs the rest",
+          nll_gap["8gaussians"]["exact_below_split"], ">", 0.05, reference_label="nats")
 
 stops = geometric_sigmas(cfg.sigma_max, cfg.sigma_min, 4).tolist()
 x = priors["8gaussians"].mean + torch.randn(cfg.n_chains, 2, generator=gen) @ priors["8gaussians"].scale_tril.T
@@ -405,22 +538,34 @@ for ax, sigma, state in zip(axes, stops, states):
     plotting.scatter_samples(ax, state[:1500], size=5, color="#1f77b4", edge="none")
     ax.set(title=rf"ODE state at $\sigma$ = {sigma:.2g}", xlabel="$x_1$", ylabel="$x_2$", xlim=(-lim, lim),
            ylim=(-lim, lim), aspect="equal")
-exact_log_p = eight.noised(cfg.sigma_min).log_density(eight_test)
-axes[4].scatter(exact_log_p, eight_log_p, s=3, alpha=0.5)
-lims = [float(exact_log_p.min()), float(exact_log_p.max())]
+axes[4].scatter(eight_exact, eight_log_p, s=3, alpha=0.5)
+lims = [float(eight_exact.min()), float(eight_exact.max())]
 axes[4].plot(lims, lims, "k--", lw=1, label="$y = x$")
 axes[4].set(xlabel=r"exact $\log p_{\sigma_{min}}(x)$", ylabel="ODE log-likelihood",
             title="log-likelihood per test point")
 axes[4].legend()
 names = list(ode_nll)
-axes[5].bar(names, [ode_nll[k] - floors[k] for k in names], yerr=[nll_se[k] for k in names], capsize=6)
-axes[5].set(ylabel="ODE NLL $-$ floor (nats)", title=r"gap to the floor (entropy of $p_{\sigma_{min}}$)")
-run.savefig(fig, "fig02_diffusion_8gaussians")
+for j, (kind, label) in enumerate((("learned", "learned score"), ("exact_below_split", rf"exact below $\sigma$ = "
+                                   f"{cfg.nll_split_sigma:g}"), ("exact", "exact score"))):
+    axes[5].bar(np.arange(len(names)) + 0.27 * (j - 1), [nll_gap[k][kind] for k in names], width=0.27, label=label,
+                yerr=[nll_se[k] if kind == "learned" else 0 for k in names], capsize=4)
+axes[5].axhline(0.1, color="k", ls=":", lw=1, label="0.1 nats")
+for j, k in enumerate(names):  # the exact score's bar is too small to see: print its value
+    axes[5].annotate(f"{nll_gap[k]['exact']:+.4f}", (j + 0.27, 0.005), ha="center", rotation=90)
+axes[5].set_xticks(range(len(names)), names)
+axes[5].set(ylabel=r"mean $\log p_{exact} - \log p_{ODE}$ (nats)", title="ODE likelihood gap, same test points")
+axes[5].legend(loc="upper left")
+run.savefig(fig, "fig02_diffusion_8gaussians", key=True)
 
 # What to notice: the ODE carries a structureless Gaussian blob to the eight modes without any noise on the
-# way, and every point gets a log-likelihood. The cloud sits near the diagonal at the mode centres, below it
-# on the modes' flanks and above it for the rare points in the gaps: the model spreads some mass into the
-# gaps between modes (stray samples at sigma = 0.1), which DSM, seeing few points there, barely penalises.
+# way, and every point gets a log-likelihood. With the exact score the ODE's likelihood is exact (green bar,
+# ~1e-4 nats: 40 RK4 steps are enough), so the whole gap is the learned score's. That gap misses the 0.1-nat
+# target on both datasets (about 0.3 nats on 8 Gaussians; the claims above say FAILS), and the hybrid score
+# splits it: the exact score below sigma = 1 removes about half of the 8-Gaussians gap (0.31 -> 0.14), so the
+# error is spread over small sigma (sharp modes, the flanks where the cloud sits below the diagonal) and large
+# sigma; on the mixture almost all of its 0.16 nats come from sigma > 1.
+# A longer or differently weighted training budget is what would close it; we have not found one within the
+# lesson's budget.
 
 section_done("1_diffusion")
 
@@ -483,8 +628,9 @@ grid_nll_value = float(nce_model.energy(test_points).mean()) + log_z_grid  # the
 floor_nce = nll_floor(nce_data, generator=gen)[0]
 record("nce_zeta", zeta, f"learned zeta = {zeta:.4f}   log Z of the learned energy by a {cfg.grid_n}^2 grid = "
        f"{log_z_grid:.4f}")
-record("nce_logz_abs_error", abs(zeta - log_z_grid), f"|zeta - log Z| = {abs(zeta - log_z_grid):.4f} nats "
-       "(target < 0.05)")
+record("nce_logz_abs_error", abs(zeta - log_z_grid), f"|zeta - log Z| = {abs(zeta - log_z_grid):.4f} nats")
+run.claim("nce_zeta", "zeta meets log Z of the learned energy (grid quadrature)", abs(zeta - log_z_grid), "<", 0.05,
+          reference_label="nats")
 record("nce_nll", {"with_zeta": nce_nll, "grid_normalised": grid_nll_value, "floor": floor_nce},
        f"test NLL with zeta {nce_nll:.3f}, normalised on the grid {grid_nll_value:.3f}, floor {floor_nce:.3f}; "
        f"classifier accuracy {np.mean(trainer.history['acc'][-100:]):.3f}")
@@ -608,6 +754,14 @@ for noise_name in noises:
 run.metrics["nce_spread_by_nu"] = spread
 run.metrics["mle_spread"] = mle_spread
 run.metrics["nce_zeta_vs_log_z_by_nu"] = zeta_error
+nu_lo, nu_hi = f"{min(cfg.spread_nus):g}", f"{max(cfg.spread_nus):g}"
+run.claim("nce_above_mle", f"NCE (close noise, nu = {nu_lo}) spreads more than MLE (theta1)",
+          float(spread["close"][nu_lo][0]), ">", float(mle_spread[0]), reference_label="MLE")
+run.claim("nce_far_worse", f"far noise is worse than close noise at nu = {nu_lo} (theta1)",
+          float(spread["far"][nu_lo][0]), ">", float(spread["close"][nu_lo][0]), reference_label="close noise")
+for noise_name in noises:
+    run.claim(f"nce_{noise_name}_near_mle", f"{noise_name} noise at nu = {nu_hi} is within 15 % of MLE (theta1)",
+              float(spread[noise_name][nu_hi][0]), "within_rel", float(mle_spread[0]), 0.15, reference_label="MLE")
 
 fig, axes = plotting.figure(2, title=f"NCE vs MLE: {cfg.spread_repeats} fits of $n$ = {cfg.spread_n}, "
                                      rf"double well $\theta$ = {tuple(cfg.quartic_theta)}")
@@ -625,8 +779,10 @@ run.savefig(fig, "fig04_nce_spread")
 
 # What to notice: every NCE curve lies above the MLE line and falls towards it as nu grows -- the noise term
 # becomes an importance-sampling estimate of log Z's gradient. Far noise is much worse at small nu: most of
-# its points are classified trivially (r ~ 0) and carry no gradient, so the estimator has effectively fewer
-# samples; with enough of them (nu = 16 here) both noises come within ~10 % of MLE's spread. The printed
+# its points are classified trivially (r ~ 0) and carry little gradient -- the usual explanation, not measured
+# here -- so the estimator has effectively fewer samples; with enough of them (nu = 16 here) both noises
+# come within 15 % of MLE's spread (the claims). The 100 repeated fits play the role of seeds here: each
+# spread is itself a statistic over them. The printed
 # |zeta - log Z(theta_hat)| shrinks the same way: zeta is only as good as the noise sample that pins it.
 
 section_done("2_nce")
@@ -706,7 +862,12 @@ print(f"   the flow's log of its grid mass: {flow_mass:+.4f} (0 = normalised, as
 record("flow_nll", flow_nll, f"flow alone:     NLL {flow_nll:.3f}   (floor {floor_eight:.3f}, gap "
        f"{flow_nll - floor_eight:+.3f})")
 record("flow_ebm_nll", flow_ebm_nll, f"flow + energy:  NLL {flow_ebm_nll:.3f}   (gap "
-       f"{flow_ebm_nll - floor_eight:+.3f}; target: below the flow and within 0.1 of the floor)")
+       f"{flow_ebm_nll - floor_eight:+.3f})")
+# E = 0 is in the energy's family, so "below the flow" only says the training worked; the floor is the real test
+run.claim("flow_ebm_below_flow", "the energy improves on the flow (a check of training: E = 0 is the flow)",
+          flow_ebm_nll, "<", flow_nll, reference_label="flow alone")
+run.claim("flow_ebm_floor", "flow + energy gets within 0.1 nats of the entropy floor", flow_ebm_nll, "within",
+          floor_eight, 0.1, reference_label="floor")
 record("flow_nll_floor", floor_eight, f"log Z of flow + energy: grid {fe_log_z_grid:.4f}, importance sampling "
        f"with 1e5 flow samples {fe_log_z_is:.4f}")
 
@@ -723,10 +884,12 @@ for ax in axes:
 fig.colorbar(image, ax=list(axes), shrink=0.8, label=r"$p(x) / \max\, p$ (each panel)")
 run.savefig(fig, "fig05_flow_ebm")
 
-# What to notice: the flow alone leaves faint bridges between neighbouring modes -- a continuous bijection
-# of one Gaussian blob cannot tear it into eight pieces, so some mass stays on the paths between them. The
-# energy has an easy job: it only has to raise the bridges, and its importance weights exp(-E) are tame
-# because q is already close to the data.
+# What to notice: the flow alone merges the three or four modes on one side into a single arc -- a continuous
+# bijection of one Gaussian blob cannot tear it into eight pieces, and with 6 couplings it gets only some of
+# them out -- so it sits well above the floor. The energy on top raises the arc between the modes and brings
+# the NLL within 0.1 nats of the floor (claim). "Below the flow" is no achievement in itself: E = 0 is in the
+# energy's family, so that claim only checks that training worked. Its importance-sampling log Z agrees with
+# the grid's to about 0.003 nats (printed), so the flow is a usable proposal for this energy.
 
 section_done("3_flows")
 
@@ -738,146 +901,230 @@ section_done("3_flows")
 #
 #     p(z) = exp(-E_alpha(z)) N(z; 0, I) / Z_alpha,     p(x | z) = N(x; g(z), sigma_x^2 I).
 #
-# Maximum likelihood needs two samplers, both short-run Langevin from N(0, I) in the 8-D latent space:
-# the posterior p(z | x) (energy |x - g(z)|^2 / (2 sigma_x^2) + E_alpha(z) + |z|^2 / 2, ~20 steps) and the
-# prior (energy E_alpha(z) + |z|^2 / 2, ~60 steps). The generator regresses x on posterior samples; the prior
-# is trained like every EBM of lesson 05, posterior samples as the positive phase and prior samples as the
-# negative one. The same generator with E_alpha = 0 is the Gaussian-prior baseline ("alternating back-
-# propagation", Han et al. 2017), trained by the same loop. Both Langevin samplers run at temperature 1 with
-# h = s^2/2 and noise s, the true posterior and prior (not the low-temperature regime of image EBMs).
+# When can such a prior help? Only when the *aggregate posterior* q(z) = mean over training images of
+# p(z | x) -- where the generator has learnt to decode digits -- is not the Gaussian we sample from. So we build
+# that setting and look at it: four digit classes with distinct shapes (`--latent-classes`) and a 2-D z, so
+# q(z) can be drawn and the prior's Z computed exactly on a grid. The steps, per seed:
+#
+# 1. train g with the N(0, I) prior by alternating back-propagation (Han et al. 2017): each training image keeps
+#    its own z, moved by a few Langevin steps on -log p(z | x) = |x - g(z)|^2 / (2 sigma_x^2) + |z|^2 / 2 per
+#    visit, and g regresses x on it; the final z's are samples of q(z);
+# 2. fit the energy prior to those z by exact maximum likelihood, NLL = mean E(z) + |z|^2 / 2 + log Z, log Z on a
+#    grid (in 2-D no sampler is needed to train it; Pang et al. use short-run Langevin in higher dimension);
+# 3. decode draws of each prior with the *same* generator and score them by the Fréchet distance (FD) to the
+#    training digits, in the features of a classifier (tests/test_latent_fd.py shows this FD rejecting a missing
+#    class, blends of two digits and noisy digits at this sample size).
+#
+# Baselines: N(0, I); the Gaussian fitted to q(z) (a statistician's first prior); a Gaussian fitted to the pixels;
+# and q(z) itself, resampled -- the best any prior can do for this generator. Temperature: every Langevin
+# sampler here runs at T = 1 (noise s = sqrt(2h)): it samples the posterior and the prior themselves.
 
 # %%
 gen = cpu_generator("latent-ebm")
+LATENT_DIM = 2  # the prior is normalised on a 2-D grid, and q(z) is drawn as it is
 images = load_signed_images("digits")
 x_train_img, x_test_img = images.x_train.flatten(1), images.x_test.flatten(1)  # (N, 64) in [-1, 1]
 n_pixels = x_train_img.shape[1]
+classes = torch.tensor(cfg.latent_classes)
+in_train, in_test = torch.isin(images.y_train, classes), torch.isin(images.y_test, classes)
+x_lat, y_lat = x_train_img[in_train], images.y_train[in_train]  # the training digits of the chosen classes
+grid_u = ((torch.arange(cfg.prior_grid) + 0.5) / cfg.prior_grid * 2 - 1) * cfg.prior_box
+z_grid = torch.cartesian_prod(grid_u, grid_u)  # (G^2, 2) cell centres
+log_cell = 2 * math.log(2 * cfg.prior_box / cfg.prior_grid)
 
 
-class LatentModel(torch.nn.Module):
-    """g(z) and, unless ``with_prior`` is False, an energy E_alpha(z) tilting the N(0, I) prior."""
-
-    def __init__(self, with_prior):
-        super().__init__()
-        self.generator = mlp((cfg.latent_dim, cfg.gen_hidden, cfg.gen_hidden, n_pixels))
-        self.prior = MLPEnergy(cfg.latent_dim, hidden=(cfg.prior_hidden, cfg.prior_hidden)) if with_prior else None
-
-    def prior_energy(self, z):
-        # -log p(z) + const = E_alpha(z) + |z|^2 / 2
-        energy = 0.5 * (z**2).sum(1)
-        return energy + self.prior(z) if self.prior is not None else energy
-
-    def posterior_energy(self, x):
-        # -log p(z | x) + const = |x - g(z)|^2 / (2 sigma_x^2) + E_alpha(z) + |z|^2 / 2
-        return lambda z: ((x - self.generator(z)) ** 2).sum(1) / (2 * cfg.obs_std**2) + self.prior_energy(z)
-
-    def sample_prior(self, n):
-        z = torch.randn(n, cfg.latent_dim, generator=gen)
-        if self.prior is None:
-            return z
-        return langevin(self.prior_energy, z, cfg.prior_langevin_steps, cfg.prior_step, generator=gen)[0]
-
-    def sample(self, n):
-        with torch.no_grad():
-            return self.generator(self.sample_prior(n)).clamp(-1, 1)
+def gaussian_energy(z):
+    return 0.5 * (z**2).sum(1)  # -log N(z; 0, I) + const
 
 
-def train_latent_model(with_prior):
-    model = LatentModel(with_prior)
-    name = "EBM prior" if with_prior else "Gaussian prior"
-    gen_trainer = Trainer(model.generator, run, lr=cfg.latent_lr, blame="latent_lr", n_steps=cfg.latent_steps,
-                          schedule="cosine", name=f"generator ({name})")
-    prior_trainer = (Trainer(model.prior, run, lr=cfg.prior_lr, blame="prior_lr", n_steps=cfg.latent_steps,
-                             name="prior energy") if with_prior else None)
+def train_generator(seed_gen):
+    """Alternating back-propagation: persistent posterior z per image, Langevin on z, regression for g."""
+    g = mlp((LATENT_DIM, cfg.gen_hidden, cfg.gen_hidden, n_pixels))
+    trainer = Trainer(g, run, lr=cfg.latent_lr, blame="latent_lr", n_steps=cfg.latent_steps, schedule="cosine",
+                      name="generator")
+    z_bank = torch.randn(len(x_lat), LATENT_DIM, generator=seed_gen)  # each training image's current z
+
+    def posterior_energy(x):
+        # -log p(z | x) + const = |x - g(z)|^2 / (2 sigma_x^2) + |z|^2 / 2
+        return lambda z: ((x - g(z)) ** 2).sum(1) / (2 * cfg.obs_std**2) + gaussian_energy(z)
 
     def loss_fn(step):
-        x = x_train_img[torch.randint(len(x_train_img), (cfg.latent_batch,), generator=gen)]
-        z0 = torch.randn(len(x), cfg.latent_dim, generator=gen)
-        z_post = langevin(model.posterior_energy(x), z0, cfg.posterior_langevin_steps, cfg.posterior_step,
-                          generator=gen)[0]  # (B, d), no graph
-        if prior_trainer is not None:
-            # prior: positive phase = posterior samples, negative phase = prior samples
-            z_prior = model.sample_prior(len(x))
-            prior_trainer.step(*contrastive_divergence_loss(model.prior(z_post), model.prior(z_prior)))
-        # generator: maximise log p(x | z_post) = -|x - g(z)|^2 / (2 sigma_x^2) + const, per pixel for the log
-        recon = ((x - model.generator(z_post)) ** 2).sum(1).mean() / (2 * cfg.obs_std**2)
-        return recon, {"mse": ((x - model.generator(z_post).detach()) ** 2).mean()}
+        idx = torch.randint(len(x_lat), (cfg.latent_batch,), generator=seed_gen)
+        g.requires_grad_(False)  # the Langevin steps need gradients in z only
+        z = langevin(posterior_energy(x_lat[idx]), z_bank[idx], cfg.posterior_langevin_steps, cfg.posterior_step,
+                     generator=seed_gen)[0]
+        g.requires_grad_(True)
+        z_bank[idx] = z
+        return ((x_lat[idx] - g(z)) ** 2).sum(1).mean() / (2 * cfg.obs_std**2), {}  # -log p(x | z) + const
 
-    gen_trainer.fit(loss_fn, cfg.latent_steps, desc=f"latent model, {name}")
-    if prior_trainer is not None:
-        prior_trainer.flush()
-    model.requires_grad_(False)
-    return model, float(np.mean(gen_trainer.history["mse"][-100:]))
+    trainer.fit(loss_fn, cfg.latent_steps, desc="generator")
+    g.requires_grad_(False)
+    z_bank = langevin(posterior_energy(x_lat), z_bank, 2 * cfg.posterior_langevin_steps, cfg.posterior_step,
+                      generator=seed_gen)[0]  # every image's z brought up to date with the final g
+    return g, z_bank
 
 
-print("\n4. Generators with a Gaussian and with an energy-based prior on 8x8 digits")
+def fit_energy_prior(z_fit, seed_gen):
+    """p(z) = exp(-E(z)) N(z; 0, I) / Z by exact maximum likelihood on the grid."""
+    energy = MLPEnergy(LATENT_DIM, hidden=(cfg.prior_hidden, cfg.prior_hidden))
+    trainer = Trainer(energy, run, lr=cfg.prior_lr, blame="prior_lr", n_steps=cfg.prior_steps, schedule="cosine",
+                      name="prior energy")
+
+    def loss_fn(step):
+        z = z_fit[torch.randint(len(z_fit), (256,), generator=seed_gen)]
+        # NLL = mean [E(z) + |z|^2/2] + log Z,   log Z = logsumexp over grid cells of -(E + |z|^2/2) + log(cell area)
+        log_z = torch.logsumexp(-(energy(z_grid) + gaussian_energy(z_grid)), 0) + log_cell
+        return (energy(z) + gaussian_energy(z)).mean() + log_z, {}
+
+    trainer.fit(loss_fn, cfg.prior_steps, desc="prior energy")
+    energy.requires_grad_(False)
+    return lambda z: energy(z) + gaussian_energy(z)  # the prior's full energy, -log p(z) - log Z
+
+
+def prior_nll(prior_energy, z):
+    log_z = float(torch.logsumexp(-prior_energy(z_grid), 0)) + log_cell
+    return float(prior_energy(z).mean()) + log_z
+
+
+def sample_grid(prior_energy, n, seed_gen):
+    """Exact draws from the grid-normalised prior: a cell by its mass, then uniform inside it."""
+    cell = torch.multinomial(torch.softmax(-prior_energy(z_grid), 0), n, replacement=True, generator=seed_gen)
+    return z_grid[cell] + (torch.rand(n, LATENT_DIM, generator=seed_gen) - 0.5) * (2 * cfg.prior_box / cfg.prior_grid)
+
+
+print(f"\n4. A generator on digits {cfg.latent_classes} with a 2-D z: N(0, I), fitted-Gaussian and energy priors "
+      f"({cfg.latent_seeds} seeds)")
 classifier, classifier_acc = train_feature_classifier(images.x_train, images.y_train, images.x_test, images.y_test,
                                                       generator=gen)
-scorer = FrechetScorer(classifier, images.x_train, images.x_test)
-model_gauss, mse_gauss = train_latent_model(with_prior=False)
-model_ebm, mse_ebm = train_latent_model(with_prior=True)
-n_fd = len(images.x_test)
-samples_gauss = model_gauss.sample(n_fd).reshape(-1, 1, 8, 8)
-samples_ebm = model_ebm.sample(n_fd).reshape(-1, 1, 8, 8)
-fd = {"gaussian_prior": scorer.score(samples_gauss), "latent_ebm": scorer.score(samples_ebm),
-      "fitted_gaussian": scorer.gaussian_baseline(gen), "noise": scorer.noise_baseline(gen)}
-print(f"   feature classifier: test accuracy {classifier_acc:.3f}; posterior reconstruction MSE per pixel: "
-      f"Gaussian prior {mse_gauss:.4f}, EBM prior {mse_ebm:.4f}")
-record("digits_fd_floor", scorer.floor, f"Fréchet distance (classifier features, {n_fd} samples): floor (test vs "
-       f"train) {scorer.floor:.2f}")
-record("gaussian_prior_fd", fd["gaussian_prior"], f"   generator + Gaussian prior   {fd['gaussian_prior']:.2f}")
-record("latent_ebm_fd", fd["latent_ebm"], f"   generator + EBM prior        {fd['latent_ebm']:.2f}   "
-       "(target: at or below the Gaussian prior's)")
-record("digits_fd_baselines", {k: fd[k] for k in ("fitted_gaussian", "noise")},
-       f"   references: a Gaussian fitted to the pixels {fd['fitted_gaussian']:.2f}, uniform noise {fd['noise']:.2f}")
+scorer = FrechetScorer(classifier, images.x_train[in_train], images.x_test[in_test])
+n_fd = int(in_test.sum())  # every FD below compares n_fd samples with the training digits, as the floor does
+latent_runs = []
 
-fig, axes = plotting.figure(3, title=f"8x8 digits, latent dim {cfg.latent_dim}, {cfg.latent_steps} steps: "
-                                     "Fréchet distance in classifier features (lower is better)")
-for ax, (batch, title) in zip(axes, ((images.x_test, f"test digits (FD floor {scorer.floor:.1f})"),
-                                     (samples_gauss, f"Gaussian prior: FD {fd['gaussian_prior']:.1f}"),
-                                     (samples_ebm, f"EBM prior, {cfg.prior_langevin_steps} Langevin steps: "
-                                                   f"FD {fd['latent_ebm']:.1f}"))):
-    plotting.image_grid(ax, (batch[:64] + 1) / 2, nrow=8, title=title)
-run.savefig(fig, "fig06_latent_ebm_samples")
 
-# What to notice: the posterior samples of the training digits do not fill N(0, I) -- the generator learns
-# where they land, and a Gaussian prior also draws z from the gaps, which decode to blends of digits. The
-# energy on z learns the shape of that aggregate posterior, so its samples land where the generator was trained.
+def latent_run(seed):
+    seed_gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # the networks' initial weights
+    g, z_bank = train_generator(seed_gen)
+    order = torch.randperm(len(z_bank), generator=seed_gen)
+    z_fit, z_held = z_bank[order[: int(0.8 * len(order))]], z_bank[order[int(0.8 * len(order)):]]
+    prior_energy = fit_energy_prior(z_fit, seed_gen)
+    fitted = torch.distributions.MultivariateNormal(z_fit.mean(0), torch.cov(z_fit.T))
+    z_draws = {"gaussian_prior": torch.randn(n_fd, LATENT_DIM, generator=seed_gen),
+               "fitted_gaussian_z": fitted.sample((n_fd,)),
+               "ebm_prior": sample_grid(prior_energy, n_fd, seed_gen),
+               "ebm_prior_langevin": langevin(prior_energy, torch.randn(n_fd, LATENT_DIM, generator=seed_gen),
+                                              cfg.prior_langevin_steps, cfg.prior_step, generator=seed_gen)[0],
+               "aggregate_posterior": z_bank[torch.randint(len(z_bank), (n_fd,), generator=seed_gen)]}
+    samples = {k: g(z).clamp(-1, 1).reshape(-1, 1, 8, 8) for k, z in z_draws.items()}
+    result = {k: scorer.score(v) for k, v in samples.items()}
+    result["pixel_gaussian"] = scorer.gaussian_baseline(seed_gen)
+    # held-out fit of the prior to q(z): NLL (nats) of the 20 % of posterior z's neither prior saw
+    result["nll_ebm"] = prior_nll(prior_energy, z_held)
+    result["nll_fitted_gaussian"] = float(-fitted.log_prob(z_held).mean())
+    result["nll_standard_normal"] = prior_nll(gaussian_energy, z_held)
+    latent_runs.append({"z_bank": z_bank, "prior_energy": prior_energy, "samples": samples})
+    return result
+
+
+latent = over_seeds(latent_run, range(run.seed, run.seed + cfg.latent_seeds))
+print(f"   feature classifier (all ten digits): test accuracy {classifier_acc:.3f}")
+record("digits_fd_floor", scorer.floor, f"Fréchet distance ({n_fd} samples, mean ± SE over {cfg.latent_seeds} "
+       f"seeds): floor (test vs train digits) {scorer.floor:.2f}")
+fd_names = {"gaussian_prior": "N(0, I) prior", "fitted_gaussian_z": "Gaussian fitted to q(z)",
+            "ebm_prior": "energy prior (exact draws)", "ebm_prior_langevin": f"energy prior, "
+            f"{cfg.prior_langevin_steps} Langevin steps", "aggregate_posterior": "q(z) itself (best prior)",
+            "pixel_gaussian": "Gaussian fitted to the pixels"}
+for key, label in fd_names.items():
+    print(f"      {label:<34}{latent[key]}")
+run.metrics["latent_fd"] = {k: latent[k].to_json() for k in fd_names}
+record("latent_prior_nll", {k: latent[k].to_json() for k in ("nll_ebm", "nll_fitted_gaussian", "nll_standard_normal")},
+       f"held-out NLL of q(z): energy prior {latent['nll_ebm']}, fitted Gaussian {latent['nll_fitted_gaussian']}, "
+       f"N(0, I) {latent['nll_standard_normal']} nats")
+run.claim("latent_q_not_gaussian", "q(z) is not Gaussian: the energy prior fits held-out z better",
+          latent["nll_ebm"], "<", latent["nll_fitted_gaussian"], reference_label="fitted Gaussian")
+run.claim("latent_ebm_vs_normal", "the energy prior's digits beat the N(0, I) prior's (FD)", latent["ebm_prior"], "<",
+          latent["gaussian_prior"], reference_label="N(0, I) prior")
+run.claim("latent_ebm_vs_fitted", "... and the Gaussian fitted to q(z) (FD)", latent["ebm_prior"], "<",
+          latent["fitted_gaussian_z"], reference_label="fitted Gaussian prior")
+run.claim("latent_ebm_vs_pixels", "... and a Gaussian fitted to the pixels (FD)", latent["ebm_prior"], "<",
+          latent["pixel_gaussian"], reference_label="pixel Gaussian")
+
+first = latent_runs[0]
+fig, axes = plotting.figure(3, 2, title=f"Digits {cfg.latent_classes}, 2-D z, {cfg.latent_steps} generator steps: "
+                                        "one generator, different priors (FD: lower is better)")
+z_np = first["z_bank"].numpy()
+for c in cfg.latent_classes:
+    axes[0].scatter(*z_np[y_lat.numpy() == c].T, s=4, label=f"digit {c}")
+axes[0].add_patch(Circle((0, 0), 2.0, fill=False, ls="--", color="k", label=r"N(0, I): 2 std"))
+box = (-cfg.prior_box, cfg.prior_box, -cfg.prior_box, cfg.prior_box)
+axes[0].set(title="aggregate posterior q(z) (seed 0)", xlabel="$z_1$", ylabel="$z_2$", xlim=box[:2], ylim=box[2:],
+            aspect="equal")
+axes[0].legend(markerscale=2, loc="lower right")
+plotting.colorbar(axes[1], plotting.density_image(axes[1], lambda z: -first["prior_energy"](z), box),
+                  r"$p(z) / \max\, p$")
+axes[1].set(title=r"energy prior $e^{-E_\alpha(z)}\,N(z; 0, I)/Z$", xlabel="$z_1$", ylabel="$z_2$", aspect="equal")
+keys = list(fd_names)
+for j, key in enumerate(keys):
+    axes[2].errorbar(j, latent[key].mean, yerr=latent[key].se, fmt="o", ms=8, capsize=5, color="#1f77b4")
+    axes[2].scatter([j] * latent[key].n, latent[key].values, s=14, color="#7f7f7f", zorder=3)
+axes[2].axhline(scorer.floor, color="k", ls=":", label=f"floor {scorer.floor:.1f}")
+axes[2].set_xticks(range(len(keys)), ["N(0,I)", "fit q(z)", "energy", "energy\nLangevin", "q(z)", "pixel\nGauss"])
+axes[2].set(ylabel="Fréchet distance", title=f"FD, {cfg.latent_seeds} seeds (dots) and mean ± SE", ylim=(0, None))
+axes[2].legend()
+for ax, (key, title) in zip(axes[3:], (("gaussian_prior", "N(0, I) prior"), ("fitted_gaussian_z", "Gaussian fitted "
+                                       "to q(z)"), ("ebm_prior", "energy prior"))):
+    plotting.image_grid(ax, (first["samples"][key][:64] + 1) / 2, nrow=8,
+                        title=f"{title}: FD {latent[key].values[0]:.1f}")
+run.savefig(fig, "fig06_latent_ebm_samples", key=True)
+
+# What to notice: q(z) (top left) is four clusters, one per digit, with empty land between them and a spread
+# larger than N(0, I)'s. The N(0, I) prior draws z from the land between the clusters and from its centre,
+# which decode to blends (bottom left); the Gaussian fitted to q(z) has the right spread but still fills the
+# gaps; the energy prior puts its mass on the clusters. The energy is a small 2-D EBM here, normalised
+# exactly; the same idea in 8 or 100 dimensions needs the short-run Langevin sampler of Pang et al. (compare
+# the "energy, Langevin" column, sampled with it).
 
 section_done("4_latent_ebm")
 
 # %% [markdown]
-# ## 5. Joint-embedding energies (JEPA) and collapse
+# ## 5. A joint-embedding predictive architecture (JEPA) and collapse
 #
-# LeCun's joint-embedding predictive architecture (seed 003) is an EBM on *pairs*: two views x and y of the
-# same thing (here two randomly shifted, noisy copies of a digit) are encoded, one embedding predicts the
-# other, and the energy is the prediction error,
+# LeCun's JEPA (seed 003) is an EBM on pairs (x, y) that scores compatibility *in representation space*:
+# here x is a digit with one 4x4 quadrant hidden (the context) and y is that hidden quadrant alone (the target).
+# A context encoder f, a target encoder f_T and a predictor P that is told which quadrant to fill give
 #
-#     E(x, y) = | P(f(x)) - f(y) |^2 / D,
+#     E(x, y) = | P(f(x), quadrant) - f_T(y) |^2 / D,
 #
-# low for compatible pairs. Minimising E over data pairs alone has a trivial solution: f = constant gives
-# E = 0 everywhere -- the "flat energy" that lessons 04-07 prevented by pushing up the energy of negative
-# samples. VICReg (Bardes et al. 2022) prevents it without negatives, by regularising the embeddings of a batch:
+# low when y is a plausible completion of x -- no pixel of y is ever predicted. Minimising E over data pairs
+# alone has a trivial solution: constant embeddings give E = 0 everywhere, the "flat energy" that lessons 04-07
+# prevented by pushing up negatives. We train three guards against it, each over `--jepa-seeds` seeds:
 #
-#     loss = 25 E + 25 mean_j relu(1 - std_j(f)) + 1 sum_{i != j} Cov(f)_ij^2 / D   (for both views),
+# - none: f_T = f, gradients through both branches;
+# - VICReg (Bardes et al. 2022): + 25 mean_j relu(1 - std_j) + sum_{i != j} Cov_ij^2 / D on both embeddings;
+# - EMA target (I-JEPA, Assran et al. 2023): f_T is a moving average of f and gets no gradient (stop-gradient).
 #
-# the variance term keeps every dimension alive, the covariance term decorrelates them. A linear probe
-# (scikit-learn logistic regression on the frozen embeddings of clean images) measures what is left.
+# What is left is measured on clean, whole digits: the embeddings' std, their *effective rank* exp(entropy of
+# the normalised singular values; D if all directions are used equally, 1 if one is), and a linear probe
+# (logistic regression) on *standardised* features -- so that an embedding that only shrank is not mistaken for
+# one that lost its information.
 
 # %%
 from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 gen = cpu_generator("jepa")
+QUADRANTS = torch.zeros(4, 8, 8, dtype=torch.bool)
+for q in range(4):
+    QUADRANTS[q, 4 * (q // 2): 4 * (q // 2) + 4, 4 * (q % 2): 4 * (q % 2) + 4] = True
+QUADRANTS = QUADRANTS.flatten(1)  # (4, 64): which pixels each quadrant hides
 
 
-def make_view(x):
-    """A random shift of up to `--view-shift` pixels (background fills in) plus pixel noise: (B, 1, 8, 8)."""
-    k = cfg.view_shift
-    padded = torch.nn.functional.pad(x, (k, k, k, k), value=-1.0)  # (B, 1, 8 + 2k, 8 + 2k), -1 = background
-    dx, dy = (torch.randint(0, 2 * k + 1, (2, len(x)), generator=gen))
-    rows = (dy[:, None] + torch.arange(8))[:, :, None]  # (B, 8, 1)
-    cols = (dx[:, None] + torch.arange(8))[:, None, :]  # (B, 1, 8)
-    shifted = padded[torch.arange(len(x))[:, None, None], 0, rows, cols][:, None]  # (B, 1, 8, 8)
-    return shifted + cfg.view_noise * torch.randn(shifted.shape, generator=gen)
+def context_and_target(x, seed_gen):
+    """x (B, 64) -> context (quadrant set to 0), target (only the quadrant), quadrant one-hot (B, 4)."""
+    q = torch.randint(4, (len(x),), generator=seed_gen)
+    hidden = QUADRANTS[q]  # (B, 64)
+    return x.masked_fill(hidden, 0.0), x.masked_fill(~hidden, 0.0), torch.nn.functional.one_hot(q, 4).float()
 
 
 def variance_term(z):
@@ -891,148 +1138,147 @@ def covariance_term(z):
     return (cov**2).sum().sub((cov.diagonal() ** 2).sum()) / z.shape[1]
 
 
-def train_jepa(regularise, stop_gradient=False):
-    encoder = mlp((n_pixels, cfg.jepa_hidden, cfg.jepa_dim))
-    predictor = mlp((cfg.jepa_dim, cfg.jepa_hidden, cfg.jepa_dim))
+def train_jepa(guard, seed):
+    seed_gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    encoder, predictor = mlp((n_pixels, cfg.jepa_hidden, cfg.jepa_dim)), mlp((cfg.jepa_dim + 4, cfg.jepa_hidden,
+                                                                             cfg.jepa_dim))
+    target = torch.optim.swa_utils.AveragedModel(  # f_T = EMA of f, never trained by gradients
+        encoder, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.jepa_ema)) if guard == "ema" else None
     model = torch.nn.ModuleDict({"encoder": encoder, "predictor": predictor})
-    name = "VICReg" if regularise else "no regulariser"
     trainer = Trainer(model, run, lr=cfg.jepa_lr, blame="jepa_lr", n_steps=cfg.jepa_steps, schedule="cosine",
-                      name=f"JEPA ({name})")
+                      name=f"JEPA ({guard})")
     w_inv, w_var, w_cov = cfg.vicreg_weights
 
     def loss_fn(step):
-        x = images.x_train[torch.randint(len(images.x_train), (cfg.jepa_batch,), generator=gen)]
-        z1, z2 = encoder(make_view(x).flatten(1)), encoder(make_view(x).flatten(1))  # (B, D) each
-        if stop_gradient:  # exercise 5: the target branch gets no gradient (BYOL/SimSiam-style)
-            z2 = z2.detach()
-        energy = ((predictor(z1) - z2) ** 2).mean()  # E(x, y) averaged over the batch, per dimension
-        var, cov = variance_term(z1) + variance_term(z2), covariance_term(z1) + covariance_term(z2)
-        loss = w_inv * energy + (w_var * var + w_cov * cov if regularise else 0.0)
-        return loss, {"energy": energy.detach(), "var": var.detach(), "cov": cov.detach()}
+        x = x_train_img[torch.randint(len(x_train_img), (cfg.jepa_batch,), generator=seed_gen)]
+        context, hidden_part, where = context_and_target(x, seed_gen)
+        z_context = encoder(context)  # (B, D)
+        z_target = target(hidden_part).detach() if guard == "ema" else encoder(hidden_part)  # stop-gradient for EMA
+        if guard == "stopgrad":  # exercise 5: f_T = f, but no gradient through the target branch (SimSiam-style)
+            z_target = z_target.detach()
+        energy = ((predictor(torch.cat([z_context, where], 1)) - z_target) ** 2).mean()  # E(x, y), batch mean
+        loss = w_inv * energy
+        if guard == "vicreg":
+            loss = loss + w_var * (variance_term(z_context) + variance_term(z_target)) + w_cov * (
+                covariance_term(z_context) + covariance_term(z_target))
+        if guard == "ema" and step > 0:
+            target.update_parameters(encoder)  # f_T <- decay f_T + (1 - decay) f, after the previous step
+        return loss, {"energy": energy.detach()}
 
-    trainer.fit(loss_fn, cfg.jepa_steps, desc=f"JEPA, {name}")
+    trainer.fit(loss_fn, cfg.jepa_steps, desc=f"JEPA, {guard}")
     model.requires_grad_(False)
-    return encoder, trainer.history
+    emb_train, emb_test = encoder(x_train_img), encoder(x_test_img)
+    return {"energy": float(np.mean(trainer.history["energy"][-20:])), "std": float(emb_train.std(0).mean()),
+            "effective_rank": effective_rank(emb_train), "probe": probe_accuracy(emb_train, emb_test, True),
+            "probe_raw": probe_accuracy(emb_train, emb_test, False)}
 
 
-def probe_accuracy(train_features, test_features):
-    """Test accuracy of a logistic regression on frozen features (no rescaling: the features as they come)."""
-    probe = LogisticRegression(max_iter=2000).fit(train_features.numpy(), images.y_train.numpy())
+def probe_accuracy(train_features, test_features, standardise):
+    """Test accuracy of a logistic regression on frozen features, standardised per dimension or as they come."""
+    probe = LogisticRegression(max_iter=2000)
+    probe = make_pipeline(StandardScaler(), probe) if standardise else probe
+    probe.fit(train_features.numpy(), images.y_train.numpy())
     return float(probe.score(test_features.numpy(), images.y_test.numpy()))
 
 
-print("\n5. Joint-embedding energy E = |P(f(x)) - f(y)|^2 on two views of a digit")
-probe, emb_std, histories = {}, {}, {}
-for key, regularise in (("collapsed", False), ("vicreg", True)):
-    encoder, histories[key] = train_jepa(regularise)
-    emb_train, emb_test = encoder(x_train_img), encoder(x_test_img)
-    probe[key], emb_std[key] = probe_accuracy(emb_train, emb_test), emb_train.std(0)
-    print(f"   {key:<9}: energy {np.mean(histories[key]['energy'][-50:]):.2e}   variance term "
-          f"{np.mean(histories[key]['var'][-50:]):.3f}   covariance term {np.mean(histories[key]['cov'][-50:]):.2e}   "
-          f"mean std per dimension {float(emb_std[key].mean()):.2e}")
-probe["pixels"] = probe_accuracy(x_train_img, x_test_img)
-record("jepa_probe_accuracy", probe, f"linear-probe test accuracy: collapsed {probe['collapsed']:.3f}, VICReg "
-       f"{probe['vicreg']:.3f}, raw pixels {probe['pixels']:.3f} (chance 0.1)")
-record("jepa_embedding_std", {k: float(v.mean()) for k, v in emb_std.items()},
-       f"embedding std per dimension (mean over {cfg.jepa_dim}): collapsed {float(emb_std['collapsed'].mean()):.2e}, "
-       f"VICReg {float(emb_std['vicreg'].mean()):.3f}")
+print(f"\n5. JEPA on 8x8 digits: predict the embedding of a hidden quadrant ({cfg.jepa_seeds} seeds per guard)")
+jepa = {guard: over_seeds(lambda seed, guard=guard: train_jepa(guard, seed),
+                          range(run.seed, run.seed + cfg.jepa_seeds)) for guard in ("none", "vicreg", "ema")}
+probe_pixels = probe_accuracy(x_train_img, x_test_img, True)
+print(f"   {'guard':<8}{'energy':>18}{'std per dim':>18}{'effective rank':>18}{'probe (std.)':>18}{'probe (raw)':>18}")
+for guard, stats in jepa.items():
+    print(f"   {guard:<8}" + "".join(f"{str(stats[k]):>18}" for k in ("energy", "std", "effective_rank", "probe",
+                                                                         "probe_raw")))
+record("jepa", {g: {k: v.to_json() for k, v in stats.items()} for g, stats in jepa.items()},
+       f"raw pixels: probe {probe_pixels:.3f}, effective rank {effective_rank(x_train_img):.1f} of {n_pixels}")
+run.metrics["jepa_probe_pixels"] = probe_pixels
+run.claim("jepa_shrinks", "without a guard the embedding shrinks towards a point (std per dim)",
+          jepa["none"]["std"], "ratio<", jepa["vicreg"]["std"], 0.1, reference_label="VICReg's")
+run.claim("jepa_shrunk_keeps_info", "... but standardised, it still tells the digits apart (probe)",
+          jepa["none"]["probe"], ">", 0.5, reference_label="well above chance 0.1")
+run.claim("jepa_raw_probe_blind", "a probe on the raw, shrunk features sees much less", jepa["none"]["probe_raw"],
+          "<", jepa["none"]["probe"], reference_label="standardised probe")
+run.claim("jepa_vicreg_not_decorrelated", f"VICReg's embedding uses few of its {cfg.jepa_dim} directions",
+          jepa["vicreg"]["effective_rank"], "ratio<", cfg.jepa_dim, 0.5, reference_label="D")
+run.claim("jepa_ema_vs_none", "the EMA target keeps more information than no guard (probe)", jepa["ema"]["probe"], ">",
+          jepa["none"]["probe"], reference_label="no guard")
+run.claim("jepa_vicreg_vs_none", "so does VICReg (probe)", jepa["vicreg"]["probe"], ">", jepa["none"]["probe"],
+          reference_label="no guard")
 
-fig, axes = plotting.figure(3, title=f"JEPA on 8x8 digits: D = {cfg.jepa_dim}, {cfg.jepa_steps} steps, VICReg "
-                                     f"weights {'/'.join(f'{w:g}' for w in cfg.vicreg_weights)}")
-for key, color in (("collapsed", "#d62728"), ("vicreg", "#1f77b4")):
-    axes[0].semilogy(np.sort(emb_std[key].numpy())[::-1], "o-", ms=3, color=color, label=key)
-    axes[1].plot(histories[key]["var"], color=color, label=f"{key}: variance term")
-    axes[1].plot(histories[key]["cov"], color=color, ls="--", label=f"{key}: covariance term")
-axes[0].set(xlabel="embedding dimension (sorted)", ylabel="std over the training digits", title="per-dimension std")
-axes[0].legend()
-axes[1].set(xlabel="training step", ylabel="term (both views)", yscale="log", title="VICReg's terms while training")
-plotting.legend_outside(axes[1])
-keys = ("collapsed", "vicreg", "pixels")
-axes[2].bar(keys, [probe[k] for k in keys], color=["#d62728", "#1f77b4", "#7f7f7f"])
+fig, axes = plotting.figure(3, title=f"JEPA on 8x8 digits (hidden quadrant): D = {cfg.jepa_dim}, {cfg.jepa_steps} "
+                                     f"steps, {cfg.jepa_seeds} seeds (dots) and mean ± SE")
+colors = {"none": "#d62728", "vicreg": "#1f77b4", "ema": "#2ca02c"}
+for ax, (key, label, scale) in zip(axes, (("std", "embedding std per dimension", "log"),
+                                          ("effective_rank", f"effective rank (of {cfg.jepa_dim})", "linear"),
+                                          ("probe", "linear probe, standardised features", "linear"))):
+    for j, guard in enumerate(jepa):
+        stats = jepa[guard][key]
+        ax.bar(j, stats.mean, yerr=stats.se, capsize=5, color=colors[guard], alpha=0.6)
+        ax.scatter([j] * stats.n, stats.values, color="k", s=12, zorder=3)
+    ax.set_xticks(range(len(jepa)), ["no guard", "VICReg", "EMA target"])
+    ax.set(title=label, yscale=scale)
+axes[2].axhline(probe_pixels, color="#7f7f7f", ls="--", label=f"raw pixels {probe_pixels:.2f}")
 axes[2].axhline(0.1, color="k", ls=":", label="chance")
-axes[2].set(ylabel="linear-probe test accuracy", ylim=(0, 1), title="what the embedding still knows")
-axes[2].legend()
-run.savefig(fig, "fig07_jepa_collapse")
+axes[2].set(ylim=(0, 1.2))
+axes[2].legend(loc="upper center", ncol=2)
+run.savefig(fig, "fig07_jepa_collapse", key=True)
 
-# What to notice: without the regulariser the energy goes to ~0 because every image maps to (almost) the
-# same point -- the variance term (monitored, not trained on) climbs to its maximum 2 while the covariance
-# term falls to 0, the signature of collapse -- and the probe, on embeddings with a std of ~0.005, falls to
-# near chance (what is left is a sliver of variance that regularised logistic regression barely uses). With VICReg
-# the energy stays small for matching views while the embedding keeps its spread, and the probe approaches
-# raw pixels; on 8x8 digits pixels are already a strong linear representation.
+# What to notice: without a guard the energy goes to ~0 (2e-5) by shrinking every embedding towards one point:
+# the std per dimension falls to ~0.02, fifty times below VICReg's (left, log scale). Differences of energy
+# between compatible and incompatible pairs shrink with the scale: that is the flat energy. But after 400
+# steps the shrunk embedding has not lost its directions: its effective rank is the highest of the three
+# (middle) and, standardised, the probe still reads ~0.89 of the digits; a probe on the raw features, which
+# regularised logistic regression barely uses at this scale, reads much less (~0.7). Collapse starts as a scale
+# running to zero. VICReg holds the std at ~1, but its covariance term does not decorrelate the dimensions:
+# the effective rank stays near 13 of 32. The EMA target keeps a std of ~0.15 and an effective rank of ~22;
+# both guards give a probe of ~0.93, above the unguarded one over 3 seeds, and below raw pixels (0.97),
+# which remain a strong linear representation of 8x8 digits.
 
 section_done("5_jepa")
 
 # %% [markdown]
-# ## 6. Where the field is going
+# ## 6. Where the field is going (each one step from something this course built)
 #
-# Each direction below is one step from something this course built.
-#
-# **Diffusion recovery likelihood** (Gao et al. 2021). Instead of one EBM for p(x), train one energy per
-# noise level by maximum likelihood of the *conditional* p(x | x + sigma eps). That conditional is close to
-# unimodal, so the short Langevin chains of lesson 07 mix in it, and the chain of levels generates like the
-# annealed sampler of section 1. Prepared by: lesson 05 (the MLE gradient), lesson 07, section 1.
-#
-# **Energy-parametrised diffusion** (Salimans & Ho 2021; Du et al. 2023). Writing the noise-conditional
-# score as s(x, sigma) = -grad_x E(x, sigma) costs one more backward pass but returns an energy at every
-# level. With it, Metropolis corrections (MALA, HMC) can fix the sampler's discretisation error, and two
-# models compose by adding energies (a product of experts, lesson 03's idea) -- which adding scores does not
-# do correctly once noise is involved. Prepared by: lesson 06 (energies vs scores), section 1.
-#
-# **EBMs for structured prediction and control** (Belanger & McCallum 2016; Florence et al. 2021). An
-# energy E(x, y) over inputs and structured outputs, with inference y* = argmin_y E(x, y) by gradient
-# descent or sampling; implicit behavioural cloning learns robot policies this way, trained with
-# negatives in an InfoNCE loss -- a multi-class cousin of section 2's NCE. Prepared by: lessons 08-09
-# (conditional and classifier energies), section 2.
-#
-# **Joint-embedding world models** (Assran et al. 2023, I-JEPA; and its video successors). Section 5's
-# energy, with masked image patches as the two views and an EMA target encoder instead of VICReg's terms;
-# LeCun's proposal for learning world models that predict in representation space, not pixels.
-# Prepared by: section 5 and exercise 5.
-#
-# **Flows and latent spaces as samplers' helpers** (Hoffman et al. 2019, NeuTra; Pang et al. 2020). A flow
-# fitted to a hard target reshapes it into a near-Gaussian where MCMC mixes quickly; a generator's latent
-# space does the same for section 4's prior energy. Prepared by: sections 3 and 4, lesson 01's samplers.
+# - **Diffusion recovery likelihood** (Gao et al. 2021): one energy per noise level, trained by maximum likelihood
+#   of the nearly unimodal p(x | x + sigma eps), where short chains mix; sampled like section 1's ladder.
+# - **Energy-parametrised diffusion** (Salimans & Ho 2021; Du et al. 2023): s(x, sigma) = -grad_x E(x, sigma) gives
+#   an energy at every level, so Metropolis corrections apply and models compose by adding energies (a product
+#   of experts, Hinton 2002), which adding scores does not do correctly once noise is involved.
+# - **Structured prediction and control** (Belanger & McCallum 2016; Florence et al. 2021): y* = argmin_y E(x, y)
+#   by gradient descent or sampling, trained with negatives in an InfoNCE loss, a multi-class cousin of section 2.
+# - **Joint-embedding world models** (Assran et al. 2023, I-JEPA, and its video successors): section 5 at scale,
+#   many masked blocks, a transformer encoder, an EMA target; prediction in representation space, not pixels.
+# - **Flows and latent spaces as samplers' helpers** (Hoffman et al. 2019, NeuTra; Pang et al. 2020): a flow or a
+#   generator's latent space reshapes a hard target into a near-Gaussian where MCMC mixes quickly (sections 3-4).
 
 # %% [markdown]
 # ## Summary
 #
-# 1. A noise-conditional score trained by DSM over a ladder of noise levels *is* a diffusion model: annealed
-#    Langevin gets separated mode weights right where plain Langevin cannot, its epsilon-prediction is
-#    -sigma times its score, and its probability-flow ODE is a sampler and an exact likelihood.
-# 2. NCE learns log Z as one more parameter by telling data from known noise; its variance grows as the
+# 1. A noise-conditional score trained by DSM over a ladder of noise levels *is* a diffusion model: its
+#    epsilon-prediction is -sigma times its score, annealed Langevin gets separated mode weights right where
+#    plain Langevin cannot, and the probability-flow ODE is a sampler and an exact likelihood (exact with the
+#    exact score; about 0.3 nats short on 8 Gaussians with ours).
+# 2. Annealed Langevin sets the mode weights at the lowest level where chains still cross between modes
+#    (sigma ~ 2-4 here), not at sigma_max; the ODE, a transport map, depends on the score at every level.
+# 3. NCE learns log Z as one more parameter by telling data from known noise; its variance grows as the
 #    noise moves away from the data and shrinks towards MLE's as nu grows.
-# 3. A flow's density is exact but its shape is constrained; an energy on top, with Z by importance sampling
+# 4. A flow's density is exact but its shape is constrained; an energy on top, with Z by importance sampling
 #    from the flow, removes what the bijection cannot.
-# 4. An energy in a generator's latent space is a small, fast-mixing EBM; it replaces the mismatched Gaussian
-#    prior by the shape of the aggregate posterior.
-# 5. A joint-embedding energy trained on positive pairs alone collapses to a flat energy; VICReg's variance
-#    and covariance terms do the job that negative samples did in the rest of the course.
+# 5. An energy prior helps a generator exactly when its aggregate posterior is not Gaussian; there it beats
+#    N(0, I), a Gaussian fitted to q(z) and a Gaussian fitted to the pixels. A JEPA trained on compatible pairs
+#    alone shrinks its embedding towards a point; VICReg or an EMA target keep its scale.
 
 # %% [markdown]
-# ## Closing note: what the default run measured (seed 0, one thread)
+# ## Closing note: what the default run measured (seed 0)
 #
-# CPU time 204 s (user + sys; 7 min wall on a shared, loaded 2-core machine): sections 33 / 37 / 33 / 85 / 13 s.
-# `--quick`: about 20 s of CPU time.
-#
-# | metric | value | target |
-# | --- | --- | --- |
-# | annealed / plain / ODE small-mode weight | 0.185 / 0.516 / 0.210 (truth 0.20, SE 0.009) | 0.20 +- 0.03: met |
-# | epsilon/score identity error | 4.3e-7 | float precision: met (float32 stds) |
-# | ODE NLL - floor: mixture / 8 Gaussians | +0.087 / +0.325 nats | (no target) |
-# | NCE abs(zeta - log Z) | 0.0055 nats | < 0.05: met |
-# | std of theta1: MLE / NCE close nu=1,16 / far nu=1,16 | 0.331 / 0.443, 0.341 / 0.527, 0.362 | (no target) |
-# | flow NLL / flow + energy NLL / floor | 3.787 / 3.573 / 3.522 | below the flow, within 0.1: met (+0.051) |
-# | FD: EBM prior / Gaussian prior / floor (pixel Gaussian) | 21.6 / 23.2 / 4.5 (25.8) | EBM <= Gaussian: met |
-# | probe accuracy: collapsed / VICReg / pixels | 0.195 / 0.967 / 0.972 | VICReg well above collapsed: met |
-# | embedding std: collapsed / VICReg | 0.0053 / 0.87 | collapse -> 0 |
-#
-# Honest caveats. Over the runs we made, the learned annealed weight ranged from 0.175 to 0.225 (seeds,
-# training lengths; 0.199 with exact scores). The error of the large-sigma scores (fig01, right) moves
-# it, and training 3x longer on twice the batch (0.225) moved the error rather than removing it. The ODE
-# is right only with a moment-matched prior. On 8 Gaussians the ODE likelihood is 0.3 nats above the
-# floor: the thin gaps between the modes are where DSM saw few points. Both latent models' FDs are about
-# 5x the floor, and the EBM prior beats the Gaussian prior by 7 % in one run with one seed.
+# Every result above is a claim the run checks; the end-of-run summary repeats each verdict, and docs/results.md
+# (generated) shows them with the runtimes. At seed 0 all hold except two, stated where they are printed: the
+# learned ODE likelihoods are 0.16 (mixture) and 0.31 nats (8 Gaussians) above the exact ones, against a 0.1-nat
+# target. The exact score closes the gap completely, so it is the network's; about half of the 8-Gaussians gap
+# comes from sigma < 1 and half from above, and we have not found a training budget within the lesson's that
+# closes it. The score network is trained on one seed: its annealed weight has varied between about 0.18 and
+# 0.23 across runs, inside the claim's three standard errors only on some of them.
 
 # %% [markdown]
 # ## Exercises
@@ -1046,19 +1292,21 @@ section_done("5_jepa")
 # Predict how `nce_spread_by_nu` changes with `--far-noise-scale 10`, and `nce_logz_abs_error` with
 # `--nce-nu 0.25`. Then run both. When does the classifier's task become too easy to teach anything?
 #
-# **Exercise 3 (extend, medium): flow contrastive estimation**
-# `--exercise 3` runs the first half of Gao et al. (2020): NCE of a fresh energy with the *trained flow* as the
-# noise (nu = 1), and compares zeta with the grid log Z. Add the second half: alternate with steps that
-# update the flow to *maximise* the NCE loss (the flow chases the data, so the noise stays informative).
+# **Exercise 3 (think, medium): NCE with the flow as the noise**
+# `--exercise 3` trains a fresh energy and zeta by NCE against samples of section 3's trained flow (nu = 1), the
+# first half of flow contrastive estimation (Gao et al. 2020), and prints zeta next to the grid log Z of the
+# energy on the plot box and on [-10, 10]^2. Predict which of the two zeta matches, and explain the other.
+# (Gao et al. also update the flow to make the classifier's task hard; that half is not implemented here.)
 #
 # **Exercise 4 (think, medium): why the ODE needs its prior and Langevin does not**
 # Section 1 started annealed Langevin from a uniform box but the ODE from a moment-matched Gaussian, and said
 # N(0, sigma_max^2 I) would cost the ODE ~0.06 of small-mode weight. Explain why a wrong start is forgotten by
 # Langevin at sigma_max but transported faithfully by the ODE.
 #
-# **Exercise 5 (extend, medium): does a predictor and a stop-gradient prevent collapse?**
-# `--exercise 5` trains the JEPA of section 5 without VICReg but with the target branch detached (SimSiam's
-# recipe, without its batch norm). Predict the probe accuracy first; then try an EMA target encoder.
+# **Exercise 5 (predict-then-tweak, medium): is the stop-gradient enough?**
+# `--exercise 5` trains section 5's JEPA with the target branch detached but without the EMA (f_T = f) and without
+# VICReg (SimSiam's recipe, without its batch norm). Predict its std, effective rank and probe against the
+# three guards of fig07 first. Then try `--jepa-steps 2000`: does the unguarded embedding lose its directions too?
 #
 # **Exercise 6 (think, hard): where DSM's signal goes**
 # At large sigma the non-Gaussian part of E[eps | x_sigma] falls below the network's error (fig01, right).
@@ -1066,14 +1314,14 @@ section_done("5_jepa")
 # the data's third cumulant along the modes' axis, and check the value at sigma = 20 against the figure.
 # What would sampling sigma non-uniformly during training change?
 #
-# **Exercise 7 (extend, hard): how many prior Langevin steps?**
-# Plot `latent_ebm_fd` against `--prior-langevin-steps` (10, 30, 60, 120) with the same training. Is the
-# prior energy learnt *for* its sampler (short-run EBMs, Nijkamp et al. 2019), or is it a density you could
-# sample with longer chains?
+# **Exercise 7 (predict-then-tweak, medium): how many prior Langevin steps?**
+# Section 4's energy prior is trained exactly, so its exact draws are the reference. Predict the FD of the
+# "energy, Langevin" column for `--prior-langevin-steps 10`, `30` and `120` (and `--prior-step 0.02`), then run.
+# In higher dimension no grid exists: what would you use to check the sampler?
 
 # %%
 if run.exercise == 3:
-    # Stub for exercise 3: NCE of a new energy against the trained flow of section 3 as the noise.
+    # Exercise 3: NCE of a new energy against the trained flow of section 3 as the noise (nu = 1).
     gen = cpu_generator("exercise-3")
     fce_model = NCEModel(cfg.fe_hidden)
 
@@ -1088,14 +1336,12 @@ if run.exercise == 3:
     fce_model.requires_grad_(False)
     log_z = {box: grid_log_partition(fce_model.energy, bounds, n=cfg.grid_n)
              for box, bounds in (("plot box", eight.bounds), ("wide box", WIDE_BOX))}
-    print(f"\nExercise 3 stub: zeta {float(fce_model.log_z.detach()):.4f}; grid log Z of the energy: "
+    print(f"\nExercise 3: zeta {float(fce_model.log_z.detach()):.4f}; grid log Z of the energy: "
           + ", ".join(f"{box} {value:.4f}" for box, value in log_z.items()))
 
 if run.exercise == 5:
-    # Stub for exercise 5: no VICReg, target branch detached.
-    encoder_sg, history_sg = train_jepa(False, stop_gradient=True)
-    accuracy = probe_accuracy(encoder_sg(x_train_img), encoder_sg(x_test_img))
-    print(f"\nExercise 5 stub: stop-gradient JEPA: probe accuracy {accuracy:.3f}, mean embedding std "
-          f"{float(encoder_sg(x_train_img).std(0).mean()):.2e}")
+    # Exercise 5: the target branch detached, but no EMA and no VICReg.
+    stopgrad = over_seeds(lambda seed: train_jepa("stopgrad", seed), range(run.seed, run.seed + cfg.jepa_seeds))
+    print("\nExercise 5: stop-gradient only: " + ", ".join(f"{k} {v}" for k, v in stopgrad.items()))
 
 run.finish()

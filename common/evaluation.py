@@ -147,6 +147,17 @@ def far_fraction(v: torch.Tensor, reference: torch.Tensor, threshold: float) -> 
     return float((nearest_hamming(v, reference) > threshold).double().mean())
 
 
+def effective_rank(features: torch.Tensor) -> float:
+    """exp(entropy of the normalised singular values) of centred features (N, D) (Roy & Vetterli 2007).
+
+    D when every direction carries the same spread, 1 when one does; blind to the overall scale, so an
+    embedding that only shrank keeps its effective rank while one that lost directions does not.
+    """
+    s = torch.linalg.svdvals(features - features.mean(0))
+    p = s / s.sum()
+    return float(torch.exp(-(p * torch.log(p + 1e-12)).sum()))
+
+
 # ---------------------------------------------------------------------------------------------
 # Fréchet distance in the features of a classifier trained in the lesson
 # ---------------------------------------------------------------------------------------------
