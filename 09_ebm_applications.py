@@ -708,19 +708,14 @@ run.savefig(fig, "fig05_restore_vs_steps", key=True)
 # PGD (L-inf) climbs the classifier's loss inside the box |x' - x|_inf <= eps. A purifier moves the attacked
 # image back towards the data by K Langevin steps on the JEM energy (after adding noise of std
 # `--purify-noise`), then the plain classifier answers (Hill et al. 2021 do this with a larger EBM). This
-# is posterior sampling again, with the attacked image as the observation
-# (docs/derivations/purification_bpda_eot.md). Three attacks, each a different guess of the gradient:
-#
-# - **naive**: PGD against the plain classifier, then purified -- the attacker ignores the defence;
-# - **BPDA + EOT**: through the purifier with its Jacobian replaced by the identity, the loss averaged over
-#   `--eot-samples` draws of the purifier's noise;
-# - **exact + EOT**: through the purifier's K Langevin steps by autograd (second derivatives of E), fewer
-#   PGD steps because it is expensive.
-#
-# The defence is worth the accuracy on images that survive ALL of them (per image, the attacker keeps the
-# attack that works). That worst case is <= every single attack's number by construction, so "worst < naive"
-# is no finding; what is measured is how far each attack gets, and whether doubling the attack moves the
-# worst case at a radius where accuracy is mid-range (a converged attack does not move).
+# is posterior sampling again, with the attacked image as the observation. Three attacks, each a different
+# guess of the gradient (docs/derivations/purification_bpda_eot.md): **naive** (PGD on the plain classifier,
+# then purified), **BPDA + EOT** (through the purifier with its Jacobian replaced by the identity, the loss
+# averaged over `--eot-samples` purifier draws) and **exact + EOT** (through the K Langevin steps by
+# autograd, second derivatives of E included; fewer PGD steps because it is expensive). The defence is
+# worth the accuracy on images that survive ALL of them. That worst case is <= every single attack's
+# number by construction, so "worst < naive" is no finding; what is measured is how far each attack gets,
+# and whether doubling the attacks moves the worst case at a radius where accuracy is mid-range.
 
 # %%
 def purifier(jem, gen, differentiable=False):
@@ -1212,7 +1207,8 @@ run.savefig(fig, "fig10_structured_prediction")
 # 18.6; inpainting EBM 10.6 +- 0.1 vs Gaussian 13.8 and kNN 15.5; purified worst case at eps 0.3 0.48 -> 0.42
 # with doubled attacks (not converged); OR blob share 0.502 +- 0.009 (exact 0.502); chain errors 0.069
 # (exact argmin) vs 0.157 (independent). Misses, said where they occur: the weighted data term, the chain
-# spread below a tenth, BPDA + EOT vs naive, attack convergence, purification at eps 0.1 and 0.2.
+# spread below a tenth, BPDA + EOT vs naive, attack convergence, purification at eps 0.1 and 0.2, and
+# "1 NOT 4" raising f(x)[1]. The full table: docs/solutions/09_ebm_applications.md.
 #
 # Every claim above is printed with its verdict where its section prints its numbers, again at the end of
 # the run, and recorded in metrics.json (`claims`); runtimes are on docs/results.md.
