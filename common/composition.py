@@ -102,3 +102,40 @@ def exact_sample_tv(probabilities: torch.Tensor, n_samples: int, repeats: int = 
         hist = torch.bincount(idx, minlength=flat.numel()).double() / n_samples
         tvs.append(total_variation(hist.numpy(), flat.numpy()))
     return float(sum(tvs) / len(tvs))
+
+
+def mixture_share(e1: EnergyFn, e2: EnergyFn, samples: torch.Tensor) -> tuple[float, float]:
+    """The weight of the second component in samples of OR(E_1, E_2), with its standard error.
+
+    r(x) = p_2(x) / (p_1(x) + p_2(x)) = sigmoid(E_1(x) - E_2(x)) is the probability that x came from the second
+    component; under the composed density E[r] is that component's weight exactly (1/2 for two normalised
+    energies), whatever their overlap. Returns (mean r, std r / sqrt(n)), the chains taken as independent.
+    """
+    with torch.no_grad():
+        r = torch.sigmoid(e1(samples) - e2(samples)).double()
+    return float(r.mean()), float(r.std() / len(r) ** 0.5)
+
+
+def exact_mixture_share(e1: EnergyFn, e2: EnergyFn, composed: EnergyFn, bounds: Sequence[float],
+                        n: int = 900) -> float:
+    """E[r] under exp(-composed)/Z by the midpoint rule on an n x n grid of ``bounds`` (take a box wide enough
+    to hold all the mass): the reference ``mixture_share`` is compared with."""
+    points, _ = grid_cells(bounds, n)
+    with torch.no_grad():
+        points = points.float()
+        log_w = -composed(points).double()
+        r = torch.sigmoid(e1(points) - e2(points)).double()
+    w = torch.exp(log_w - log_w.max())
+    return float((r * w).sum() / w.sum())
+
+
+def grid_samples(probabilities: torch.Tensor, bounds: Sequence[float], n_samples: int,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n_samples`` exact draws (n_samples, 2) from grid cell probabilities (rows = y bins), uniform inside a cell."""
+    n = probabilities.shape[0]
+    x0, x1, y0, y1 = bounds
+    idx = torch.multinomial(probabilities.double().ravel(), n_samples, replacement=True, generator=generator)
+    u = torch.rand(n_samples, 2, generator=generator, dtype=torch.float64)
+    x = x0 + (x1 - x0) * ((idx % n).double() + u[:, 0]) / n
+    y = y0 + (y1 - y0) * ((idx // n).double() + u[:, 1]) / n
+    return torch.stack([x, y], 1).float()
