@@ -15,7 +15,8 @@ several seeds with ``over_seeds`` and pass the ``SeedStats``: a ``"<"`` or ``">"
 
 The comparisons (``op``):
 
-- ``"<"``, ``">"``: measured below / above the reference (plus ``tolerance``: ``measured < reference + tol``);
+- ``"<"``, ``">"``: measured below / above ``reference + tolerance`` (a negative tolerance gives slack to ``">"``,
+  a positive one demands a margin);
 - ``"within"``: ``|measured - reference| <= tolerance``;
 - ``"within_rel"``: ``|measured - reference| <= tolerance * |reference|``;
 - ``"ratio<"``: ``measured < tolerance * reference`` (e.g. "MMD below twice its noise floor").
@@ -125,7 +126,7 @@ class Claim:
         ref = f"{self.reference}" if isinstance(self.reference, SeedStats) else _fmt(float(self.reference))
         label = f" {self.reference_label}" if self.reference_label else ""
         if self.op in ("<", ">"):
-            tol = f" {'+' if self.op == '<' else '-'}{_fmt(self.tolerance)}" if self.tolerance else ""
+            tol = f" {'+' if self.tolerance > 0 else '-'} {_fmt(abs(self.tolerance))}" if self.tolerance else ""
             seeds = (f", by > {self.sigmas:g} SE" if isinstance(self.measured, SeedStats)
                      or isinstance(self.reference, SeedStats) else "")
             return f"{self.op} {ref}{label}{tol}{seeds}"

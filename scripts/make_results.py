@@ -131,7 +131,7 @@ def claim_condition(claim: dict) -> str:
         return f"within {100 * tol:g} % of {ref}{label}"
     if op == "ratio<":
         return f"< {tol:g} × {ref}{label}"
-    shift = f" {'+' if op == '<' else '−'} {fmt(tol)}" if tol else ""
+    shift = f" {'+' if tol > 0 else '−'} {fmt(abs(tol))}" if tol else ""
     return f"{op} {ref}{shift}{label}"
 
 

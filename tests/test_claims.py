@@ -52,3 +52,10 @@ def test_quick_claims_are_marked_and_summarised():
     assert "not meaningful" in lines[1] and lines[2].endswith("FAILS")
     record = claims[1].to_json()
     assert record["holds"] is False and record["meaningful"] is True and record["measured"] == 3.0
+
+
+def test_a_tolerance_shifts_the_reference_and_is_shown_with_its_sign():
+    margin = Claim("k", "s", 3.0, ">", 2.0, 0.5)   # 3 > 2 + 0.5
+    slack = Claim("k", "s", 1.8, ">", 2.0, -0.5)   # 1.8 > 2 - 0.5
+    assert margin.holds and slack.holds and not Claim("k", "s", 2.4, ">", 2.0, 0.5).holds
+    assert "> 2 + 0.5" in margin.line() and "> 2 - 0.5" in slack.line()
