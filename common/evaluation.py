@@ -274,6 +274,20 @@ def expected_calibration_error(probs, labels, n_bins: int = 15) -> float:
     return float((count[used] / count.sum() * np.abs(accuracy[used] - mean_conf[used])).sum())
 
 
+def calibrated_ece_quantile(probs, n_bins: int = 15, draws: int = 200, level: float = 0.95,
+                            generator: torch.Generator | None = None) -> float:
+    """The ECE a perfectly calibrated model with these confidences stays under with probability ``level``.
+
+    ECE is biased upwards at finite n (each bin's accuracy is a noisy proportion), so 0 is not the line to
+    compare with: draw the labels from ``probs`` itself (calibrated by construction) ``draws`` times and take
+    the ``level`` quantile of the ECEs. An ECE above it is miscalibration, not sampling noise.
+    """
+    probs = torch.as_tensor(probs, dtype=torch.float64)
+    eces = [expected_calibration_error(probs, torch.multinomial(probs, 1, generator=generator)[:, 0], n_bins)
+            for _ in range(draws)]
+    return float(np.quantile(eces, level))
+
+
 def fpr_at_tpr(scores_in, scores_out, tpr: float = 0.95) -> float:
     """False-positive rate on out-of-distribution data at the threshold that keeps ``tpr`` of the in-distribution.
 
