@@ -50,8 +50,9 @@ def donsker_varadhan_se(t_p: torch.Tensor, t_q: torch.Tensor) -> float:
     """Delta-method standard error of ``donsker_varadhan_bound`` (P and Q samples independent).
 
     Var[mean T_p] = Var_P[T] / N;  Var[log mean e^T] ~ Var_Q[e^T] / (M (E_Q e^T)^2)  (first order).
-    The second term grows like e^KL for the optimal critic: the DV estimate needs many Q samples
-    where log p/q is large.
+    For the optimal critic e^T is proportional to p/q, so the second term is chi^2(p || q) / M, with
+    chi^2(p || q) = E_Q[(p/q)^2] - 1 (infinite when q's tails are lighter than p's): the DV estimate needs
+    many Q samples where p/q is large, and has no finite variance at all when chi^2 is infinite.
     """
     t_p, t_q = t_p.detach().double(), t_q.detach().double()
     weights = torch.exp(t_q - t_q.max())  # e^T scaled by a constant that cancels in the ratio below
