@@ -19,8 +19,8 @@ You will learn
 Prerequisites: lesson 01 (energies, scores, Langevin); lesson 05 helps (why MLE needs sampling).
 Everything runs on the CPU: the networks are tiny (--device is accepted but not needed).
 
-Run:  python 06_score_matching.py            (default, ~2.5 minutes of CPU time on a 2-core laptop)
-      python 06_score_matching.py --quick    (about 15 s; every code path runs)
+Run:  python 06_score_matching.py            (default, ~3.5 minutes of CPU time; 208 s measured under load)
+      python 06_score_matching.py --quick    (about 20 s; every code path runs)
       python 06_score_matching.py --help     (every hyperparameter, with advice)
       python 06_score_matching.py --show     (also open the figure windows)
 
@@ -70,8 +70,6 @@ LESSON = "06_score_matching"  # outputs go to outputs/06_score_matching/
 
 # %% [markdown]
 # # Lesson 06 -- Score matching
-#
-# ## Setup
 # Every number a student may want to change is a field of `Config` (and a flag: `--sigma 0.3`).
 
 # %%
@@ -113,8 +111,8 @@ class Config:
     lr: float = positive(2e-3)  # Adam learning rate (cosine-decayed to 0); above ~1e-2 training is erratic
     n_samples: int = count(2000, minimum=10)  # Langevin chains = samples compared with data by MMD
     langevin_steps: int = count(1000)  # Langevin steps per chain
-    step_size: float = positive(1e-2)  # Langevin step h; 3e-3 leaves even exact-score chains unmixed along
-        # the moons (exercise 1); above ~0.05 the bias across the moons shows
+    step_size: float = positive(1e-2)  # Langevin step h; with 3e-3 x 1000 even exact-score chains are
+        # unconverged in some draws (exercise 1); larger h adds bias (variance x 1/(1 - h/(2 s^2)), s ~ 0.22)
     mmd_repeats: int = count(10, minimum=2)  # data-vs-fresh-data MMD^2 draws for the noise floor
     dsm_seeds: int = count(3, minimum=1)  # DSM models (seed, seed+1, ...) graded by MMD; 3 give mean +- SE
     # -- section 6: separated modes
@@ -767,10 +765,10 @@ run.savefig(fig, "fig05_dsm_model", key=True)
 # target -eps/sigma -- yet the score field points the right way. The grade is a multi-scale MMD (it rejects
 # one moon and 2x too-wide moons at this n: tests/test_score_matching_grades.py) read against the floor AND
 # against exact samples of q_sigma, the best a DSM model at this sigma can do. The claims locate the miss:
-# q_sigma's samples are at the floor, the models' are not, so the gap is the model's. The sampler was the
-# other culprit: with h = 3e-3 even the EXACT score left the chains along the moons where their uniform
-# starts put them (17x the floor; exercise 1), hence h = 1e-2. More steps, width or data did not close the
-# model's gap (docs/solutions/06, exercise 1): its cause is not pinned down.
+# q_sigma's samples are at the floor, the models' are not, so the gap is the model's. The old step was a
+# second, smaller culprit: at h = 3e-3 x 1000 even the EXACT score landed -0.2, 0.9, 2.5 and 17x the floor
+# in four draws (exercise 1), at h = 1e-2 at the floor in two; hence h = 1e-2. More steps, width or data
+# did not close the model's gap (docs/solutions/06, exercise 1): its cause is not pinned down.
 
 # %%
 # The noise-level trade-off: one model per sigma, judged against q_sigma and against clean data.
@@ -818,8 +816,11 @@ run.metrics["dsm_sweep"] = sweep
 run.claim("tweedie_near_bayes", "learned Tweedie denoiser within 10 % of the exact score's MSE (worst sigma)",
           max(r["tweedie_mse"] / r["tweedie_exact_mse"] - 1 for r in sweep.values()), "<", 0.1)
 others = [sweep[s_]["score_rel_error"] for s_ in cfg.sigma_sweep if s_ != min(cfg.sigma_sweep)]
-run.claim("small_sigma_noisiest", f"smallest sigma ({min(cfg.sigma_sweep):g}): largest score error vs its q_sigma",
-          sweep[min(cfg.sigma_sweep)]["score_rel_error"], ">", max(others), reference_label="(max of the others)")
+run.claim("large_sigma_blurs", f"largest sigma ({max(cfg.sigma_sweep):g}): samples' E log p_data below data's",
+          sweep[max(cfg.sigma_sweep)]["mean_log_p_data_of_samples"], "<", log_p_data)
+if others:  # a sweep of one sigma has nothing to compare
+    run.claim("small_sigma_noisiest", f"smallest sigma ({min(cfg.sigma_sweep):g}): largest score error vs its q_sigma",
+              sweep[min(cfg.sigma_sweep)]["score_rel_error"], ">", max(others), reference_label="(max of the others)")
 
 n_sweep = len(cfg.sigma_sweep)
 fig, axes = plotting.figure(n_sweep, title=f"Noise-level trade-off on {cfg.dataset}: learned $e^{{-E}}$ and "
@@ -834,10 +835,9 @@ for ax, sigma in zip(np.atleast_1d(axes), cfg.sigma_sweep):
 plotting.colorbar(np.atleast_1d(axes)[-1], image, r"$e^{-E_\theta(x)}$ / max (per panel)")
 run.savefig(fig, "fig06_noise_levels")
 
-# What to notice: at the largest sigma the learned density is a blur of the moons and its samples
-# score a low E log p_data; at the smallest, the regression target is almost pure noise (signal
-# fraction ~ 0.01), so with the same number of steps the score error against its own target q_sigma
-# is largest there. In between lies the useful range -- and the reason lesson 10 uses many sigmas.
+# What to notice: at the largest sigma the learned density is a blur of the moons and its samples score
+# a low E log p_data; at the smallest, the regression target is almost pure noise (signal fraction ~0.01),
+# so the score error is largest there (claims). In between lies the useful range -- and lesson 10's ladder.
 
 tweedie_tex = r"$\mathbb{E}[x \mid \tilde x] = \tilde x + \sigma^2 \nabla \log q_\sigma(\tilde x)$"
 fig, axes = plotting.figure(n_sweep, title=f"Tweedie's denoiser {tweedie_tex}: 120 noisy points per panel, "
@@ -957,10 +957,9 @@ axes[3].set(ylabel="weight of the small mode", title="mass in the small mode (±
 plotting.colorbar(axes[2], image, "$p(x)$ / max")
 run.savefig(fig, "fig08_separated_modes", key=True)
 
-# What to notice: with the TRUE score, Langevin still puts ~half the chains in the small mode:
-# that failure is the sampler's, not the learning's. Annealed Langevin recovers the 0.2. The
-# learned energy gap is far from log 4: the learning has its own blind spot for weights of modes
-# the data never connects. Large noise levels cure both -- the road to lesson 10.
+# What to notice: with the TRUE score, Langevin still puts ~half the chains in the small mode: that
+# failure is the sampler's. Annealing (exact noised scores) recovers the 0.2. The learned energy gap is
+# off log 4: the learning has its own blind spot for modes the data never connects (lesson 10).
 
 # %% [markdown]
 # ## 7. Score matching against maximum likelihood: the spread over repeated fits
@@ -1070,13 +1069,10 @@ axes[1].set(ylabel="std over fits", title="spread of the estimators")
 plotting.legend_outside(axes[1])
 run.savefig(fig, "fig09_sm_vs_mle_spread")
 
-# What to notice: both clouds are centred near the truth (both estimators are consistent), but the
-# SM cloud is wider, and not by a finite-sample accident: the sandwich formula says SM needs about
-# 1.6x (theta1) and 1.4x (theta2) as many points as MLE for the same variance at the defaults, and
-# that ratio stays as n grows. The energy is even, so both wells always hold equal mass; what SM
-# pins down poorly is the barrier between them: it sees only local slopes grad_x log p, weighted
-# by p, so the low-density region around x = 0 where the barrier sits contributes little, while MLE
-# gets it through log Z. The bars match their asymptotic values, computed by quadrature without any fitting.
+# What to notice: both clouds are centred near the truth (both estimators are consistent), but the SM
+# cloud is wider, and not by accident: the sandwich formula says SM needs ~1.6x (theta1) and 1.4x (theta2)
+# as many points as MLE, at any n, and the bars match it (claims above). SM sees only local slopes
+# weighted by p, so the barrier at x = 0, where p is small, is pinned down poorly; MLE gets it via log Z.
 
 # %% [markdown]
 # ## 8. Fisher score matching: the same trick in parameter space
