@@ -719,7 +719,7 @@ for row, ds_name in enumerate(TOYS):
 for ax in axes:
     ax.images[0].set_clim(0, 1)  # one honest scale for the shared colour bar: p / max p in every panel
 fig.colorbar(image, ax=list(axes), shrink=0.5, label=r"$p(x) / \max\, p$ (each panel)")
-run.savefig(fig, "fig05_toy_models", key=True)
+run.savefig(fig, "fig05_toy_models")
 
 fig, axes = plotting.figure(2, 2, title=f"Persistent 8-Gaussians energy over training (seed {run.seed}): "
                                         r"$E - \min E$, clipped at 10")
