@@ -1024,7 +1024,8 @@ for key, color in (("iat_fixed_h", "C0"), ("iat_matched_h", "C1"), ("iat_flat_eq
     axes[0].plot([v for v in lambdas if v > 0], [gp_quadratic[f"{v:g}"][key + "_measured"] for v in lambdas if v > 0],
                  "o", color=color, ms=7)
 axes[0].set(xlabel=r"$\lambda$", ylabel="ULA IAT (steps)", title="quadratic energies: lines exact, dots simulated")
-axes[0].legend(fontsize=10, loc="lower right", bbox_to_anchor=(1, 0.1))
+axes[0].set_ylim(top=8000)  # head room for the legend above the curves
+axes[0].legend(fontsize=10, loc="upper center")
 axes[1].semilogx(lam_dense, [nll_cost(c, s2) for c in curv], "k-", label=f"quadratic, variance {s2:g}")
 axes[1].semilogx(lam_dense, [sum(nll_cost(a, v) for a, v in zip(row, variances)) for row in ill], "C2-",
                  label=f"ill-conditioned {variances}")
