@@ -3,37 +3,42 @@
 A neural network E_theta(x) can be any energy, and maximum likelihood trains it with one line,
 mean E(data) - mean E(samples) -- provided a sampler supplies the samples. This lesson measures that
 sampler against theory first (ULA's effective temperature, MALA's exactness, momentum's speed-up and
-its price), then trains neural energies on 2-D toys and 8x8 digits and grades them with numbers that
-cannot flatter: exact grid-normalised likelihoods, MMD against its noise floor, Fréchet distances.
+its price), then trains neural energies on 2-D toys and 8x8 digits and grades them, over seeds, with
+numbers that can fail: exact grid-normalised likelihoods, a multi-bandwidth MMD against its noise floor,
+per-mode weights, Fréchet distances and label entropies at one sample size. Every result the text relies
+on is a claim the run checks (HOLDS/FAILS in the output and in metrics.json).
 
 You will learn
 - the sign convention of the ML loss, and how it maps to code that stores f = -E;
 - why ULA's step size is a temperature (T_eff = 2T/(2 - a h)), and that image-EBM settings
   (step 10, noise 0.005) mean T ~ 1e-6: noisy gradient descent, not sampling;
 - when momentum (underdamped Langevin) mixes faster than ULA and when it is slower;
-- persistent chains with a replay buffer vs short-run chains from noise, and the short-run pathology;
-- the regularisation-sampling trade-off of a gradient penalty; how to read EBM training curves.
+- persistent chains with a replay buffer vs short-run chains from noise, and what long chains reveal;
+- when a gradient penalty slows sampling (fixed step) and when it does not (matched step, ill-conditioning);
+  how to read EBM training curves, split by where the chains came from.
 
 Prerequisites: lesson 01 (energies, Langevin), lesson 05 (CD and persistent chains), lesson 06 helps.
-Everything runs on the CPU; --device cuda moves the digits EBM of section 6 (the 2-D parts stay on the CPU).
+Everything runs on the CPU; --device cuda moves the image EBM of section 6 (the 2-D parts stay on the CPU).
+--image-dataset mnist trains the convolutional energy (common.nets.CNNEnergy) on 28x28 images (needs the
+IDX files; its runtime is not part of the budget below).
 
-Run:  python 07_neural_ebms.py            (default, ~4 minutes of CPU time on a 2-core laptop)
-      python 07_neural_ebms.py --quick    (about 25 s of CPU time; every code path runs)
+Run:  python 07_neural_ebms.py            (default, about 5 minutes of CPU time; docs/results.md has the timing)
+      python 07_neural_ebms.py --quick    (about 30 s of CPU time; every code path runs)
       python 07_neural_ebms.py --help     (every hyperparameter, with advice)
       python 07_neural_ebms.py --show     (also open the figure windows)
 
 Figures (outputs/07_neural_ebms/):
   fig01_energy_sign.png          a first neural energy: E, exp(-E), and f = -E of the same model
   fig02_teff_table.png           ULA's stationary variance vs a h against 2T/(a(2 - a h)); MALA keeps T/a
-  fig03_image_temperature.png    Langevin at T = 1 vs the image-EBM temperature s^2/(2h) on 8 Gaussians
+  fig03_image_temperature.png    Langevin at T = 1 vs the image-EBM temperature on 8 Gaussians
   fig04_momentum.png             ULA vs underdamped Langevin on an ill-conditioned Gaussian: ACF, IAT vs friction
   fig05_toy_models.png           learned densities exp(-E)/Z on 8 Gaussians and two moons, persistent vs short-run
   fig06_landscape_over_training.png   the persistent 8-Gaussians energy at four moments of training
-  fig07_shortrun_pathology.png   two moons: samples after K, 10 K and 100 K Langevin steps, both training modes
-  fig08_gradient_penalty.png     the regularisation-sampling trade-off: quadratic closed form and neural energy
+  fig07_shortrun_pathology.png   two moons: chains from noise after K, 10 K and 100 K steps on each model
+  fig08_gradient_penalty.png     the penalty at fixed and matched step (quadratic, exact), its NLL cost, neural
   fig09_digit_samples.png        digits: data, replay-buffer samples and chains evolving from noise
-  fig10_digit_energies.png       histograms of energies of training, held-out, sampled and noise images
-  fig11_training_curves.png      digits training: E(data), E(samples), loss and gradient norm over steps
+  fig10_digit_energies.png       energies of training, held-out, sampled and noise images
+  fig11_training_curves.png      digits training: energies, the gap split by chain origin, gradient norm
   anim_chains.gif                persistent chains moving over the learned 8-Gaussians energy
 
 metrics.json:
@@ -43,23 +48,23 @@ metrics.json:
   image_ebm_temperature          T = s^2/(2h) of the image settings, and the spread it gives vs T = 1
   iat_flat                       IAT of the flat coordinate (x and x^2): ULA, underdamped tuned, high friction;
                                  measured and exact, and the contraction factors
-  toy_nll                        grid-normalised NLL (nats) per dataset and training mode
-  toy_nll_floor                  the true entropy per dataset (mean, standard error)
-  toy_mmd                        MMD^2 of samples (K steps from the training start) against fresh data
-  toy_mmd_baseline               RMS of MMD^2(data, fresh data): the noise floor of the same estimator
-  shortrun_mmd_by_steps          MMD^2 after K, 10 K, 100 K steps from noise, per dataset and mode
-  gp_quadratic                   closed-form learned curvature, ULA contraction and IAT per lambda
-  gp_lipschitz_by_lambda         largest Hessian eigenvalue of the neural energy on data, per lambda
-  gp_iat_by_lambda               IAT of E(x) along Langevin chains on the neural energy, per lambda
-  gp_energy_scale_no_alpha       mean |E| of data at the end of training without and with the alpha penalty
-  digits_fd                      Fréchet distance of buffer samples to the training digits (classifier features)
-  digits_fd_floor                the same for held-out digits (what a perfect sampler would score)
-  digits_fd_gaussian             a full-covariance Gaussian fitted to the digits
-  digits_fd_noise                uniform noise in [-1, 1]
-  digits_label_entropy           entropy of the classifier's labels on the samples (ln 10 = 2.303 is uniform)
+  toy_grades                     per dataset and mode, over seeds (mean, se, values): NLL - floor, MMD^2 / floor,
+                                 and on 8 Gaussians the mode-weight KL and the in-mode fraction
+  toy_floors                     per dataset: the entropy (NLL floor) and the MMD^2 noise floor at N = eval_samples
+  toy_8g_persistent_nll_over_training   per seed: NLL - floor of the raw weights at the snapshot steps
+  longrun                        per dataset and mode, over seeds: MMD^2 / floor after n K steps from noise, the
+                                 fraction of chains where the data is thin, and the model's mass there
+  longrun_data_thin_mass         per dataset: the data's own mass where it is thin (the reference)
+  gp_quadratic                   per lambda: closed-form curvature (and Adam's), NLL cost, ULA IAT at fixed and
+                                 matched h, ill-conditioned condition number and flat IAT (exact and simulated)
+  gp_neural                      per lambda, over seeds: median curvature on data, IAT of E(x) at fixed and
+                                 matched h, NLL - floor
+  digits_fd                      Fréchet distances at one N: samples, floor, dequantised held-out, Gaussian, noise
+  digits_label_entropy           label entropy of the samples and of held-out digits, and the G-test line
   digits_classifier_accuracy     test accuracy of the feature classifier
   digits_temperature             T = s^2/(2h) of the digits sampler
-  digits_gap_by_thirds           mean E(samples) - E(data) over each third of the digits training
+  digits_gap_by_thirds           E(samples) - E(data) over each third of training: all chains (mean), persistent
+                                 chains (mean and median), fresh chains (mean)
 """
 LESSON = "07_neural_ebms"  # outputs go to outputs/07_neural_ebms/
 
@@ -78,10 +83,10 @@ from common.config import choice, count, nonnegative, parse_flags, positive, pro
 @dataclass
 class Config:
     # -- section 1: a first neural energy
-    sign_iters: int = count(300)  # training steps of the first (inline) model; its landscape sharpens with more
+    sign_iters: int = count(200)  # training steps of the first (inline) model; its landscape sharpens with more
     # -- section 2: samplers against theory
     ah_grid: tuple[float, ...] = positive((0.1, 0.5, 1.0, 1.5, 1.9))  # values of a*h for the T_eff table (< 2)
-    theory_chains: int = count(100000, minimum=100)  # independent chains; the variance's SE is var*sqrt(2/n)
+    theory_chains: int = count(50000, minimum=100)  # independent chains; the variance's SE is var*sqrt(2/n)
     theory_steps: int = count(300)  # steps per chain; |1 - a h| <= 0.9 forgets the start in ~100
     image_step_size: float = positive(10.0)  # the image-EBM step h (Du & Mordatch, UvA tutorial 8)
     image_noise: float = positive(0.005)  # the image-EBM noise s; T = s^2/(2h)
@@ -90,33 +95,41 @@ class Config:
     stiff_curvature: float = positive(1.0)  # a of the stiff direction; it limits the step: h < 2/a
     mix_step_size: float = positive(0.5)  # one step size for ULA and underdamped Langevin
     high_friction: float = positive(2.0)  # gamma = 1/h turns underdamped Langevin into ULA with step h^2
-    mix_chains: int = count(32, minimum=2)  # chains per sampler for the IAT
-    mix_steps: int = count(30000, minimum=100)  # steps per chain; the IAT estimate needs >> 50 IATs
+    mix_chains: int = count(64, minimum=2)  # chains per sampler for the IAT (vectorised: cheap)
+    mix_steps: int = count(12000, minimum=100)  # steps per chain; at 8000 (20 IATs) the IAT of 400 reads 8 % low
     # -- sections 3-4: 2-D toys
-    toy_hidden: int = count(128)  # width of the 2-h-h-1 SiLU energy
-    toy_iters: int = count(1000)  # training steps per toy model (2 datasets x 2 modes); more sharpens the modes
+    n_seeds: int = count(3, minimum=2)  # replicates of every comparison (sections 3-5): mean ± SE over seeds
+    toy_hidden: int = count(64)  # width of the 2-h-h-1 SiLU energy; 128 costs ~1.3x per step
+    toy_iters: int = count(600)  # training steps per toy model (2 datasets x 2 modes x seeds); more sharpens
     toy_batch: int = count(256)  # data points and negative samples per step
-    toy_lr: float = positive(3e-3)  # Adam lr (beta1 = 0, as in the image-EBM recipes); 1e-3 needs ~2x the steps
+    toy_lr: float = positive(1e-2)  # Adam lr (beta1 = 0, as in image-EBM recipes); at 3e-3 600 steps leave the
+        # 8-Gaussians modes too wide (NLL ~0.4 nats above the floor in our tries)
     toy_langevin_steps: int = count(20)  # K: Langevin steps per training step (persistent and short-run)
     toy_step_size: float = positive(0.05)  # Langevin step h at T = 1 on 8 Gaussians (blobs of std 0.5); 0.02
         # explores too little. Other data scale it by (width/0.5)^2, which keeps a h ~ 0.2 (section 2a)
     toy_ema: float = probability(0.99)  # EMA of the weights that is evaluated; raw weights' NLL jumps by ~0.2
-    toy_buffer: int = count(10000)  # replay-buffer size of the persistent chains
+    toy_buffer: int = count(2000)  # replay-buffer size; smaller: each chain is revisited (and moved) more often
     reinit_fraction: float = probability(0.05)  # fraction of buffer draws replaced by fresh noise
     toy_alpha: float = nonnegative(0.01)  # energy-magnitude penalty alpha (E+^2 + E-^2); it biases the fit a little
     toy_grad_clip: float = positive(1.0)  # clip of the parameter gradient's norm
-    eval_samples: int = count(2000, minimum=10)  # samples for MMD (and the NLL's held-out data)
+    eval_samples: int = count(1000, minimum=10)  # N for MMD, its floor, mode weights, NLL and the long chains
     grid_n: int = count(300)  # grid points per axis for log Z (the midpoint rule's error is ~1e-4 here)
     mmd_repeats: int = count(10, minimum=2)  # data-vs-fresh-data draws for the MMD noise floor
     longrun_factors: tuple[int, ...] = count((1, 10, 100))  # chain lengths in units of K for the pathology
-    gif_frames: int = count(40, minimum=2)  # frames of the animated chains (each costs a render)
+    gif_frames: int = count(24, minimum=2)  # frames of the animated chains (each costs a render)
+    thin_density: float = probability(0.01)  # section 4: "where the data is thin" = density below this x peak
     # -- section 5: gradient penalty
     gp_lambdas: tuple[float, ...] = nonnegative((0.0, 0.1, 1.0))  # penalty weights lambda |grad_x E|^2
-    gp_iters: int = count(400)  # training steps per lambda
-    gp_hidden: int = count(64)  # width of the section-5 energies
-    gp_chain_steps: int = count(3000)  # Langevin steps for the IAT of E(x) on each trained model
+    gp_ah: float = positive(0.2)  # a h of the matched step h = c/curvature (section 3's toys sit near 0.2)
+    gp_variances: tuple[float, ...] = positive((1.0, 0.01))  # the ill-conditioned Gaussian's two variances
+    gp_sim_iats: int = count(200, minimum=10)  # length of the simulated quadratic ULA chains, in IATs
+    gp_iters: int = count(250)  # training steps per lambda and seed
+    gp_hidden: int = count(32)  # width of the section-5 energies
+    gp_chains: int = count(32, minimum=2)  # chains for the IAT of E(x) on each trained model
+    gp_chain_steps: int = count(1500)  # Langevin steps per chain; the IAT needs >> 10 IATs (~30 at lambda = 1)
     # -- sections 6-7: digits
     image_dataset: str = choice("digits", ("digits", "mnist"))  # mnist needs the IDX files in $EBM_DATA_DIR
+    image_energy: str = choice("auto", ("auto", "mlp", "cnn"))  # auto: MLP on digits, CNNEnergy on mnist
     digits_hidden: int = count(256)  # width of the 64-h-h-1 SiLU energy (a CNN costs ~9x more per step)
     digits_iters: int = count(1500)  # training steps; samples sharpen up to ~5000
     digits_batch: int = count(128)  # images and negatives per step
@@ -129,15 +142,16 @@ class Config:
     digits_buffer: int = count(8192)  # replay-buffer size
     digits_grad_clip: float = positive(0.1)  # clip of the parameter gradient's norm (UvA tutorial 8)
     classifier_epochs: int = count(30)  # epochs of the feature classifier for the Fréchet distance
-    n_image_samples: int = count(1000, minimum=300)  # samples scored; the FD needs more than its 64 features
+    n_image_samples: int = count(1000, minimum=100)  # N of the FD; capped at the held-out split (359 digits)
 
 
 QUICK = {
-    "sign_iters": 20, "theory_chains": 2000, "theory_steps": 100, "image_demo_steps": 100, "mix_chains": 8,
-    "mix_steps": 1500, "toy_hidden": 32, "toy_iters": 30, "toy_batch": 128, "toy_langevin_steps": 10,
-    "toy_buffer": 1000, "eval_samples": 300, "grid_n": 80, "mmd_repeats": 3, "longrun_factors": (1, 3),
-    "gif_frames": 6, "gp_iters": 20, "gp_hidden": 16, "gp_chain_steps": 100, "digits_hidden": 64, "digits_iters": 30,
-    "digits_langevin_steps": 10, "digits_buffer": 1000, "classifier_epochs": 1, "n_image_samples": 300,
+    "sign_iters": 15, "theory_chains": 1000, "theory_steps": 60, "image_demo_steps": 50, "mix_chains": 8,
+    "mix_steps": 800, "n_seeds": 2, "toy_hidden": 16, "toy_iters": 12, "toy_batch": 64, "toy_langevin_steps": 5,
+    "toy_buffer": 500, "eval_samples": 200, "grid_n": 50, "mmd_repeats": 2, "longrun_factors": (1, 3),
+    "gif_frames": 2, "gp_sim_iats": 20, "gp_iters": 8, "gp_hidden": 16, "gp_chains": 8, "gp_chain_steps": 50,
+    "digits_hidden": 64, "digits_iters": 20, "digits_langevin_steps": 10, "digits_buffer": 1000,
+    "classifier_epochs": 1, "n_image_samples": 300,
 }
 
 
@@ -157,23 +171,29 @@ def check(cfg):
 cfg, flags = parse_flags(Config, LESSON, __doc__, quick=QUICK, check=check, exercises=(1, 3, 5))
 
 import math  # noqa: E402  (heavy imports after the flags, so --help answers at once)
+import zlib  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from common import plotting  # noqa: E402
+from common.claims import over_seeds  # noqa: E402
 from common.datasets import dequantize, load_signed_images, toy_dataset  # noqa: E402
-from common.diagnostics import mmd_rbf  # noqa: E402
 from common.evaluation import (  # noqa: E402
     FrechetScorer,
     grid_nll,
+    kl_weights,
+    mmd_bandwidths,
+    mmd_multiscale,
     mmd_noise_floor,
+    mode_kl_threshold,
+    mode_weights,
     nll_floor,
     train_feature_classifier,
 )
 from common.lesson import start_lesson  # noqa: E402
-from common.nets import MLPEnergy  # noqa: E402
+from common.nets import CNNEnergy, MLPEnergy  # noqa: E402
 from common.sampler_theory import (  # noqa: E402
     ar1_iat,
     integrated_autocorrelation_time,
@@ -322,11 +342,14 @@ for ah in cfg.ah_grid:
     teff_rows[f"{ah:g}"] = row
     print(f"   {ah:5.2f} | {theory:10.4f} {measured:10.4f} {se:8.4f} {row['rel_error']:+8.2%} | {mala_var:8.4f} "
           f"{row['mala_rel_error']:+8.2%} {acc:7.2f}")
-within = all(abs(r["measured"] - r["theory"]) < max(0.02 * r["theory"], 3 * r["se"])
-             for ah, r in teff_rows.items() if float(ah) <= 1.5)
-print(f"   ULA within 2 % (or 3 SE) of 2T/(a(2 - a h)) for every a h <= 1.5: {within}")
 run.metrics["teff_table"] = teff_rows
 run.metrics["mala_variance_rel_error"] = max(abs(r["mala_rel_error"]) for r in teff_rows.values())
+three_se = 3 * math.sqrt(2 / (cfg.theory_chains - 1))  # 3 SE of a sample variance, relative
+run.claim("teff", "ULA's variance is 2T/(a(2 - a h)) at every a h (T_eff), worst relative error",
+          max(abs(r["rel_error"]) for r in teff_rows.values()), "<", max(0.02, three_se),
+          reference_label="(2 % or 3 SE)")
+run.claim("mala_exact", "MALA keeps T/a at every step size, worst relative error",
+          run.metrics["mala_variance_rel_error"], "<", max(0.02, three_se), reference_label="(2 % or 3 SE)")
 
 fig, axes = plotting.figure(2, title=f"$E = a x^2/2$, $a$ = {a_quad:g}, $T$ = {temperature:g}: "
                                      rf"{cfg.theory_chains} chains $\times$ {cfg.theory_steps} steps")
@@ -360,7 +383,8 @@ run.savefig(fig, "fig02_teff_table")
 # Image-EBM code writes the step as x <- x - h grad E + s xi with h and s chosen separately. Matching
 # it to sqrt(2 T h) gives T = s^2/(2h); with h = 10 and s = 0.005 that is 1.25e-6. Such a chain is
 # noisy gradient descent: it finds the wells of E and stays in their bottoms. We show it on the TRUE
-# 8-Gaussians energy, with a stable step h = 0.02 and the noise that gives the same T.
+# 8-Gaussians energy, with a stable step (h = --toy-step-size, 0.05) and the noise s = sqrt(2 T h) that
+# gives the same T = 1.25e-6 at that step (s = 3.5e-4).
 
 # %%
 gen = cpu_generator("image-temperature")
@@ -378,23 +402,29 @@ def spread(x):
     return float(torch.cdist(x.cpu(), centres).min(1).values.pow(2).mean().sqrt())
 
 
-spread_hot, spread_cold = spread(x_hot), spread(x_cold)
+spread_hot, spread_cold, spread_data = spread(x_hot), spread(x_cold), spread(x8[:2000])
+noise_show = math.sqrt(2 * t_image * h_show)  # the noise that gives T = t_image at step h_show
 print(f"\n2b. Image-EBM settings h = {cfg.image_step_size:g}, s = {cfg.image_noise:g}: T = s^2/(2h) = {t_image:.3g}")
-print(f"   on 8 Gaussians (std 0.5), {cfg.image_demo_steps} steps of h = {h_show:g}: RMS distance to the "
-      f"nearest centre {spread_hot:.3f} at T = 1 (data: {spread(x8[:2000]):.3f}) vs {spread_cold:.2e} "
-      f"at T = {t_image:.3g} "
-      f"(theory 0.5 sqrt(2T) = {0.5 * math.sqrt(2 * t_image):.1e}); at T = 1 ULA's T_eff = 2/(2 - 4h) predicts "
-      f"{spread(x8[:2000]) * math.sqrt(ula_effective_temperature(4.0, h_show)):.3f}")
+print(f"   on 8 Gaussians (std 0.5), {cfg.image_demo_steps} steps of h = {h_show:g}: RMS distance to the nearest "
+      f"centre {spread_hot:.3f} at T = 1 (data {spread_data:.3f}) vs {spread_cold:.2e} at s = {noise_show:.2g} "
+      f"(T = {t_image:.3g})")
 run.metrics["image_ebm_temperature"] = {"temperature": t_image, "spread_t1": spread_hot, "spread_image_t": spread_cold,
-                                        "spread_data": spread(x8[:2000])}
+                                        "spread_data": spread_data}
+# exp(-E/T) around a centre of std 0.5 has RMS distance 0.5 sqrt(2 T); ULA at T = 1 samples T_eff = 2/(2 - a h)
+run.claim("image_t_cold", "at the image-EBM temperature the chains sit 0.5 sqrt(2T) from the centres",
+          spread_cold, "within_rel", 0.5 * math.sqrt(2 * t_image), 0.1, reference_label="= 0.5 sqrt(2T)")
+run.claim("image_t_hot", "at T = 1 they fill the wells as ULA's T_eff predicts",
+          spread_hot, "within_rel", spread_data * math.sqrt(ula_effective_temperature(4.0, h_show)), 0.03,
+          reference_label="= data x sqrt(T_eff)")
 
 fig, axes = plotting.figure(2, title=f"Langevin on the true 8-Gaussians energy, $h$ = {h_show:g}, "
-                                     f"{cfg.image_demo_steps} steps")
-for ax, x, label in ((axes[0], x_hot, r"$T = 1$ ($\sigma = \sqrt{2h}$)"),
-                      (axes[1], x_cold, rf"$\sigma$ = {cfg.image_noise:g}: $T = \sigma^2/(2h)$ = {t_image:.2g}")):
+                                     f"{cfg.image_demo_steps} steps, 2000 chains from uniform noise")
+for ax, x, label, size in ((axes[0], x_hot, r"$T = 1$ ($s = \sqrt{2h}$)", 4),
+                           (axes[1], x_cold, rf"$s$ = {noise_show:.1e}: $T = s^2/(2h)$ = {t_image:.2g}", 60)):
     plotting.energy_contours(ax, toy8.energy, toy8.bounds, label="$E(x)$")
-    plotting.scatter_samples(ax, x.cpu(), size=4)
+    ax.scatter(*x.cpu().T, s=size, c="white", edgecolors="red", linewidths=1.2, zorder=3)
     ax.set_title(label)
+axes[1].set_title(f"{axes[1].get_title()}\nall 2000 chains on 8 points (RMS {spread_cold:.0e})")
 run.savefig(fig, "fig03_image_temperature")
 
 # What to notice: at T = 1 the chains fill each well as the data do; at the image-EBM temperature all
@@ -410,8 +440,10 @@ run.savefig(fig, "fig03_image_temperature")
 # is the contraction factor per step, and the exact autocorrelation is rho_t = (M^t S)_xx / S_xx
 # (`common.sampler_theory`). For ULA the factor is 1 - a h. On an ill-conditioned Gaussian (one stiff,
 # one flat direction) the stiff one limits h, and the flat one then mixes in ~1/(a_flat h) steps.
-# Momentum with gamma = 2 sqrt(a_flat) (critical damping of the flat direction) needs only
-# ~1/(sqrt(a_flat) h); with gamma = 1/h the velocity is forgotten at every step and the sampler IS ULA with
+# Momentum with the friction that critically damps the flat direction needs only ~1/(sqrt(a_flat) h).
+# In continuous time that friction is 2 sqrt(a); for the discrete recursion it is where the two
+# eigenvalues of M meet, (2 - h^2 a - h gamma)^2 = 4 (1 - h gamma), i.e. gamma* = 2 sqrt(a) - a h (0.273
+# here, not 0.283). With gamma = 1/h the velocity is forgotten at every step and the sampler IS ULA with
 # step h^2 -- slower than ULA. We measure the IAT of the flat coordinate x and of x^2 (its energy; for a
 # Gaussian chain its autocorrelation is rho_t^2), the number of steps one independent draw costs.
 
@@ -425,7 +457,8 @@ def ill_conditioned(x):
     return 0.5 * (curvatures * x**2).sum(1)  # E = (a_flat x1^2 + a_stiff x2^2)/2
 
 
-frictions = {"underdamped tuned": 2 * math.sqrt(a_flat), "underdamped high friction": cfg.high_friction}
+gamma_star = 2 * math.sqrt(a_flat) - a_flat * h_mix  # discrete critical damping: M's eigenvalues coincide
+frictions = {"underdamped tuned": gamma_star, "underdamped high friction": cfg.high_friction}
 x0 = torch.randn(cfg.mix_chains, 2, generator=gen, device=device) / curvatures.sqrt()  # stationary start
 burn = cfg.mix_steps // 10
 paths = {"ULA": langevin(ill_conditioned, x0, cfg.mix_steps, h_mix, generator=gen, keep_every=1)[1]}
@@ -456,10 +489,18 @@ for name, chains in flat.items():
     iat_rows[name] = row
     print(f"   {name:<27}{gamma or 0:7.3f}{contraction:12.4f}{iat_x:12.1f}{row['iat_x']:10.1f}{iat_x2:14.1f}"
           f"{row['iat_x2']:10.1f}")
-speedup = iat_rows["ULA"]["iat_x"] / iat_rows["underdamped tuned"]["iat_x"]
-print(f"   tuned momentum: {speedup:.1f}x fewer steps per independent draw of x than ULA (target >= 3x); "
-      f"high friction: {iat_rows['underdamped high friction']['iat_x'] / iat_rows['ULA']['iat_x']:.1f}x MORE")
 run.metrics["iat_flat"] = iat_rows
+worst = max(abs(r["iat_x"] / r["iat_x_exact"] - 1) for r in iat_rows.values())
+run.claim("iat_exact", "measured IATs of x follow the exact 2x2-recursion values, worst relative error", worst,
+          "<", 0.1, reference_label="(10 %)")
+run.claim("momentum", "tuned momentum needs >= 3x fewer steps per independent draw than ULA",
+          iat_rows["ULA"]["iat_x"] / iat_rows["underdamped tuned"]["iat_x"], ">", 3.0)
+run.claim("momentum_high_friction", "with gamma = 1/h momentum is slower than ULA (IAT ratio)",
+          iat_rows["underdamped high friction"]["iat_x"] / iat_rows["ULA"]["iat_x"], ">", 1.0)
+rho_min = float(exact_rho["underdamped tuned"].min())
+print(f"   at gamma* = {gamma_star:.3f} the exact ACF's minimum is {rho_min:.1e} (eigenvalues real: no dip below 0); "
+      f"contraction {underdamped_contraction(a_flat, h_mix, gamma_star):.4f} vs "
+      f"{underdamped_contraction(a_flat, h_mix, 2 * math.sqrt(a_flat)):.4f} at 2 sqrt(a)")
 
 fig, axes = plotting.figure(2, title=f"Flat direction $a$ = {a_flat:g} (stiff $a$ = {a_stiff:g}), "
                                      f"same step $h$ = {h_mix:g}")
@@ -471,7 +512,7 @@ for (name, chains), color in zip(flat.items(), ("#1f77b4", "#2ca02c", "#d62728")
     axes[0].plot(lags, exact_rho[name], color=color, lw=1.2,
                  label=name.replace("underdamped ", "underdamped, ").replace("high friction", "high γ"))
 axes[0].axhline(0, color="gray", lw=0.8)
-axes[0].set(xlabel="lag $t$ (steps)", ylabel="autocorrelation of $x_1$", title="ACF: exact (lines) and measured (dots)")
+axes[0].set(xlabel="lag $t$ (steps)", ylabel="autocorrelation of $x_1$", title="ACF: exact (lines), measured (dots)")
 axes[0].legend(loc="upper right")
 gammas = np.geomspace(0.02, 1 / h_mix, 40)
 axes[1].loglog(gammas, [underdamped_iat(a_flat, h_mix, g) for g in gammas], "k-", label="underdamped, IAT of $x_1$")
@@ -480,16 +521,18 @@ axes[1].loglog(gammas, [1 / (1 - underdamped_contraction(a_flat, h_mix, g)) for 
 axes[1].axhline(iat_rows["ULA"]["iat_x_exact"], color="#1f77b4", ls="--", label="ULA, IAT of $x_1$")
 for name, color in (("underdamped tuned", "#2ca02c"), ("underdamped high friction", "#d62728")):
     axes[1].plot(iat_rows[name]["friction"], iat_rows[name]["iat_x"], "o", ms=8, color=color, label=f"{name}, measured")
-axes[1].axvline(2 * math.sqrt(a_flat), color="gray", lw=0.8)
-axes[1].set(xlabel="friction γ", ylabel="steps", title=r"IAT vs friction (grey line: $\gamma = 2\sqrt{a}$)")
+axes[1].axvline(gamma_star, color="gray", lw=0.8)
+axes[1].set(xlabel="friction γ", ylabel="steps", title=r"IAT vs friction (grey: $\gamma^*$)")
 plotting.legend_outside(axes[1])
 run.savefig(fig, "fig04_momentum")
 
-# What to notice: the tuned sampler's ACF dips below zero and dies within ~100 steps, ULA's decays like
-# (1 - a h)^t, the high-friction one slower still. The right panel shows the price of small friction: the
-# IAT of x keeps falling as gamma -> 0 (anti-correlated oscillations cancel), but the contraction factor
-# (dotted: 1/(1 - rho) steps to forget the start) grows again -- the chain rings. The balance is near
-# gamma = 2 sqrt(a), where the contraction factor is smallest; tune it to the flattest direction.
+# What to notice: the tuned sampler's ACF falls to zero within ~80 steps without going negative (at
+# gamma* both eigenvalues of M are real and equal: critical damping), ULA's decays like (1 - a h)^t, the
+# high-friction one slower still. The right panel shows the price of small friction: below gamma* the
+# eigenvalues are complex, the ACF oscillates and the IAT of x keeps falling as gamma -> 0 (anti-correlated
+# swings cancel), but the contraction factor (dotted: 1/(1 - rho) steps to forget the start) grows again
+# -- the chain rings. The contraction factor is smallest exactly at gamma* = 2 sqrt(a) - a h, the discrete
+# critical damping; tune it to the flattest direction.
 
 # %% [markdown]
 # ## 3. Training on 2-D toys: persistent chains vs short-run chains
@@ -497,37 +540,50 @@ run.savefig(fig, "fig04_momentum")
 # Two ways to get the negatives x- for the loss of section 1 (`common.training.draw_negatives`):
 # - **persistent** (PCD, Du & Mordatch 2019): chains live in a replay buffer; each step takes a batch of
 #   them (95 %; 5 % are replaced by fresh uniform noise so the buffer keeps exploring), runs K Langevin
-#   steps and puts them back. Over training each chain runs for thousands of steps, so the negatives
+#   steps and puts them back. Over training each chain runs for hundreds of steps, so the negatives
 #   approach exp(-E).
 # - **short-run** (Nijkamp et al. 2019): K steps from fresh noise every time. The model then learns an
 #   energy whose K-step descent from noise looks like data -- a generator, not necessarily a density.
 #
-# Both sample at T = 1 (s = sqrt(2h), h = --toy-step-size). Quality by numbers that cannot flatter: the
-# exact NLL, normalising exp(-E) on a grid (`common.evaluation.grid_nll`), next to its floor, the true
-# entropy -E_p log p (no model can go below it); and MMD^2 against the data-vs-fresh-data noise floor.
+# Both sample at T = 1 (s = sqrt(2h), h = --toy-step-size). Every number is a mean ± SE over --n-seeds
+# independent replicates (seed, seed + 1, ...), and each is one that cannot flatter: the exact NLL,
+# normalising exp(-E) on a grid (`common.evaluation.grid_nll`), next to its floor, the true entropy
+# -E_p log p (no model can go below it); the multi-bandwidth MMD^2 (kernels at 1/16, 1/4 and 1 x the data's
+# median distance, `common.evaluation.mmd_multiscale`) as a multiple of its noise floor (data against fresh
+# data at the same N); on 8 Gaussians the per-mode weights (nearest centre, within one std) and the in-mode
+# fraction, 1 - exp(-1/2) = 0.393 for the data. tests/test_metrics_can_fail.py shows these reject a missing
+# mode, a ring, 2:1 weights and too-wide modes; the single median-bandwidth MMD used before passes a ring.
 
 # %%
 gen = cpu_generator("toys")
 TOYS = ("8gaussians", "two_moons")
+NAMES = {"8gaussians": "8 Gaussians", "two_moons": "two moons"}
 TOY_WIDTH = {"8gaussians": 0.5, "two_moons": 0.2}  # std of the blobs / of the noise around the moons' arcs
+MODES = ("persistent", "short-run")
+n_snapshots = 4
+snapshot_steps = sorted({int(round(s)) for s in np.linspace(0, cfg.toy_iters - 1, n_snapshots)})
 
 
 def toy_step(ds_name):
     # curvature a ~ 1/width^2, so h = h_8g (width/0.5)^2 keeps a h (and T_eff = 2/(2 - a h)) the same
     return cfg.toy_step_size * (TOY_WIDTH[ds_name] / 0.5) ** 2
 
-MODES = ("persistent", "short-run")
-n_snapshots = 4
-snapshot_steps = sorted({int(round(s)) for s in np.linspace(0, cfg.toy_iters - 1, n_snapshots)})
+
+def seed_generator(section, i):
+    """Replicate i of a section: its own stream, seeded from (seed + i, section), so --seed moves every one."""
+    return torch.Generator().manual_seed((run.seed + i) * 1_000_003 + zlib.crc32(section.encode()))
 
 
-def train_toy(dataset, mode, generator, snapshots=None, hidden=None, iters=None, grad_penalty=0.0, alpha=None,
-              name="toy"):
+def train_toy(dataset, mode, generator, snapshots=None, hidden=None, iters=None, grad_penalty=0.0, name="toy",
+              track=None):
     """An MLP energy trained by ML with persistent or short-run Langevin negatives.
 
     Returns (EMA of the energy, history, source); source is the ReplayBuffer or the noise function.
+    ``track``: a dict filled with the raw weights' NLL - floor at the snapshot steps.
     """
-    energy = MLPEnergy(2, (hidden or cfg.toy_hidden,) * 2).to(device)
+    with torch.random.fork_rng(devices=[]):  # the initial weights depend on the replicate only
+        torch.manual_seed(generator.initial_seed())
+        energy = MLPEnergy(2, (hidden or cfg.toy_hidden,) * 2).to(device)
     x_data = dataset.sample(20000, generator).to(device)
     batch = data_stream(x_data, cfg.toy_batch, generator)
 
@@ -543,11 +599,14 @@ def train_toy(dataset, mode, generator, snapshots=None, hidden=None, iters=None,
     def loss_fn(step):
         if snapshots is not None and step in snapshot_steps:
             snapshots[step] = plotting.evaluate_on_grid(energy, dataset.bounds, 100, device)
+        if track is not None and step in snapshot_steps:
+            ref = toy_ref[dataset.name]
+            track[step] = grid_nll(energy, ref["nll_points"], dataset.bounds, 100) - ref["nll_floor"][0]
         x_pos = batch().requires_grad_(grad_penalty > 0)
         x_neg = draw_negatives(energy, source, len(x_pos), n_steps=cfg.toy_langevin_steps, step_size=step_size,
                                generator=generator)
         e_pos = energy(x_pos)
-        loss, logs = contrastive_divergence_loss(e_pos, energy(x_neg), alpha=cfg.toy_alpha if alpha is None else alpha)
+        loss, logs = contrastive_divergence_loss(e_pos, energy(x_neg), alpha=cfg.toy_alpha)
         if grad_penalty > 0:
             # lambda E_data |grad_x E|^2  (create_graph: the penalty is differentiated w.r.t. theta)
             (grad_x,) = torch.autograd.grad(e_pos.sum(), x_pos, create_graph=True)
@@ -560,72 +619,118 @@ def train_toy(dataset, mode, generator, snapshots=None, hidden=None, iters=None,
     return trainer.ema.eval(), history, source
 
 
-toy_models, toy_nll, toy_floor, toy_mmd, toy_baseline, toy_bandwidth, snapshots = {}, {}, {}, {}, {}, {}, {}
-print(f"\n3. 2-D toys, MLP 2-{cfg.toy_hidden}-{cfg.toy_hidden}-1, {cfg.toy_iters} steps, K = {cfg.toy_langevin_steps}, "
-      f"h = {toy_step('8gaussians'):g} (8 Gaussians), {toy_step('two_moons'):g} (two moons), T = 1, "
-      f"EMA {cfg.toy_ema:g}")
-print(f"   {'dataset':<11}{'mode':<12}{'NLL':>8}{'floor':>14}{'gap':>7}{'MMD^2':>10}{'noise floor':>12}{'ratio':>7}")
+def model_samples(energy, source, ds_name, n, generator):
+    if isinstance(source, ReplayBuffer):  # the buffer's chains ARE the persistent model's samples
+        return source.states[torch.randperm(len(source.states), generator=generator)[:n]]
+    return draw_negatives(energy, source, n, n_steps=cfg.toy_langevin_steps, step_size=toy_step(ds_name),
+                          generator=generator)
+
+
+toy_ref = {}  # per dataset: held-out points for the NLL and the MMD, bandwidths, floors (one N for all)
 for ds_name in TOYS:
     dataset = toy_dataset(ds_name)
     x_a, x_b = dataset.sample(cfg.eval_samples, gen), dataset.sample(cfg.eval_samples, gen)
-    toy_bandwidth[ds_name] = float(torch.cdist(x_a.double(), x_b.double()).median())  # one kernel for every MMD
-    toy_baseline[ds_name] = mmd_noise_floor(lambda n, d=dataset: d.sample(n, gen), cfg.eval_samples,
-                                            cfg.mmd_repeats, toy_bandwidth[ds_name])
-    floor_mean, floor_se = nll_floor(dataset, 20000, gen)
-    toy_floor[ds_name] = {"mean": floor_mean, "se": floor_se}
-    for mode in MODES:
-        snaps = snapshots if (ds_name, mode) == ("8gaussians", "persistent") else None
-        energy, history, source = train_toy(dataset, mode, gen, snaps, name=f"{ds_name} {mode}")
-        toy_models[ds_name, mode] = (energy, source)
-        nll = grid_nll(energy, x_a.to(device), dataset.bounds, cfg.grid_n)
-        if mode == "persistent":  # the buffer's chains ARE the model's samples
-            index = torch.randperm(len(source.states), generator=gen, device=gen.device)[: cfg.eval_samples]
-            samples = source.states[index.to(source.states.device)]
-        else:
-            samples = draw_negatives(energy, source, cfg.eval_samples, n_steps=cfg.toy_langevin_steps,
-                                     step_size=toy_step(ds_name), generator=gen)
-        mmd = mmd_rbf(samples.cpu(), x_b, toy_bandwidth[ds_name])
-        toy_nll.setdefault(ds_name, {})[mode] = nll
-        toy_mmd.setdefault(ds_name, {})[mode] = mmd
-        print(f"   {ds_name:<11}{mode:<12}{nll:8.3f}{floor_mean:8.3f}±{floor_se:.3f}{nll - floor_mean:7.3f}{mmd:10.2e}"
-              f"{toy_baseline[ds_name]:12.2e}{mmd / toy_baseline[ds_name]:7.1f}")
-gap8 = toy_nll["8gaussians"]["persistent"] - toy_floor["8gaussians"]["mean"]
-ratio8 = toy_mmd["8gaussians"]["persistent"] / toy_baseline["8gaussians"]
-print(f"   8 Gaussians, persistent: NLL {gap8:.3f} nats above the floor (target <= 0.15: "
-      f"{'met' if gap8 <= 0.15 else 'MISSED'}), MMD^2 {ratio8:.1f}x its noise floor (target <= 2: "
-      f"{'met' if ratio8 <= 2 else 'MISSED'})")
-run.metrics["toy_nll"] = toy_nll
-run.metrics["toy_nll_floor"] = toy_floor
-run.metrics["toy_mmd"] = toy_mmd
-run.metrics["toy_mmd_baseline"] = toy_baseline
+    bandwidths = mmd_bandwidths(x_b)
+    toy_ref[ds_name] = {"nll_points": x_a, "mmd_points": x_b, "bandwidths": bandwidths,
+                        "nll_floor": nll_floor(dataset, 20000, gen),
+                        "mmd_floor": mmd_noise_floor(lambda n, d=dataset: d.sample(n, gen), cfg.eval_samples,
+                                                     cfg.mmd_repeats, bandwidths)}
+toy_models, snapshots, nll_over_training = {}, {}, {}
 
-fig, axes = plotting.figure(3, 2, title=f"Learned densities $e^{{-E}}/Z$ (grid-normalised), {cfg.toy_iters} steps, "
-                                        f"$K$ = {cfg.toy_langevin_steps}, "
-                                        r"$h \propto \mathrm{width}^2$, $T = 1$")
+
+def toy_one_seed(i):
+    """Replicate i: four models (two datasets x two modes), each graded on the same held-out references."""
+    out, g = {}, seed_generator("toys", i)
+    for ds_name in TOYS:
+        dataset, ref = toy_dataset(ds_name), toy_ref[ds_name]
+        for mode in MODES:
+            snaps = snapshots if (i, ds_name, mode) == (0, "8gaussians", "persistent") else None
+            track = nll_over_training.setdefault(i, {}) if (ds_name, mode) == ("8gaussians", "persistent") else None
+            energy, _, source = train_toy(dataset, mode, g, snaps, name=f"seed {run.seed + i}: {ds_name} {mode}",
+                                          track=track)
+            toy_models[i, ds_name, mode] = (energy, source)
+            samples = model_samples(energy, source, ds_name, cfg.eval_samples, g)
+            key = f"{ds_name} {mode}"
+            nll = grid_nll(energy, ref["nll_points"], dataset.bounds, cfg.grid_n)
+            out[f"{key} nll gap"] = nll - ref["nll_floor"][0]
+            out[f"{key} mmd"] = mmd_multiscale(samples, ref["mmd_points"], ref["bandwidths"]) / ref["mmd_floor"]
+            if ds_name == "8gaussians":
+                weights, inside = mode_weights(samples, centres, radius=TOY_WIDTH[ds_name])
+                out[f"{key} mode kl"] = kl_weights(np.full(8, 1 / 8), weights)
+                out[f"{key} in-mode"] = inside
+    return out
+
+
+toy_stats = over_seeds(toy_one_seed, range(cfg.n_seeds))
+print(f"\n3. 2-D toys, MLP 2-{cfg.toy_hidden}-{cfg.toy_hidden}-1, {cfg.toy_iters} steps, K = {cfg.toy_langevin_steps}, "
+      f"h = {toy_step('8gaussians'):g} (8 Gaussians), {toy_step('two_moons'):g} (two moons), T = 1, EMA "
+      f"{cfg.toy_ema:g}; mean ± SE over {cfg.n_seeds} seeds, N = {cfg.eval_samples}")
+print(f"   {'dataset':<13}{'mode':<12}{'NLL - floor':>16}{'MMD^2 / floor':>16}{'mode-weight KL':>17}{'in-mode':>16}")
+for ds_name in TOYS:
+    for mode in MODES:
+        key = f"{ds_name} {mode}"
+        extra = (f"{str(toy_stats[key + ' mode kl']):>17}{str(toy_stats[key + ' in-mode']):>16}"
+                 if ds_name == "8gaussians" else "")
+        print(f"   {NAMES[ds_name]:<13}{mode:<12}{str(toy_stats[key + ' nll gap']):>16}"
+              f"{str(toy_stats[key + ' mmd']):>16}{extra}")
+print("   entropy floors: " + ", ".join(f"{NAMES[d]} {toy_ref[d]['nll_floor'][0]:.3f} ± "
+                                      f"{toy_ref[d]['nll_floor'][1]:.3f}" for d in TOYS)
+      + "; data's in-mode fraction 1 - exp(-1/2) = 0.393")
+print("   8 Gaussians, persistent, NLL - floor of the raw weights during training (steps "
+      + ", ".join(str(s) for s in snapshot_steps) + "): "
+      + "; ".join(f"seed {run.seed + i}: " + " ".join(f"{v:.2f}" for v in track.values())
+                  for i, track in sorted(nll_over_training.items())))
+run.metrics["toy_grades"] = {k: v.to_json() for k, v in toy_stats.items()}
+run.metrics["toy_8g_persistent_nll_over_training"] = {f"seed {run.seed + i}": {str(k): v for k, v in t.items()}
+                                                      for i, t in nll_over_training.items()}
+run.metrics["toy_floors"] = {d: {"nll_floor": toy_ref[d]["nll_floor"][0], "mmd_floor": toy_ref[d]["mmd_floor"]}
+                             for d in TOYS}
+n_inside = round(toy_stats["8gaussians persistent in-mode"].mean * cfg.eval_samples)
+run.claim("toy_nll_8g", "8 Gaussians, persistent: NLL within 0.15 nats of the entropy floor",
+          toy_stats["8gaussians persistent nll gap"], "<", 0.15)
+run.claim("toy_mmd_8g", "8 Gaussians, persistent: MMD^2 below twice its noise floor",
+          toy_stats["8gaussians persistent mmd"], "<", 2.0)
+run.claim("toy_modes_8g", "8 Gaussians, persistent: mode weights right (KL under the chi2 line)",
+          toy_stats["8gaussians persistent mode kl"], "<", mode_kl_threshold(n_inside, 8))
+run.claim("toy_width_8g", "8 Gaussians, persistent: modes as narrow as the data's (in-mode fraction)",
+          toy_stats["8gaussians persistent in-mode"], "within", 1 - math.exp(-0.5), 0.05)
+for ds_name in TOYS:
+    run.claim(f"toy_nll_modes_{ds_name}", f"{NAMES[ds_name]}: persistent training gives a better NLL than short-run",
+              toy_stats[f"{ds_name} persistent nll gap"], "<", toy_stats[f"{ds_name} short-run nll gap"])
+
+
+def mmd_words(ratio):
+    return "within noise" if ratio < 1 else f"{ratio:.1f}× floor"
+
+
+fig, axes = plotting.figure(3, 2, title=f"Learned densities $e^{{-E}}/Z$ (grid-normalised), seed {run.seed} of "
+                                        f"{cfg.n_seeds}, {cfg.toy_iters} steps, $K$ = {cfg.toy_langevin_steps}, "
+                                        r"$T = 1$; numbers: mean over seeds")
 for row, ds_name in enumerate(TOYS):
     dataset = toy_dataset(ds_name)
     plotting.density_image(axes[3 * row], dataset.log_density, dataset.bounds)
-    axes[3 * row].set_title(f"{ds_name}: true density (floor {toy_floor[ds_name]['mean']:.2f})")
+    axes[3 * row].set_title(f"{NAMES[ds_name]}: true density")
     for col, mode in enumerate(MODES, start=1):
-        energy, _ = toy_models[ds_name, mode]
+        energy, _ = toy_models[0, ds_name, mode]
         image = plotting.density_image(axes[3 * row + col], lambda z, e=energy: -e(z), dataset.bounds, device=device)
-        axes[3 * row + col].set_title(f"{mode}: NLL {toy_nll[ds_name][mode]:.2f}, "
-                                      f"MMD² {toy_mmd[ds_name][mode] / toy_baseline[ds_name]:.1f}× floor")
+        key = f"{ds_name} {mode}"
+        axes[3 * row + col].set_title(f"{mode}: NLL − floor {toy_stats[key + ' nll gap'].mean:.2f},\n"
+                                      f"MMD² {mmd_words(toy_stats[key + ' mmd'].mean)}")
 for ax in axes:
     ax.images[0].set_clim(0, 1)  # one honest scale for the shared colour bar: p / max p in every panel
 fig.colorbar(image, ax=list(axes), shrink=0.5, label=r"$p(x) / \max\, p$ (each panel)")
 run.savefig(fig, "fig05_toy_models")
 
-fig, axes = plotting.figure(len(snapshots), title="Persistent 8-Gaussians energy over training (each panel its own "
-                                                  "colour scale)")
+fig, axes = plotting.figure(2, 2, title=f"Persistent 8-Gaussians energy over training (seed {run.seed}): "
+                                        r"$E - \min E$, clipped at 10")
 for ax, (step, (X, Y, E)) in zip(np.atleast_1d(axes), sorted(snapshots.items())):
-    E = np.clip(E, None, np.quantile(E, 0.98))
-    contour = ax.contourf(X, Y, E, levels=25, cmap="viridis")
-    fig.colorbar(contour, ax=ax, shrink=0.8, label="$E(x)$")
-    ax.set(title=f"step {step}", xlabel="$x_1$", ylabel="$x_2$", aspect="equal")
+    contour = ax.contourf(X, Y, np.clip(E - E.min(), 0, 10), levels=np.linspace(0, 10, 21), cmap="viridis")
+    ax.set(title=f"step {step}: NLL − floor {nll_over_training[0][step]:.2f}", xlabel="$x_1$", ylabel="$x_2$",
+           aspect="equal")
+fig.colorbar(contour, ax=list(np.atleast_1d(axes)), shrink=0.8, label=r"$E(x) - \min E$")
 run.savefig(fig, "fig06_landscape_over_training")
 
-energy8, buffer8 = toy_models["8gaussians", "persistent"]
+energy8, buffer8 = toy_models[0, "8gaussians", "persistent"]
 _, gif_path = langevin(energy8, uniform_box(300, toy8.bounds, gen), 200, cfg.toy_step_size, generator=gen,
                        keep_every=5)  # the GIF labels frame i as step 5 i
 plotting.animate_chains_on_axes(run.outdir / "anim_chains.gif", energy8, gif_path, toy8.bounds, keep_every=5,
@@ -634,92 +739,161 @@ plotting.animate_chains_on_axes(run.outdir / "anim_chains.gif", energy8, gif_pat
 run.saved_animation(run.outdir / "anim_chains.gif")
 
 # What to notice: the grid-normalised NLL is an honest score -- it punishes mass in the wrong place and
-# missing mass alike, and it cannot go below the floor. In the default run the persistent models end
-# 0.07 (8 Gaussians) and 0.09 (two moons) nats above their floors, the short-run ones 0.13 and 0.32:
-# short-run training finds the modes, but its density exp(-E)/Z is not what it was trained to get right
-# (only the K-step samples are). Both sets of samples are within MMD noise of the data: MMD of samples
-# alone cannot tell the two apart, the NLL can. Two details that matter: the evaluated model is an EMA of
-# the weights (the raw weights' NLL jumps by ~0.2 nats from step to step), and the step size is scaled
-# with the data's width -- at h = 0.05 the two moons (noise 0.2, curvature ~25) have a h ~ 1.25, and
-# training fails completely (NLL ~7 nats above the floor when we tried it).
-# The landscape over training deepens from a ring into eight wells as the buffer's chains find them.
+# missing mass alike, and it cannot go below the floor. On the two moons persistent training wins over
+# the seeds (NLL ~0.12 nats above the floor against ~0.5 for short-run; both sets of samples within MMD
+# noise, so the samples alone could not tell them apart). On 8 Gaussians the default budget shows the
+# failure persistent training can get stuck in: the model is still a ring, or only partly carved into
+# wells (fig05, fig06), so the 0.15-nat and 2x-MMD targets FAIL and short-run does better here. The mode
+# weights pass (a ring is uniform in angle); the in-mode fraction is what catches it. The measured cause
+# is in the printed NLL over training: every run sits on a plateau (raw weights ~0.5 nats above the floor)
+# from step 200 to the end; the runs leave it only later, each at a step of its own (exercise 2).
+# Two details that matter: the evaluated model is an EMA of the weights (the raw weights' NLL jumps from
+# step to step), and the step size is scaled with the data's width -- at h = 0.05 the two moons (noise 0.2,
+# curvature ~25) have a h ~ 1.25, and training fails completely (NLL ~7 nats above the floor when we tried
+# it). Fig06 shows the plateau: by step 200 the energy is a ring, and at this budget it stays one.
 
 # %% [markdown]
-# ## 4. The short-run pathology
+# ## 4. Long chains: the short-run pathology, and spurious minima
 #
 # A short-run model is trained so that K steps from noise look like data. Nothing constrains what the
-# chain does after K steps: run it 10 K or 100 K steps and the samples drift into whatever minima the
-# energy has far from where the K-step chains were (seed 004's "spurious minima"). A persistent model
-# has been trained on chains that ran for thousands of steps, so longer chains stay close to the data.
-# Same start (uniform noise), same h, T = 1, for both models.
+# chain does after K steps: run it 10 K or 100 K steps and the samples may drift into wells the energy
+# has where the K-step chains never were -- seed 004's "spurious minima": the negative phase raises the
+# energy only where the sampler goes. A persistent model's chains have run for hundreds of steps, so we
+# expect less drift from it, not none. Same start (uniform noise), same h, T = 1, both models, every seed;
+# MMD^2 as a multiple of its floor. To look for spurious minima directly we measure, on the grid, the
+# mass the model puts where the data has almost none (density below 1/1000 of its peak), next to the
+# fraction of the model's own K-step samples that land there: mass where the chains do not go is mass
+# the training never pushed up.
 
 # %%
 gen = cpu_generator("pathology")
-shortrun_mmd = {}
-long_samples = {}
-print(f"\n4. MMD^2 / noise floor of chains from noise after n x K steps (K = {cfg.toy_langevin_steps})")
-print(f"   {'dataset':<11}{'mode':<12}" + "".join(f"{f'{f} K':>10}" for f in cfg.longrun_factors))
-for ds_name in TOYS:
-    dataset = toy_dataset(ds_name)
-    x_ref = dataset.sample(cfg.eval_samples, gen)
-    for mode in MODES:
-        energy, _ = toy_models[ds_name, mode]
-        x = uniform_box(cfg.eval_samples, dataset.bounds, gen)
-        done, row = 0, {}
-        for factor in sorted(cfg.longrun_factors):
-            x, _ = langevin(energy, x, factor * cfg.toy_langevin_steps - done, toy_step(ds_name), generator=gen)
-            done = factor * cfg.toy_langevin_steps
-            row[f"{factor}K"] = mmd_rbf(x.cpu(), x_ref, toy_bandwidth[ds_name])
-            long_samples[ds_name, mode, factor] = x.cpu()
-        shortrun_mmd.setdefault(ds_name, {})[mode] = row
-        print(f"   {ds_name:<11}{mode:<12}" + "".join(f"{v / toy_baseline[ds_name]:10.1f}" for v in row.values()))
-run.metrics["shortrun_mmd_by_steps"] = shortrun_mmd
-
 factors = sorted(cfg.longrun_factors)
-shown = toy_dataset("two_moons")  # the clearer case in the default run (8 Gaussians: see the table)
+long_samples = {}
+
+
+def thin_region(ds_name):
+    """A function marking points where the data density is below --thin-density times its peak."""
+    dataset = toy_dataset(ds_name)
+    peak = float(dataset.log_density(toy_ref[ds_name]["mmd_points"]).max())
+    return lambda x: dataset.log_density(x) < peak + math.log(cfg.thin_density)
+
+
+thin_grid = {}  # per dataset: the grid's thin-region mask, computed once (the two-moons density is a quadrature)
+
+
+def mass_in_thin_region(log_density_fn, ds_name):
+    # the mass of exp(log_density)/Z in the thin region, normalised on the grid (model and data alike)
+    X, Y, L = plotting.evaluate_on_grid(log_density_fn, toy_dataset(ds_name).bounds, cfg.grid_n, device)
+    if ds_name not in thin_grid:
+        points = torch.tensor(np.stack([X.ravel(), Y.ravel()], 1), dtype=torch.float32)
+        thin_grid[ds_name] = thin_region(ds_name)(points).numpy()
+    p = np.exp(L.ravel() - L.max())
+    return float(p[thin_grid[ds_name]].sum() / p.sum())
+
+
+def longrun_one_seed(i):
+    out, g = {}, seed_generator("pathology", i)
+    for ds_name in TOYS:
+        dataset, ref, is_thin = toy_dataset(ds_name), toy_ref[ds_name], thin_region(ds_name)
+        for mode in MODES:
+            energy, _ = toy_models[i, ds_name, mode]
+            x, done, key = uniform_box(cfg.eval_samples, dataset.bounds, g), 0, f"{ds_name} {mode}"
+            for factor in factors:
+                x, _ = langevin(energy, x, factor * cfg.toy_langevin_steps - done, toy_step(ds_name), generator=g)
+                done = factor * cfg.toy_langevin_steps
+                out[f"{key} {factor}K"] = mmd_multiscale(x, ref["mmd_points"], ref["bandwidths"]) / ref["mmd_floor"]
+                out[f"{key} thin {factor}K"] = float(is_thin(x).double().mean())
+                if i == 0:
+                    long_samples[ds_name, mode, factor] = x
+            out[f"{key} thin mass"] = mass_in_thin_region(lambda z, e=energy: -e(z), ds_name)
+    return out
+
+
+long_stats = over_seeds(longrun_one_seed, range(cfg.n_seeds))
+data_thin = {d: mass_in_thin_region(toy_dataset(d).log_density, d) for d in TOYS}
+top = f"{factors[-1]}K"
+print(f"\n4. Chains from noise after n x K steps (K = {cfg.toy_langevin_steps}), mean ± SE over {cfg.n_seeds} seeds; "
+      f"'thin': where the data density is below {cfg.thin_density:g} x its peak")
+print(f"   {'dataset':<13}{'mode':<12}" + "".join(f"{f'MMD^2/floor {f} K':>18}" for f in factors)
+      + f"{'in thin: K-step':>17}{top + ' chains':>17}{'model mass':>17}{'data mass':>11}")
+for ds_name in TOYS:
+    for mode in MODES:
+        key = f"{ds_name} {mode}"
+        print(f"   {NAMES[ds_name]:<13}{mode:<12}" + "".join(f"{str(long_stats[f'{key} {f}K']):>18}" for f in factors)
+              + f"{str(long_stats[f'{key} thin 1K']):>17}{str(long_stats[f'{key} thin {top}']):>17}"
+              f"{str(long_stats[f'{key} thin mass']):>17}{data_thin[ds_name]:11.4f}")
+run.metrics["longrun"] = {k: v.to_json() for k, v in long_stats.items()}
+run.metrics["longrun_data_thin_mass"] = data_thin
+for ds_name in TOYS:
+    short, pers = f"{ds_name} short-run", f"{ds_name} persistent"
+    run.claim(f"drift_shortrun_{ds_name}", f"{NAMES[ds_name]}: short-run samples drift, MMD^2/floor {top} vs K",
+              long_stats[f"{short} {top}"], ">", long_stats[f"{short} 1K"])
+    run.claim(f"drift_compare_{ds_name}", f"{NAMES[ds_name]}: after {top} steps persistent is closer than short-run",
+              long_stats[f"{pers} {top}"], "<", long_stats[f"{short} {top}"])
+    run.claim(f"spurious_{ds_name}", f"{NAMES[ds_name]}: short-run model has more mass where data is thin than data",
+              long_stats[f"{short} thin mass"], ">", data_thin[ds_name], reference_label="(data)")
+    run.claim(f"spurious_vs_persistent_{ds_name}", f"{NAMES[ds_name]}: ... and more there than the persistent model",
+              long_stats[f"{short} thin mass"], ">", long_stats[f"{pers} thin mass"])
+
+shown = toy_dataset("two_moons")
 fig, axes = plotting.figure(len(factors), 2, title=r"Two moons: chains from noise after $n \times K$ steps "
                                                    f"($K$ = {cfg.toy_langevin_steps}, $h$ = {toy_step(shown.name):g}, "
-                                                   "$T = 1$); background: true density")
+                                                   f"$T = 1$, seed {run.seed}); background: the model's own density;"
+                                                   " numbers: mean over seeds")
 for row, mode in enumerate(MODES):
+    energy, _ = toy_models[0, shown.name, mode]
     for col, factor in enumerate(factors):
         ax = axes[row * len(factors) + col]
-        plotting.density_image(ax, shown.log_density, shown.bounds)
-        plotting.scatter_samples(ax, long_samples[shown.name, mode, factor][:800], size=3)
-        ratio = shortrun_mmd[shown.name][mode][f"{factor}K"] / toy_baseline[shown.name]
-        ax.set(title=f"{mode}, {factor}$K$ steps: MMD² {ratio:.1f}× floor", xlim=shown.bounds[:2],
+        plotting.density_image(ax, lambda z, e=energy: -e(z), shown.bounds, device=device)
+        plotting.scatter_samples(ax, long_samples[shown.name, mode, factor][:600], size=3)
+        ratio = long_stats[f"two_moons {mode} {factor}K"].mean
+        ax.set(title=f"{mode}, {factor}$K$ steps: MMD² {mmd_words(ratio)}", xlim=shown.bounds[:2],
                ylim=shown.bounds[2:])
-run.savefig(fig, "fig07_shortrun_pathology")
+run.savefig(fig, "fig07_shortrun_pathology", key=True)
 
-# What to notice (fig07 shows two moons): read the table by rows. The short-run model is right at K steps
-# (the length it was trained for) and wrong after 10 K and 100 K: its chains run on along the moons'
-# steep walls into regions the K-step chains never visited. The persistent two-moons model stays within
-# noise at every length. On 8 Gaussians BOTH models drift by 100 K: 2000 steps from noise are enough for
-# chains to leave shallow wells for deeper ones, so the long run exposes errors in the learned mode
-# depths that K-step samples hide -- the persistent buffer's chains are a few hundred steps old (each is
-# revisited every ~40 updates and reset with probability 0.05), not infinitely long. Long-run samples
-# are the test a model "of the data" should pass; few EBMs do.
+# What to notice (read the table by rows; fig07 shows the two moons): the short-run models are right at K
+# steps, the length they were trained for, and drift when their chains run on -- on the two moons from
+# within noise to ~45x the MMD floor at 100 K, on every seed; the persistent two-moons model stays within
+# a few floors (its 1 K entry is high because 20 steps from noise are not how its negatives are made). The
+# background says where the chains go: to the model's own density, and the short-run model's exp(-E) is
+# not the data's -- it misses the moons' tips and joins the arcs by a bridge; its K-step chains reach the
+# tips only because they stop before settling. On 8 Gaussians the short-run chains drift too (4 -> 14x),
+# but the persistent models are no better at 100 K: they are the rings of section 3.
+# Seed 004's spurious minima, measured as mass where the data density is below 1 % of its peak: the
+# short-run models put 2.6x (8 Gaussians) and ~13x (two moons) the data's own mass there, but (the
+# last claims) not more than the persistent models do, and their K-step chains pass through that region
+# about as often as the model puts mass there. So in these toys the long-run failure is a wrong density
+# near the data, not wells in regions the short chains never visit; we do not see the seed's mechanism.
 
 # %% [markdown]
-# ## 5. The regularisation-sampling trade-off
+# ## 5. The regularisation-sampling trade-off, and when it is not one
 #
 # A gradient penalty lambda E_data |grad_x E|^2 smooths the energy (it is used to stabilise training).
-# Smoother means flatter wells, and flat wells are slow to sample. The quadratic case is exact: for data
-# with variance s^2 and E = a x^2/2, the penalised NLL  1/2 log(2 pi/a) + a s^2/2 + lambda a^2 s^2  is
-# minimised at  4 lambda s^2 a^2 + s^2 a - 1 = 0,  so a*(lambda) = (sqrt(s^4 + 16 lambda s^2) - s^2)/(8 lambda s^2)
-# (a* = 1/s^2 at lambda = 0). ULA at a fixed h then contracts by 1 - a* h and its IAT is (2 - a* h)/(a* h):
-# the smaller the learned curvature, the slower the sampler. Then the same sweep on a neural energy:
-# its largest Hessian eigenvalue on the data (the local Lipschitz constant of grad E) and the IAT of
-# E(x) along Langevin chains.
+# The quadratic case is exact: for data with variance s^2 and E = a x^2/2, the penalised NLL
+# 1/2 log(2 pi/a) + a s^2/2 + lambda a^2 s^2 is minimised where 4 lambda s^2 a^2 + s^2 a - 1 = 0:
+#     a*(lambda) = (sqrt(s^4 + 16 lambda s^2) - s^2)/(8 lambda s^2)      (a* = 1/s^2 at lambda = 0),
+# and its price in likelihood is NLL(a*) - NLL(1/s^2) = (r - 1 - ln r)/2 nats with r = a* s^2 < 1.
+# Whether the smoother energy samples more slowly depends on what is held fixed:
+# - **fixed step h** (seed 004's trade-off): ULA contracts by 1 - a* h, IAT (2 - a* h)/(a* h): smaller
+#   curvature, more steps per independent draw;
+# - **step matched to the curvature** (h = c/a*, as section 3 scales h with the data's width): a* h = c,
+#   the IAT (2 - c)/c and ULA's bias T_eff = 2/(2 - c) do not depend on lambda at all;
+# - **an ill-conditioned Gaussian** (variances s_1^2 >> s_2^2) at equal ULA bias (a_stiff h = c): the flat
+#   direction's IAT is ~2 kappa/c with kappa = a_2*/a_1*, and the penalty shrinks kappa (for large lambda
+#   a* ~ 1/(2 s sqrt(lambda)), so kappa -> s_1/s_2 = sqrt of its value at lambda = 0): it SPEEDS mixing.
+# We measure each IAT on simulated ULA chains next to its exact value, then train neural energies with the
+# penalty over seeds.
 
 # %%
 gen = cpu_generator("gradient-penalty")
-s2, h_gp = 1.0, cfg.toy_step_size
+s2, h_gp, c_gp = 1.0, cfg.toy_step_size, cfg.gp_ah
 lambdas = sorted(set(cfg.gp_lambdas))
+rng = np.random.default_rng(int(gen.initial_seed() % 2**32))
 
 
-def quadratic_curvature(lam):
+def quadratic_curvature(lam, var=s2):
     # the root of 4 lam s^2 a^2 + s^2 a - 1 = 0
-    return 1 / s2 if lam == 0 else (math.sqrt(s2**2 + 16 * lam * s2) - s2) / (8 * lam * s2)
+    return 1 / var if lam == 0 else (math.sqrt(var**2 + 16 * lam * var) - var) / (8 * lam * var)
 
 
 def penalised_nll(log_a, lam):
@@ -728,94 +902,166 @@ def penalised_nll(log_a, lam):
     return 0.5 * torch.log(2 * math.pi / a) + a * s2 / 2 + lam * a**2 * s2
 
 
+def nll_cost(a, var):
+    r = a * var  # NLL(a) - NLL(1/s^2) = (r - 1 - ln r)/2 per direction
+    return 0.5 * (r - 1 - math.log(r))
+
+
+def ula_iat_measured(a, h):
+    # ULA on a x^2/2 is x' = (1 - a h) x + sqrt(2h) xi: an AR(1) filter, 32 stationary chains of 200 IATs
+    from scipy.signal import lfilter
+
+    rho, n = 1 - a * h, max(2000, int(cfg.gp_sim_iats * ar1_iat(1 - a * h)))
+    xi = math.sqrt(2 * h) * rng.standard_normal((32, n))
+    x_start = math.sqrt(ula_stationary_variance(a, h)) * rng.standard_normal((32, 1))
+    return integrated_autocorrelation_time(lfilter([1.0], [1.0, -rho], xi, axis=1, zi=rho * x_start)[0])
+
+
+variances = tuple(cfg.gp_variances)  # the ill-conditioned Gaussian: flat and stiff direction
 gp_quadratic = {}
-print(f"\n5. Gradient penalty lambda |grad_x E|^2. Quadratic: data variance {s2:g}, ULA step h = {h_gp:g}")
-print(f"   {'lambda':>7}{'a* closed form':>16}{'a* by Adam':>12}{'1 - a h':>10}{'ULA IAT':>10}")
+print(f"\n5. Gradient penalty lambda |grad_x E|^2. Quadratic, data variance {s2:g}: fixed h = {h_gp:g} vs matched "
+      f"h = {c_gp:g}/a*; ill-conditioned variances {variances} at equal ULA bias (a_stiff h = {c_gp:g})")
+print(f"   {'lambda':>7}{'a* closed':>10}{'by Adam':>9}{'NLL cost':>9} | {'IAT fixed h':>16}{'IAT matched h':>16}"
+      f" | {'kappa':>6}{'IAT flat, equal bias':>22}{'NLL cost':>9}")
 for lam in lambdas:
     log_a = torch.zeros((), requires_grad=True)
     fit = Trainer(torch.nn.Module(), run, lr=0.05, blame="gp_lambdas", name="quadratic", params=[log_a])
     fit.fit(lambda step, lam=lam, log_a=log_a: (penalised_nll(log_a, lam), {}), 400, desc="quadratic",
             progress=False)
     a_star = quadratic_curvature(lam)
-    rho = 1 - a_star * h_gp
-    gp_quadratic[f"{lam:g}"] = {"curvature": a_star, "curvature_by_adam": log_a.exp().item(), "contraction": rho,
-                                "iat": ar1_iat(rho)}
-    print(f"   {lam:7g}{a_star:16.4f}{log_a.exp().item():12.4f}{rho:10.4f}{ar1_iat(rho):10.1f}")
+    a_ill = [quadratic_curvature(lam, v) for v in variances]
+    h_ill = c_gp / max(a_ill)  # equal ULA bias: the stiff direction always at a h = c
+    row = {"curvature": a_star, "curvature_by_adam": log_a.exp().item(), "nll_cost": nll_cost(a_star, s2),
+           "iat_fixed_h": ar1_iat(1 - a_star * h_gp), "iat_fixed_h_measured": ula_iat_measured(a_star, h_gp),
+           "iat_matched_h": ar1_iat(1 - c_gp), "iat_matched_h_measured": ula_iat_measured(a_star, c_gp / a_star),
+           "kappa": max(a_ill) / min(a_ill), "iat_flat_equal_bias": ar1_iat(1 - min(a_ill) * h_ill),
+           "iat_flat_equal_bias_measured": ula_iat_measured(min(a_ill), h_ill),
+           "nll_cost_ill": sum(nll_cost(a, v) for a, v in zip(a_ill, variances))}
+    gp_quadratic[f"{lam:g}"] = row
+    print(f"   {lam:7g}{a_star:10.4f}{row['curvature_by_adam']:9.4f}{row['nll_cost']:9.3f} | "
+          f"{row['iat_fixed_h']:7.1f} ({row['iat_fixed_h_measured']:6.1f}){row['iat_matched_h']:7.1f} "
+          f"({row['iat_matched_h_measured']:6.1f}) | {row['kappa']:6.1f}{row['iat_flat_equal_bias']:11.0f} "
+          f"({row['iat_flat_equal_bias_measured']:6.0f}){row['nll_cost_ill']:12.3f}   (measured)")
 run.metrics["gp_quadratic"] = gp_quadratic
+q0, q1 = gp_quadratic[f"{lambdas[0]:g}"], gp_quadratic[f"{lambdas[-1]:g}"]
+worst = max(abs(r[k + "_measured"] / r[k] - 1) for r in gp_quadratic.values()
+            for k in ("iat_fixed_h", "iat_matched_h", "iat_flat_equal_bias"))
+run.claim("gp_adam", "Adam finds the closed-form curvature a*(lambda), worst relative error",
+          max(abs(r["curvature_by_adam"] / r["curvature"] - 1) for r in gp_quadratic.values()), "<", 1e-3)
+run.claim("gp_iat_exact", "simulated ULA IATs match (2 - a h)/(a h), worst relative error", worst, "<", 0.1)
+run.claim("gp_fixed_h", f"fixed h: the penalty slows ULA, IAT at lambda = {lambdas[-1]:g} vs 0 (measured)",
+          q1["iat_fixed_h_measured"], ">", q0["iat_fixed_h_measured"])
+run.claim("gp_matched_h", "matched h = c/a*: the IAT does not change with lambda (measured, ratio)",
+          q1["iat_matched_h_measured"] / q0["iat_matched_h_measured"], "within", 1.0, 0.1)
+run.claim("gp_ill_conditioned", "ill-conditioned, equal ULA bias: the penalty SPEEDS mixing (flat IAT)",
+          q1["iat_flat_equal_bias_measured"], "<", q0["iat_flat_equal_bias_measured"])
 
 
 def max_hessian_eigenvalue(energy, x):
-    # lambda_max of the 2x2 Hessian of E at each point (torch.func), summarised by its median over the data
-    hessians = torch.vmap(torch.func.hessian(lambda z: energy(z[None])[0]))(x)  # (N, 2, 2)
-    return torch.linalg.eigvalsh(hessians)[:, -1]
+    # lambda_max of the 2x2 Hessian of E at each point (reverse-over-reverse, vmapped over the points)
+    hessians = torch.vmap(torch.func.jacrev(torch.func.jacrev(lambda z: energy(z[None])[0])))(x)  # (N, 2, 2)
+    a, b, c = hessians[:, 0, 0], hessians[:, 0, 1], hessians[:, 1, 1]
+    return (a + c) / 2 + torch.sqrt(((a - c) / 2) ** 2 + b**2)  # the larger root of a 2x2 symmetric matrix
 
 
-gp_lipschitz, gp_iat, gp_hist = {}, {}, {}
+def energy_iat(energy, start, step_size, generator):
+    # IAT of E(x) along Langevin chains from the model's own samples (burn-in: the first 10 %)
+    _, path = langevin(energy, start, cfg.gp_chain_steps, step_size, generator=generator, keep_every=1)
+    trace = energy(path.flatten(0, 1)).detach().view(len(path), -1).T.cpu().numpy()  # (chains, steps)
+    return integrated_autocorrelation_time(trace[:, len(path) // 10:])
+
+
 x_eval = toy8.sample(256, gen).to(device)
-print(f"   neural energy (8 Gaussians, MLP 2-{cfg.gp_hidden}-{cfg.gp_hidden}-1, persistent, {cfg.gp_iters} steps)")
-print(f"   {'lambda':>7}{'median lambda_max(Hess E)':>27}{'90th pct':>10}{'IAT of E(x)':>13}")
-runs = [(lam, None) for lam in lambdas] + [(0.0, 0.0)]  # the last: lambda = 0 and NO energy-magnitude penalty
-for lam, alpha in runs:
-    energy, history, buffer = train_toy(toy8, "persistent", gen, hidden=cfg.gp_hidden, iters=cfg.gp_iters,
-                                        grad_penalty=lam, alpha=alpha, name=f"lambda {lam:g}")
-    if alpha is not None:
-        gp_hist["alpha = 0"] = history
-        continue
-    gp_hist[f"alpha = {cfg.toy_alpha:g}"] = history if lam == 0 else gp_hist.get(f"alpha = {cfg.toy_alpha:g}")
-    top = max_hessian_eigenvalue(energy, x_eval).detach().cpu()
-    _, chains_x = langevin(energy, buffer.states[:32], cfg.gp_chain_steps, h_gp, generator=gen, keep_every=1)
-    energy_trace = energy(chains_x.flatten(0, 1)).detach().view(len(chains_x), -1).T.cpu().numpy()  # (chains, steps)
-    gp_lipschitz[f"{lam:g}"] = {"median": float(top.median()), "p90": float(top.quantile(0.9))}
-    gp_iat[f"{lam:g}"] = integrated_autocorrelation_time(energy_trace[:, len(chains_x) // 10:])
-    print(f"   {lam:7g}{gp_lipschitz[f'{lam:g}']['median']:27.2f}{gp_lipschitz[f'{lam:g}']['p90']:10.2f}"
-          f"{gp_iat[f'{lam:g}']:13.1f}")
-falls = all(gp_lipschitz[f"{a:g}"]["median"] > gp_lipschitz[f"{b:g}"]["median"] for a, b in zip(lambdas, lambdas[1:]))
-rises = all(gp_iat[f"{a:g}"] < gp_iat[f"{b:g}"] for a, b in zip(lambdas, lambdas[1:]))
-print(f"   neural case: curvature falls with lambda: {falls};  IAT rises with lambda: {rises}"
-      + ("" if falls and rises else "  <- the trade-off is NOT cleanly visible in this run"))
-scale = {k: float(np.mean(np.abs(v["e_pos"][-50:]))) for k, v in gp_hist.items()}
-print("   mean |E(data)| at the end, lambda = 0: " + ", ".join(f"{k}: {v:.2f}" for k, v in scale.items()))
-run.metrics["gp_lipschitz_by_lambda"] = gp_lipschitz
-run.metrics["gp_iat_by_lambda"] = gp_iat
-run.metrics["gp_energy_scale_no_alpha"] = scale
+x_nll = toy8.sample(cfg.eval_samples, gen)
+floor8 = nll_floor(toy8, 20000, gen)[0]
 
-fig, axes = plotting.figure(3, title=r"Gradient penalty $\lambda \|\nabla_x E\|^2$: smoother energies, "
-                                     f"slower ULA ($h$ = {h_gp:g})")
+
+def gp_one_seed(i):
+    """One replicate: a persistent 8-Gaussians energy per lambda; curvature, IATs (fixed, matched h), NLL gap."""
+    out = {}
+    for lam in lambdas:
+        g = seed_generator("gradient-penalty", i)
+        energy, _, buffer = train_toy(toy8, "persistent", g, hidden=cfg.gp_hidden, iters=cfg.gp_iters,
+                                      grad_penalty=lam, name=f"seed {run.seed + i}, lambda {lam:g}")
+        curvature = float(max_hessian_eigenvalue(energy, x_eval).detach().median())
+        start = buffer.states[: cfg.gp_chains]
+        out[f"curvature {lam:g}"] = curvature
+        out[f"iat fixed {lam:g}"] = energy_iat(energy, start, h_gp, g)
+        out[f"iat matched {lam:g}"] = energy_iat(energy, start, c_gp / curvature, g)
+        out[f"nll gap {lam:g}"] = grid_nll(energy, x_nll, toy8.bounds, cfg.grid_n) - floor8
+    return out
+
+
+gp_seeds = over_seeds(gp_one_seed, range(cfg.n_seeds))
+print(f"   neural energy (8 Gaussians, MLP 2-{cfg.gp_hidden}-{cfg.gp_hidden}-1, persistent, {cfg.gp_iters} steps), "
+      f"mean ± SE over {cfg.n_seeds} seeds")
+print(f"   {'lambda':>7}{'median lambda_max(Hess E)':>27}{'IAT E(x), h fixed':>20}{'IAT, h = c/curv.':>20}"
+      f"{'NLL - floor':>20}")
+for lam in lambdas:
+    print(f"   {lam:7g}" + "".join(f"{str(gp_seeds[f'{k} {lam:g}']):>{w}}" for k, w in
+                                   (("curvature", 27), ("iat fixed", 20), ("iat matched", 20), ("nll gap", 20))))
+run.metrics["gp_neural"] = {k: v.to_json() for k, v in gp_seeds.items()}
+lo, hi = f"{lambdas[0]:g}", f"{lambdas[-1]:g}"
+run.claim("gp_neural_curvature", f"neural: the penalty lowers the curvature on data (lambda {hi} vs {lo})",
+          gp_seeds[f"curvature {hi}"], "<", gp_seeds[f"curvature {lo}"])
+run.claim("gp_neural_fixed_h", f"neural, fixed h: the penalty slows ULA (IAT of E(x), lambda {hi} vs {lo})",
+          gp_seeds[f"iat fixed {hi}"], ">", gp_seeds[f"iat fixed {lo}"])
+run.claim("gp_neural_matched_h", f"neural, h = c/curvature: the IAT rises by < 10 % (lambda {hi} vs {lo})",
+          gp_seeds[f"iat matched {hi}"], "<", gp_seeds[f"iat matched {lo}"], 0.1 * gp_seeds[f"iat matched {lo}"].mean)
+run.claim("gp_neural_nll", f"neural: the penalty costs likelihood (NLL gap, lambda {hi} vs {lo})",
+          gp_seeds[f"nll gap {hi}"], ">", gp_seeds[f"nll gap {lo}"])
+
+fig, axes = plotting.figure(2, 2, title=rf"Gradient penalty $\lambda \|\nabla_x E\|^2$: quadratic (exact) and neural "
+                                        rf"({cfg.n_seeds} seeds), fixed $h$ = {h_gp:g}, matched $ah$ = {c_gp:g}")
 lam_dense = np.geomspace(1e-3, 10, 100)
 curv = np.array([quadratic_curvature(v) for v in lam_dense])
-axes[0].loglog(lam_dense, curv, "k-", label=r"learned curvature $a^*(\lambda)$")
-axes[0].loglog(lam_dense, [ar1_iat(1 - c * h_gp) / 100 for c in curv], "k--", label="ULA IAT / 100")
-axes[0].plot([v for v in lambdas if v > 0], [gp_quadratic[f"{v:g}"]["curvature_by_adam"] for v in lambdas if v > 0],
-             "o", label="$a^*$ found by Adam")
-axes[0].set(xlabel=r"$\lambda$", ylabel="value", title=f"quadratic energy, data variance {s2:g} (closed form)")
-axes[0].set_yticks([0.2, 0.5, 1, 2], ["0.2", "0.5", "1", "2"], minor=False)
-axes[0].yaxis.set_minor_formatter(NullFormatter())
-axes[0].legend()
+ill = np.array([[quadratic_curvature(v, var) for var in variances] for v in lam_dense])
+axes[0].loglog(lam_dense, [ar1_iat(1 - c * h_gp) for c in curv], "C0-", label=f"fixed $h$ = {h_gp:g}")
+axes[0].loglog(lam_dense, np.full_like(lam_dense, ar1_iat(1 - c_gp)), "C1-", label=f"matched $h = {c_gp:g}/a^*$")
+axes[0].loglog(lam_dense, [ar1_iat(1 - a.min() * c_gp / a.max()) for a in ill], "C2-",
+               label=f"ill-conditioned {variances}, equal bias")
+for key, color in (("iat_fixed_h", "C0"), ("iat_matched_h", "C1"), ("iat_flat_equal_bias", "C2")):
+    axes[0].plot([v for v in lambdas if v > 0], [gp_quadratic[f"{v:g}"][key + "_measured"] for v in lambdas if v > 0],
+                 "o", color=color, ms=7)
+axes[0].set(xlabel=r"$\lambda$", ylabel="ULA IAT (steps)", title="quadratic energies: lines exact, dots simulated")
+axes[0].set_ylim(top=8000)  # head room for the legend above the curves
+axes[0].legend(fontsize=10, loc="upper center")
+axes[1].semilogx(lam_dense, [nll_cost(c, s2) for c in curv], "k-", label=f"quadratic, variance {s2:g}")
+axes[1].semilogx(lam_dense, [sum(nll_cost(a, v) for a, v in zip(row, variances)) for row in ill], "C2-",
+                 label=f"ill-conditioned {variances}")
+axes[1].set(xlabel=r"$\lambda$", ylabel="NLL cost (nats)", title="what the penalty costs in likelihood (exact)")
+axes[1].legend()
 pos = np.arange(len(lambdas))
-axes[1].bar(pos - 0.2, [gp_lipschitz[f"{v:g}"]["median"] for v in lambdas], 0.4)
-twin = axes[1].twinx()
-twin.bar(pos + 0.2, [gp_iat[f"{v:g}"] for v in lambdas], 0.4, color="#d62728")
-twin.set_ylabel("IAT of $E(x)$ (steps), red", color="#d62728")
-twin.grid(False)
-axes[1].set_xticks(pos, [f"{v:g}" for v in lambdas])
-axes[1].set(xlabel=r"$\lambda$", title="neural energy on 8 Gaussians")
-axes[1].set_ylabel(r"median $\lambda_{\max}(\nabla^2_x E)$ on data, blue", color="#1f77b4")  # no legend needed
-for name, history in gp_hist.items():
-    math_name = name.replace("alpha", r"$\alpha$")  # mathtext in the legend
-    axes[2].plot(history["e_pos"], lw=1, label=f"$E$(data), {math_name}")
-    axes[2].plot(history["e_neg"], lw=1, ls="--", label=f"$E$(samples), {math_name}")
-axes[2].set(xlabel="training step", ylabel="mean energy",
-            title=r"energy scale with and without $\alpha(E_+^2 + E_-^2)$")
-plotting.legend_outside(axes[2])
-run.savefig(fig, "fig08_gradient_penalty")
 
-# What to notice: in the quadratic case the trade-off is a formula: the learned curvature falls like
-# lambda^(-1/2) for large lambda and ULA's IAT rises in proportion. The neural energy follows it in the
-# default run: the median curvature on data falls 4.3 -> 2.1 -> 0.9 as lambda goes 0 -> 0.1 -> 1, and the
-# IAT of E(x) along the chains rises 8 -> 13 -> 31 steps (one training run per lambda, so expect some
-# scatter under another seed; the printed flags say whether the order held). The right panel: without
-# the alpha term nothing anchors the energy's additive constant, and E(data), E(samples) can drift together
-# while the loss (their difference) looks fine -- slowly on 2-D toys, fast on images (exercise 3).
+
+def seed_dots(ax, key, offset=0.0, color="C0", label=None):
+    stats = [gp_seeds[f"{key} {v:g}"] for v in lambdas]
+    for p, st in zip(pos, stats):
+        ax.plot(np.full(st.n, p + offset), st.values, ".", color=color, alpha=0.5, ms=8)
+    ax.errorbar(pos + offset, [st.mean for st in stats], yerr=[st.se for st in stats], fmt="s", color=color,
+                capsize=4, ms=7, label=label)
+
+
+seed_dots(axes[2], "curvature")
+axes[2].set(xlabel=r"$\lambda$", ylabel=r"median $\lambda_{\max}(\nabla_x^2 E)$ on data",
+            title="neural: curvature (dots: seeds; squares: mean ± SE)")
+seed_dots(axes[3], "iat fixed", -0.1, "C0", f"fixed $h$ = {h_gp:g}")
+seed_dots(axes[3], "iat matched", 0.1, "C1", rf"matched $h = {c_gp:g}/\lambda_{{\max}}$")
+axes[3].set(xlabel=r"$\lambda$", ylabel="IAT of $E(x)$ (steps)", title="neural: IAT of the energy along ULA chains")
+axes[3].legend()
+for ax in axes[2:]:
+    ax.set_xticks(pos, [f"{v:g}" for v in lambdas])
+run.savefig(fig, "fig08_gradient_penalty", key=True)
+
+# What to notice: top left, the three readings of the same closed form. At a fixed h the penalty's smaller
+# curvature costs steps (blue rises like lambda^(1/2)); matched to the curvature the sampler does not care
+# (the flat line); on the ill-conditioned Gaussian at equal bias it helps (green falls with kappa, 100 ->
+# 12.5 at lambda = 1). Top right: every one of these smoother models pays in likelihood. Bottom: the neural
+# energies (small ones: 250 steps, width 32, so their NLL is far from the floor at every lambda) follow
+# the same pattern over the seeds -- curvature on the data falls ~4.5x from lambda = 0 to 1, the IAT of E(x)
+# at the fixed h rises ~3.5x, and at h matched to each model's curvature it does not rise. So "smoother
+# energies sample more slowly" is a statement about a fixed step; before calling a penalty slow to sample,
+# compare at matched steps -- what remains certain is its cost in likelihood.
 
 # %% [markdown]
 # ## 6. Images: an energy on 8x8 digits
@@ -826,12 +1072,17 @@ run.savefig(fig, "fig08_gradient_penalty")
 # clamped to +-`--digits-input-clip`, samples clamped to [-1, 1], Adam with beta1 = 0, parameter
 # gradients clipped. **Regime:** h = --digits-step-size, s = --digits-noise, so T = s^2/(2h) = 5e-5 by
 # default -- like the published recipes, this is low-temperature descent, not sampling of exp(-E).
+# `--image-dataset mnist` trains the convolutional energy image EBMs use (`common.nets.CNNEnergy`) on 28x28
+# images instead (`--image-energy` picks the network; the MLP stays the default for the 8x8 digits budget).
 #
-# Quality: the Fréchet distance (FD) between Gaussians fitted to classifier features of samples and of the
+# Quality, every number on the same N images (the held-out split's size, 359 digits; the FD's bias falls
+# with N): the Fréchet distance (FD) between Gaussians fitted to classifier features of samples and of the
 # training digits (`common.evaluation.FrechetScorer`), with the classifier trained here. Its floor is
-# held-out digits against training digits; two baselines: a full-covariance Gaussian fitted to the
-# pixels, and uniform noise. And the entropy of the classifier's labels of the samples: ln 10 = 2.303
-# when every digit is equally common.
+# held-out digits against training digits; dequantised held-out digits are what a perfect model of the
+# dequantised training data would score; two baselines: a full-covariance Gaussian fitted to the pixels,
+# and uniform noise. And the entropy H of the classifier's labels of the samples, against the line
+# ln 10 - chi2_9(0.999)/(2N): below it the labels are not uniform over the ten digits (a G-test).
+# tests/test_image_metrics_can_fail.py shows both rejecting noise, one digit, a missing digit and blur at N.
 
 # %%
 device = run.device  # the digits EBM runs on --device (the classifier and the FD on the CPU)
@@ -845,112 +1096,158 @@ t_digits = effective_temperature(cfg.digits_step_size, cfg.digits_noise)
 cpu_gen = torch.Generator().manual_seed(gen.initial_seed())  # the classifier and the FD baselines live on the CPU
 classifier, accuracy = train_feature_classifier(images.x_train, images.y_train, images.x_test, images.y_test,
                                                 epochs=cfg.classifier_epochs, generator=cpu_gen)
-scorer = FrechetScorer(classifier, images.x_train, images.x_test)
+n_fd = min(cfg.n_image_samples, len(images.x_test), cfg.digits_buffer)  # one N for samples, floor and baselines
+scorer = FrechetScorer(classifier, images.x_train, images.x_test[:n_fd])
 image_shape = (1, *images.shape)
+use_cnn = cfg.image_energy == "cnn" or (cfg.image_energy == "auto" and cfg.image_dataset == "mnist")
 
 
 def image_noise(n):
     return 2 * torch.rand(n, *image_shape, generator=gen, device=device) - 1  # uniform in [-1, 1]
 
 
-energy_img = MLPEnergy(images.x_train[0].numel(), (cfg.digits_hidden,) * 2).to(device)
+energy_img = (CNNEnergy(images.shape[0]) if use_cnn else
+              MLPEnergy(images.x_train[0].numel(), (cfg.digits_hidden,) * 2)).to(device)
 buffer_img = ReplayBuffer(image_noise, cfg.digits_buffer, cfg.reinit_fraction, generator=gen)
 trainer_img = Trainer(energy_img, run, lr=cfg.digits_lr, betas=(0.0, 0.999), grad_clip=cfg.digits_grad_clip,
                       blame="digits_lr", name="digits energy")
 next_images = data_stream(x_train, cfg.digits_batch, gen)
+by_origin = []  # per step: (mean, median) of E(data), E(persistent negatives), E(fresh negatives)
 
 
-def sgld_negatives(energy, source, n, n_steps=None):
-    return draw_negatives(energy, source, n, n_steps=n_steps or cfg.digits_langevin_steps,
-                          step_size=cfg.digits_step_size, noise_scale=cfg.digits_noise, clamp=(-1.0, 1.0),
-                          grad_clip=cfg.digits_input_clip, generator=gen)
+def sgld(energy, x, n_steps=None):
+    return langevin(energy, x, n_steps or cfg.digits_langevin_steps, cfg.digits_step_size,
+                    noise_scale=cfg.digits_noise, clamp=(-1.0, 1.0), grad_clip=cfg.digits_input_clip,
+                    generator=gen)[0].detach()
 
 
 def image_loss(step):
     x_pos = dequantize(next_images(), images.n_levels, gen)
-    x_neg = sgld_negatives(energy_img, buffer_img, len(x_pos))
-    return contrastive_divergence_loss(energy_img(x_pos), energy_img(x_neg), alpha=cfg.digits_alpha)
+    # the persistent step written out (what draw_negatives does), keeping which chains restarted from noise
+    x_start, index = buffer_img.sample(len(x_pos))
+    fresh = (x_start != buffer_img.states[index]).flatten(1).any(1)  # re-initialised this step (~5 %)
+    x_neg = sgld(energy_img, x_start)
+    buffer_img.push(x_neg, index)
+    e_pos, e_neg = energy_img(x_pos), energy_img(x_neg)
+    with torch.no_grad():
+        by_origin.append([(float(e.mean()), float(e.median())) if len(e) else (math.nan, math.nan)
+                          for e in (e_pos, e_neg[~fresh], e_neg[fresh])])
+    return contrastive_divergence_loss(e_pos, e_neg, alpha=cfg.digits_alpha)
 
 
 hist_img = trainer_img.fit(image_loss, cfg.digits_iters, desc="digits EBM")
 energy_img.eval()
-index = torch.randperm(len(buffer_img.states), generator=gen, device=gen.device)[: cfg.n_image_samples]
+index = torch.randperm(len(buffer_img.states), generator=gen, device=gen.device)[:n_fd]
 samples_img = buffer_img.states[index.to(buffer_img.states.device)].cpu()
 _, chain_path = langevin(energy_img, image_noise(8), 4 * cfg.digits_langevin_steps, cfg.digits_step_size,
                          noise_scale=cfg.digits_noise, clamp=(-1.0, 1.0), grad_clip=cfg.digits_input_clip,
                          generator=gen, keep_every=cfg.digits_langevin_steps // 2)
 fd = {"samples": scorer.score(samples_img), "floor": scorer.floor, "gaussian": scorer.gaussian_baseline(cpu_gen),
-      "noise": scorer.noise_baseline(cpu_gen)}
+      "noise": scorer.noise_baseline(cpu_gen),
+      "dequantised": scorer.score(dequantize(images.x_test[:n_fd], images.n_levels, cpu_gen))}
 entropy = scorer.label_entropy(samples_img)
-print(f"\n6. {images.name}: MLP {images.x_train[0].numel()}-{cfg.digits_hidden}-{cfg.digits_hidden}-1, "
-      f"{cfg.digits_iters} steps, SGLD K = {cfg.digits_langevin_steps}, h = {cfg.digits_step_size:g}, "
-      f"s = {cfg.digits_noise:g} -> T = {t_digits:.2g}")
-print(f"   feature classifier test accuracy {accuracy:.3f}")
-print(f"   Fréchet distance: samples {fd['samples']:.2f}   floor (test vs train) {fd['floor']:.2f}   "
-      f"fitted Gaussian {fd['gaussian']:.2f}   uniform noise {fd['noise']:.2f}")
-print(f"   samples closer than the Gaussian baseline: {fd['samples'] < fd['gaussian']}")
-print(f"   label entropy of the samples {entropy:.3f} (ln 10 = {math.log(10):.3f}; target >= 0.9 ln 10 = "
-      f"{0.9 * math.log(10):.3f}: {'met' if entropy >= 0.9 * math.log(10) else 'MISSED'})")
-run.metrics["digits_fd"] = fd["samples"]
-run.metrics["digits_fd_floor"] = fd["floor"]
-run.metrics["digits_fd_gaussian"] = fd["gaussian"]
-run.metrics["digits_fd_noise"] = fd["noise"]
-run.metrics["digits_label_entropy"] = entropy
+entropy_line = math.log(10) - mode_kl_threshold(n_fd, 10)
+print(f"\n6. {images.name}: {'CNN' if use_cnn else 'MLP'} energy "
+      f"({sum(p.numel() for p in energy_img.parameters())} parameters), {cfg.digits_iters} steps, SGLD K = "
+      f"{cfg.digits_langevin_steps}, h = {cfg.digits_step_size:g}, s = {cfg.digits_noise:g} -> T = {t_digits:.2g}")
+print(f"   feature classifier test accuracy {accuracy:.3f}; every number below on N = {n_fd} images")
+print(f"   Fréchet distance: samples {fd['samples']:.2f} ({fd['samples'] / fd['floor']:.1f}x the floor)   floor "
+      f"(held-out) {fd['floor']:.2f}   dequantised held-out {fd['dequantised']:.2f}   fitted Gaussian "
+      f"{fd['gaussian']:.2f}   uniform noise {fd['noise']:.2f}")
+run.metrics["digits_fd"] = fd
+run.metrics["digits_label_entropy"] = {"samples": entropy, "held_out": scorer.label_entropy(images.x_test[:n_fd]),
+                                       "line": entropy_line}
 run.metrics["digits_classifier_accuracy"] = accuracy
 run.metrics["digits_temperature"] = t_digits
+run.claim("digits_fd", "digits samples: FD below the fitted-Gaussian baseline", fd["samples"], "<", fd["gaussian"],
+          reference_label="(Gaussian)")
+run.claim("digits_labels", "all ten digits at near-equal rates: label entropy above the G-test line", entropy, ">",
+          entropy_line, reference_label="(ln 10 - chi2_9/2N)")
 
 
 def signed_to_unit(x):
     return (x.cpu() + 1) / 2  # [-1, 1] -> [0, 1] for display
 
 
-fig, axes = plotting.figure(3, title=f"{images.name}: MLP energy, {cfg.digits_iters} steps, SGLD "
-                                     rf"$h$ = {cfg.digits_step_size:g}, $\sigma$ = {cfg.digits_noise:g} "
+fig, axes = plotting.figure(3, title=f"{images.name}: {'CNN' if use_cnn else 'MLP'} energy, {cfg.digits_iters} "
+                                     rf"steps, SGLD $h$ = {cfg.digits_step_size:g}, $s$ = {cfg.digits_noise:g} "
                                      f"($T$ = {t_digits:.1g})")
 plotting.image_grid(axes[0], signed_to_unit(images.x_train[:64]), nrow=8, title="training digits")
 plotting.image_grid(axes[1], signed_to_unit(samples_img[:64]), nrow=8,
-                    title=f"replay-buffer samples: FD {fd['samples']:.1f} (floor {fd['floor']:.1f})")
+                    title=f"buffer samples: FD {fd['samples']:.1f} (floor {fd['floor']:.1f}, N = {n_fd})")
 steps_shown = chain_path.transpose(0, 1).reshape(-1, *image_shape)  # (chains x kept steps, 1, H, W)
 plotting.image_grid(axes[2], signed_to_unit(steps_shown), nrow=len(chain_path),
                     title=f"chains from noise, every {cfg.digits_langevin_steps // 2} steps →")
-run.savefig(fig, "fig09_digit_samples")
+run.savefig(fig, "fig09_digit_samples", key=True)
 
 with torch.no_grad():
-    energy_sets = {"training digits": energy_img(x_train), "held-out digits": energy_img(x_test),
-                   "buffer samples": energy_img(samples_img.to(device)), "uniform noise": energy_img(image_noise(500))}
-fig, axes = plotting.figure(2, title=rf"Energies under the digits EBM ($\alpha$ = {cfg.digits_alpha:g}); low = likely")
-panels = ((axes[0], list(energy_sets), (0.0, 1.0)), (axes[1], list(energy_sets)[:3], (0.02, 0.98)))
-for ax, names, (low, high) in panels:
-    values_all = torch.cat([energy_sets[k] for k in names]).cpu()
-    bins = np.linspace(float(values_all.quantile(low)), float(values_all.quantile(high)), 60)
-    for name in names:
-        values = energy_sets[name].cpu().numpy()
-        ax.hist(values, bins=bins, alpha=0.5, density=True, label=f"{name} (mean {values.mean():.2f})")
-    ax.set(xlabel="energy $E(x)$", ylabel="density")
-    ax.legend()
-axes[0].set_title("all four sets")
-axes[1].set_title("zoom: digits and samples (central 96 % of the three)")
+    energy_sets = {"training digits": energy_img(x_train[:n_fd]), "held-out digits": energy_img(x_test[:n_fd]),
+                   "buffer samples": energy_img(samples_img.to(device)), "uniform noise": energy_img(image_noise(n_fd))}
+fig, axes = plotting.figure(2, title=rf"Energies under the digits EBM ($\alpha$ = {cfg.digits_alpha:g}), "
+                                     f"{n_fd} images per set; low = likely")
+names = list(energy_sets)
+values = [energy_sets[k].cpu().numpy() for k in names]
+axes[0].boxplot(values, orientation="horizontal", whis=(1, 99), showfliers=False)
+axes[0].set_yticks(range(1, len(names) + 1), names)
+axes[0].set(xlabel="energy $E(x)$ (box: quartiles, whiskers: 1-99 %)", title="all four sets")
+low, high = np.quantile(np.concatenate(values[:2]), [0.01, 0.99])  # the digits' range, widened by its width
+low, high = low - (high - low), high + (high - low)
+bins = np.linspace(low, high, 40)
+for name, v, color in zip(names[:3], values[:3], ("C0", "C1", "C2")):
+    axes[1].hist(v, bins=bins, histtype="step", lw=2, density=True, color=color,
+                 label=f"{name} (median {np.median(v):.2f})")
+outside = float(np.mean(values[2] > high))
+axes[1].set(xlabel="energy $E(x)$", ylabel="density",
+            title=f"zoom on the digits' range ({outside:.0%} of samples above it)")
+axes[1].legend(loc="upper right", fontsize=10)
 run.savefig(fig, "fig10_digit_energies")
-print("   mean energies: " + ", ".join(f"{k} {float(v.mean()):+.2f}" for k, v in energy_sets.items()))
+print("   median energies: " + ", ".join(f"{k} {float(v.median()):+.2f}" for k, v in energy_sets.items()))
 
 # What to notice: held-out digits get the same energies as training digits (no memorisation at this
-# size), the buffer's samples sit close to them, uniform noise far above. The FD puts numbers on the
-# grids: samples between the floor and the Gaussian baseline mean the model has learned more than the
-# pixel covariance; the label entropy says whether all ten digits are being produced.
+# size), uniform noise far above. The printed claims say whether the samples beat the pixel-Gaussian
+# baseline and cover the ten digits; the FD as a multiple of its floor says how far they are from real
+# digits -- tests/test_image_metrics_can_fail.py finds a set missing one digit at 1.8-5.7x the floor.
 
 # %% [markdown]
 # ## 7. Reading EBM training curves
 #
 # The loss E(x+) - E(x-) is not a likelihood: it is near 0 whenever the sampler keeps up with the model,
-# and it says little about quality. What to watch instead:
+# and it says little about quality. A gap near 0 is necessary for converged training, not sufficient: a
+# model whose sampler has collapsed onto a few images has a gap near 0 too. What to watch instead:
 # - E(data) and E(samples) should track each other; a growing gap means the sampler has fallen behind
-#   (raise K or h), a joint drift of both means the additive constant is loose (raise --digits-alpha);
+#   (raise K or h), a joint drift of both means the additive constant is loose (raise --digits-alpha).
+#   Split E(samples) by where each chain came from before reading it: 5 % of the chains start from fresh
+#   noise each step and end 20 steps later far above the data, so they move the MEAN of E(samples) by
+#   themselves; the median and the persistent chains alone say what the buffer is doing;
 # - the parameter-gradient norm: steady growth precedes divergence;
 # - the divergence guard (`common.training.Trainer`) checks the loss and every logged number every
 #   25 steps and stops the lesson with "... training diverged at step N: ... Try again and lower
 #   --digits-lr", keeping the figures so far. Exercise 3 makes it fire on purpose.
 
 # %%
+origin = np.array(by_origin)  # (steps, 3 sets, 2 statistics): data, persistent, fresh; mean, median
+gap_mean = np.asarray(hist_img["e_neg"]) - np.asarray(hist_img["e_pos"])
+gap_persistent = origin[:, 1, 0] - origin[:, 0, 0]
+gap_fresh = origin[:, 2, 0] - origin[:, 0, 0]
+gap_median = origin[:, 1, 1] - origin[:, 0, 1]  # median of the persistent chains minus median of the data
+norm = np.asarray(hist_img["grad_norm"])
+thirds = np.array_split(np.arange(len(gap_mean)), 3)
+gaps = {"all chains, mean": gap_mean, "persistent chains, mean": gap_persistent,
+        "persistent chains, median": gap_median, "fresh chains, mean": gap_fresh}
+print(f"\n7. E(samples) - E(data) by thirds of training ({np.mean(~np.isnan(origin[:, 2, 0])):.0%} of the steps "
+      f"re-start some chains from noise; guard restarts used: {trainer_img.restarts_used})")
+for name, g in gaps.items():
+    print(f"   {name:<26}" + "".join(f"{np.nanmean(g[i]):+9.3f}" for i in thirds))
+print("   median gradient norm:     " + "".join(f"{np.median(norm[i]):9.3g}" for i in thirds)
+      + f"   (clip {cfg.digits_grad_clip:g})")
+run.metrics["digits_gap_by_thirds"] = {k: [float(np.nanmean(g[i])) for i in thirds] for k, g in gaps.items()}
+last = thirds[-1]
+fresh_share = cfg.reinit_fraction * np.nanmean(gap_fresh[last])  # what 5 % of chains add to the mean gap
+run.claim("gap_fresh", "last third: the fresh chains account for the rise of the mean gap (share of it)",
+          fresh_share / np.nanmean(gap_mean[last]), ">", 0.5)
+run.claim("gap_persistent", "last third: the persistent chains' median gap is near 0 (energy units)",
+          float(np.nanmean(gap_median[last])), "within", 0.0, 0.05)
+
 fig, axes = plotting.figure(3, title=rf"{images.name} EBM training: lr {cfg.digits_lr:g}, "
                                      rf"$\alpha$ = {cfg.digits_alpha:g}, $K$ = {cfg.digits_langevin_steps}")
 
@@ -965,29 +1262,25 @@ steps_smooth = np.arange(len(hist_img["loss"]) - n_smooth, len(hist_img["loss"])
 plotting.training_curves(axes[0], {"$E$(data)": smooth(hist_img["e_pos"]), "$E$(samples)": smooth(hist_img["e_neg"])},
                          ylabel="mean energy (running mean of 25)", x=steps_smooth)
 axes[0].set_title("energies of data and negatives")
-plotting.training_curves(axes[1], {"loss": smooth(hist_img["loss"]), r"$\alpha$ term": smooth(
-    cfg.digits_alpha * np.asarray(hist_img["reg"]))}, ylabel="value", x=steps_smooth)
-axes[1].set_title(r"loss $= E(\mathrm{data}) - E(\mathrm{samples}) + \alpha\,\mathrm{term}$")
+fresh_filled = np.where(np.isnan(gap_fresh), np.nanmean(gap_fresh), gap_fresh)
+plotting.training_curves(axes[1], {"all chains (mean)": smooth(gap_mean), "persistent (median)": smooth(gap_median),
+                                   r"fresh $\times$ 0.05 (mean)": smooth(cfg.reinit_fraction * fresh_filled)},
+                         ylabel=r"$E$(samples) $-$ $E$(data), running mean", x=steps_smooth)
+axes[1].axhline(0, color="k", lw=0.8)
+axes[1].set_title("the gap, split by chain origin")
 grad_label = r"$\|\nabla_\theta\, \mathrm{loss}\|$ (before clipping)"
 plotting.training_curves(axes[2], {grad_label: hist_img["grad_norm"]}, logy=True)
 axes[2].axhline(cfg.digits_grad_clip, color="k", ls="--", lw=0.8)
 axes[2].yaxis.set_minor_formatter(NullFormatter())  # decades only: readable ticks
 axes[2].set_title(f"gradient norm (dashed: clip at {cfg.digits_grad_clip:g})")
-run.savefig(fig, "fig11_training_curves")
-gap = np.asarray(hist_img["e_neg"]) - np.asarray(hist_img["e_pos"])
-norm = np.asarray(hist_img["grad_norm"])
-thirds = np.array_split(np.arange(len(gap)), 3)
-print("\n7. E(samples) - E(data) by thirds of training: " + "  ".join(f"{gap[i].mean():+.3f}" for i in thirds)
-      + ";  median gradient norm: " + "  ".join(f"{np.median(norm[i]):.3g}" for i in thirds)
-      + f"  (clip {cfg.digits_grad_clip:g}); guard restarts used: {trainer_img.restarts_used}")
-run.metrics["digits_gap_by_thirds"] = [float(gap[i].mean()) for i in thirds]
+run.savefig(fig, "fig11_training_curves", key=True)
 
 # What to notice: early on both energies fall together (the model first learns "digits vs noise"), then
-# they track each other closely -- the buffer keeps up with the model. In the default run the last third
-# shows the warning signs of this section: E(samples) climbs above E(data) and the gradient norm grows
-# again. The model is sharpening faster than 20 low-temperature SGLD steps per update can follow; longer
-# training would need more steps K (or a lower --digits-lr), not just more iterations. The gradient norm
-# sits above the clip throughout: with beta1 = 0, Adam plus clipping makes every step about the same size.
+# they track each other. The middle panel splits the gap: the fresh chains (scaled by their 5 % share)
+# carry the rise of the mean in the last third, while the persistent chains' median gap stays near 0 --
+# the buffer keeps up with the model; it is the 20-step chains from noise that cannot reach the data's
+# energy any more as the model sharpens. The claims above say whether that held in this run. The gradient
+# norm sits above the clip throughout: with beta1 = 0, Adam plus clipping makes every step about the same size.
 
 # %% [markdown]
 # ## Summary
@@ -995,11 +1288,19 @@ run.metrics["digits_gap_by_thirds"] = [float(gap[i].mean()) for i in thirds]
 #   f = -E writes mean f(samples) - mean f(data) and ascends f. Same model, both signs flipped.
 # - The sampler is part of the model: ULA samples exp(-E/T_eff), T_eff = 2T/(2 - a h), MALA is exact,
 #   and the image-EBM settings (h = 10, s = 0.005) are T ~ 1e-6 -- descent, not sampling.
-# - Momentum helps only when the friction is tuned to the flattest direction (~2 sqrt(a)); gamma = 1/h
+# - Momentum helps only when the friction is tuned to the flattest direction: at the discrete critical
+#   damping gamma* = 2 sqrt(a) - a h it needs ~3.7x fewer steps per independent draw than ULA; gamma = 1/h
 #   makes it ULA with step h^2, slower than ULA.
-# - Persistent chains learn a density; short-run chains learn a K-step generator whose samples change if
-#   you run the chain longer. Grade models by grid NLL against the entropy and MMD against its floor.
-# - Smoother energies (gradient penalty) sample more slowly -- exactly so for a quadratic.
+# - Long chains are the test of a density. Short-run samples drift when their chains run 10-100x longer
+#   (both toys, every seed); on the two moons persistent training gives the better likelihood and long
+#   chains that stay near the data; on 8 Gaussians, at this budget, persistent training is stuck in a
+#   ring on most seeds and does not. Grade with numbers that can fail -- grid NLL against the entropy, a
+#   multi-bandwidth MMD against its floor, mode weights AND the in-mode fraction -- over seeds.
+# - A gradient penalty slows ULA at a fixed step (exactly so for a quadratic; the neural energies agree),
+#   not at a step matched to the learned curvature, and on an ill-conditioned Gaussian at equal ULA bias
+#   it speeds mixing. It always costs likelihood.
+# - Read training curves by chain origin: late in the digits run the mean E(samples) - E(data) rises
+#   because of the 5 % of chains restarted from noise; the persistent chains' median gap stays at 0.
 
 # %% [markdown]
 # ## Exercises
@@ -1010,9 +1311,10 @@ run.metrics["digits_gap_by_thirds"] = [float(gap[i].mean()) for i in thirds]
 # that it gives the same negatives and the same loss as section 1 on the same noise.
 # Run `python 07_neural_ebms.py --exercise 1` for the stub.
 #
-# **Exercise 2 (predict-then-tweak, easy): a shorter short run.** Predict, then run with
-# `--toy-langevin-steps 5`: how do the short-run model's NLL and its MMD after 100 K steps change, and
-# the persistent model's?
+# **Exercise 2 (predict-then-tweak, easy): longer training, shorter chains.** (a) The 8-Gaussians
+# persistent model is a ring on most seeds at 600 steps. Predict what `--toy-iters 1000` does to its NLL
+# over training (printed per seed in section 3), then run it. (b) Predict, then run with
+# `--toy-langevin-steps 5`: how do the short-run model's NLL and its MMD after 100 K steps change?
 #
 # **Exercise 3 (extend, medium): make training diverge on purpose.** Train the digits EBM with
 # `--digits-alpha 0` and a learning rate 50x larger, read the divergence guard's message, then give the
@@ -1024,8 +1326,8 @@ run.metrics["digits_gap_by_thirds"] = [float(gap[i].mean()) for i in thirds]
 # x^2? Use the exact numbers printed in section 2c.
 #
 # **Exercise 5 (extend, medium): MALA negatives.** Replace ULA by `common.samplers.mala` for the
-# persistent 8-Gaussians model (same h) and compare the NLL gap and the acceptance rate. At h = 0.02 do
-# you expect a visible difference? Stub: `--exercise 5`.
+# persistent 8-Gaussians model (same h) and compare the NLL gap and the acceptance rate. At the default
+# h = 0.05 do you expect a visible difference? And at h = 0.2? Stub: `--exercise 5`.
 #
 # **Exercise 6 (predict-then-tweak, medium): a hot digits sampler.** With `--digits-noise 0.2`
 # (T = 0.02 at h = 1), predict what happens to the buffer samples and to the FD, then run it.
@@ -1059,7 +1361,9 @@ if run.exercise == 3:
 
     def unstable_loss(step):
         x_pos = dequantize(next_images(), images.n_levels, gen)
-        x_neg = sgld_negatives(energy_bad, buffer_bad, len(x_pos))
+        x_start, index = buffer_bad.sample(len(x_pos))
+        x_neg = sgld(energy_bad, x_start)
+        buffer_bad.push(x_neg, index)
         return contrastive_divergence_loss(energy_bad(x_pos), energy_bad(x_neg), alpha=0.0)
 
     trainer_bad.fit(unstable_loss, cfg.digits_iters, desc="unstable digits EBM")
@@ -1068,7 +1372,8 @@ if run.exercise == 3:
 if run.exercise == 5:
     gen = cpu_generator("exercise-5")
     # TODO: write the persistent loop with mala(energy, x0, K, h, generator=gen) instead of draw_negatives,
-    # keep the acceptance rates, and compare grid_nll with toy_nll["8gaussians"]["persistent"].
-    print(f"exercise 5: ULA persistent NLL gap = {gap8:.3f} nats; now train with MALA negatives")
+    # keep the acceptance rates, and compare grid_nll - floor with the ULA models' gap of section 3.
+    print(f"exercise 5: ULA persistent NLL gap = {toy_stats['8gaussians persistent nll gap']} nats (over seeds); "
+          "now train with MALA negatives")
 
 run.finish()
