@@ -19,7 +19,7 @@ You will learn
 Prerequisites: lesson 01 (energies, scores, Langevin); lesson 05 helps (why MLE needs sampling).
 Everything runs on the CPU: the networks are tiny (--device is accepted but not needed).
 
-Run:  python 06_score_matching.py            (default, ~3.5 minutes of CPU time; 208 s measured under load)
+Run:  python 06_score_matching.py            (default; measured runtimes: docs/results.md)
       python 06_score_matching.py --quick    (about 20 s; every code path runs)
       python 06_score_matching.py --help     (every hyperparameter, with advice)
       python 06_score_matching.py --show     (also open the figure windows)

@@ -22,8 +22,8 @@ Everything runs on the CPU; --device cuda moves the image EBM of section 6 (the 
 --image-dataset mnist trains the convolutional energy (common.nets.CNNEnergy) on 28x28 images (needs the
 IDX files; its runtime is not part of the budget below).
 
-Run:  python 07_neural_ebms.py            (default, about 5 minutes of CPU time; docs/results.md has the timing)
-      python 07_neural_ebms.py --quick    (about 30 s of CPU time; every code path runs)
+Run:  python 07_neural_ebms.py            (default; measured runtimes: docs/results.md)
+      python 07_neural_ebms.py --quick    (seconds; every code path runs)
       python 07_neural_ebms.py --help     (every hyperparameter, with advice)
       python 07_neural_ebms.py --show     (also open the figure windows)
 

@@ -20,8 +20,8 @@ EBMs: the guarded training loop, replay buffers, the Frechet distance in classif
 
 Everything runs on the CPU by design: the networks are small MLPs, where a GPU only adds launch latency.
 
-Run:  python 08_cooperative_training.py            (default, about 4 minutes of CPU time; measured: docs/results.md)
-      python 08_cooperative_training.py --quick    (under 30 s of CPU time; every code path runs)
+Run:  python 08_cooperative_training.py            (default; measured runtimes: docs/results.md)
+      python 08_cooperative_training.py --quick    (seconds; every code path runs)
       python 08_cooperative_training.py --help     (every hyperparameter, with advice)
       python 08_cooperative_training.py --show     (also open the figure windows)
 

@@ -18,8 +18,8 @@ You will learn
 Prerequisites: lesson 06 (score matching, DSM, annealed Langevin with exact scores), lesson 07 (neural
 energies, the guarded Trainer, Fréchet distance). Everything runs on the CPU: the networks are tiny.
 
-Run:  python 10_advanced_ebm_topics.py            (default, under 5 min of CPU time; runtimes in docs/results.md)
-      python 10_advanced_ebm_topics.py --quick    (under 30 s of CPU time; every code path runs)
+Run:  python 10_advanced_ebm_topics.py            (default; measured runtimes: docs/results.md)
+      python 10_advanced_ebm_topics.py --quick    (seconds; every code path runs)
       python 10_advanced_ebm_topics.py --help     (every hyperparameter, with advice)
       python 10_advanced_ebm_topics.py --show     (also open the figure windows)
 
