@@ -55,7 +55,7 @@ class SeedStats:
         return math.sqrt(var / self.n)
 
     def __str__(self) -> str:
-        return f"{_fmt(self.mean)} ± {_fmt(self.se)}"
+        return f"{_fmt(self.mean)} ± {self.se:.2g}"
 
     def to_json(self) -> dict[str, Any]:
         return {"mean": self.mean, "se": self.se, "n_seeds": self.n, "values": list(self.values)}
@@ -144,7 +144,7 @@ class Claim:
     def line(self) -> str:
         measured = f"{self.measured}" if isinstance(self.measured, SeedStats) else _fmt(float(self.measured))
         n = self.measured.n if isinstance(self.measured, SeedStats) else None
-        seeds = f" ({n} seeds)" if n else ""
+        seeds = f" (n = {n})" if n else ""
         return f"claim  {self.sentence}: {measured}{seeds} {self.condition()}   {self.verdict_word()}"
 
     def to_json(self) -> dict[str, Any]:

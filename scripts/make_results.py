@@ -114,7 +114,8 @@ def collect(lesson: str, outdir: Path, gallery: Path, quick: bool) -> dict:
 
 def fmt(value) -> str:
     if isinstance(value, dict):  # a SeedStats record
-        return f"{fmt(value['mean'])} ± {fmt(value['se'])} ({value['n_seeds']} seeds)"
+        se = value["se"]
+        return f"{fmt(value['mean'])} ± {'—' if se is None else f'{se:.2g}'} (n = {value['n_seeds']})"
     if value is None:
         return "—"
     if isinstance(value, float):
@@ -124,7 +125,7 @@ def fmt(value) -> str:
 
 def claim_condition(claim: dict) -> str:
     ref, tol, op = fmt(claim["reference"]), claim.get("tolerance", 0), claim["op"]
-    label = f" ({claim['reference_label']})" if claim.get("reference_label") else ""
+    label = f" ({claim['reference_label'].strip('()')})" if claim.get("reference_label") else ""
     if op == "within":
         return f"within {fmt(tol)} of {ref}{label}"
     if op == "within_rel":

@@ -60,7 +60,7 @@ def test_claims_marks_and_key_figures(make_results, tmp_path, monkeypatch):
     assert make_results.main(["--lessons", "01", "04", *paths(tmp_path)]) == 0
     page = (tmp_path / "docs" / "results.md").read_text()
     assert "| ✓ | 01_ebm_foundations good | 1 | < 2 (floor) |" in page
-    assert "| ✗ | 01_ebm_foundations bad | 3 ± 0.1 (3 seeds) | < 2 × 1 |" in page
+    assert "| ✗ | 01_ebm_foundations bad | 3 ± 0.1 (n = 3) | < 2 × 1 |" in page
     assert "**Claims: 1 of 2 hold.**" in page and "**2 of 4 claims hold**" in page
     # the key figure only, copied at readable width
     assert "gallery/01_fig02_b.png" in page and "01_fig01_a.png" not in page
