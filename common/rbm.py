@@ -117,15 +117,31 @@ class RBM:
         Hidden *probabilities* replace hidden samples in both terms (lower variance, same mean).
         Returns ``({"W", "b", "c"}, v_model)``.
         """
-        start = v_data if chains is None else chains
-        v_model, _ = self.gibbs(start, k, generator)
-        h_data, h_model = self.hidden_probs(v_data), self.hidden_probs(v_model)
+        h_data, v_model, h_model, _ = self.phases(v_data, k, chains, generator)
         grads = {
             "W": v_data.T @ h_data / len(v_data) - v_model.T @ h_model / len(v_model),
             "b": v_data.mean(0) - v_model.mean(0),
             "c": h_data.mean(0) - h_model.mean(0),
         }
         return grads, v_model
+
+    def phases(self, v_data: torch.Tensor, k: int = 1, chains: torch.Tensor | None = None, generator=None):
+        """The two phases of CD-k / PCD-k: ``(p(h | v_data), v_model, p(h | v_model), reconstruction)``.
+
+        For CD (``chains=None``) the chain's first hidden sample is drawn from p(h | v_data), the positive
+        phase's own probabilities, so they are computed once; the first step's p(v | h_0) is the practical
+        guide's reconstruction, returned for free (None for PCD, whose chains do not start at the data).
+        The random draws are those of ``gibbs(start, k)``: the same seed gives the same chain.
+        """
+        h_data = self.hidden_probs(v_data)
+        recon = None
+        if chains is None and k >= 1:
+            v_model, recon = self.sample_visible(bernoulli(h_data, generator), generator)
+            if k > 1:
+                v_model, _ = self.gibbs(v_model, k - 1, generator)
+        else:
+            v_model, _ = self.gibbs(v_data if chains is None else chains, k, generator)
+        return h_data, v_model, self.hidden_probs(v_model), recon
 
     def exact_gradient(self, v_data: torch.Tensor) -> dict[str, torch.Tensor]:
         """The same gradient with the model term computed exactly by enumeration (small models only)."""
@@ -243,34 +259,68 @@ def data_visible_bias(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
 
 def train_epoch(rbm: RBM, x_train: torch.Tensor, *, lr: float, k: int = 1, batch_size: int = 64,
                 momentum: float = 0.0, weight_decay: float = 0.0, velocity: dict | None = None,
-                chains: torch.Tensor | None = None, generator=None,
-                monitor: bool = True) -> tuple[dict, torch.Tensor | None, float]:
+                chains: torch.Tensor | None = None, generator=None, monitor: bool = True,
+                offsets: dict | None = None, offset_rate: float = 0.01) -> tuple[dict, torch.Tensor | None, float]:
     """One epoch of CD-k (``chains=None``) or PCD-k (``chains`` = persistent states) with momentum.
 
     velocity <- momentum * velocity + lr * (grad - weight_decay * W)   (decay on weights only)
     theta    <- theta + velocity
     Returns ``(velocity, chains, mean reconstruction error)``; reconstruction error is the mean
-    squared difference between a batch and p(v | h ~ p(h | batch)), the practical guide's monitor.
-    ``monitor=False`` skips that monitor (and its random draws) and returns nan for it: for timing the
-    update alone.
+    squared difference between a batch and p(v | h ~ p(h | batch)), the practical guide's monitor (for CD
+    it is the chain's own first step, before the update; PCD draws one extra step for it).
+    ``monitor=False`` skips that monitor and returns nan for it: for timing the update alone.
+
+    Centring (Melchior, Fischer & Wiskott 2016, "How to center deep Boltzmann machines", JMLR 17): with
+    ``offsets = {"v": mu, "h": lam}`` the energy is written E = -b'.(v - mu) - c'.(h - lam) - (v - mu)^T W (h - lam)
+    and the gradient is taken in (W, b', c'):
+        grad_W = <(v - mu)(h - lam)^T>_data - <(v - mu)(h - lam)^T>_model
+        grad_b' = <v>_data - <v>_model,   grad_c' = <h>_data - <h>_model
+    The model is stored uncentred (b = b' - W lam, c = c' - W^T mu, same p(v, h)), so a step moves
+    b by vel_b' - vel_W lam and c by vel_c' - vel_W^T mu. After each batch the offsets slide towards the
+    batch means of v and p(h | v) at ``offset_rate`` (updated in place); the model is unchanged by that.
+    The update is done in place (addmm_ into the velocity), with no temporaries of W's size.
     """
+    W, b, c = rbm.parameters()
     velocity = velocity or {name: torch.zeros_like(t) for name, t in zip("Wbc", rbm.parameters())}
+    vel_w, vel_b, vel_c = velocity["W"], velocity["b"], velocity["c"]
     order = torch.randperm(len(x_train), generator=generator, device=_draw_device(generator, x_train))
     errors = []
     for start in range(0, len(x_train), batch_size):
         batch = x_train[order[start:start + batch_size]]
-        batch_chains = None if chains is None else chains[:len(batch)]
-        grads, v_model = rbm.cd_gradient(batch, k, batch_chains, generator)
+        n = len(batch)
+        batch_chains = None if chains is None else chains[:n]
+        h_data, v_model, h_model, recon = rbm.phases(batch, k, batch_chains, generator)
         if chains is not None:
-            chains = torch.cat([v_model, chains[len(batch):]]).roll(-len(batch), 0)
-        grads["W"] = grads["W"] - weight_decay * rbm.W
-        for name, param in zip("Wbc", rbm.parameters()):
-            velocity[name] = momentum * velocity[name] + lr * grads[name]
-            param += velocity[name]
+            chains = v_model if len(chains) == n else torch.cat([v_model, chains[n:]]).roll(-n, 0)
+        d_v = batch.mean(0) - v_model.mean(0)  # <v>_data - <v>_model
+        d_h = h_data.mean(0) - h_model.mean(0)  # <h>_data - <h>_model
+        # vel_W <- momentum vel_W + lr (<v h^T>_data - <v h^T>_model - weight_decay W), in place
+        vel_w.mul_(momentum).addmm_(batch.T, h_data, alpha=lr / n).addmm_(v_model.T, h_model, alpha=-lr / len(v_model))
+        if weight_decay:
+            vel_w.add_(W, alpha=-lr * weight_decay)
+        if offsets is not None:  # the centred gradient: <(v - mu)(h - lam)^T> differences
+            vel_w.addr_(offsets["v"], d_h, alpha=-lr).addr_(d_v, offsets["h"], alpha=-lr)
+        vel_b.mul_(momentum).add_(d_v, alpha=lr)
+        vel_c.mul_(momentum).add_(d_h, alpha=lr)
+        W.add_(vel_w)
+        b.add_(vel_b)
+        c.add_(vel_c)
+        if offsets is not None:  # back to the uncentred parameters: b = b' - W lam, c = c' - W^T mu
+            b.addmv_(vel_w, offsets["h"], alpha=-1.0)
+            c.addmv_(vel_w.T, offsets["v"], alpha=-1.0)
+            offsets["v"].lerp_(batch.mean(0), offset_rate)
+            offsets["h"].lerp_(h_data.mean(0), offset_rate)
         if monitor:
-            h, _ = rbm.sample_hidden(batch, generator)
-            errors.append(float(((batch - rbm.visible_probs(h)) ** 2).mean()))
+            if recon is None:  # PCD: one step from the batch, after the update
+                h, _ = rbm.sample_hidden(batch, generator)
+                recon = rbm.visible_probs(h)
+            errors.append(float(((batch - recon) ** 2).mean()))
     return velocity, chains, float(np.mean(errors)) if monitor else math.nan
+
+
+def centring_offsets(rbm: RBM, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Starting offsets for centred training (Melchior et al. 2016): mu = the data mean, lam = <p(h | v)>_data."""
+    return {"v": x.mean(0).to(rbm.W.dtype).clone(), "h": rbm.hidden_probs(x).mean(0)}
 
 
 # -- deep belief network: two RBMs stacked greedily (Hinton, Osindero & Teh 2006) ----------------
