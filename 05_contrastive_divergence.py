@@ -92,6 +92,7 @@ class Config:
     dataset: str = choice("auto", ("auto", "digits", "mnist"))  # images for sections 3-5; auto = MNIST if present
     data_dir: str = ""  # folder that holds MNIST/raw (default: $EBM_DATA_DIR or data/)
     download: bool = False  # --download: fetch MNIST (5 s timeout) when it is not in the data folder
+    lecture: bool = False  # --lecture (needs --dataset mnist): 1,000/300 images, 50-sweep budget, 2 seeds
     max_train: int = count(0, minimum=0)  # training images kept (0 = all: digits 1,438, MNIST 60,000)
     max_test: int = count(0, minimum=0)  # test images scored (0 = all: digits 359, MNIST 10,000)
     # -- sections 1-2: a bars-and-stripes RBM small enough for the exact gradient
@@ -151,15 +152,27 @@ QUICK = {
 }
 
 
+# --lecture: 28x28 at lecture size (~3 min CPU): 1,000 training images, shorter budgets, fewer seeds and probes;
+# a flag you set to a non-default value wins over these
+LECTURE = {"max_train": 1000, "max_test": 300, "budget_sweeps": 50, "sharp_epochs": 60, "spurious_seeds": 2,
+           "unvisited_seeds": 2, "wide_epochs": 30, "probe_ks": (1, 10, 100, 1000)}
+
+
 def check(cfg):
     """Rules across fields."""
     if cfg.burn_in > cfg.health_steps - 4:  # split R-hat needs 4 draws per chain
         raise ValueError("--burn-in must be at least 4 below --health-steps")
     if cfg.unvisited_cd_epochs <= cfg.unvisited_epochs:  # fig09 shows CD-1 at both lengths
         raise ValueError("--unvisited-cd-epochs must be larger than --unvisited-epochs")
+    if cfg.lecture and cfg.dataset != "mnist":
+        raise ValueError("--lecture sizes a 28x28 run: add --dataset mnist")
 
 
 cfg, flags = parse_flags(Config, LESSON, __doc__, quick=QUICK, check=check, exercises=(3,))
+if cfg.lecture and not flags.quick:
+    for field_name, value in LECTURE.items():
+        if field_name not in flags.changed:
+            setattr(cfg, field_name, value)
 
 # heavy imports only now, so that --help and a mistyped flag answer at once
 

@@ -164,15 +164,31 @@ class RBM:
         """Exact log Z by enumerating the smaller layer (2^min(n_v, n_h) terms), in float64.
 
         Over hidden states: log Z = logsumexp_h [ c.h + sum_i softplus(b_i + (W h)_i) ].
+        The states are built chunk by chunk and every chunk reuses the same buffers, so memory stays at
+        a few chunks (~100 MB for 784 pixels) however many states there are: the whole (2^20, 20) table
+        and a fresh temporary per chunk used to take GBs at 28x28, mostly heap fragmentation.
         """
-        device = self.W.device
-        if self.n_hidden <= self.n_visible:
-            states = all_binary_states(self.n_hidden, dtype=torch.float64, device=device)
-            terms = [-self.hidden_free_energy(hs) for hs in states.split(chunk)]
-        else:
-            states = all_binary_states(self.n_visible, dtype=torch.float64, device=device)
-            terms = [-self.free_energy(vs) for vs in states.split(chunk)]
-        return float(torch.logsumexp(torch.cat(terms), dim=0))
+        hidden = self.n_hidden <= self.n_visible
+        n_enum = self.n_hidden if hidden else self.n_visible
+        W, b, c = (t.to(torch.float64) for t in self.parameters())
+        # enumerate s (hidden or visible), sum the other layer out: a = bias_other + s @ M, linear = s @ bias_s
+        M, bias_s, bias_other = (W.T, c, b) if hidden else (W, b, c)
+        total, chunk = 2 ** n_enum, min(chunk, 2 ** n_enum)
+        pre = torch.empty(chunk, len(bias_other), dtype=torch.float64, device=W.device)
+        tmp = torch.empty_like(pre)
+        neg_free = torch.empty(total, dtype=torch.float64, device=W.device)
+        for start in range(0, total, chunk):
+            stop = min(start + chunk, total)
+            states = all_binary_states(n_enum, dtype=torch.float64, start=start, stop=stop, device=W.device)
+            a, t = pre[: stop - start], tmp[: stop - start]
+            torch.addmm(bias_other, states, M, out=a)  # a = bias_other + s M
+            # softplus(a) = max(a, 0) + log1p(exp(-|a|)), in place
+            torch.abs(a, out=t)
+            t.neg_().exp_().log1p_()
+            a.clamp_(min=0).add_(t)
+            torch.sum(a, 1, out=neg_free[start:stop])
+            neg_free[start:stop].addmv_(states, bias_s)  # -F(s) = s.bias_s + sum softplus(a)
+        return float(torch.logsumexp(neg_free, dim=0))
 
     def log_likelihood(self, v: torch.Tensor, log_z: float | None = None) -> torch.Tensor:
         """log p(v) = -F(v) - log Z for each row of ``v`` (exact log Z unless one is given)."""
