@@ -27,10 +27,10 @@ Expected runtime: about 200 s of user+sys CPU time on 2 cores with the 8x8 digit
 while other jobs shared the machine; docs/results.md has the current figure). --quick: about 16 s; it keeps
 300 training images, so it stays quick on 28x28 data too (19 s CPU measured, earlier version, with
 --dataset mnist on the Fashion-MNIST IDX files). On 28x28 data the default trains over 20 models on all
-60,000 images: several hours. With an earlier version, --dataset mnist --max-train 1000 --max-test 300
---budget-sweeps 50 --sharp-epochs 60 --spurious-seeds 2 --unvisited-seeds 1 --wide-epochs 30 --probe-ks
-1,10,100,1000 took 3.1 min (183 s CPU; now add --unvisited-cd-epochs 100 --slowing-seeds 2); there CD-1 removed
-fig09's inverted mode within 50 epochs, so show fig09 on the digits.
+60,000 images: several hours. For a lecture, --dataset mnist --lecture sets 1,000 training and 300 test
+images, a 50-sweep budget, 60 sharp epochs, 2 seeds where a section has seeds, 30 wide epochs, probes up to
+k = 1,000 and 100 CD-1 epochs in section 6 (the LECTURE dict below; a flag you set wins). On 28x28 CD-1
+removed fig09's inverted mode within 50 epochs in an earlier lecture-sized run, so show fig09 on the digits.
 
 Figures (in outputs/05_contrastive_divergence/):
     fig01_gibbs_chains.png       CD-k chains started at the data, and the persistent chains of PCD
@@ -155,7 +155,8 @@ QUICK = {
 # --lecture: 28x28 at lecture size (~3 min CPU): 1,000 training images, shorter budgets, fewer seeds and probes;
 # a flag you set to a non-default value wins over these
 LECTURE = {"max_train": 1000, "max_test": 300, "budget_sweeps": 50, "sharp_epochs": 60, "spurious_seeds": 2,
-           "unvisited_seeds": 2, "wide_epochs": 30, "probe_ks": (1, 10, 100, 1000)}
+           "unvisited_seeds": 2, "wide_epochs": 30, "probe_ks": (1, 10, 100, 1000), "unvisited_cd_epochs": 100,
+           "slowing_seeds": 2}
 
 
 def check(cfg):
