@@ -350,7 +350,7 @@ def rbm_on_top(bottom: RBM) -> RBM:
     return RBM.from_tensors(bottom.W.T.contiguous(), bottom.c, bottom.b)
 
 
-def dbn_variational_bound(bottom: RBM, top: RBM, v: torch.Tensor) -> torch.Tensor:
+def dbn_variational_bound(bottom: RBM, top: RBM, v: torch.Tensor, rows: int = 2048) -> torch.Tensor:
     """Exact variational bound on log p(v) of the DBN  p(v, h1) = p_top(h1) p_bottom(v | h1), per row of v.
 
     With the factorial posterior Q(h1 | v) = prod_j sigmoid(c1_j + (v W1)_j)  (the bottom RBM's p(h1 | v)),
@@ -383,9 +383,13 @@ def dbn_variational_bound(bottom: RBM, top: RBM, v: torch.Tensor) -> torch.Tenso
         g[i] = neg_free[i] - F.softplus(h1 @ W1.T + b1).sum(1)
     log_z_top = torch.logsumexp(neg_free.flatten(), 0)  # log Z_top = logsumexp_h1 -F_top(h1), same states
     # Q_A(a | v) = prod_{j <= n_a} mu_j^a_j (1 - mu_j)^(1 - a_j), likewise Q_B: (B, 2^n_a), (B, 2^n_b)
-    q_a = torch.exp(log_mu[:, :n_a] @ h_a.T + log_1m[:, :n_a] @ (1 - h_a).T)
-    q_b = torch.exp(log_mu[:, n_a:] @ h_b.T + log_1m[:, n_a:] @ (1 - h_b).T)
-    expected_g = ((q_a @ g) * q_b).sum(1)
+    # ``rows`` images at a time: the (B, 2^n_a) tables of 30,000 images would take GBs at once
+    expected_g = torch.empty(len(v), dtype=torch.float64, device=W1.device)
+    for start in range(0, len(v), rows):
+        lm, l1 = log_mu[start:start + rows], log_1m[start:start + rows]
+        q_a = torch.exp(lm[:, :n_a] @ h_a.T + l1[:, :n_a] @ (1 - h_a).T)
+        q_b = torch.exp(lm[:, n_a:] @ h_b.T + l1[:, n_a:] @ (1 - h_b).T)
+        expected_g[start:start + rows] = ((q_a @ g) * q_b).sum(1)
     return expected_g - log_z_top + linear + entropy
 
 
@@ -416,9 +420,13 @@ def aggregated_posterior_kl(rbm: RBM, v: torch.Tensor) -> float:
     n_a = rbm.n_hidden // 2
     h_a = all_binary_states(n_a, dtype=torch.float64, device=W.device)  # (2^n_a, n_a)
     h_b = all_binary_states(rbm.n_hidden - n_a, dtype=torch.float64, device=W.device)  # (2^n_b, n_b)
-    q_a = torch.exp(log_on[:, :n_a] @ h_a.T + log_off[:, :n_a] @ (1 - h_a).T)  # (N, 2^n_a)
-    q_b = torch.exp(log_on[:, n_a:] @ h_b.T + log_off[:, n_a:] @ (1 - h_b).T)  # (N, 2^n_b)
-    q = q_a.T @ q_b / len(pre)  # (2^n_a, 2^n_b): q(h_A, h_B)
+    q = torch.zeros(len(h_a), len(h_b), dtype=torch.float64, device=W.device)  # (2^n_a, 2^n_b): q(h_A, h_B)
+    for start in range(0, len(pre), 2048):  # 2,048 images at a time: the (N, 2^n_a) tables take GBs at once
+        on, off = log_on[start:start + 2048], log_off[start:start + 2048]
+        q_a = torch.exp(on[:, :n_a] @ h_a.T + off[:, :n_a] @ (1 - h_a).T)  # (rows, 2^n_a)
+        q_b = torch.exp(on[:, n_a:] @ h_b.T + off[:, n_a:] @ (1 - h_b).T)  # (rows, 2^n_b)
+        q.addmm_(q_a.T, q_b)
+    q /= len(pre)
     log_z = exact.log_partition()
     kl = 0.0
     for i, a in enumerate(h_a):  # row by row: p(h) for every h that starts with a
