@@ -282,8 +282,9 @@ def train_epoch(rbm: RBM, x_train: torch.Tensor, *, lr: float, k: int = 1, batch
     velocity <- momentum * velocity + lr * (grad - weight_decay * W)   (decay on weights only)
     theta    <- theta + velocity
     Returns ``(velocity, chains, mean reconstruction error)``; reconstruction error is the mean
-    squared difference between a batch and p(v | h ~ p(h | batch)), the practical guide's monitor (for CD
-    it is the chain's own first step, before the update; PCD draws one extra step for it).
+    squared difference between a batch and p(v | h ~ p(h | batch)), the practical guide's monitor, drawn
+    after the update (``phases`` also returns CD's first-step reconstruction, which would cost nothing, but
+    using it would change every lesson's random stream).
     ``monitor=False`` skips that monitor and returns nan for it: for timing the update alone.
 
     Centring (Melchior, Fischer & Wiskott 2016, "How to center deep Boltzmann machines", JMLR 17): with
@@ -294,11 +295,12 @@ def train_epoch(rbm: RBM, x_train: torch.Tensor, *, lr: float, k: int = 1, batch
     The model is stored uncentred (b = b' - W lam, c = c' - W^T mu, same p(v, h)), so a step moves
     b by vel_b' - vel_W lam and c by vel_c' - vel_W^T mu. After each batch the offsets slide towards the
     batch means of v and p(h | v) at ``offset_rate`` (updated in place); the model is unchanged by that.
-    The update is done in place (addmm_ into the velocity), with no temporaries of W's size.
+    The update is done in place into two reused buffers, with no new tensors of W's size per batch.
     """
     W, b, c = rbm.parameters()
     velocity = velocity or {name: torch.zeros_like(t) for name, t in zip("Wbc", rbm.parameters())}
     vel_w, vel_b, vel_c = velocity["W"], velocity["b"], velocity["c"]
+    grad_w, buffer = torch.empty_like(W), torch.empty_like(W)  # reused by every batch
     order = torch.randperm(len(x_train), generator=generator, device=_draw_device(generator, x_train))
     errors = []
     for start in range(0, len(x_train), batch_size):
@@ -310,14 +312,16 @@ def train_epoch(rbm: RBM, x_train: torch.Tensor, *, lr: float, k: int = 1, batch
             chains = v_model if len(chains) == n else torch.cat([v_model, chains[n:]]).roll(-n, 0)
         d_v = batch.mean(0) - v_model.mean(0)  # <v>_data - <v>_model
         d_h = h_data.mean(0) - h_model.mean(0)  # <h>_data - <h>_model
-        # vel_W <- momentum vel_W + lr (<v h^T>_data - <v h^T>_model - weight_decay W), in place
-        vel_w.mul_(momentum).addmm_(batch.T, h_data, alpha=lr / n).addmm_(v_model.T, h_model, alpha=-lr / len(v_model))
-        if weight_decay:
-            vel_w.add_(W, alpha=-lr * weight_decay)
+        # grad_W = <v h^T>_data - <v h^T>_model - weight_decay W, into reused buffers, in the same order of
+        # operations as the plain expression (bit-identical results, so the lessons' random streams agree)
+        torch.mm(batch.T, h_data, out=grad_w).div_(n)
+        grad_w.sub_(torch.mm(v_model.T, h_model, out=buffer).div_(len(v_model)))
+        grad_w.sub_(torch.mul(W, weight_decay, out=buffer))
         if offsets is not None:  # the centred gradient: <(v - mu)(h - lam)^T> differences
-            vel_w.addr_(offsets["v"], d_h, alpha=-lr).addr_(d_v, offsets["h"], alpha=-lr)
-        vel_b.mul_(momentum).add_(d_v, alpha=lr)
-        vel_c.mul_(momentum).add_(d_h, alpha=lr)
+            grad_w.addr_(offsets["v"], d_h, alpha=-1.0).addr_(d_v, offsets["h"], alpha=-1.0)
+        vel_w.mul_(momentum).add_(grad_w.mul_(lr))  # velocity <- momentum velocity + lr grad
+        vel_b.mul_(momentum).add_(d_v * lr)
+        vel_c.mul_(momentum).add_(d_h * lr)
         W.add_(vel_w)
         b.add_(vel_b)
         c.add_(vel_c)
@@ -326,11 +330,9 @@ def train_epoch(rbm: RBM, x_train: torch.Tensor, *, lr: float, k: int = 1, batch
             c.addmv_(vel_w.T, offsets["v"], alpha=-1.0)
             offsets["v"].lerp_(batch.mean(0), offset_rate)
             offsets["h"].lerp_(h_data.mean(0), offset_rate)
-        if monitor:
-            if recon is None:  # PCD: one step from the batch, after the update
-                h, _ = rbm.sample_hidden(batch, generator)
-                recon = rbm.visible_probs(h)
-            errors.append(float(((batch - recon) ** 2).mean()))
+        if monitor:  # one step from the batch, after the update (its own draws: the course's random streams)
+            h, _ = rbm.sample_hidden(batch, generator)
+            errors.append(float(((batch - rbm.visible_probs(h)) ** 2).mean()))
     return velocity, chains, float(np.mean(errors)) if monitor else math.nan
 
 
