@@ -27,10 +27,10 @@ Expected runtime: about 200 s of user+sys CPU time on 2 cores with the 8x8 digit
 while other jobs shared the machine; docs/results.md has the current figure). --quick: about 16 s; it keeps
 300 training images, so it stays quick on 28x28 data too (19 s CPU measured, earlier version, with
 --dataset mnist on the Fashion-MNIST IDX files). On 28x28 data the default trains over 20 models on all
-60,000 images: several hours. With an earlier version, --dataset mnist --max-train 1000 --max-test 300
---budget-sweeps 50 --sharp-epochs 60 --spurious-seeds 2 --unvisited-seeds 1 --wide-epochs 30 --probe-ks
-1,10,100,1000 took 3.1 min (183 s CPU; now add --unvisited-cd-epochs 100 --slowing-seeds 2); there CD-1 removed
-fig09's inverted mode within 50 epochs, so show fig09 on the digits.
+60,000 images: several hours. For a lecture, --dataset mnist --lecture sets 1,000 training and 300 test
+images, a 50-sweep budget, 60 sharp epochs, 2 seeds where a section has seeds, 30 wide epochs, probes up to
+k = 1,000 and 100 CD-1 epochs in section 6 (the LECTURE dict below; a flag you set wins). On 28x28 CD-1
+removed fig09's inverted mode within 50 epochs in an earlier lecture-sized run, so show fig09 on the digits.
 
 Figures (in outputs/05_contrastive_divergence/):
     fig01_gibbs_chains.png       CD-k chains started at the data, and the persistent chains of PCD
@@ -92,6 +92,7 @@ class Config:
     dataset: str = choice("auto", ("auto", "digits", "mnist"))  # images for sections 3-5; auto = MNIST if present
     data_dir: str = ""  # folder that holds MNIST/raw (default: $EBM_DATA_DIR or data/)
     download: bool = False  # --download: fetch MNIST (5 s timeout) when it is not in the data folder
+    lecture: bool = False  # --lecture (needs --dataset mnist): 1,000/300 images, 50-sweep budget, 2 seeds
     max_train: int = count(0, minimum=0)  # training images kept (0 = all: digits 1,438, MNIST 60,000)
     max_test: int = count(0, minimum=0)  # test images scored (0 = all: digits 359, MNIST 10,000)
     # -- sections 1-2: a bars-and-stripes RBM small enough for the exact gradient
@@ -151,15 +152,28 @@ QUICK = {
 }
 
 
+# --lecture: 28x28 at lecture size (~3 min CPU): 1,000 training images, shorter budgets, fewer seeds and probes;
+# a flag you set to a non-default value wins over these
+LECTURE = {"max_train": 1000, "max_test": 300, "budget_sweeps": 50, "sharp_epochs": 60, "spurious_seeds": 2,
+           "unvisited_seeds": 2, "wide_epochs": 30, "probe_ks": (1, 10, 100, 1000), "unvisited_cd_epochs": 100,
+           "slowing_seeds": 2}
+
+
 def check(cfg):
     """Rules across fields."""
     if cfg.burn_in > cfg.health_steps - 4:  # split R-hat needs 4 draws per chain
         raise ValueError("--burn-in must be at least 4 below --health-steps")
     if cfg.unvisited_cd_epochs <= cfg.unvisited_epochs:  # fig09 shows CD-1 at both lengths
         raise ValueError("--unvisited-cd-epochs must be larger than --unvisited-epochs")
+    if cfg.lecture and cfg.dataset != "mnist":
+        raise ValueError("--lecture sizes a 28x28 run: add --dataset mnist")
 
 
 cfg, flags = parse_flags(Config, LESSON, __doc__, quick=QUICK, check=check, exercises=(3,))
+if cfg.lecture and not flags.quick:
+    for field_name, value in LECTURE.items():
+        if field_name not in flags.changed:
+            setattr(cfg, field_name, value)
 
 # heavy imports only now, so that --help and a mistyped flag answer at once
 

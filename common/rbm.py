@@ -117,15 +117,31 @@ class RBM:
         Hidden *probabilities* replace hidden samples in both terms (lower variance, same mean).
         Returns ``({"W", "b", "c"}, v_model)``.
         """
-        start = v_data if chains is None else chains
-        v_model, _ = self.gibbs(start, k, generator)
-        h_data, h_model = self.hidden_probs(v_data), self.hidden_probs(v_model)
+        h_data, v_model, h_model, _ = self.phases(v_data, k, chains, generator)
         grads = {
             "W": v_data.T @ h_data / len(v_data) - v_model.T @ h_model / len(v_model),
             "b": v_data.mean(0) - v_model.mean(0),
             "c": h_data.mean(0) - h_model.mean(0),
         }
         return grads, v_model
+
+    def phases(self, v_data: torch.Tensor, k: int = 1, chains: torch.Tensor | None = None, generator=None):
+        """The two phases of CD-k / PCD-k: ``(p(h | v_data), v_model, p(h | v_model), reconstruction)``.
+
+        For CD (``chains=None``) the chain's first hidden sample is drawn from p(h | v_data), the positive
+        phase's own probabilities, so they are computed once; the first step's p(v | h_0) is the practical
+        guide's reconstruction, returned for free (None for PCD, whose chains do not start at the data).
+        The random draws are those of ``gibbs(start, k)``: the same seed gives the same chain.
+        """
+        h_data = self.hidden_probs(v_data)
+        recon = None
+        if chains is None and k >= 1:
+            v_model, recon = self.sample_visible(bernoulli(h_data, generator), generator)
+            if k > 1:
+                v_model, _ = self.gibbs(v_model, k - 1, generator)
+        else:
+            v_model, _ = self.gibbs(v_data if chains is None else chains, k, generator)
+        return h_data, v_model, self.hidden_probs(v_model), recon
 
     def exact_gradient(self, v_data: torch.Tensor) -> dict[str, torch.Tensor]:
         """The same gradient with the model term computed exactly by enumeration (small models only)."""
@@ -148,15 +164,31 @@ class RBM:
         """Exact log Z by enumerating the smaller layer (2^min(n_v, n_h) terms), in float64.
 
         Over hidden states: log Z = logsumexp_h [ c.h + sum_i softplus(b_i + (W h)_i) ].
+        The states are built chunk by chunk and every chunk reuses the same buffers, so memory stays at
+        a few chunks (~100 MB for 784 pixels) however many states there are: the whole (2^20, 20) table
+        and a fresh temporary per chunk used to take GBs at 28x28, mostly heap fragmentation.
         """
-        device = self.W.device
-        if self.n_hidden <= self.n_visible:
-            states = all_binary_states(self.n_hidden, dtype=torch.float64, device=device)
-            terms = [-self.hidden_free_energy(hs) for hs in states.split(chunk)]
-        else:
-            states = all_binary_states(self.n_visible, dtype=torch.float64, device=device)
-            terms = [-self.free_energy(vs) for vs in states.split(chunk)]
-        return float(torch.logsumexp(torch.cat(terms), dim=0))
+        hidden = self.n_hidden <= self.n_visible
+        n_enum = self.n_hidden if hidden else self.n_visible
+        W, b, c = (t.to(torch.float64) for t in self.parameters())
+        # enumerate s (hidden or visible), sum the other layer out: a = bias_other + s @ M, linear = s @ bias_s
+        M, bias_s, bias_other = (W.T, c, b) if hidden else (W, b, c)
+        total, chunk = 2 ** n_enum, min(chunk, 2 ** n_enum)
+        pre = torch.empty(chunk, len(bias_other), dtype=torch.float64, device=W.device)
+        tmp = torch.empty_like(pre)
+        neg_free = torch.empty(total, dtype=torch.float64, device=W.device)
+        for start in range(0, total, chunk):
+            stop = min(start + chunk, total)
+            states = all_binary_states(n_enum, dtype=torch.float64, start=start, stop=stop, device=W.device)
+            a, t = pre[: stop - start], tmp[: stop - start]
+            torch.addmm(bias_other, states, M, out=a)  # a = bias_other + s M
+            # softplus(a) = max(a, 0) + log1p(exp(-|a|)), in place
+            torch.abs(a, out=t)
+            t.neg_().exp_().log1p_()
+            a.clamp_(min=0).add_(t)
+            torch.sum(a, 1, out=neg_free[start:stop])
+            neg_free[start:stop].addmv_(states, bias_s)  # -F(s) = s.bias_s + sum softplus(a)
+        return float(torch.logsumexp(neg_free, dim=0))
 
     def log_likelihood(self, v: torch.Tensor, log_z: float | None = None) -> torch.Tensor:
         """log p(v) = -F(v) - log Z for each row of ``v`` (exact log Z unless one is given)."""
@@ -243,34 +275,70 @@ def data_visible_bias(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
 
 def train_epoch(rbm: RBM, x_train: torch.Tensor, *, lr: float, k: int = 1, batch_size: int = 64,
                 momentum: float = 0.0, weight_decay: float = 0.0, velocity: dict | None = None,
-                chains: torch.Tensor | None = None, generator=None,
-                monitor: bool = True) -> tuple[dict, torch.Tensor | None, float]:
+                chains: torch.Tensor | None = None, generator=None, monitor: bool = True,
+                offsets: dict | None = None, offset_rate: float = 0.01) -> tuple[dict, torch.Tensor | None, float]:
     """One epoch of CD-k (``chains=None``) or PCD-k (``chains`` = persistent states) with momentum.
 
     velocity <- momentum * velocity + lr * (grad - weight_decay * W)   (decay on weights only)
     theta    <- theta + velocity
     Returns ``(velocity, chains, mean reconstruction error)``; reconstruction error is the mean
-    squared difference between a batch and p(v | h ~ p(h | batch)), the practical guide's monitor.
-    ``monitor=False`` skips that monitor (and its random draws) and returns nan for it: for timing the
-    update alone.
+    squared difference between a batch and p(v | h ~ p(h | batch)), the practical guide's monitor, drawn
+    after the update (``phases`` also returns CD's first-step reconstruction, which would cost nothing, but
+    using it would change every lesson's random stream).
+    ``monitor=False`` skips that monitor and returns nan for it: for timing the update alone.
+
+    Centring (Melchior, Fischer & Wiskott 2016, "How to center deep Boltzmann machines", JMLR 17): with
+    ``offsets = {"v": mu, "h": lam}`` the energy is written E = -b'.(v - mu) - c'.(h - lam) - (v - mu)^T W (h - lam)
+    and the gradient is taken in (W, b', c'):
+        grad_W = <(v - mu)(h - lam)^T>_data - <(v - mu)(h - lam)^T>_model
+        grad_b' = <v>_data - <v>_model,   grad_c' = <h>_data - <h>_model
+    The model is stored uncentred (b = b' - W lam, c = c' - W^T mu, same p(v, h)), so a step moves
+    b by vel_b' - vel_W lam and c by vel_c' - vel_W^T mu. After each batch the offsets slide towards the
+    batch means of v and p(h | v) at ``offset_rate`` (updated in place); the model is unchanged by that.
+    The update is done in place into two reused buffers, with no new tensors of W's size per batch.
     """
+    W, b, c = rbm.parameters()
     velocity = velocity or {name: torch.zeros_like(t) for name, t in zip("Wbc", rbm.parameters())}
+    vel_w, vel_b, vel_c = velocity["W"], velocity["b"], velocity["c"]
+    grad_w, buffer = torch.empty_like(W), torch.empty_like(W)  # reused by every batch
     order = torch.randperm(len(x_train), generator=generator, device=_draw_device(generator, x_train))
     errors = []
     for start in range(0, len(x_train), batch_size):
         batch = x_train[order[start:start + batch_size]]
-        batch_chains = None if chains is None else chains[:len(batch)]
-        grads, v_model = rbm.cd_gradient(batch, k, batch_chains, generator)
+        n = len(batch)
+        batch_chains = None if chains is None else chains[:n]
+        h_data, v_model, h_model, recon = rbm.phases(batch, k, batch_chains, generator)
         if chains is not None:
-            chains = torch.cat([v_model, chains[len(batch):]]).roll(-len(batch), 0)
-        grads["W"] = grads["W"] - weight_decay * rbm.W
-        for name, param in zip("Wbc", rbm.parameters()):
-            velocity[name] = momentum * velocity[name] + lr * grads[name]
-            param += velocity[name]
-        if monitor:
+            chains = v_model if len(chains) == n else torch.cat([v_model, chains[n:]]).roll(-n, 0)
+        d_v = batch.mean(0) - v_model.mean(0)  # <v>_data - <v>_model
+        d_h = h_data.mean(0) - h_model.mean(0)  # <h>_data - <h>_model
+        # grad_W = <v h^T>_data - <v h^T>_model - weight_decay W, into reused buffers, in the same order of
+        # operations as the plain expression (bit-identical results, so the lessons' random streams agree)
+        torch.mm(batch.T, h_data, out=grad_w).div_(n)
+        grad_w.sub_(torch.mm(v_model.T, h_model, out=buffer).div_(len(v_model)))
+        grad_w.sub_(torch.mul(W, weight_decay, out=buffer))
+        if offsets is not None:  # the centred gradient: <(v - mu)(h - lam)^T> differences
+            grad_w.addr_(offsets["v"], d_h, alpha=-1.0).addr_(d_v, offsets["h"], alpha=-1.0)
+        vel_w.mul_(momentum).add_(grad_w.mul_(lr))  # velocity <- momentum velocity + lr grad
+        vel_b.mul_(momentum).add_(d_v * lr)
+        vel_c.mul_(momentum).add_(d_h * lr)
+        W.add_(vel_w)
+        b.add_(vel_b)
+        c.add_(vel_c)
+        if offsets is not None:  # back to the uncentred parameters: b = b' - W lam, c = c' - W^T mu
+            b.addmv_(vel_w, offsets["h"], alpha=-1.0)
+            c.addmv_(vel_w.T, offsets["v"], alpha=-1.0)
+            offsets["v"].lerp_(batch.mean(0), offset_rate)
+            offsets["h"].lerp_(h_data.mean(0), offset_rate)
+        if monitor:  # one step from the batch, after the update (its own draws: the course's random streams)
             h, _ = rbm.sample_hidden(batch, generator)
             errors.append(float(((batch - rbm.visible_probs(h)) ** 2).mean()))
     return velocity, chains, float(np.mean(errors)) if monitor else math.nan
+
+
+def centring_offsets(rbm: RBM, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Starting offsets for centred training (Melchior et al. 2016): mu = the data mean, lam = <p(h | v)>_data."""
+    return {"v": x.mean(0).to(rbm.W.dtype).clone(), "h": rbm.hidden_probs(x).mean(0)}
 
 
 # -- deep belief network: two RBMs stacked greedily (Hinton, Osindero & Teh 2006) ----------------
@@ -284,7 +352,7 @@ def rbm_on_top(bottom: RBM) -> RBM:
     return RBM.from_tensors(bottom.W.T.contiguous(), bottom.c, bottom.b)
 
 
-def dbn_variational_bound(bottom: RBM, top: RBM, v: torch.Tensor) -> torch.Tensor:
+def dbn_variational_bound(bottom: RBM, top: RBM, v: torch.Tensor, rows: int = 2048) -> torch.Tensor:
     """Exact variational bound on log p(v) of the DBN  p(v, h1) = p_top(h1) p_bottom(v | h1), per row of v.
 
     With the factorial posterior Q(h1 | v) = prod_j sigmoid(c1_j + (v W1)_j)  (the bottom RBM's p(h1 | v)),
@@ -317,9 +385,13 @@ def dbn_variational_bound(bottom: RBM, top: RBM, v: torch.Tensor) -> torch.Tenso
         g[i] = neg_free[i] - F.softplus(h1 @ W1.T + b1).sum(1)
     log_z_top = torch.logsumexp(neg_free.flatten(), 0)  # log Z_top = logsumexp_h1 -F_top(h1), same states
     # Q_A(a | v) = prod_{j <= n_a} mu_j^a_j (1 - mu_j)^(1 - a_j), likewise Q_B: (B, 2^n_a), (B, 2^n_b)
-    q_a = torch.exp(log_mu[:, :n_a] @ h_a.T + log_1m[:, :n_a] @ (1 - h_a).T)
-    q_b = torch.exp(log_mu[:, n_a:] @ h_b.T + log_1m[:, n_a:] @ (1 - h_b).T)
-    expected_g = ((q_a @ g) * q_b).sum(1)
+    # ``rows`` images at a time: the (B, 2^n_a) tables of 30,000 images would take GBs at once
+    expected_g = torch.empty(len(v), dtype=torch.float64, device=W1.device)
+    for start in range(0, len(v), rows):
+        lm, l1 = log_mu[start:start + rows], log_1m[start:start + rows]
+        q_a = torch.exp(lm[:, :n_a] @ h_a.T + l1[:, :n_a] @ (1 - h_a).T)
+        q_b = torch.exp(lm[:, n_a:] @ h_b.T + l1[:, n_a:] @ (1 - h_b).T)
+        expected_g[start:start + rows] = ((q_a @ g) * q_b).sum(1)
     return expected_g - log_z_top + linear + entropy
 
 
@@ -350,9 +422,13 @@ def aggregated_posterior_kl(rbm: RBM, v: torch.Tensor) -> float:
     n_a = rbm.n_hidden // 2
     h_a = all_binary_states(n_a, dtype=torch.float64, device=W.device)  # (2^n_a, n_a)
     h_b = all_binary_states(rbm.n_hidden - n_a, dtype=torch.float64, device=W.device)  # (2^n_b, n_b)
-    q_a = torch.exp(log_on[:, :n_a] @ h_a.T + log_off[:, :n_a] @ (1 - h_a).T)  # (N, 2^n_a)
-    q_b = torch.exp(log_on[:, n_a:] @ h_b.T + log_off[:, n_a:] @ (1 - h_b).T)  # (N, 2^n_b)
-    q = q_a.T @ q_b / len(pre)  # (2^n_a, 2^n_b): q(h_A, h_B)
+    q = torch.zeros(len(h_a), len(h_b), dtype=torch.float64, device=W.device)  # (2^n_a, 2^n_b): q(h_A, h_B)
+    for start in range(0, len(pre), 2048):  # 2,048 images at a time: the (N, 2^n_a) tables take GBs at once
+        on, off = log_on[start:start + 2048], log_off[start:start + 2048]
+        q_a = torch.exp(on[:, :n_a] @ h_a.T + off[:, :n_a] @ (1 - h_a).T)  # (rows, 2^n_a)
+        q_b = torch.exp(on[:, n_a:] @ h_b.T + off[:, n_a:] @ (1 - h_b).T)  # (rows, 2^n_b)
+        q.addmm_(q_a.T, q_b)
+    q /= len(pre)
     log_z = exact.log_partition()
     kl = 0.0
     for i, a in enumerate(h_a):  # row by row: p(h) for every h that starts with a
