@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTION = {"PIL": "pillow", "sklearn": "scikit-learn", "IPython": "ipython"}  # import name -> package
-LOCAL = {"common", "test_exercise_commands"}
+LOCAL = {"common", "tests", "test_exercise_commands"}
 NOTEBOOK_ONLY = {"ipython"}  # imported by common.lesson only inside a running Jupyter kernel, which brings it
 
 
