@@ -26,22 +26,9 @@ from common.evaluation import (
     nll_floor,
     train_feature_classifier,
 )
+from tests.test_metrics_can_fail import CENTRES, RADIUS, STD, mixture, ring  # the same known-bad 8 Gaussians
 
-RADIUS, STD, N_EVAL, N_TEST = 4.0, 0.5, 2000, 359
-CENTRES = torch.stack([RADIUS * torch.cos(torch.arange(8) * 2 * math.pi / 8),
-                       RADIUS * torch.sin(torch.arange(8) * 2 * math.pi / 8)], dim=1)
-
-
-def mixture(n, gen, weights=(1.0,) * 8, std=STD):
-    w = torch.tensor(weights, dtype=torch.float64)
-    which = torch.multinomial(w / w.sum(), n, replacement=True, generator=gen)
-    return CENTRES[which] + std * torch.randn(n, 2, generator=gen)
-
-
-def ring(n, gen):
-    angle = 2 * math.pi * torch.rand(n, generator=gen)
-    r = RADIUS + STD * torch.randn(n, generator=gen)
-    return torch.stack([r * torch.cos(angle), r * torch.sin(angle)], dim=1)
+N_EVAL, N_TEST = 2000, 359
 
 
 def grade(samples):
