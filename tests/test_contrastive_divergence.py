@@ -14,6 +14,7 @@ import torch
 from common.datasets import load_images
 from common.diagnostics import self_transition_rate
 from common.rbm import RBM, data_visible_bias, train_epoch
+from tests.test_rbm_metrics import tiny_rbm as random_rbm
 
 N_V, N_H = 6, 4
 
@@ -24,11 +25,7 @@ def states(n: int) -> torch.Tensor:
 
 
 def tiny_rbm(seed: int, scale: float = 1.5) -> RBM:
-    g = torch.Generator().manual_seed(seed)
-    rbm = RBM(N_V, N_H, weight_scale=scale, generator=g, dtype=torch.float64)
-    rbm.b = 0.5 * torch.randn(N_V, generator=g, dtype=torch.float64)
-    rbm.c = 0.5 * torch.randn(N_H, generator=g, dtype=torch.float64)
-    return rbm
+    return random_rbm(seed, N_V, N_H, scale)  # the same draws as before, from tests/test_rbm_metrics.py
 
 
 def brute_force(rbm: RBM):

@@ -20,20 +20,13 @@ from common.evaluation import (
     calibrated_ece_quantile,
     expected_calibration_error,
     grid_nll,
-    kl_weights,
     mode_kl_threshold,
-    mode_weights,
     nll_floor,
     train_feature_classifier,
 )
-from tests.test_metrics_can_fail import CENTRES, RADIUS, STD, mixture, ring  # the same known-bad 8 Gaussians
+from tests.test_metrics_can_fail import CENTRES, RADIUS, STD, grade, mixture, ring  # the same known-bad 8 Gaussians
 
 N_EVAL, N_TEST = 2000, 359
-
-
-def grade(samples):
-    weights, inside = mode_weights(samples, CENTRES, radius=STD)
-    return kl_weights(np.full(8, 1 / 8), weights), inside
 
 
 def test_mode_grades_at_the_lessons_n():

@@ -87,14 +87,15 @@ def test_median_heuristic_mmd_is_blind_to_a_ring(mmd_setup):
     assert abs(mmd_rbf(ring(N_MMD, gen), reference)) < 2 * floor
 
 
-def _grade(samples):
+def grade(samples):
+    """(KL(uniform || per-mode weights), in-mode fraction) of samples, within one std of each centre."""
     weights, inside = mode_weights(samples, CENTRES, radius=STD)
     return kl_weights(np.full(8, 1 / 8), weights), inside
 
 
 def test_mode_weights_pass_fresh_data_and_reject_known_failures():
     gen = torch.Generator().manual_seed(2)
-    kl_data, inside_data = _grade(mixture(N_MODES, gen))
+    kl_data, inside_data = grade(mixture(N_MODES, gen))
     # the exact in-mode fraction of a 2-D Gaussian within one std: 1 - exp(-1/2) = 0.393
     se_inside = math.sqrt(0.393 * 0.607 / N_MODES)
     assert abs(inside_data - (1 - math.exp(-0.5))) < 3 * se_inside
@@ -102,11 +103,11 @@ def test_mode_weights_pass_fresh_data_and_reject_known_failures():
     # weights stayed under it 1 % of the time
     line = mode_kl_threshold(round(inside_data * N_MODES), 8)
     assert kl_data < line
-    kl_missing, _ = _grade(WRONG["missing mode"](N_MODES, gen))
-    kl_weighted, _ = _grade(WRONG["2:1 weights"](N_MODES, gen))
+    kl_missing, _ = grade(WRONG["missing mode"](N_MODES, gen))
+    kl_weighted, _ = grade(WRONG["2:1 weights"](N_MODES, gen))
     assert kl_missing > line and kl_weighted > line
-    _, inside_ring = _grade(ring(N_MODES, gen))
-    _, inside_wide = _grade(WRONG["too wide (1.5x)"](N_MODES, gen))
+    _, inside_ring = grade(ring(N_MODES, gen))
+    _, inside_wide = grade(WRONG["too wide (1.5x)"](N_MODES, gen))
     assert kl_missing > 0.1 and kl_weighted > 0.04  # KL(uniform || 2:1) = 0.0589 exactly
     assert inside_ring < inside_data - 4 * se_inside
     assert inside_wide < inside_data - 4 * se_inside
