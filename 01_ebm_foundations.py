@@ -131,7 +131,6 @@ import time
 import numpy as np
 import torch
 from scipy import integrate, optimize
-from tqdm.auto import tqdm
 
 from common import plotting
 from common.boltzmann import boltzmann_energy, exact_log_partition
@@ -146,6 +145,7 @@ from common.evaluation import (
     mode_weights,
 )
 from common.lesson import start_lesson
+from common.progress import progress
 from common.samplers import langevin
 
 run = start_lesson(cfg, flags, cpu_only="1-D and 2-D quadrature with SciPy and small float64 tensors")
@@ -457,7 +457,7 @@ def time_grid_quadrature(dim, points_per_dim):
 
 generator = run.generator("intractability")  # each section draws from its own stream
 enum_units = list(range(4, cfg.max_enum_units + 1, 2))
-enum_seconds = [time_enumeration(n, generator) for n in tqdm(enum_units, desc="enumeration", leave=False)]
+enum_seconds = [time_enumeration(n, generator) for n in progress(enum_units, desc="enumeration", leave=False)]
 grid_dims = list(range(1, cfg.max_grid_dim + 1))
 grid_seconds = [time_grid_quadrature(d, cfg.grid_per_dim) for d in grid_dims]
 
@@ -643,7 +643,7 @@ optimizer = torch.optim.Adam([theta], lr=cfg.lr)
 history = {"theta": [], "negative_phase": [], "nll": []}
 snapshot_steps = sorted({0, cfg.mle_steps // 10, cfg.mle_steps // 4, cfg.mle_steps - 1})
 snapshots = {}
-for step in tqdm(range(cfg.mle_steps), desc="MLE", leave=False):
+for step in progress(range(cfg.mle_steps), desc="MLE", leave=False):
     with torch.no_grad():
         negative_phase = model_expectation(theta)
     # d(-l)/d theta = E_data[grad E] - E_model[grad E]  (positive minus negative phase)
@@ -875,7 +875,7 @@ generator = run.generator("langevin")  # its own stream: --max-enum-units or --n
 chains = 6 * torch.rand(cfg.n_chains, 2, generator=generator, dtype=torch.float64) - 3  # uniform start in a box
 path = [chains.clone()]
 keep_every = max(1, cfg.n_langevin_steps // 100)
-for step in tqdm(range(cfg.n_langevin_steps), desc="Langevin", leave=False):
+for step in progress(range(cfg.n_langevin_steps), desc="Langevin", leave=False):
     chains.requires_grad_(True)
     (grad,) = torch.autograd.grad(landscape.energy(chains).sum(), chains)
     # x <- x - h grad E(x) + sqrt(2 T h) xi
@@ -912,7 +912,7 @@ def langevin_run(seed):
 
 
 seeds = range(run.seed, run.seed + cfg.langevin_seeds)
-by_seed = over_seeds(langevin_run, tqdm(seeds, desc="Langevin seeds", leave=False))
+by_seed = over_seeds(langevin_run, progress(seeds, desc="Langevin seeds", leave=False))
 kl_line = mode_kl_threshold(cfg.n_chains, len(MEANS))  # the 99.9 % line of correct shares at n draws
 print(f"\n7. Langevin, {cfg.n_chains} chains x K = {cfg.n_langevin_steps} steps, h = {cfg.step_size:g}, T = {T:g}")
 print(f"   MMD^2 (bandwidths {', '.join(f'{b:.2f}' for b in bandwidths)}) noise floor at n = {cfg.n_chains}: "

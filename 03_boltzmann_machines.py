@@ -130,7 +130,6 @@ import itertools
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from common import plotting
 from common.boltzmann import (
@@ -142,7 +141,6 @@ from common.boltzmann import (
     exact_gradient,
     exact_log_partition,
     exhaustive_ground_state,
-    expected_tv_iid,
     gibbs_sweep,
     kl_data_model,
     metropolis_sweep,
@@ -152,8 +150,15 @@ from common.boltzmann import (
     visible_log_probs,
 )
 from common.claims import SeedStats
-from common.diagnostics import autocorrelation, effective_sample_size, split_rhat, total_variation
+from common.diagnostics import (
+    autocorrelation,
+    effective_sample_size,
+    expected_tv_iid,
+    split_rhat,
+    total_variation,
+)
 from common.lesson import start_lesson
+from common.progress import progress
 
 run = start_lesson(cfg, flags, cpu_only="machines of at most 20 units, enumerated exactly in float64")
 device = run.device
@@ -281,7 +286,7 @@ run.savefig(fig, "fig01_stochastic_units")
 # the exact p by the total variation TV = 1/2 sum_s |p_hat(s) - p(s)|. Even PERFECT i.i.d. draws do
 # not reach 0: with N draws each count has binomial noise, and
 #     E[TV] = sum_s E|X_s - N p_s| / (2N)  ~  sum_s sqrt(p_s (1 - p_s) / (2 pi N))  <=  sqrt((K-1) / (2 pi N))
-# for K states (exact by de Moivre's formula, `common.boltzmann.expected_tv_iid`). That is the floor
+# for K states (exact by de Moivre's formula, `common.diagnostics.expected_tv_iid`). That is the floor
 # a correct sampler can reach; correlated draws sit above it by about sqrt(tau), tau the
 # autocorrelation time. Single-site Metropolis (propose a flip, accept with min(1, exp(-dE/T))) is
 # run on the same machine for comparison.
@@ -308,7 +313,7 @@ def run_chains(sweep, init: torch.Tensor, n_sweeps: int, desc: str) -> tuple[tor
     state = init.clone()
     visited = torch.empty(n_sweeps, len(init), dtype=torch.int64)
     energies = torch.empty(n_sweeps, len(init), dtype=DTYPE)
-    for k in tqdm(range(n_sweeps), desc=desc, leave=False):
+    for k in progress(range(n_sweeps), desc=desc, leave=False):
         state = sweep(state)
         visited[k], energies[k] = state_index(state), energy_fn(state)
     return visited, energies
@@ -774,7 +779,7 @@ def train(n_hidden: int, use_gibbs: bool, desc: str, chain_stream: str = "learni
     chains = (torch.rand(cfg.gibbs_chains, n_visible, generator=learn_gen, dtype=DTYPE) < 0.5).to(DTYPE)
     data_second, data_first = data.T @ data / len(data), data.mean(0)  # (9, 9), (9,)
     history = {"kl": [], "cosine": [], "grad_norm": [], "noise_norm": [], "snapshots": {}}
-    for step in tqdm(range(cfg.n_steps), desc=desc, leave=False):
+    for step in progress(range(cfg.n_steps), desc=desc, leave=False):
         if step in snapshot_steps:
             history["snapshots"][step] = (weights.clone(), bias.clone())
         exact = exact_gradient(weights, bias, data, n_hidden)
@@ -987,10 +992,10 @@ def mixing_times(weights: torch.Tensor, bias: torch.Tensor) -> tuple[float, floa
 n_kept_mixing = cfg.mixing_sweeps - cfg.mixing_sweeps // 2
 reliable = n_kept_mixing / 20  # a chain shorter than ~20 tau cannot measure tau: it is then a lower bound
 tau_by_scale = {}
-for multiplier in tqdm(cfg.weight_multipliers, desc="mixing vs weight scale", leave=False):
+for multiplier in progress(cfg.weight_multipliers, desc="mixing vs weight scale", leave=False):
     tau_by_scale[multiplier] = mixing_times(multiplier * W, multiplier * b)
 tau_training = {}
-for name, machine in tqdm(list(machines.items()), desc="mixing along training", leave=False):
+for name, machine in progress(list(machines.items()), desc="mixing along training", leave=False):
     tau_training[name] = {step: mixing_times(*params) for step, params in sorted(machine["snapshots"].items())}
 
 

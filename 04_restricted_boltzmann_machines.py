@@ -184,13 +184,13 @@ import time
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from common import plotting
 from common.boltzmann import all_binary_states
 from common.claims import over_seeds
 from common.datasets import load_images
 from common.lesson import start_lesson
+from common.progress import progress
 from common.rbm import RBM, centring_offsets, data_visible_bias, pseudo_log_likelihood, train_epoch
 
 run = start_lesson(cfg, flags)
@@ -413,7 +413,7 @@ def train_rbm(rbm: RBM, x: torch.Tensor, x_held: torch.Tensor, name: str, exact:
 
     if exact:
         exact_checkpoint(0)
-    bar = tqdm(range(1, epochs + 1), desc=name, leave=False)
+    bar = progress(range(1, epochs + 1), desc=name, leave=False)
     for epoch in bar:
         momentum = cfg.momentum_start if epoch <= cfg.momentum_switch else cfg.momentum_end
         wall, cpu = time.perf_counter(), time.process_time()
@@ -826,7 +826,7 @@ init_gap = float((bound_init - torch.cat([ll_train_small, ll_test_small])).abs()
 dbn_history = {0: (float(bound_init[: len(x_train)].mean()), float(bound_init[len(x_train):].mean()))}
 q_train = rbm_small.hidden_probs(x_train)  # Q(h1 | v) for the training images, (N, n_h1)
 velocity_top = None
-for epoch in tqdm(range(1, cfg.epochs + 1), desc="top RBM of the DBN", leave=False):
+for epoch in progress(range(1, cfg.epochs + 1), desc="top RBM of the DBN", leave=False):
     h1_train = torch.bernoulli(q_train, generator=gen)  # fresh h1 ~ Q(h1 | v) every epoch
     velocity_top, _, _ = train_epoch(rbm_top, h1_train, lr=cfg.dbn_lr, k=cfg.k, batch_size=cfg.batch_size,
                                      momentum=cfg.momentum_start, weight_decay=cfg.weight_decay,

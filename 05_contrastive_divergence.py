@@ -181,7 +181,6 @@ if cfg.lecture and not flags.quick:
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from common import evaluation, plotting
 from common.boltzmann import all_binary_states, bars_and_stripes
@@ -195,6 +194,7 @@ from common.diagnostics import (
 )
 from common.evaluation import nearest_hamming
 from common.lesson import start_lesson
+from common.progress import progress
 from common.rbm import RBM, data_visible_bias, exact_count_tail, train_epoch
 
 run = start_lesson(cfg, flags)
@@ -261,7 +261,7 @@ run.claim("inline_cd_matches", "the inline CD step and common/rbm.py agree", inl
 # negative phase there, and we keep the chain states it returns for the next update.
 chains = torch.bernoulli(torch.full((cfg.bas_chains, n_vis), 0.5, device=device), generator=gen)
 print(f"\nPartial training: {cfg.bas_train_steps} full-batch PCD-1 updates, lr={cfg.bas_lr}, {cfg.bas_chains} chains")
-for step in tqdm(range(cfg.bas_train_steps), desc="PCD on bars-and-stripes", leave=False):
+for step in progress(range(cfg.bas_train_steps), desc="PCD on bars-and-stripes", leave=False):
     grads, chains = rbm_bas.cd_gradient(bas, k=1, chains=chains, generator=gen)
     for name, param in zip("Wbc", rbm_bas.parameters()):
         param += cfg.bas_lr * grads[name]  # gradient ASCENT on log-likelihood
@@ -337,7 +337,7 @@ def gradient_vs_exact(estimates: torch.Tensor, exact: torch.Tensor) -> dict[str,
 exact_grad = flat(rbm_bas.exact_gradient(bas))
 replicated = bas.repeat(cfg.bias_copies, 1)  # (copies * patterns, n_v): the data, many chains each
 bias = {}
-for k in tqdm(cfg.ks, desc="CD-k gradients", leave=False):
+for k in progress(cfg.ks, desc="CD-k gradients", leave=False):
     estimates = torch.stack([flat(rbm_bas.cd_gradient(replicated, k, generator=gen)[0])
                              for _ in range(cfg.bias_repeats)])  # (repeats, n_params)
     bias[k] = gradient_vs_exact(estimates, exact_grad)
@@ -439,7 +439,7 @@ def train_on_budget(rbm: RBM, k: int, persistent: bool, decay: bool, lr: float, 
     chains = torch.bernoulli(torch.full((cfg.batch_size, x_train.shape[1]), 0.5, device=device), generator=g) \
         if persistent else None
     velocity, history = None, {"sweeps": [], "updates": [], "loglik": [], "lr": []}
-    for e in tqdm(range(n_evals), desc=label, leave=False):
+    for e in progress(range(n_evals), desc=label, leave=False):
         # linear decay to zero over the run, or a constant rate
         lr_now = lr * (1 - e / n_evals) if decay else lr
         block = order[e * per_eval * cfg.batch_size:(e + 1) * per_eval * cfg.batch_size]
@@ -584,7 +584,7 @@ for name, persistent in (("CD-1", False), ("PCD-1", True)):
 probe, spurious, spurious_exact, grids = {}, {}, {}, {}
 for name, rbm in sharp.items():
     v, fractions, snaps = x_test.repeat(cfg.probe_copies, 1), {}, {}
-    for step in tqdm(range(1, max(cfg.probe_ks) + 1), desc=f"chains of sharp {name}", leave=False):
+    for step in progress(range(1, max(cfg.probe_ks) + 1), desc=f"chains of sharp {name}", leave=False):
         v, _ = rbm.gibbs(v, 1, gen)
         if step in cfg.probe_ks:
             fractions[step] = far_fraction(v)
@@ -756,7 +756,7 @@ def removal_run(start: RBM, persistent: bool, epochs: int, index: int, label: st
         if persistent else None
     velocity, curve = None, {"epoch": [0], "mass": [inverted_mass(rbm)],
                              "test_loglik": [float(rbm.log_likelihood(x_test).mean())]}
-    for epoch in tqdm(range(1, epochs + 1), desc=label, leave=False):
+    for epoch in progress(range(1, epochs + 1), desc=label, leave=False):
         lr_now = cfg.lr * (1 - (epoch - 1) / epochs) if persistent else cfg.lr
         velocity, chains, _ = train_epoch(rbm, x_train, lr=lr_now, k=1, batch_size=cfg.batch_size,
                                           momentum=cfg.momentum, weight_decay=cfg.weight_decay, velocity=velocity,
@@ -959,7 +959,7 @@ ladder = [cfg.stuck_beta * (cfg.pt_beta_min / cfg.stuck_beta) ** (i / (cfg.pt_te
           for i in range(cfg.pt_temperatures)]  # geometric, from the target down to pt_beta_min
 checks = {"healthy": (base, None), "cooled": (peaked, None), "tempered": (peaked, [scaled(base, b) for b in ladder])}
 report = {}
-for name, (target, replicas) in tqdm(checks.items(), desc="chain health", leave=False):
+for name, (target, replicas) in progress(checks.items(), desc="chain health", leave=False):
     report[name] = health(target, run_chains(target, replicas))
 print(f"\nChains of the section-3 PCD model: {cfg.health_chains} chains x {cfg.health_steps - cfg.burn_in} draws "
       f"after {cfg.burn_in} burn-in; 'cooled' = parameters x {cfg.stuck_beta}; 'tempered' = the same, with "
@@ -1026,7 +1026,7 @@ def pcd_chain_record(decay: bool, seed_index: int):
     rbm = fresh_rbm(cfg.wide_hidden, "5-chain-record-initial-rbm" + suffix)
     chains = torch.bernoulli(torch.full((cfg.batch_size, x_train.shape[1]), 0.5, device=device), generator=g)
     velocity, record = None, []
-    for epoch in tqdm(range(cfg.wide_epochs), desc=f"PCD chain record, seed {seed_index}, decay={decay}", leave=False):
+    for epoch in progress(range(cfg.wide_epochs), desc=f"PCD chain record, seed {seed_index}, decay={decay}"):
         lr_now = cfg.wide_lr * (1 - epoch / cfg.wide_epochs) if decay else cfg.wide_lr
         order = torch.randperm(len(x_train), generator=g, device=device)
         for start in range(0, len(x_train) - cfg.batch_size + 1, cfg.batch_size):

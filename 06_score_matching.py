@@ -163,7 +163,6 @@ import time
 import numpy as np
 import torch
 from scipy import integrate, optimize
-from tqdm.auto import tqdm
 
 from common import plotting
 from common.claims import over_seeds
@@ -178,6 +177,7 @@ from common.evaluation import (
 )
 from common.lesson import start_lesson
 from common.nets import MLPEnergy, mlp
+from common.progress import progress
 from common.samplers import annealed_langevin, langevin
 from common.score_matching import (
     denoising_score_matching_loss,
@@ -579,7 +579,7 @@ trace_times = {}
 gen = run.generator("4-trace-cost")
 print(f"\n4. Time per training step (batch {cfg.trace_batch}, hidden {cfg.trace_hidden}), exact trace vs sliced")
 print(f"   {'D':>5}{'exact (s)':>12}{'sliced (s)':>12}{'ratio':>8}")
-for d in tqdm(cfg.trace_dims, desc="timing", leave=False):
+for d in progress(cfg.trace_dims, desc="timing", leave=False):
     torch.manual_seed(seed_from(gen))
     score_net = mlp((d, cfg.trace_hidden, cfg.trace_hidden, d), torch.nn.Softplus)
     x_batch = torch.randn(cfg.trace_batch, d, generator=gen)
@@ -1006,7 +1006,7 @@ def fit_mle(x, start):
 
 
 estimates = {"SM": [], "MLE": []}
-for _ in tqdm(range(cfg.n_repeats), desc="repeated fits", leave=False):
+for _ in progress(range(cfg.n_repeats), desc="repeated fits", leave=False):
     x = sample_quartic(cfg.n_fit)
     theta_sm = fit_sm(x)
     estimates["SM"].append(theta_sm)

@@ -928,7 +928,7 @@ print(f"   {'lambda':>7}{'a* closed':>10}{'by Adam':>9}{'NLL cost':>9} | {'IAT f
       f" | {'kappa':>6}{'IAT flat, equal bias':>22}{'NLL cost':>9}")
 for lam in lambdas:
     log_a = torch.zeros((), requires_grad=True)
-    fit = Trainer(torch.nn.Module(), run, lr=0.05, blame="gp_lambdas", name="quadratic", params=[log_a])
+    fit = Trainer([log_a], run, lr=0.05, blame="gp_lambdas", name="quadratic")
     fit.fit(lambda step, lam=lam, log_a=log_a: (penalised_nll(log_a, lam), {}), 400, desc="quadratic",
             progress=False)
     a_star = quadratic_curvature(lam)

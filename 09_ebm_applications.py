@@ -188,7 +188,6 @@ from common.composition import (  # noqa: E402
     compose_not,
     compose_or,
     exact_mixture_share,
-    exact_sample_tv,
     grid_cells,
     grid_probabilities,
     histogram_tv,
@@ -196,6 +195,7 @@ from common.composition import (  # noqa: E402
     sample_histogram,
 )
 from common.datasets import dequantize, load_signed_images  # noqa: E402
+from common.diagnostics import expected_tv_iid  # noqa: E402
 from common.evaluation import fpr_at_tpr, gaussian_samples_like, kde_log_density, psnr  # noqa: E402
 from common.lesson import start_lesson  # noqa: E402
 from common.nets import ClassifierEnergy, MLPClassifier, mlp  # noqa: E402
@@ -897,7 +897,7 @@ for name, energy_fn in composed.items():
     samples[name] = x
     probs = grid_probabilities(energy_fn, BOX, cfg.tv_bins)
     tv[name] = histogram_tv(samples[name], probs, BOX)
-    tv_floor[name] = exact_sample_tv(probs, cfg.compose_chains, generator=gen)
+    tv_floor[name] = expected_tv_iid(probs, cfg.compose_chains)
 print(f"\n4. Composition: {cfg.compose_chains} Langevin chains (h = {cfg.compose_step_size:g}, T = 1; OR "
       f"{cfg.or_steps} steps, AND/NOT {cfg.compose_steps}), TV on a {cfg.tv_bins}x{cfg.tv_bins} grid")
 for name in composed:

@@ -91,19 +91,6 @@ def histogram_tv(samples: torch.Tensor, probabilities: torch.Tensor, bounds: Seq
     return total_variation(p.numpy(), q.numpy())
 
 
-def exact_sample_tv(probabilities: torch.Tensor, n_samples: int, repeats: int = 5,
-                    generator: torch.Generator | None = None) -> float:
-    """Mean TV between the grid probabilities and the histogram of ``n_samples`` EXACT draws from them:
-    the floor that a perfect sampler with the same sample size would reach."""
-    flat = probabilities.double().ravel()
-    tvs = []
-    for _ in range(repeats):
-        idx = torch.multinomial(flat, n_samples, replacement=True, generator=generator)
-        hist = torch.bincount(idx, minlength=flat.numel()).double() / n_samples
-        tvs.append(total_variation(hist.numpy(), flat.numpy()))
-    return float(sum(tvs) / len(tvs))
-
-
 def mixture_share(e1: EnergyFn, e2: EnergyFn, samples: torch.Tensor) -> tuple[float, float]:
     """The weight of the second component in samples of OR(E_1, E_2), with its standard error.
 

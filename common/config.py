@@ -364,10 +364,12 @@ def validate(config: Any) -> None:
 
 
 def build_parser(config_cls: type, description: str | None, prog: str | None,
-                 exercises: tuple[int, ...] | None = None) -> CourseArgumentParser:
+                 exercises: tuple[int, ...] | None = None, sections: dict[int, str] | None = None
+                 ) -> CourseArgumentParser:
     parser = CourseArgumentParser(
         prog=prog,
-        usage="%(prog)s [--quick] [--seed N] [--device D] [--outdir DIR] [--show] [--HYPERPARAMETER VALUE ...]",
+        usage="%(prog)s [--quick] [--seed N] [--device D] [--outdir DIR] [--show] [--section N] [--exercise N] "
+        "[--HYPERPARAMETER VALUE ...]",
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,  # only flags actually given end up in the namespace
@@ -426,7 +428,15 @@ def build_parser(config_cls: type, description: str | None, prog: str | None,
         "--exercise",
         type=_converter(int, False, "--exercise"),
         help="run the stub of exercise N (see the end of the lesson)"
-        + ("" if exercises is None else f"; exercises with a stub: {', '.join(map(str, exercises)) or 'none'}"),
+        + ("" if exercises is None else f"; exercises with a stub: {', '.join(map(str, exercises)) or 'none'}")
+        + " (runs only the sections the exercise needs)",
+    )
+    listed = "" if not sections else "; " + "; ".join(f"{n} {title}" for n, title in sections.items())
+    common.add_argument(
+        "--section",
+        type=_converter(int, True, "--section"),
+        metavar="N[,M]",
+        help="run only these sections (and skip the others' training), e.g. for a live demo" + listed,
     )
     return parser
 
@@ -449,6 +459,7 @@ def parse_config(
     description: str | None = None,
     prog: str | None = None,
     exercises: tuple[int, ...] | None = None,
+    sections: dict[int, str] | None = None,
 ) -> tuple[Any, argparse.Namespace]:
     """Parse flags into ``(config, common)``.
 
@@ -464,9 +475,9 @@ def parse_config(
             argv = shlex.split(os.environ.get("EBM_ARGS", ""))
         else:
             argv = sys.argv[1:]
-    parser = build_parser(config_cls, description, prog, exercises)
+    parser = build_parser(config_cls, description, prog, exercises, sections)
     given = vars(parser.parse_args(join_negative_values(argv, parser)))
-    common_names = ("quick", "seed", "device", "outdir", "show", "exercise", "threads")
+    common_names = ("quick", "seed", "device", "outdir", "show", "exercise", "threads", "section")
     common = argparse.Namespace(
         quick=given.pop("quick", False),
         seed=given.pop("seed", 0),
@@ -475,7 +486,13 @@ def parse_config(
         show=given.pop("show", False),
         exercise=given.pop("exercise", None),
         threads=given.pop("threads", 1),
+        section=given.pop("section", None),
     )
+    if common.section is not None and sections is not None:
+        unknown = sorted(set(common.section) - set(sections))
+        if unknown:
+            parser.error(f"--section {','.join(map(str, unknown))}: this lesson's sections are "
+                         f"{', '.join(map(str, sections))}")
     if common.threads < 1:
         parser.error(f"--threads must be >= 1 (got {common.threads})")
     if not SEED_RANGE.contains(common.seed):
@@ -525,6 +542,7 @@ class Flags:
     show: bool = False
     exercise: int | None = None
     threads: int = 1
+    section: tuple[int, ...] | None = None  # --section: only these sections run (None: all of them)
     changed: dict = field(default_factory=dict)  # Config fields set away from their defaults by a flag
 
 
@@ -534,19 +552,24 @@ def parse_flags(
     doc: str | None = None,
     quick: dict[str, Any] | None = None,
     check: Any = None,
-    exercises: tuple[int, ...] | None = None,
+    exercises: dict[int, tuple[int, ...]] | tuple[int, ...] | None = None,
     argv: list[str] | None = None,
+    sections: dict[int, str] | None = None,
 ) -> tuple[Any, Flags]:
     """Parse and validate every flag of a lesson; imports nothing heavy, so ``--help`` answers at once.
 
     ``check(cfg)`` may raise ``ValueError`` for rules across fields (tuple lengths, one field below
     another); its message is printed in one line with exit status 2. ``exercises`` lists the exercise
     numbers that have a runnable stub; ``--exercise N`` for any other N is refused (``None``: not checked).
-    Returns ``(config, flags)``; hand both to ``common.lesson.start_lesson``.
+    As a dict ``{exercise: (sections it needs)}`` (the lesson's ``EXERCISES``), ``--exercise N`` runs only
+    those sections, then the stub. ``sections`` (the lesson's ``SECTIONS``, ``{number: title}``) enables
+    ``--section N[,M]``. Returns ``(config, flags)``; hand both to ``common.lesson.start_lesson``.
     """
     description = (doc or "").strip().split("\n\n")[0] or None
     prog = f"{name}.py"
-    config, common = parse_config(config_cls, argv, quick, description=description, prog=prog, exercises=exercises)
+    stubs = tuple(exercises) if exercises is not None else None
+    config, common = parse_config(config_cls, argv, quick, description=description, prog=prog, exercises=stubs,
+                                  sections=sections)
     if check is not None:
         try:
             check(config)
@@ -557,6 +580,8 @@ def parse_flags(
         listed = ", ".join(str(n) for n in exercises) or "none"
         sys.stderr.write(f"{prog}: error: --exercise {common.exercise} has no stub (exercises with one: {listed})\n")
         stop_lesson(2)
+    if isinstance(exercises, dict) and common.exercise is not None and common.section is None:
+        common.section = tuple(exercises[common.exercise])  # only what the exercise needs
     require_packages(prog)
     if os.environ.get("EBM_PARSE_ONLY"):  # tests/test_exercise_commands.py: check the flags, run nothing
         print(f"{prog}: flags ok")
@@ -586,6 +611,8 @@ def run_folder_name(flags: Flags) -> str | None:
         parts.append(f"seed={flags.seed}")
     if flags.exercise is not None:
         parts.append(f"exercise={flags.exercise}")
+    elif flags.section is not None:
+        parts.append("section=" + ",".join(map(str, flags.section)))
     if not parts:
         return None
     name = re.sub(r"[^A-Za-z0-9=.,+_-]", "-", "_".join(parts))

@@ -265,6 +265,15 @@ class ImageData:
         return self.shape[0] * self.shape[1]
 
 
+def uniform_box(n: int, bounds, generator: torch.Generator) -> torch.Tensor:
+    """``n`` points (n, 2) uniform in the rectangle ``bounds = (x0, x1, y0, y1)``, on the generator's device:
+    where fresh chains start on a 2-D toy."""
+    x0, x1, y0, y1 = bounds
+    u = torch.rand(n, 2, generator=generator, device=generator.device)  # (n, 2) in [0, 1)^2
+    # x = x0 + (x1 - x0) u_1,  y = y0 + (y1 - y0) u_2
+    return torch.stack([x0 + (x1 - x0) * u[:, 0], y0 + (y1 - y0) * u[:, 1]], dim=1)
+
+
 def data_dir(override: str | os.PathLike | None = None) -> Path:
     """Where image data lives: ``override``, else ``$EBM_DATA_DIR``, else ``data/`` in the repo."""
     return Path(override or os.environ.get("EBM_DATA_DIR") or REPO_ROOT / "data")

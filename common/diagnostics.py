@@ -112,6 +112,24 @@ def total_variation(p, q) -> float:
     return float(0.5 * np.abs(p - q).sum())
 
 
+def expected_tv_iid(p, n_draws: int) -> float:
+    """E[TV(p_hat, p)] for the histogram p_hat of ``n_draws`` i.i.d. draws from p, exactly.
+
+    TV = 1/(2N) sum_s |X_s - N p_s| with X_s ~ Binomial(N, p_s), and de Moivre's mean absolute
+    deviation E|X - N p| = 2 nu (1 - p) Binom(nu; N, p), nu = floor(N p) + 1. For large N this is
+    about sum_s sqrt(p_s (1 - p_s) / (2 pi N)) <= sqrt((K - 1) / (2 pi N)) for K states: even perfect
+    samples sit this far from the truth, so a sampler cannot be judged below it.
+    """
+    p = torch.as_tensor(np.asarray(p, dtype=np.float64) if not torch.is_tensor(p) else p).double().cpu().ravel()
+    p = p[(p > 0) & (p < 1)]  # a state with p = 0 or 1 has no counting noise
+    nu = torch.floor(n_draws * p) + 1
+    # log Binom(nu; N, p) = log N! - log nu! - log (N - nu)! + nu log p + (N - nu) log(1 - p)
+    log_pmf = (math.lgamma(n_draws + 1) - torch.lgamma(nu + 1) - torch.lgamma(n_draws - nu + 1)
+               + nu * torch.log(p) + (n_draws - nu) * torch.log1p(-p))
+    mean_abs_dev = 2 * nu * (1 - p) * torch.exp(log_pmf)  # E|X_s - N p_s|
+    return float(mean_abs_dev.sum() / (2 * n_draws))
+
+
 def median_bandwidth(x: torch.Tensor, y: torch.Tensor) -> float:
     """The median pairwise distance in the pooled sample: a standard RBF bandwidth."""
     pooled = torch.cat([x, y]).double()

@@ -39,11 +39,6 @@ def eps_from_score(score: torch.Tensor, sigma) -> torch.Tensor:
     return -sigma * score
 
 
-def score_from_eps(eps_hat: torch.Tensor, sigma) -> torch.Tensor:
-    """grad log p_sigma(x_sigma) = -E[eps | x_sigma] / sigma: a score from an epsilon-prediction."""
-    return -eps_hat / sigma
-
-
 def _velocity(score_fn: NoiseScoreFn, x: torch.Tensor, log_sigma: float) -> torch.Tensor:
     # dx / d log sigma = sigma dx / d sigma = -sigma^2 s(x, sigma)
     sigma = math.exp(log_sigma)

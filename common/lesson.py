@@ -101,6 +101,10 @@ def _has_non_finite(value: Any) -> bool:
     return False
 
 
+# keys common.lesson writes itself; a lesson's own keys are declared in its METRICS
+FRAMEWORK_KEYS = {"config", "provenance", "non_finite", "diverged", "claims", "key_figures"}
+
+
 class Metrics(MutableMapping):
     """A dict that rewrites ``metrics.json`` whenever it, or a dict stored in it, changes.
 
@@ -108,11 +112,13 @@ class Metrics(MutableMapping):
     Non-finite numbers are written as ``null`` and their keys listed under ``"non_finite"``.
     """
 
-    def __init__(self, path: Path | None, root: Metrics | None = None, key: str = ""):
+    def __init__(self, path: Path | None, root: Metrics | None = None, key: str = "",
+                 declared: dict[str, str] | None = None):
         self.path = path
         self._root = root or self
         self._key = key
         self._data: dict[str, Any] = {}
+        self.declared = declared  # the lesson's METRICS: a top-level key not in it is refused
 
     def __getitem__(self, key):
         value = self._data[key]
@@ -124,6 +130,9 @@ class Metrics(MutableMapping):
 
     def __setitem__(self, key, value):
         key = str(key)
+        declared = self._root.declared
+        if self is self._root and declared is not None and key not in declared and key not in FRAMEWORK_KEYS:
+            raise KeyError(f"metrics.json key {key!r} is not declared in the lesson's METRICS")
         if _has_non_finite(value):
             root = self._root._data
             noted = root.setdefault("non_finite", [])
@@ -142,9 +151,6 @@ class Metrics(MutableMapping):
     def __len__(self):
         return len(self._data)
 
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(self._data))
-
     def _write(self):
         text = json.dumps(self._data, indent=2, allow_nan=False) + "\n"
         self.path.write_text(text)
@@ -154,7 +160,7 @@ def provenance(flags, device: torch.device) -> dict[str, Any]:
     """Where the numbers came from: device, threads, seed, --quick, exercise, library versions."""
     return {
         "lesson": flags.name, "device": str(device), "threads": flags.threads, "seed": flags.seed,
-        "quick": flags.quick, "exercise": flags.exercise, "changed": dict(flags.changed),
+        "quick": flags.quick, "exercise": flags.exercise, "section": flags.section, "changed": dict(flags.changed),
         "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
     }
 
@@ -162,19 +168,37 @@ def provenance(flags, device: torch.device) -> dict[str, Any]:
 class LessonRun:
     """What a lesson needs at run time besides its ``Config``."""
 
-    def __init__(self, name: str, config: Any, flags, device: torch.device, outdir: Path):
+    def __init__(self, name: str, config: Any, flags, device: torch.device, outdir: Path,
+                 figures: dict[str, str] | None = None, metrics: dict[str, str] | None = None):
         self.name = name
         self.config = config
         self.quick: bool = flags.quick
         self.seed: int = flags.seed
         self.show: bool = flags.show
         self.exercise: int | None = flags.exercise
+        self.sections: tuple[int, ...] | None = flags.section  # None: every section runs
         self.device = device
         self.outdir = outdir
-        self.metrics = Metrics(outdir / "metrics.json")
+        self.declared_figures = figures  # the lesson's FIGURES: {stem: what it shows}
+        self.metrics = Metrics(outdir / "metrics.json", declared=metrics)
         self.figures: list[Path] = []
         self.claims: list = []
         self.dpi = 100 if flags.quick else 150  # quick figures only prove the code runs: cheaper to render
+
+    # -- sections -------------------------------------------------------------------------
+    def section(self, number: int) -> bool:
+        """Whether section ``number`` runs: always, unless ``--section`` (or ``--exercise``) chose others."""
+        return self.sections is None or number in self.sections
+
+    def stub(self, number: int) -> bool:
+        """Whether exercise ``number``'s stub runs: with ``--exercise N``, or every stub when the environment
+        sets EBM_ALL_STUBS=1 (the test suite's one quick run of each lesson checks all of them at once)."""
+        return self.exercise == number or bool(os.environ.get("EBM_ALL_STUBS"))
+
+    @property
+    def complete(self) -> bool:
+        """True when every section ran (no --section, no --exercise): then every declared output must exist."""
+        return self.sections is None
 
     # -- claims ---------------------------------------------------------------------------
     def claim(self, key: str, sentence: str, measured, op: str, reference, tolerance: float = 0.0, *,
@@ -206,6 +230,10 @@ class LessonRun:
         generator.manual_seed(self.seed * 1_000_003 + zlib.crc32(section.encode()))
         return generator
 
+    def cpu_generator(self, section: str) -> torch.Generator:
+        """Like ``generator(section)``, but on the CPU whatever ``--device`` is (for the 2-D parts of a lesson)."""
+        return torch.Generator().manual_seed(self.generator(section).initial_seed())
+
     # -- figures --------------------------------------------------------------------------
     def savefig(self, fig, stem: str, *, key: bool = False) -> None:
         """Save ``fig`` as ``<outdir>/<stem>.png``, show it if ``--show`` or in a notebook, then close it.
@@ -220,6 +248,7 @@ class LessonRun:
 
         if not stem.startswith("fig"):
             raise ValueError(f"figure names start with figNN_ (got {stem!r})")
+        self._check_declared(stem)
         if self.quick:
             # a banner just below the figure (the tight bounding box takes it in): it never covers a title
             fig.text(0.5, -0.01, QUICK_MARK, ha="center", va="top", fontsize=10, color="#b00000",
@@ -234,8 +263,14 @@ class LessonRun:
             plt.show()
         plt.close(fig)
 
+    def _check_declared(self, stem: str) -> None:
+        if self.declared_figures is not None and stem not in self.declared_figures:
+            raise KeyError(f"figure {stem!r} is not declared in the lesson's FIGURES")
+
     def saved_animation(self, path) -> None:
         """Report an animation written to ``path`` (a GIF), and show it inline in a notebook."""
+        self._check_declared(Path(path).stem)
+        self.figures.append(Path(path))
         print(f"  [animation] {shown_path(path)}")
         if running_in_notebook():
             from IPython.display import Image, display
@@ -272,6 +307,9 @@ class LessonRun:
         """Print every claim's verdict again and where the outputs are; call once at the end of the lesson."""
         from common.claims import summary_lines
 
+        missing = self.missing_outputs()
+        if missing:
+            print(f"[contract] declared but not written: {', '.join(missing)}")
         lines = summary_lines(self.claims)
         if lines:
             print("\n" + "\n".join(lines))
@@ -279,6 +317,14 @@ class LessonRun:
             print(f"\n[{QUICK_MARK}] --quick only checks that every code path runs; "
                   "run without --quick for the lesson's real numbers.")
         print(f"\nDone. {len(self.figures)} figures and metrics.json are in {shown_path(self.outdir)}/")
+
+    def missing_outputs(self) -> list[str]:
+        """Declared figures and metrics a complete run did not write (empty after --section/--exercise runs)."""
+        if not self.complete:
+            return []
+        written = {p.stem for p in self.figures}
+        missing = sorted(set(self.declared_figures or ()) - written)
+        return missing + sorted(set(self.metrics.declared or ()) - set(self.metrics))
 
 
 def shown_path(path: Path) -> str:
@@ -371,13 +417,16 @@ def _install_user_error_hook(name: str) -> None:
     sys.excepthook = hook
 
 
-def start_lesson(config, flags, *, cpu_only: str | None = None) -> LessonRun:
+def start_lesson(config, flags, *, cpu_only: str | None = None, figures: dict[str, str] | None = None,
+                 metrics: dict[str, str] | None = None) -> LessonRun:
     """Pick the device, make the output folder, seed every generator, apply the course style; returns the run.
 
     ``cfg, flags = parse_flags(Config, "07_neural_ebms", __doc__, quick=QUICK)`` comes first (before the
     heavy imports, so ``--help`` is fast); then ``run = start_lesson(cfg, flags)``. A lesson that runs on
     the CPU by design passes ``cpu_only="why"``: it says so once (if another device was asked for) and
-    records ``"device": "cpu"``.
+    records ``"device": "cpu"``. ``figures`` and ``metrics`` are the lesson's ``FIGURES`` and ``METRICS``
+    (``{name: what it is}``): the run refuses a figure or top-level metric that is not declared there, and a
+    complete run says which declared ones it did not write.
     """
     name = flags.name
     if cpu_only:
@@ -404,10 +453,13 @@ def start_lesson(config, flags, *, cpu_only: str | None = None) -> LessonRun:
     use_course_style()
     seed_everything(flags.seed)
     torch.set_num_threads(flags.threads)  # small tensors: one thread avoids per-op hand-off costs
-    run = LessonRun(name, config, flags, device, outdir)
+    run = LessonRun(name, config, flags, device, outdir, figures=figures, metrics=metrics)
     print(f"{name}  |  device={device}  threads={flags.threads}  seed={flags.seed}  outdir={shown_path(outdir)}")
     if flags.quick:
         print(f"[{QUICK_MARK}]")
+    if flags.section is not None:
+        what = f"exercise {flags.exercise} needs" if flags.exercise is not None else "--section"
+        print(f"[sections {','.join(map(str, flags.section))} only ({what}); the others are skipped]")
     print(changed_flags_line(config, flags))
     run.metrics["provenance"] = provenance(flags, device)
     run.metrics["config"] = {k: getattr(config, k) for k in config.__dataclass_fields__}

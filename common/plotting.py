@@ -263,42 +263,6 @@ def image_grid(ax, images, shape: tuple[int, int] | None = None, nrow: int = 10,
     return ax
 
 
-def animate_chains(path, energy_fn: Callable, paths, bounds, fps: int = 12, max_frames: int = 40, title=None,
-                   device=None, dpi: int = 72) -> str:
-    """Save a GIF of chains ``(T, N, 2)`` moving over the energy landscape (Pillow writer).
-
-    The landscape is drawn once as an image, so each frame only moves the dots (cheap to render).
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.animation import FuncAnimation, PillowWriter
-
-    paths = _numpy(paths)
-    frames = np.unique(np.linspace(0, len(paths) - 1, min(max_frames, len(paths))).astype(int))
-    X, Y, E = evaluate_on_grid(energy_fn, bounds, 120, device)
-    E = np.clip(E, None, np.quantile(E[np.isfinite(E)], 0.98))
-    fig, ax = plt.subplots(figsize=(4.0, 4.0), layout="none")  # no per-frame layout pass
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.99)
-    ax.imshow(E, origin="lower", extent=tuple(bounds), cmap="viridis", aspect="equal")
-    ax.grid(False)
-    dots = ax.scatter(paths[0, :, 0], paths[0, :, 1], s=8, c="white", edgecolors="k", linewidths=0.3)
-    ax.set_xlim(bounds[0], bounds[1])
-    ax.set_ylim(bounds[2], bounds[3])
-    ax.set_axis_off()  # no tick labels to lay out again on every frame
-    label = ax.text(0.02, 0.97, "", transform=ax.transAxes, color="white", va="top", fontsize=11)
-
-    def draw(frame_index):
-        step = frames[frame_index]
-        dots.set_offsets(paths[step])
-        label.set_text(f"{title + ': ' if title else ''}frame {frame_index + 1}/{len(frames)}")
-        return dots, label
-
-    animation = FuncAnimation(fig, draw, frames=len(frames), blit=False)
-    with matplotlib.rc_context({"savefig.bbox": "standard"}):  # a tight bbox per frame is slow
-        animation.save(str(path), writer=PillowWriter(fps=fps), dpi=dpi)
-    plt.close(fig)
-    return str(path)
-
-
 def _numpy(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
@@ -351,8 +315,8 @@ def reliability_diagram(ax, ax_count, mean_conf, accuracy, count, few: int = 10,
 def animate_chains_on_axes(path, energy_fn: Callable, paths, bounds, keep_every: int, step_size: float,
                            fps: int = 12, max_frames: int = 40, title=None, device=None, dpi: int = 100,
                            label: str = "energy $E(x)$", clip_quantile: float = 0.98, temperature=None) -> str:
-    """Like ``animate_chains``, for projection: axes with ticks, a labelled colour bar of ``E(x)``, and
-    on every frame the Langevin step number and the step size ``h``.
+    """A GIF of chains ``(T, N, 2)`` moving over the energy landscape, for projection: axes with ticks, a
+    labelled colour bar of ``E(x)``, and on every frame the Langevin step number and the step size ``h``.
 
     ``paths`` is ``(T, N, 2)`` with ``paths[i]`` the state after ``i * keep_every`` steps (as returned by
     ``samplers.langevin(..., keep_every=...)``). The figure is drawn once; each frame only redraws the dots

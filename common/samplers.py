@@ -13,7 +13,8 @@ import math
 from collections.abc import Callable
 
 import torch
-from tqdm.auto import tqdm
+
+from common.progress import progress as progress_bar
 
 EnergyFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -71,7 +72,7 @@ def langevin(
     x = x0.detach().clone()
     path = [x.clone()] if keep_every else None
     noise = math.sqrt(2 * temperature * step_size) if noise_scale is None else noise_scale
-    for k in tqdm(range(n_steps), desc="Langevin", disable=not progress, leave=False):
+    for k in progress_bar(range(n_steps), desc="Langevin", disable=not progress, leave=False):
         energy, grad = energy_and_grad(energy_fn, x)
         if energy_trace is not None:
             energy_trace.append(energy.mean())
@@ -109,7 +110,7 @@ def mala(
     path = [x.clone()] if keep_every else None
     accepted = torch.zeros((), dtype=torch.float64)
     noise_scale = math.sqrt(2 * temperature * step_size)
-    for k in tqdm(range(n_steps), desc="MALA", disable=not progress, leave=False):
+    for k in progress_bar(range(n_steps), desc="MALA", disable=not progress, leave=False):
         y = x - step_size * grad_x + noise_scale * _randn_like(x, generator)
         energy_y, grad_y = energy_and_grad(energy_fn, y)
         log_q_forward = -((y - x + step_size * grad_x) ** 2).flatten(1).sum(1) / (4 * temperature * step_size)
@@ -149,7 +150,7 @@ def underdamped_langevin(
     v = torch.zeros_like(x)
     path = [x.clone()] if keep_every else None
     noise_scale = math.sqrt(2 * friction * temperature * step_size)
-    for k in tqdm(range(n_steps), desc="underdamped", disable=not progress, leave=False):
+    for k in progress_bar(range(n_steps), desc="underdamped", disable=not progress, leave=False):
         _, grad = energy_and_grad(energy_fn, x)
         v = v - step_size * grad - step_size * friction * v + noise_scale * _randn_like(x, generator)
         x = x + step_size * v
@@ -175,7 +176,7 @@ def annealed_langevin(
     """
     x = x0.detach().clone()
     sigma_last = float(sigmas[-1])
-    for sigma in tqdm(list(sigmas), desc="annealed Langevin", disable=not progress, leave=False):
+    for sigma in progress_bar(list(sigmas), desc="annealed Langevin", disable=not progress, leave=False):
         step = step_lr * (float(sigma) / sigma_last) ** 2
         for _ in range(steps_per_level):
             with torch.no_grad():

@@ -11,10 +11,12 @@ A lesson writes its loss as a function of the step and hands it to a ``Trainer``
 
     history = trainer.fit(loss_fn, cfg.n_steps, desc="EBM")
 
-Everything a student should see is here in ~100 lines: Adam, warm-up and schedule, gradient clipping, an
-exponential moving average of the weights, a history of every logged number, checkpoints, and the guard that
-stops a diverging run with a message naming the flag to change (or restarts from the last good weights with
-a lower learning rate, when asked to).
+``model`` is a network or a plain list of tensors (``Trainer([log_a], run, lr=0.05)`` fits two numbers).
+A lesson that introduces a training method writes its update as a short loop first (``loss.backward()``,
+``optimizer.step()``), then uses this class for the long runs. Everything a student should see is here in
+~100 lines: Adam, warm-up and schedule, gradient clipping, an exponential moving average of the weights, a
+history of every logged number, and the guard that stops a diverging run with a message naming the flag to
+change (or restarts from the last good weights with a lower learning rate, when asked to).
 """
 
 from __future__ import annotations
@@ -22,13 +24,12 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from common.lesson import TrainingDiverged
+from common.progress import progress as progress_bar
 from common.samplers import ReplayBuffer, langevin
 
 LossFn = Callable[[int], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -37,11 +38,10 @@ LossFn = Callable[[int], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 class Trainer:
     """Adam + schedule + clipping + EMA + history + checkpoints + divergence guard for one model."""
 
-    def __init__(self, model: nn.Module, run, *, lr: float, blame: str = "lr", betas=(0.9, 0.999),
+    def __init__(self, model: nn.Module | list[torch.Tensor], run, *, lr: float, blame: str = "lr", betas=(0.9, 0.999),
                  weight_decay: float = 0.0, n_steps: int | None = None, schedule: str = "constant", warmup: int = 0,
                  grad_clip: float | None = None, ema_decay: float | None = None, check_every: int = 25,
-                 bound: float | None = None, restarts: int = 0, restart_lr_factor: float = 0.5, name: str = "model",
-                 params=None):
+                 bound: float | None = None, restarts: int = 0, restart_lr_factor: float = 0.5, name: str = "model"):
         if schedule not in ("constant", "cosine"):
             raise ValueError(f"schedule must be constant or cosine (got {schedule!r})")
         self.model, self.run, self.name = model, run, name
@@ -49,7 +49,10 @@ class Trainer:
         self.grad_clip, self.warmup, self.schedule, self.n_steps = grad_clip, warmup, schedule, n_steps
         self.restarts, self.restart_lr_factor, self.restarts_used = restarts, restart_lr_factor, 0
         self.base_lr = lr
-        self.params = list(model.parameters() if params is None else params)
+        # a network, or the tensors themselves (each with requires_grad=True)
+        self.params = list(model.parameters() if isinstance(model, nn.Module) else model)
+        if ema_decay is not None and not isinstance(model, nn.Module):
+            raise ValueError("ema_decay needs a network (an nn.Module), not a list of tensors")
         self.optimizer = torch.optim.Adam(self.params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
         self.ema = model
         if ema_decay is not None:
@@ -101,7 +104,7 @@ class Trainer:
         watched = torch.cat([stacked["loss"], *(v for k, v in stacked.items() if k != "grad_norm")])
         self.run.check_finite(watched, step=self.step_count, what=f"{self.name} loss or a logged value",
                               field=self.blame, bound=self.bound)
-        if all(torch.isfinite(p).all() for p in self.model.parameters()):
+        if all(torch.isfinite(p).all() for p in self.params):
             self._good = self._snapshot()
 
     # -- the loop ------------------------------------------------------------------------------
@@ -110,7 +113,7 @@ class Trainer:
         """Run ``n_steps`` updates of ``loss_fn(step) -> (loss, logs)``; returns ``history``."""
         if self.n_steps is None:
             self.n_steps = n_steps
-        bar = tqdm(range(n_steps), desc=desc, leave=False, disable=not progress)
+        bar = progress_bar(range(n_steps), desc=desc, leave=False, disable=not progress)
         for i in bar:
             loss, logs = loss_fn(i)
             try:
@@ -141,28 +144,22 @@ class Trainer:
               f"from the last good weights with --{self.blame.replace('_', '-')} x {self.restart_lr_factor:g} "
               f"= {self.base_lr:.3g}")
 
-    # -- weights -------------------------------------------------------------------------------
+    # -- weights ------------------------------------------------------------------------------
     def _snapshot(self) -> dict:
+        if not isinstance(self.model, nn.Module):
+            return {"model": [p.detach().clone() for p in self.params], "ema": None}
         return {"model": copy.deepcopy(self.model.state_dict()),
                 "ema": copy.deepcopy(self.ema.state_dict()) if self.ema is not self.model else None}
 
     def _restore(self, snapshot: dict) -> None:
+        if not isinstance(self.model, nn.Module):
+            with torch.no_grad():
+                for p, saved in zip(self.params, snapshot["model"]):
+                    p.copy_(saved)
+            return
         self.model.load_state_dict(snapshot["model"])
         if snapshot["ema"] is not None:
             self.ema.load_state_dict(snapshot["ema"])
-
-    def save(self, path: str | Path) -> Path:
-        """Checkpoint the model, its EMA, the optimiser and the history."""
-        path = Path(path)
-        torch.save({**self._snapshot(), "optimizer": self.optimizer.state_dict(), "history": self.history,
-                    "step": self.step_count, "lr": self.base_lr}, path)
-        return path
-
-    def load(self, path: str | Path) -> None:
-        state = torch.load(Path(path), map_location="cpu", weights_only=False)
-        self._restore(state)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.history, self.step_count, self.base_lr = state["history"], state["step"], state["lr"]
 
 
 # ---------------------------------------------------------------------------------------------

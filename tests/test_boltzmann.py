@@ -25,7 +25,6 @@ from common.boltzmann import (
     exact_gradient,
     exact_log_partition,
     exhaustive_ground_state,
-    expected_tv_iid,
     gibbs_sweep,
     kl_data_model,
     metropolis_sweep,
@@ -34,7 +33,7 @@ from common.boltzmann import (
     state_index,
     visible_log_probs,
 )
-from common.diagnostics import total_variation
+from common.diagnostics import expected_tv_iid, total_variation
 
 DT = torch.float64
 

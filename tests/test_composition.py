@@ -3,13 +3,12 @@
 import math
 
 import torch
-from scipy.stats import binom, norm
+from scipy.stats import norm
 
 from common.composition import (
     compose_and,
     compose_not,
     compose_or,
-    exact_sample_tv,
     grid_probabilities,
     histogram_tv,
     sample_histogram,
@@ -72,12 +71,3 @@ def test_histogram_and_its_tv_by_hand():
     assert abs(histogram_tv(pts, target, (0.0, 2.0, 0.0, 2.0)) - 0.5) < 1e-12
 
 
-def test_exact_sample_tv_matches_the_binomial_expectation():
-    # two equal cells: TV = |k/n - 1/2| with k ~ Binomial(n, 1/2); its mean by enumeration
-    n, repeats = 50, 4000
-    k = torch.arange(n + 1).double()
-    expected = float((torch.tensor(binom.pmf(k.numpy(), n, 0.5)) * (k / n - 0.5).abs()).sum())
-    sd = float(torch.tensor(binom.pmf(k.numpy(), n, 0.5)) @ ((k / n - 0.5).abs() - expected) ** 2) ** 0.5
-    gen = torch.Generator().manual_seed(0)
-    got = exact_sample_tv(torch.tensor([0.5, 0.5]), n, repeats=repeats, generator=gen)
-    assert abs(got - expected) < 4 * sd / math.sqrt(repeats)

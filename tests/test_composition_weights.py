@@ -8,13 +8,13 @@ import torch
 from common.composition import (
     compose_or,
     exact_mixture_share,
-    exact_sample_tv,
     grid_cells,
     grid_probabilities,
     grid_samples,
     histogram_tv,
     mixture_share,
 )
+from common.diagnostics import expected_tv_iid
 
 BOX = (-4.5, 4.5, -4.5, 4.5)
 N_CHAINS, BINS = 2000, 30  # the lesson's --compose-chains and --tv-bins
@@ -61,7 +61,7 @@ def test_tv_against_its_floor_cannot_tell_40_60_from_50_50():
     # why the lesson does not grade OR by TV alone: at 2000 samples on a 30 x 30 grid the TV of a 0.40/0.60
     # mixture stays within 1.15x the exact-sample floor
     probs = grid_probabilities(OR, BOX, BINS)
-    floor = exact_sample_tv(probs, N_CHAINS, generator=torch.Generator().manual_seed(0))
+    floor = expected_tv_iid(probs, N_CHAINS)
     assert histogram_tv(mixture_draws(0.4, 1), probs, BOX) < 1.15 * floor
 
 
@@ -71,7 +71,7 @@ def test_tv_against_its_floor_rejects_a_wrong_and():
     from common.composition import compose_and
     g = torch.Generator().manual_seed(3)
     probs = grid_probabilities(compose_and(RING, BLOB), BOX, BINS)
-    floor = exact_sample_tv(probs, N_CHAINS, generator=g)
+    floor = expected_tv_iid(probs, N_CHAINS)
     assert histogram_tv(mixture_draws(0.0, 2), probs, BOX) > 1.15 * floor
     exact = grid_samples(grid_probabilities(compose_and(RING, BLOB), BOX, 240, refine=2), BOX, N_CHAINS, generator=g)
     assert histogram_tv(exact, probs, BOX) < 1.15 * floor

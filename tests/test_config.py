@@ -212,3 +212,26 @@ def test_run_folder_names_what_changed(monkeypatch):
         folder[" ".join(argv)] = run_folder_name(flags)
     assert folder == {"": None, "--quick": "quick", "--step-size 0.05": "step-size=0.05",
                       "--step-size 0.01": None, "--quick --seed 3": "quick_seed=3", "--ks 2,3": "ks=2,3"}
+
+
+def test_section_and_exercise_choose_what_runs(capsys):
+    from dataclasses import dataclass
+
+    from common.config import parse_flags, run_folder_name
+
+    @dataclass
+    class Tiny:
+        lr: float = 0.1
+
+    sections = {1: "warm-up", 2: "training", 3: "sampling"}
+    exercises = {1: (2,), 4: (1, 3)}
+    _, flags = parse_flags(Tiny, "99_tiny", sections=sections, exercises=exercises, argv=["--section", "2,3"])
+    assert flags.section == (2, 3) and run_folder_name(flags) == "section=2,3"
+    _, flags = parse_flags(Tiny, "99_tiny", sections=sections, exercises=exercises, argv=["--exercise", "4"])
+    assert flags.section == (1, 3) and run_folder_name(flags) == "exercise=4"
+    _, flags = parse_flags(Tiny, "99_tiny", sections=sections, exercises=exercises, argv=[])
+    assert flags.section is None and run_folder_name(flags) is None
+    with pytest.raises(SystemExit) as stop:
+        parse_flags(Tiny, "99_tiny", sections=sections, exercises=exercises, argv=["--section", "7"])
+    assert stop.value.code == 2
+    assert "sections are 1, 2, 3" in capsys.readouterr().err

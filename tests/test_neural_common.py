@@ -312,3 +312,15 @@ def test_psnr_by_hand():
     reference = torch.zeros(4, 8, 8)
     # MSE = 0.01, range 2: 10 log10(4 / 0.01)
     assert psnr(reference + 0.1, reference) == pytest.approx(10 * math.log10(400.0))
+
+
+def test_trainer_fits_a_plain_list_of_tensors(tmp_path):
+    # no dummy nn.Module: the tensors themselves; least squares for y = 2x + 1 lands on (2, 1)
+    x = torch.linspace(-1, 1, 50)
+    y = 2 * x + 1
+    w, b = torch.zeros((), requires_grad=True), torch.zeros((), requires_grad=True)
+    trainer = Trainer([w, b], tiny_run(tmp_path), lr=0.1)
+    trainer.fit(lambda step: (((w * x + b - y) ** 2).mean(), {}), 400, progress=False)
+    assert float(w) == pytest.approx(2.0, abs=1e-3) and float(b) == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(ValueError, match="nn.Module"):
+        Trainer([w], None, lr=0.1, ema_decay=0.9)

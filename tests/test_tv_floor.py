@@ -12,8 +12,8 @@ like sqrt(tau) times the floor).
 import pytest
 import torch
 
-from common.boltzmann import all_binary_states, boltzmann_energy, exact_distribution, expected_tv_iid
-from common.diagnostics import total_variation
+from common.boltzmann import all_binary_states, boltzmann_energy, exact_distribution
+from common.diagnostics import expected_tv_iid, total_variation
 
 N_UNITS, N_DRAWS, LINE = 12, 256 * 1950, 1.1
 
