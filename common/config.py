@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import inspect
 import io
 import math
@@ -156,22 +157,32 @@ def field_comments(cls: type, source: str | None = None) -> dict[str, str]:
     return comments
 
 
-def field_comments_from_lesson_file(cls: type, prog: str | None) -> dict[str, str]:
-    """The same comments, read from the lesson's file at the repository root (``prog`` is ``NN_name.py``).
-
-    In a Jupyter kernel ``inspect`` cannot find the source of a class defined in a cell, so ``--help`` would
-    lose every explanation; the lesson's own file still has them.
-    """
-    import ast
+def _help_comments(cls: type, prog: str | None) -> dict[str, str]:
+    """The fields' comments for --help: from the lesson's file when there is one (read once), else ``inspect``."""
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / (prog or "")
-    if not prog or not path.is_file():
-        return {}
-    text = path.read_text(encoding="utf-8")
+    if prog and path.is_file():
+        comments = _comments_in_file(str(path), path.stat().st_mtime_ns, cls.__name__)
+        if comments:
+            return comments
+    return _inspected_comments(cls)
+
+
+@functools.lru_cache(maxsize=64)
+def _inspected_comments(cls: type) -> dict[str, str]:
+    return field_comments(cls)
+
+
+@functools.lru_cache(maxsize=64)
+def _comments_in_file(path: str, mtime_ns: int, class_name: str) -> dict[str, str]:
+    import ast
+    from pathlib import Path
+
+    text = Path(path).read_text(encoding="utf-8")
     for node in ast.walk(ast.parse(text)):
-        if isinstance(node, ast.ClassDef) and node.name == cls.__name__:
-            return field_comments(cls, ast.get_source_segment(text, node, padded=True))
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            return field_comments(None, ast.get_source_segment(text, node, padded=True))
     return {}
 
 
@@ -375,7 +386,7 @@ def build_parser(config_cls: type, description: str | None, prog: str | None,
         argument_default=argparse.SUPPRESS,  # only flags actually given end up in the namespace
     )
     hints = get_type_hints(config_cls)
-    comments = field_comments(config_cls) or field_comments_from_lesson_file(config_cls, prog)
+    comments = _help_comments(config_cls, prog)
     group = parser.add_argument_group("lesson hyperparameters (from the Config dataclass)")
     for f in dataclasses.fields(config_cls):
         kind, is_tuple = _field_kind(hints[f.name])
