@@ -13,6 +13,7 @@ seconds::
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -21,9 +22,12 @@ QUIET_SECONDS = 2.0  # a loop shorter than this prints nothing when the output i
 
 
 def bars_wanted() -> bool:
-    """True in a terminal or a notebook (draw tqdm bars); False in logs, pipes and CI (plain lines)."""
+    """True in a terminal or a notebook (draw tqdm bars); False in logs, pipes and CI (plain lines), and when
+    the environment sets EBM_PROGRESS=plain or EBM_PROGRESS=off (the site build: no widgets on a web page)."""
     from common.config import running_in_notebook
 
+    if os.environ.get("EBM_PROGRESS") in ("plain", "off"):
+        return False
     return running_in_notebook() or sys.stderr.isatty()
 
 
@@ -92,4 +96,6 @@ def progress(iterable: Iterable | None = None, desc: str = "", **kwargs):
 
         kwargs.setdefault("leave", False)
         return tqdm(iterable, desc=desc, **kwargs)
+    if os.environ.get("EBM_PROGRESS") == "off":
+        kwargs["disable"] = True
     return PlainProgress(iterable, desc=desc, **kwargs)
