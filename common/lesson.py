@@ -264,7 +264,9 @@ class LessonRun:
         if key:
             self.metrics["key_figures"] = [*self.metrics.get("key_figures", []), path.name]
         print(f"  [figure] {shown_path(path)}")
-        if self.show or running_in_notebook():
+        if running_in_notebook():
+            _display_file(path)  # the saved file itself, so the page shows exactly what outputs/ holds
+        elif self.show:
             plt.show()
         plt.close(fig)
 
@@ -278,9 +280,7 @@ class LessonRun:
         self.figures.append(Path(path))
         print(f"  [animation] {shown_path(path)}")
         if running_in_notebook():
-            from IPython.display import Image, display
-
-            display(Image(filename=str(path)))
+            _display_file(Path(path))
 
     # -- divergence guard -----------------------------------------------------------------
     def check_finite(self, value, *, step: int | str, what: str, field: str, bound: float | None = None,
@@ -330,6 +330,13 @@ class LessonRun:
         written = {p.stem for p in self.figures}
         missing = sorted(set(self.declared_figures or ()) - written)
         return missing + sorted(set(self.metrics.declared or ()) - set(self.metrics))
+
+
+def _display_file(path: Path) -> None:
+    """Show a saved PNG or GIF inline in a notebook, tagged with its name (the site build uses the tag)."""
+    from IPython.display import Image, display
+
+    display(Image(filename=str(path)), metadata={"ebm_figure": path.name})
 
 
 def shown_path(path: Path) -> str:

@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DISTRIBUTION = {"PIL": "pillow", "sklearn": "scikit-learn", "IPython": "ipython"}  # import name -> package
+# import name -> package
+DISTRIBUTION = {"PIL": "pillow", "sklearn": "scikit-learn", "IPython": "ipython", "markdown_it": "markdown-it-py",
+                "mdit_py_plugins": "mdit-py-plugins", "jupyter_server_mathjax": "jupyter-server-mathjax"}
 LOCAL = {"common", "tests", "test_exercise_commands"}
 NOTEBOOK_ONLY = {"ipython"}  # imported by common.lesson only inside a running Jupyter kernel, which brings it
 
