@@ -30,7 +30,7 @@ def outputs(cells, kind):
     return [o for cell in cells for o in cell.get("outputs", []) if o.get("output_type") == kind]
 
 
-@pytest.mark.slow
+@pytest.mark.lesson
 def test_lesson_01_runs_as_a_notebook(tmp_path, monkeypatch):
     cells = execute("01_ebm_foundations.py", f"--quick --outdir {tmp_path}", monkeypatch)
     assert not outputs(cells, "error")
@@ -43,7 +43,7 @@ def test_lesson_01_runs_as_a_notebook(tmp_path, monkeypatch):
     assert (tmp_path / "metrics.json").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.lesson
 def test_help_in_a_kernel_keeps_the_per_flag_explanations_and_stops_cleanly(monkeypatch):
     with pytest.raises(nbclient.exceptions.CellExecutionError):  # "run all" stops at the flags cell
         execute("01_ebm_foundations.py", "--help", monkeypatch)

@@ -265,6 +265,7 @@ def test_load_images_mnist_missing_raises(tmp_path):
         load_images("mnist", root=tmp_path / "empty")
 
 
+@pytest.mark.lesson
 def test_lesson_runs_on_tiny_mnist_and_saves_a_rescorable_model(tmp_path):
     """The lesson's --dataset mnist path end to end on the IDX files above (--quick, --data-dir)."""
     write_tiny_mnist(tmp_path / "data")

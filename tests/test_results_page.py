@@ -110,6 +110,7 @@ def test_stale_outputs_are_cleared_before_a_run(make_results, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
+@pytest.mark.lesson
 def test_results_page_from_a_real_quick_run(tmp_path):
     results = tmp_path / "results.md"
     cmd = [sys.executable, str(ROOT / "scripts" / "make_results.py"), "--lessons", "01", "--quick-only",
