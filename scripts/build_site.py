@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = Path(__file__).resolve().parent / "site_template"
-CACHE = ROOT / "outputs" / "site"
+OUTPUTS = ROOT / "outputs"  # --outputs changes it (the tests build into a temporary folder)
 QUICK_MARK = "quick run: tiny settings, numbers not meaningful"
 MATHJAX_SKIP = ("localization",)  # 2 MB of menu translations the pages do not use
 
@@ -84,7 +84,7 @@ def lesson_files(selected: list[str] | None) -> list[Path]:
 
 def run_args(lesson: Path, quick: bool) -> tuple[str, Path]:
     """The flags the page's run gets (EBM_ARGS) and where its figures and metrics.json go."""
-    outdir = ROOT / "outputs" / lesson.stem / ("quick" if quick else "")
+    outdir = OUTPUTS / lesson.stem / ("quick" if quick else "")
     return f"{'--quick ' if quick else ''}--outdir {outdir}", outdir
 
 
@@ -104,7 +104,8 @@ def executed_notebook(lesson: Path, quick: bool, rerun: bool, timeout: float):
 
     args, outdir = run_args(lesson, quick)
     key = source_hash(lesson, args)
-    cached = CACHE / f"{lesson.stem}{'-quick' if quick else ''}.ipynb"
+    cache = OUTPUTS / "site"
+    cached = cache / f"{lesson.stem}{'-quick' if quick else ''}.ipynb"
     if cached.exists() and not rerun and (outdir / "metrics.json").exists():
         notebook = nbformat.read(cached, as_version=4)
         if notebook.metadata.get("ebm_site", {}).get("hash") == key:
@@ -124,7 +125,7 @@ def executed_notebook(lesson: Path, quick: bool, rerun: bool, timeout: float):
             os.environ.pop(k, None) if v is None else os.environ.update({k: v})
     notebook.metadata["ebm_site"] = {"hash": key, "args": args, "wall_s": round(time.perf_counter() - start, 1),
                                      "quick": quick}
-    CACHE.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, cached)
     return notebook, outdir
 
@@ -239,7 +240,6 @@ def downloads(lesson: Path, site: Path) -> None:
 
     folder = site / "downloads"
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(lesson, folder / lesson.name)
     jupytext.write(jupytext.read(lesson), folder / f"{lesson.stem}.ipynb")
 
 
@@ -273,11 +273,17 @@ def page_shell(title: str, body: str, static: str, toc: str = "") -> str:
             f"{head}</head><body>{toc}<main class=\"ebm-doc\">{body}</main></body></html>\n")
 
 
-def rewrite_links(page: str, depth: int) -> str:
-    """Links between docs point at the rendered pages: x.md -> x.html, ../07_x.py -> the lesson's page."""
+def rewrite_links(page: str, depth: int, site: Path) -> str:
+    """Links between docs point at the rendered pages: x.md -> x.html, ../07_x.py -> the lesson's page (or its
+    download, when this build did not render that lesson)."""
     up = "../" * depth
+
+    def lesson_link(match) -> str:
+        stem = match.group(1)
+        return f'href="{up}{stem}.html"' if (site / f"{stem}.html").exists() else f'href="{up}downloads/{stem}.py"'
+
     page = re.sub(r'href="([^":#]+)\.md(#[^"]*)?"', lambda m: f'href="{m.group(1)}.html{m.group(2) or ""}"', page)
-    return re.sub(r'href="(?:\.\./)*([0-9][0-9]_\w+)\.py"', lambda m: f'href="{up}{m.group(1)}.html"', page)
+    return re.sub(r'href="(?:\.\./)*([0-9][0-9]_\w+)\.py"', lesson_link, page)
 
 
 def build_docs(site: Path) -> list[Path]:
@@ -288,7 +294,7 @@ def build_docs(site: Path) -> list[Path]:
         target = site / relative.with_suffix(".html")
         target.parent.mkdir(parents=True, exist_ok=True)
         depth = len(relative.parts) - 1
-        body = rewrite_links(md.render(source.read_text(encoding="utf-8")), depth)
+        body = rewrite_links(md.render(source.read_text(encoding="utf-8")), depth, site)
         nav = f'<p><a href="{"../" * depth}index.html">&larr; the course</a></p>'
         title = next((line[2:] for line in source.read_text().splitlines() if line.startswith("# ")), source.stem)
         target.write_text(page_shell(title, nav + body, "../" * depth + "_static"), encoding="utf-8")
@@ -369,9 +375,12 @@ def main(argv=None) -> int:
     parser.add_argument("--lessons", nargs="*", help="lesson numbers (e.g. 01 07); default: all")
     parser.add_argument("--quick", action="store_true", help="build from --quick runs (pages carry the quick mark)")
     parser.add_argument("--site", default=str(ROOT / "site"), help="where the site goes (default: site/)")
+    parser.add_argument("--outputs", help="where the runs write (default: outputs/)")
     parser.add_argument("--rerun", action="store_true", help="execute the lessons even when the cache is current")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds one notebook cell may take")
     args = parser.parse_args(argv)
+    global OUTPUTS
+    OUTPUTS = Path(args.outputs).resolve() if args.outputs else OUTPUTS
     site = Path(args.site)
     site.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -385,6 +394,9 @@ def main(argv=None) -> int:
             continue
         downloads(lesson, site)
         print(f"  {lesson.stem}: page {shown(lesson_page(lesson, notebook, outdir, site, args.quick))}")
+    (site / "downloads").mkdir(exist_ok=True)
+    for lesson in lesson_files(None):  # every lesson's script, so the docs can link to an unrendered one
+        shutil.copy2(lesson, site / "downloads" / lesson.name)
     build_docs(site)
     build_index(site, lesson_files(None), args.quick)
     print(f"Site in {shown(site)}/ (open {shown(site / 'index.html')}), built in {time.perf_counter() - start:.0f} s")
