@@ -465,6 +465,11 @@ def start_lesson(config, flags, *, cpu_only: str | None = None, figures: dict[st
     use_course_style(quick=flags.quick)
     seed_everything(flags.seed)
     torch.set_num_threads(flags.threads)  # small tensors: one thread avoids per-op hand-off costs
+    # NumPy's and SciPy's BLAS get the same count: on small matrices their idle threads spin (scikit-learn's
+    # logistic regression cost 15x the CPU with the default pool)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(flags.threads)
     run = LessonRun(name, config, flags, device, outdir, figures=figures, metrics=metrics)
     print(f"{name}  |  device={device}  threads={flags.threads}  seed={flags.seed}  outdir={shown_path(outdir)}")
     if flags.quick:

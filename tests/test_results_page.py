@@ -7,8 +7,6 @@ one real --quick run of lesson 01.
 
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,7 +27,7 @@ def fake_lesson_run(fail=()):
     """A stand-in for timed_run: writes two figures and metrics.json with one holding and one failing claim."""
     from PIL import Image
 
-    def run(lesson, outdir, quick, limit_s):
+    def run(lesson, outdir, quick, limit_s, extra=()):
         outdir.mkdir(parents=True, exist_ok=True)
         if lesson[:2] in fail:
             return {"wall_s": 1.0, "cpu_s": 1.0, "peak_mib": 10, "exit": 1, "stderr": "boom: training diverged"}
@@ -97,7 +95,7 @@ def test_a_failing_lesson_exits_non_zero_and_leaves_nothing_stale(make_results, 
 
 def test_a_run_past_its_time_limit_is_stopped_and_reported(make_results, tmp_path, monkeypatch):
     monkeypatch.setattr(make_results, "lesson_command",
-                        lambda lesson, outdir, quick: [sys.executable, "-c", "import time; time.sleep(30)"])
+                        lambda lesson, outdir, quick, extra=(): [sys.executable, "-c", "import time; time.sleep(30)"])
     timing = make_results.timed_run("01_ebm_foundations", tmp_path / "x", quick=True, limit_s=1)
     assert timing["exit"] == "timeout" and timing["wall_s"] < 10
 
@@ -110,14 +108,20 @@ def test_stale_outputs_are_cleared_before_a_run(make_results, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
-@pytest.mark.lesson
-def test_results_page_from_a_real_quick_run(tmp_path):
-    results = tmp_path / "results.md"
-    cmd = [sys.executable, str(ROOT / "scripts" / "make_results.py"), "--lessons", "01", "--quick-only",
-           "--outputs", str(tmp_path / "out"), "--results", str(results)]
-    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300,
-                   env={**os.environ, "MPLBACKEND": "Agg"})
-    page = results.read_text()
-    assert "## 01_ebm_foundations" in page and "| --quick |" in page
-    assert "*From a `--quick` run: tiny settings" in page
-    assert list((tmp_path / "gallery").glob("01_fig*.png"))
+def test_quick_runs_repeat_for_a_median_and_extra_runs_get_their_own_row(make_results, tmp_path, monkeypatch):
+    cpu = iter([3.0, 1.0, 2.0])
+    fake = fake_lesson_run()
+
+    def run(lesson, outdir, quick, limit_s, extra=()):
+        timing = fake(lesson, outdir, quick, limit_s)
+        return {**timing, "cpu_s": next(cpu)} if quick else {**timing, "cpu_s": 50.0 if extra else 9.0}
+
+    monkeypatch.setattr(make_results, "timed_run", run)
+    assert make_results.main(["--lessons", "04", "--quick-repeats", "3", "--extra-run", "--dataset mnist --lecture",
+                              *paths(tmp_path)]) == 0
+    state = json.loads((tmp_path / "docs" / "results.json").read_text())
+    timings = state["04_restricted_boltzmann_machines"]["timings"]
+    assert timings["--quick"]["cpu_s"] == 2.0 and timings["--quick"]["cpu_runs"] == [3.0, 1.0, 2.0]
+    assert timings["--dataset mnist --lecture"]["cpu_s"] == 50.0 and timings["default"]["cpu_s"] == 9.0
+    page = (tmp_path / "docs" / "results.md").read_text()
+    assert "| --dataset mnist --lecture | 2.0 | 50.0 |" in page and "2.0 (median of 3.0, 1.0, 2.0)" in page

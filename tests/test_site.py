@@ -106,3 +106,16 @@ def test_the_browser_check_catches_a_broken_page(built, tmp_path):
     assert "image did not load: " + f"{LESSON}_files/no_such_figure.png" in problems
     assert "network request: https://example.org/remote.png" in problems
     assert "untypeset maths" in problems
+
+
+def test_results_page_from_the_same_real_quick_run(built, tmp_path):
+    """scripts/make_results.py builds lesson 01's section from the run this module already made (--no-run)."""
+    make_results = load_script("make_results")
+    _, outputs, _ = built
+    shutil.copytree(outputs / LESSON / "quick", tmp_path / "out" / "quick" / LESSON)
+    results = tmp_path / "docs" / "results.md"
+    assert make_results.main(["--lessons", "01", "--quick-only", "--no-run", "--outputs", str(tmp_path / "out"),
+                              "--results", str(results)]) == 0
+    page = results.read_text()
+    assert "## 01_ebm_foundations" in page and "*From a `--quick` run: tiny settings" in page
+    assert list((tmp_path / "docs" / "gallery").glob("01_fig*.png"))
