@@ -18,11 +18,18 @@ requirements=requirements.txt
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
 
+cpu_index=https://download.pytorch.org/whl/cpu
+index_reachable() {  # a 5-second look, so an offline machine does not wait for pip's retries
+  python -c "import urllib.request as u; u.urlopen('$cpu_index/', timeout=5)" >/dev/null 2>&1
+}
 if ! python -c 'import torch' 2>/dev/null; then
   if [ "$(uname -s)" = Linux ] && ! command -v nvidia-smi >/dev/null 2>&1; then
     # no NVIDIA GPU: the CPU wheels; where their index cannot be reached, requirements.txt installs from PyPI
-    python -m pip install --quiet torch torchvision --index-url https://download.pytorch.org/whl/cpu \
-      || echo "setup.sh: the CPU wheel index could not be reached; installing PyTorch from PyPI instead"
+    if index_reachable; then
+      python -m pip install --quiet torch torchvision --index-url "$cpu_index"
+    else
+      echo "setup.sh: PyTorch's CPU wheel index cannot be reached; installing PyTorch from PyPI instead"
+    fi
   fi
 fi
 python -m pip install --quiet -r "$requirements"
