@@ -28,6 +28,7 @@ import re
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,19 +113,18 @@ def executed_notebook(lesson: Path, quick: bool, rerun: bool, timeout: float):
             print(f"  {lesson.stem}: cached run ({shown(cached)})")
             return notebook, outdir
     notebook = jupytext.read(lesson)
-    saved = {k: os.environ.get(k) for k in ("EBM_ARGS", "MPLBACKEND", "EBM_PROGRESS")}
-    os.environ.update(EBM_ARGS=args, MPLBACKEND="module://matplotlib_inline.backend_inline", EBM_PROGRESS="off")
+    # the kernel's own CPU seconds, read by one extra cell at the end (removed again below)
+    notebook.cells.append(nbformat.v4.new_code_cell("import os as _os\nprint(sum(_os.times()[:2]))"))
+    env = dict(os.environ, EBM_ARGS=args, MPLBACKEND="module://matplotlib_inline.backend_inline", EBM_PROGRESS="off")
     start = time.perf_counter()
     print(f"  {lesson.stem}: running in a kernel with {args} ...", flush=True)
-    try:
-        client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                                         resources={"metadata": {"path": str(ROOT)}})
-        client.execute()
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.update({k: v})
+    client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                                     resources={"metadata": {"path": str(ROOT)}})
+    client.execute(env=env)
+    timing = notebook.cells.pop()
+    cpu_s = float(timing.outputs[0]["text"]) if timing.outputs else None
     notebook.metadata["ebm_site"] = {"hash": key, "args": args, "wall_s": round(time.perf_counter() - start, 1),
-                                     "quick": quick}
+                                     "cpu_s": round(cpu_s, 1) if cpu_s else None, "quick": quick}
     cache.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, cached)
     return notebook, outdir
@@ -377,6 +377,7 @@ def main(argv=None) -> int:
     parser.add_argument("--site", default=str(ROOT / "site"), help="where the site goes (default: site/)")
     parser.add_argument("--outputs", help="where the runs write (default: outputs/)")
     parser.add_argument("--rerun", action="store_true", help="execute the lessons even when the cache is current")
+    parser.add_argument("--jobs", type=int, default=1, help="lessons executed at the same time (one kernel each)")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds one notebook cell may take")
     args = parser.parse_args(argv)
     global OUTPUTS
@@ -386,14 +387,20 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     copy_static(site)
     failed = []
-    for lesson in lesson_files(args.lessons):
+
+    def build(lesson: Path) -> None:
         try:
             notebook, outdir = executed_notebook(lesson, args.quick, args.rerun, args.timeout)
         except Exception as err:  # a lesson that fails in the kernel: report it, build the others
             failed.append(f"{lesson.stem}: {type(err).__name__}: {str(err).strip().splitlines()[-1][:300]}")
-            continue
+            return
         downloads(lesson, site)
-        print(f"  {lesson.stem}: page {shown(lesson_page(lesson, notebook, outdir, site, args.quick))}")
+        page = lesson_page(lesson, notebook, outdir, site, args.quick)
+        cpu = notebook.metadata["ebm_site"].get("cpu_s")
+        print(f"  {lesson.stem}: page {shown(page)} (kernel: {cpu} s CPU)", flush=True)
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        list(pool.map(build, lesson_files(args.lessons)))
     (site / "downloads").mkdir(exist_ok=True)
     for lesson in lesson_files(None):  # every lesson's script, so the docs can link to an unrendered one
         shutil.copy2(lesson, site / "downloads" / lesson.name)

@@ -41,6 +41,16 @@ def lessons(selected: list[str] | None) -> list[str]:
     return [n for n in names if not selected or n[:2] in selected or n in selected]
 
 
+def declared_sections(lesson: str) -> list[int]:
+    """The section numbers a lesson declares in its SECTIONS constant (none if it declares none)."""
+    import ast
+
+    for node in ast.parse((ROOT / f"{lesson}.py").read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["SECTIONS"]:
+            return sorted(ast.literal_eval(node.value))
+    return []
+
+
 def lesson_command(lesson: str, outdir: Path, quick: bool, extra: tuple[str, ...] = ()) -> list[str]:
     return ([sys.executable, str(ROOT / f"{lesson}.py"), "--outdir", str(outdir)] + (["--quick"] if quick else [])
             + list(extra))
@@ -149,7 +159,9 @@ def lesson_section(lesson: str, entry: dict | None, page_dir: Path, gallery: Pat
     timings = entry.get("timings", {})
     if timings:
         lines += ["| run | wall (s) | CPU (s) | peak memory (MiB) | exit |", "|---|---|---|---|---|"]
-        for kind in ("default", "--quick", *sorted(k for k in timings if k not in ("default", "--quick"))):
+        others = sorted((k for k in timings if k not in ("default", "--quick")),
+                        key=lambda k: (k.startswith("--section"), len(k), k))  # --section 2 before --section 10
+        for kind in ("default", "--quick", *others):
             if kind in timings:
                 t = timings[kind]
                 runs = t.get("cpu_runs")
@@ -204,6 +216,8 @@ def main(argv=None) -> int:
     parser.add_argument("--extra-run", action="append", default=[], metavar="FLAGS",
                         help="also time the selected lessons with these flags (e.g. '--dataset mnist --lecture'); "
                         "a row of their timing table, not their claims")
+    parser.add_argument("--sections", action="store_true", help="also time `--section N` alone for every section "
+                        "the lesson declares (the course guide's live demos)")
     parser.add_argument("--jobs", type=int, default=1, help="lessons run at the same time (each uses one thread; "
                         "more jobs than cores inflate the wall times, not the CPU times)")
     args = parser.parse_args(argv)
@@ -223,8 +237,10 @@ def main(argv=None) -> int:
         if not args.no_run:
             runs = [] if args.no_quick else [("--quick", quick_dir, True, args.quick_timeout)]
             runs += [] if args.quick_only else [("default", default_dir, False, args.timeout)]
+            extras = list(args.extra_run) + ([f"--section {n}" for n in declared_sections(lesson)] if args.sections
+                                             else [])
             runs += [(flags, outputs / "extra" / lesson / re.sub(r"[^\w=.-]+", "_", flags), False, args.timeout)
-                     for flags in args.extra_run]
+                     for flags in extras]
             for kind, outdir, quick, limit in runs:
                 print(f"{lesson} {kind} ...", flush=True)
                 repeats = args.quick_repeats if quick else 1
