@@ -476,7 +476,10 @@ def start_lesson(config, flags, *, cpu_only: str | None = None, figures: dict[st
         print(f"[{QUICK_MARK}]")
     if flags.section is not None:
         what = f"exercise {flags.exercise} needs" if flags.exercise is not None else "--section"
-        print(f"[sections {','.join(map(str, flags.section))} only ({what}); the others are skipped]")
+        if flags.section:
+            print(f"[sections {','.join(map(str, flags.section))} only ({what}); the others are skipped]")
+        else:
+            print(f"[no section runs (exercise {flags.exercise} needs none); only its stub]")
     print(changed_flags_line(config, flags))
     run.metrics["provenance"] = provenance(flags, device)
     run.metrics["config"] = {k: getattr(config, k) for k in config.__dataclass_fields__}
