@@ -94,9 +94,9 @@ class Config:
     # -- section 1: energy descent on random patterns
     demo_units: int = count(100, minimum=8)  # N for the descent demo; larger: longer staircases, same 0 increases
     demo_patterns: int = count(14)  # P; 14/100 sits at the capacity limit (sync 2-cycles common); fewer: rarer
-    demo_cue_noise: float = probability(0.3)  # fraction of bits flipped in the demo cues; above ~0.4 recall fails
+    demo_cue_noise: float = probability(0.3)  # fraction of bits flipped in the demo cues; more: fewer exact recalls
     random_starts: int = count(200)  # random initial states for the sync census and section 4; more: finer fractions
-    max_sweeps: int = count(30)  # cap on async sweeps / sync steps; retrieval needs < 5, below ~20 some runs undecided
+    max_sweeps: int = count(30)  # cap on async sweeps / sync steps; retrieval needs < 5, random starts ~20
     # -- section 2: digits
     digit_classes: tuple[int, ...] = between((0, 1, 2, 3, 4, 5), 0, 9)  # class prototypes stored; more: more crosstalk
     digit_noise: float = probability(0.1)  # fraction of the 64 pixels flipped in the noisy cues; more: harder recall
@@ -118,12 +118,12 @@ class Config:
     glauber_sweeps: int = count(60)  # sweeps per chain; near T = 1 relaxation slows (critical): fewer bias m there
     glauber_burn_in: int = count(20, minimum=0)  # sweeps dropped before averaging the overlap; too few bias m upwards
     # -- section 6: modern Hopfield networks
-    modern_units: int = count(100, minimum=8)  # N for random-pattern retrieval; larger: more separated patterns
+    modern_units: int = count(100, minimum=8)  # N for random-pattern retrieval; random overlaps shrink like 1/sqrt(N)
     modern_loads: tuple[float, ...] = positive((0.05, 0.1, 0.14, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0))  # P/N grid
     modern_cue_noise: float = probability(0.2)  # bits flipped in the cues of section 6; more: cues nearer to others
     beta: float = positive(1.0)  # inverse temperature of the modern update; smaller averages patterns (a blur)
     betas: tuple[float, ...] = positive((0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0))  # beta sweep
-    digit_memories: int = count(200, minimum=10)  # digit images stored by the modern network; more: lower ceiling
+    digit_memories: int = count(200, minimum=10)  # digit images stored by the modern network; more: a higher load P/64
 
 
 QUICK = {
@@ -432,26 +432,22 @@ if run.section(2):
 # %% [markdown]
 # ## 3. Capacity: how many random patterns fit in N units?
 #
-# For $P$ random patterns (load $\alpha = P/N$) the field on unit $i$ of pattern 1 is
+# For $P$ random patterns (load $\alpha = P/N$) the field on a unit of a stored pattern is a signal of
+# about 1 plus a Gaussian crosstalk of variance $\approx \alpha$, so each bit is unstable with probability
 #
-# $$\xi_i^1 h_i = \frac{N-1}{N} + \text{crosstalk}, \qquad
-#   \text{crosstalk} \sim \mathcal{N}\!\left(0, \frac{(N-1)(P-1)}{N^2}\right),$$
+# $$p = \Phi\!\left(-\sqrt{(N-1)/(P-1)}\right) \approx \Phi(-1/\sqrt{\alpha}),$$
 #
-# so each bit is unstable with probability $p = \Phi(-\sqrt{(N-1)/(P-1)}) \approx \Phi(-1/\sqrt{\alpha})$, and
-# a pattern is an EXACT fixed point with probability $\approx (1 - p)^N$. That goes to zero already at
-# $P \approx N/(2 \ln N)$ (McEliece et al. 1987). Amit, Gutfreund & Sompolinsky (1985) asked instead whether a
-# stable state NEAR the pattern survives: the dynamics flips the few unstable bits, and the network
-# settles with overlap $m \approx 0.97$ up to $\alpha_c \approx 0.138$, where $m$ jumps to a low value.
+# and a pattern is an EXACT fixed point with probability $\approx (1 - p)^N$, which vanishes already at
+# $P \approx N/(2 \ln N)$ (McEliece et al. 1987). Amit, Gutfreund & Sompolinsky (AGS, 1985) asked instead
+# whether a stable state NEAR the pattern survives: it does, with overlap $m \approx 0.97$, up to
+# $\alpha_c \approx 0.138$. Derivations: docs/derivations/hopfield_capacity_and_temperature.md.
 #
-# Our estimator: start async recall at every stored pattern, take the mean final overlap $m(\alpha)$ over
-# all patterns and trials, and define $\alpha_c$ as the first load where $m(\alpha)$ falls below
-# `--overlap-threshold` (0.9), linearly interpolated between grid points. With $m = 0.97$ for retrieved
-# and ~0.4 for lost patterns, a mean of 0.9 means ~10% of the patterns are lost. The standard error comes
-# from repeating the estimate on each of the `--n-trials` independent sweeps. The same recall from a cue
-# with 10% flipped bits shows the basins of attraction. We compare three rules: Hebbian; Storkey (1997),
-# which subtracts the local fields of the patterns already stored; and the pseudo-inverse, whose patterns
-# are fixed points for any $P < N$. All trials of one load run as one batched tensor computation
-# (K networks x P cues), one unit update at a time.
+# Our estimator: start async recall at every stored pattern and call $\alpha_c$ the first load where the
+# mean final overlap falls below `--overlap-threshold` (0.9: about one pattern in ten lost), linearly
+# interpolated; its standard error comes from the `--n-trials` independent sweeps. Recall from a cue with
+# 10% flipped bits shows the basins of attraction. Three rules: Hebbian; Storkey (1997), which subtracts
+# the local fields of the patterns already stored; and the pseudo-inverse, whose patterns are fixed points
+# for any $P < N$. All trials of one load run as one batched computation (K networks x P cues).
 
 # %%
 AGS_ALPHA_C = 0.138  # Amit, Gutfreund & Sompolinsky (1985), N -> infinity
@@ -648,9 +644,9 @@ if run.section(3):
 # $$\text{pattern: } \frac{E}{N} = -\frac12 + \frac{1}{2N}, \qquad
 #   \text{3-mixture: } \frac{E}{N} = -\frac38 + \frac{3}{8N}$$
 #
-# (expected values for random patterns). The mixture is a higher, shallower valley: stable at $T = 0$
-# for $\alpha$ below ~0.03, and the first to melt at $T > 0$. Starting from random states shows which
-# valleys the dynamics actually finds.
+# (expected values for random patterns; derivation: docs/derivations/hopfield_capacity_and_temperature.md).
+# The mixture is a higher, shallower valley: stable at $T = 0$ for $\alpha$ below ~0.03, and the first to
+# melt at $T > 0$. Starting from random states shows which valleys the dynamics actually finds.
 
 # %%
 ATTRACTOR_KINDS = ("pattern", "reversed pattern", "3-mixture", "other")
@@ -758,17 +754,15 @@ if run.section(4):
 #
 # $$p(x_i = +1 \mid \text{rest}) = \sigma(2 h_i / T).$$
 #
-# This heat-bath (Glauber) update leaves the Boltzmann distribution $p(x) = e^{-E(x)/T} / Z$ invariant, so the
-# Hopfield network at $T > 0$ IS a Boltzmann machine with Hebbian weights (lesson 03 learns $W$ instead).
-# With one stored pattern the overlap obeys the mean-field equation $m = \tanh(m / T)$, exact as
-# $N \to \infty$ (the Curie-Weiss magnet): retrieval ($m > 0$) survives up to $T = 1$ and melts above.
-# With $P$ patterns the crosstalk acts as extra noise and the memories melt earlier, at
-# $T_M(\alpha) \approx 1 - 1.95 \sqrt{\alpha}$ for small $\alpha$ (Amit, Gutfreund & Sompolinsky 1985).
-# Each chain starts at pattern 1; we average $|m|$ over the sweeps after a burn-in ($|m|$, because a
-# finite network near $T = 1$ hops between $\xi$ and $-\xi$, which is the same memory). Above $T = 1$ a
-# finite network keeps Gaussian fluctuations: $\langle |m| \rangle = \sqrt{2/\pi} \sqrt{T / (N (T - 1))}$,
-# not 0. (`glauber_sweep` is `common.boltzmann.gibbs_sweep(spins=True)` in random order with one
-# temperature per chain, so all temperatures run as one batch.)
+# This heat-bath (Glauber) update leaves $p(x) = e^{-E(x)/T} / Z$ invariant, so the Hopfield network at
+# $T > 0$ IS a Boltzmann machine with Hebbian weights (lesson 03 learns $W$ instead). With one pattern the
+# overlap obeys $m = \tanh(m / T)$ as $N \to \infty$: retrieval survives up to $T = 1$. Above it a finite
+# network keeps Gaussian fluctuations, $\langle |m| \rangle = \sqrt{2/\pi} \sqrt{T / (N (T - 1))}$, not 0. With
+# $P$ patterns the crosstalk adds noise and memories melt earlier, at $T_M(\alpha) \approx 1 - 1.95 \sqrt{\alpha}$
+# (AGS 1985). Derivations: docs/derivations/hopfield_capacity_and_temperature.md. Each chain starts at
+# pattern 1; we average $|m|$ after a burn-in (a finite network near $T = 1$ hops between $\xi$ and $-\xi$,
+# the same memory). `glauber_sweep` is `common.boltzmann.gibbs_sweep(spins=True)` in random order with one
+# temperature per chain, so all temperatures run as one batch.
 
 # %%
 
