@@ -79,7 +79,7 @@ from common.config import between, count, parse_flags, positive
 @dataclass
 class Config:
     # -- section 1: energy -> density
-    temperature: float = positive(1.0)  # T in exp(-E/T)/Z; above 1 flattens p, below 1 sharpens it (every section)
+    temperature: float = positive(1.0)  # T in p = exp(-E/T)/Z; above 1 flattens p, below 1 sharpens it
     gauss_std: float = positive(0.7)  # s of the 1-D Gaussian energy (x - mu)^2 / (2 s^2); larger: wider p, larger Z
     gauss_mean: float = between(0.5, -5.0, 5.0)  # mu of that energy: moves p sideways, Z unchanged; plots show [-3, 3]
     # -- section 2: temperature
