@@ -601,7 +601,7 @@ if run.section(3):
     axes[0].legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2)  # below the axes
     axes[1].plot(p_values / n, theory_stable, "k:", label=r"Hebbian theory $(1-p)^N$")
     axes[1].axvline(1 / (2 * math.log(n)), color="gray", lw=0.8, ls="--", label=r"$1/(2 \ln N)$")
-    axes[1].set(xlabel=r"load $\alpha = P/N$", ylabel="fraction of patterns that are fixed points",
+    axes[1].set(xlabel=r"load $\alpha = P/N$", ylabel="fraction that are fixed points",
                 title="exact fixed points")
     axes[1].legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2)
     near = [a for a in hebb if 0.1 <= a <= 0.22][::2] or list(hebb)
