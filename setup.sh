@@ -5,7 +5,7 @@
 #   bash setup.sh          # what the lessons need
 #   bash setup.sh --dev    # and the test, lint and notebook tools (requirements-dev.txt)
 #
-# Then: source .venv/bin/activate && python 01_ebm_foundations.py
+# Then: .venv/bin/python 01_ebm_foundations.py   (or source .venv/bin/activate, then python ...)
 set -euo pipefail
 cd "$(dirname "$0")"
 python=${PYTHON:-python3}
@@ -44,5 +44,5 @@ except Exception as err:  # built for another torch: only --dataset mnist needs 
     print(f"setup.sh: torchvision does not import ({type(err).__name__}); the digits lessons run without it, "
           "--dataset mnist needs it")
 import torch
-print(f"setup.sh: ready (torch {torch.__version__}). Now: source .venv/bin/activate && python 01_ebm_foundations.py")
+print(f"setup.sh: ready (torch {torch.__version__}). Now: .venv/bin/python 01_ebm_foundations.py")
 PY
