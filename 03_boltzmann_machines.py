@@ -82,35 +82,36 @@ class Config:
     # -- sections 1-2: a fully visible machine small enough to enumerate
     n_units: int = between(12, 2, 20)  # units; all 2^n states are enumerated (16 -> 65536 is still quick)
     weight_scale: float = nonnegative(1.0)  # std of the random weights W_ij; tau grows with it (section 6)
-    bias_scale: float = nonnegative(0.5)  # std of the random biases b_i
-    temperatures: tuple[float, ...] = positive((0.5, 1.0, 2.0))  # T values drawn in figure 1
+    bias_scale: float = nonnegative(0.5)  # std of the random biases b_i; larger lets a few states dominate p(s)
+    temperatures: tuple[float, ...] = positive((0.5, 1.0, 2.0))  # T drawn in fig01; lower T sharpens the sigmoid
     n_chains: int = count(256, minimum=2)  # parallel chains; draws = chains x sweeps set the TV noise floor
     n_sweeps: int = count(2000, minimum=8)  # sweeps per chain; TV falls like 1/sqrt(draws) down to the floor
     burn_in: int = count(50, minimum=0)  # sweeps dropped from the start of every chain (need ~10 here)
-    max_lag: int = count(30)  # lags shown in the autocorrelation plot
+    max_lag: int = count(30)  # lags shown in the autocorrelation plot (changes only the plot)
     # -- section 3: temperature and simulated annealing
     n_glass: int = between(20, 3, 24)  # spins of the SK glass; exhaustive search visits 2^n states (20: 1M, ~1 s)
-    t_start: float = positive(3.0)  # first annealing temperature (the SK glass freezes near T = 1)
-    t_end: float = positive(0.05)  # last annealing temperature
-    anneal_sweeps: tuple[int, ...] = count((10, 30, 100, 300))  # schedule lengths K compared
+    t_start: float = positive(3.0)  # first annealing T; below ~1 (where the glass freezes) runs start stuck
+    t_end: float = positive(0.05)  # last annealing T; lower raises p_T(ground), the success ceiling
+    anneal_sweeps: tuple[int, ...] = count((10, 30, 100, 300))  # schedule lengths K; longer ends lower
     anneal_runs: int = count(256)  # independent runs per schedule and length; a rate's SE is <= 0.5/sqrt(runs)
-    glass_check_sweeps: int = count(300)  # Gibbs sweeps per chain for the <E>_T check against enumeration
+    glass_check_sweeps: int = count(300)  # sweeps per chain of the <E>_T check; more shrinks its SE
     # -- sections 4-5: learning bars-and-stripes
-    dataset: str = choice("even", ("even", "any"))  # 3x3 bars-and-stripes; even = only an even number of lit lines
+    dataset: str = choice("even", ("even", "any"))  # 3x3 BAS; even (parity) needs hidden units, any not
     n_hidden: int = between(3, 1, 8)  # hidden units of section 5; 2^(9 + n_hidden) states are enumerated every step
-    n_steps: int = count(1500)  # gradient steps (full batch) for every machine
+    n_steps: int = count(1500)  # full-batch gradient steps; more: lower KL, slower-mixing Gibbs chains
     learning_seeds: int = count(3, minimum=1)  # Gibbs-gradient runs with different chain seeds (mean +- SE)
     lr: float = positive(0.3)  # step of gradient ascent on the mean log-likelihood; 0.5 makes the Gibbs run wobble
-    momentum: float = between(0.0, 0.0, 1.0, open_high=True)  # heavy-ball momentum; 0.9 speeds up exact learning but
-    # breaks the Gibbs run once its chains stop mixing (exercise 3)
+    momentum: float = between(0.0, 0.0, 1.0, open_high=True)  # heavy-ball momentum; 0.9 speeds up exact learning
+        # but breaks the Gibbs run once its chains stop mixing (exercise 3)
     init_scale: float = nonnegative(0.3)  # std of the initial weights; hidden units need > 0 to break symmetry
-    gibbs_chains: int = count(100)  # persistent chains that estimate <s_i s_j>_model
-    gibbs_sweeps_per_step: int = count(5)  # sweeps of those chains per gradient step (all sweeps are averaged)
+    gibbs_chains: int = count(100)  # persistent chains for <s_i s_j>_model; fewer: noisier gradient (exercise 3)
+    gibbs_sweeps_per_step: int = count(5)  # sweeps per gradient step (all averaged); more: less noise, slower
     # -- section 6: why it is slow
-    weight_multipliers: tuple[float, ...] = positive((0.5, 1.0, 1.5, 2.0, 2.5, 3.0))  # scale W, b by these
-    mixing_chains: int = count(64, minimum=2)  # chains for the autocorrelation-time measurements
+    weight_multipliers: tuple[float, ...] = positive((0.5, 1.0, 1.5, 2.0, 2.5, 3.0))  # scale W, b by beta (= cooling to T = 1/beta)
+        # tau grows with beta; past ~3 the chains are too short to measure it
+    mixing_chains: int = count(64, minimum=2)  # chains per tau measurement; more: smaller SE
     mixing_sweeps: int = count(2000, minimum=8)  # sweeps per chain (half kept); tau above kept/20 is a lower bound
-    snapshots: int = count(5, minimum=2)  # points along training where the machines' mixing time is measured
+    snapshots: int = count(5, minimum=2)  # points along training where tau is measured; more: finer fig08, slower
 
 
 QUICK = {
@@ -1142,11 +1143,35 @@ if run.section(6):
 # good as a model that only knows the pixel means and pairwise correlations?
 
 # %%
+if run.stub(1):  # run with --exercise 1 --weight-scale 2: only section 2 runs, then this line
+    m = run.metrics
+    print(f"\nExercise 1: gibbs_tv_final {m['gibbs_tv_final']:.4f} (i.i.d. floor {m['tv_iid_expected_final']:.4f}), "
+          f"rhat_max {m['rhat_max']:.4f}, ESS/draw {m['ess_per_draw']['gibbs']:.3f} (Gibbs), "
+          f"{m['ess_per_draw']['metropolis']:.3f} (Metropolis): compare with your predictions")
+
+if run.stub(2):  # --exercise 2 --dataset any: sections 4 and 5 only
+    print(f"\nExercise 2: kl_visible_only {run.metrics['kl_visible_only']:.4f}, "
+          f"kl_with_hidden {run.metrics['kl_with_hidden']:.4f} nats ({cfg.dataset} images)")
+
+if run.stub(3):  # --exercise 3 --momentum 0.9: sections 4 and 6 only
+    taus = ", ".join(f"{name} {t['slowest_unit']:.0f}" for name, t in run.metrics["tau_trained"].items())
+    print(f"\nExercise 3: kl_visible_only {run.metrics['kl_visible_only']:.4f}, kl_visible_only_gibbs "
+          f"{run.metrics['kl_visible_only_gibbs']['mean']:.4f} (momentum {cfg.momentum:g}); slowest-unit tau of "
+          f"the trained machines: {taus} sweeps")
+
 if run.stub(4):
     gen = run.generator("exercise-4")
     ladder = torch.logspace(math.log10(cfg.t_end * 4), math.log10(cfg.t_start), 8, dtype=DTYPE)  # T_1 < ... < T_R
     replicas = 2.0 * (torch.rand(len(ladder), cfg.n_glass, generator=gen, dtype=DTYPE) < 0.5).to(DTYPE) - 1  # (R, n)
     print(f"\nExercise 4 stub: {len(ladder)} replicas at T = {[round(float(t), 3) for t in ladder]}")
     print("  TODO: sweep each replica at its own T, then propose neighbour swaps; count visits of E0.")
+
+if run.stub(5):
+    gen = run.generator("exercise-5")
+    # the clamped phase by sampling: one chain per data vector over [v clamped | h], only h is ever redrawn
+    clamped = torch.cat([data, (torch.rand(len(data), cfg.n_hidden, generator=gen, dtype=DTYPE) < 0.5).to(DTYPE)], 1)
+    print(f"\nExercise 5 stub: {len(clamped)} clamped chains of {clamped.shape[1]} units ({cfg.n_hidden} hidden)")
+    print("  TODO: sweep only the hidden units of these chains, average s s^T over them for the data term, estimate "
+          "the model term with free chains, and train(...) with that gradient.")
 
 run.finish()

@@ -123,11 +123,12 @@ class Config:
     data_dir: str = ""  # folder that holds MNIST/raw/; "" means $EBM_DATA_DIR or data/ in the repository
     download: bool = False  # --download: fetch MNIST (5 s timeout) when it is not in the data folder
     lecture: bool = False  # --lecture (needs --dataset mnist): 5,000/2,000 images, 16-unit small model, 20 epochs
-    max_train: int = count(20000, minimum=0)  # training images kept (0 = all); MNIST has 60,000, digits 1,438
+    max_train: int = count(20000, minimum=0)  # training images kept (0 = all)
+        # more: better LL, slower epochs; MNIST has 60,000, the digits 1,438
     max_test: int = count(0, minimum=0)  # test images scored (0 = all); MNIST has 10,000, digits 359
     # -- section 1: the tiny RBM checked by brute force
     tiny_visible: int = count(4)  # visible units of the tiny RBM (2^(n_v + n_h) joint states are enumerated)
-    tiny_hidden: int = count(3)  # hidden units of the tiny RBM
+    tiny_hidden: int = count(3)  # hidden units of the tiny RBM (the check is exact at any size; > 10 slows it)
     tiny_weight_scale: float = positive(1.0)  # its weights ~ N(0, s^2); large enough that p(v) is far from flat
     # -- section 2: training (defaults from Hinton's practical guide)
     n_hidden_small: int = between(20, 1, 22)  # hidden units of the small RBM; exact log Z enumerates 2^n
@@ -136,29 +137,29 @@ class Config:
     lr: float = positive(0.05)  # learning rate on the mean gradient; 0.2 already ends ~2 nats worse (noise)
     k: int = count(1)  # Gibbs steps in CD-k; k = 10 is closer to the true gradient, ~2.5x slower per epoch
     batch_size: int = count(32)  # mini-batch size; the guide suggests 10-100 (one example per class or so)
-    momentum_start: float = probability(0.5)  # momentum for the first epochs, while the gradient is large
+    momentum_start: float = probability(0.5)  # momentum while the gradient is large; higher can overshoot early
     momentum_end: float = probability(0.9)  # momentum afterwards; 0.5 throughout learns more slowly
-    momentum_switch: int = count(5, minimum=0)  # epochs run with --momentum-start before switching
+    momentum_switch: int = count(5, minimum=0)  # epochs at --momentum-start (0: --momentum-end from the start)
     weight_decay: float = nonnegative(1e-4)  # L2 penalty on W (not the biases); the guide's 1e-4 (0 = none)
     weight_scale: float = positive(0.01)  # initial W ~ N(0, s^2); the guide's 0.01; large values saturate h
-    eval_every: int = count(5)  # epochs between exact-LL checkpoints of the small model (each enumerates 2^n)
-    monitor_size: int = count(1000)  # training images used for the monitors (like the test set, fixed)
+    eval_every: int = count(5)  # epochs between exact-LL checkpoints (2^n each); smaller: finer fig02, slower
+    monitor_size: int = count(1000)  # training images for the monitors (fixed); more: smoother curves, slower
     # -- section 3: likelihood
     ais_chains: int = count(100)  # AIS runs; the +-3 SE half-width shrinks like 1/sqrt(chains)
     ais_betas: int = count(3000)  # AIS intermediate temperatures; too few give a noisy, on average low log Z
-    ais_sweep: tuple[int, ...] = count((10, 30, 100, 300, 1000, 3000))  # numbers of temperatures in fig03
+    ais_sweep: tuple[int, ...] = count((10, 30, 100, 300, 1000, 3000))  # fig03's sweep; one AIS run each
     # -- section 4: pictures
-    n_chains: int = count(100)  # Gibbs chains for the sample grid
+    n_chains: int = count(100)  # Gibbs chains for the sample grid (fig06 shows up to 100)
     gibbs_steps: int = count(1000)  # length of the sampling chains; they look like digits after ~10 steps
     # -- section 5: features
-    logreg_c: float = positive(1.0)  # inverse L2 strength of the logistic regression (scikit-learn's C)
+    logreg_c: float = positive(1.0)  # inverse L2 strength of the logistic regression; smaller regularises more
     logreg_max_iter: int = count(2000)  # lbfgs iterations; enough to converge (never use tol=1, see text)
     # -- section 6: deep belief network
     dbn_hidden: int = count(50)  # exercise 7: units of h2 in the wider stack on the large RBM
-    dbn_lr: float = positive(0.01)  # learning rate of the DBN's top RBM (started at W1^T); fig09 shows the bound
+    dbn_lr: float = positive(0.01)  # rate of the DBN's top RBM (from W1^T); larger: faster, noisier bound
     # -- section 7: scikit-learn
     sklearn_seeds: int = count(3, minimum=2)  # seeds of the timed comparison (each trains 3 rungs + 3 sklearn RBMs)
-    pcd_lr: float = positive(0.05)  # starting rate of the PCD rungs, decayed linearly to 0 over --epochs
+    pcd_lr: float = positive(0.05)  # PCD rungs' first rate, decayed to 0 over --epochs; not tuned (try 0.02-0.1)
 
 
 QUICK = {"max_train": 300, "max_test": 100, "dataset": "digits", "n_hidden_small": 8, "n_hidden_large": 16,
@@ -1185,6 +1186,23 @@ if run.section(7):
 # apply to this stack (what is B(v) at initialisation?).
 
 # %%
+def training_report(exercise: int) -> None:
+    """What exercises 1 and 2 ask about: the small model's exact test LL, free-energy gap and cost per epoch."""
+    print(f"\nExercise {exercise}: test_loglik_exact {test_loglik_exact:.3f} nats, free-energy gap "
+          f"{hist_small['free_energy_gap'][-1]:.3f}, {hist_small['cpu'] / cfg.epochs:.4f} CPU s per epoch (section 2; "
+          f"CD-{cfg.k}, momentum_end {cfg.momentum_end:g}, weight_decay {cfg.weight_decay:g})")
+
+
+if run.stub(1):  # --exercise 1 --k 10: sections 2-3 only, then this line
+    training_report(1)
+
+if run.stub(2):  # --exercise 2 --weight-decay 0
+    training_report(2)
+
+if run.stub(5):  # --exercise 5 --n-hidden-small 10: section 3 only
+    print(f"\nExercise 5: {cfg.n_hidden_small} hidden units: test LL {test_loglik_exact:.3f}, train LL "
+          f"{float(ll_train_small.mean()):.3f}, gap {float(ll_train_small.mean()) - test_loglik_exact:.3f} nats")
+
 if run.stub(3):
     gen = run.generator("exercise-3")
     # Exercise 3 stub: fill in the two TODOs, then run with --exercise 3.
