@@ -107,7 +107,7 @@ class Config:
     gibbs_chains: int = count(100)  # persistent chains for <s_i s_j>_model; fewer: noisier gradient (exercise 3)
     gibbs_sweeps_per_step: int = count(5)  # sweeps per gradient step (all averaged); more: less noise, slower
     # -- section 6: why it is slow
-    weight_multipliers: tuple[float, ...] = positive((0.5, 1.0, 1.5, 2.0, 2.5, 3.0))  # scale W, b by beta (= cooling to T = 1/beta)
+    weight_multipliers: tuple[float, ...] = positive((0.5, 1.0, 1.5, 2.0, 2.5, 3.0))  # W, b times beta (T = 1/beta)
         # tau grows with beta; past ~3 the chains are too short to measure it
     mixing_chains: int = count(64, minimum=2)  # chains per tau measurement; more: smaller SE
     mixing_sweeps: int = count(2000, minimum=8)  # sweeps per chain (half kept); tau above kept/20 is a lower bound
