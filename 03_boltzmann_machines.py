@@ -189,15 +189,15 @@ def random_machine(n: int, weight_scale: float, bias_scale: float) -> tuple[torc
 # %% [markdown]
 # ## 1. Stochastic binary units and the Boltzmann distribution
 #
-# Units s_i in {0, 1}, symmetric weights W (W_ii = 0), biases b, and the energy of lessons 01-02:
-#     E(s) = -1/2 s^T W s - b^T s,          p(s) = exp(-E(s)/T) / Z,   Z = sum_s exp(-E(s)/T).
+# Units $s_i \in \{0, 1\}$, symmetric weights $W$ ($W_{ii} = 0$), biases $b$, and the energy of lessons 01-02:
+# $$E(s) = -\tfrac{1}{2} s^\top W s - b^\top s, \qquad p(s) = \frac{e^{-E(s)/T}}{Z}, \qquad Z = \sum_s e^{-E(s)/T}.$$
 # A Hopfield unit switches on when its field is positive. A Boltzmann unit switches on at random:
-#     p(s_i = 1 | rest) = sigma((sum_j W_ij s_j + b_i) / T).
+# $$p(s_i = 1 \mid \mathrm{rest}) = \sigma\Big(\big(\textstyle\sum_j W_{ij} s_j + b_i\big) / T\Big).$$
 # This is not a new assumption: it IS the conditional of p(s). Flipping s_i changes the energy by
-# exactly the field, E(s_i=0) - E(s_i=1) = sum_j W_ij s_j + b_i, so the ratio of the two
-# probabilities is exp(field / T) and the normalised ratio is the sigmoid. We check it below on
-# random (unit, rest) pairs by dividing enumerated probabilities. T -> 0 makes the unit a
-# deterministic Hopfield unit; T -> infinity makes it a fair coin.
+# exactly the field, $E(s_i{=}0) - E(s_i{=}1) = \sum_j W_{ij} s_j + b_i$, so the ratio of the two
+# probabilities is $e^{\text{field}/T}$ and the normalised ratio is the sigmoid. We check it below on
+# random (unit, rest) pairs by dividing enumerated probabilities. $T \to 0$ makes the unit a
+# deterministic Hopfield unit; $T \to \infty$ makes it a fair coin.
 
 # %%
 gen = run.generator("boltzmann-units")  # this section's own stream: other sections' flags leave it alone
@@ -273,7 +273,6 @@ if run.section(1):
 
 # %% [markdown]
 # **What to notice**
-#
 # - Every dot sits on its curve (the printed differences are round-off): the logistic unit is the
 #   exact conditional of the Boltzmann distribution, at every temperature.
 # - Lower T sharpens the sigmoid and concentrates p(s) on a few low-energy states; higher T flattens
@@ -284,15 +283,16 @@ if run.section(1):
 # ## 2. Gibbs sampling, checked against the exact distribution
 #
 # Gibbs sampling visits the units in turn and redraws each from its conditional,
-#     s_i <- 1 with probability sigma((W_i . s + b_i) / T),
+# $$s_i \leftarrow 1 \ \text{with probability}\ \sigma\big((W_i \cdot s + b_i) / T\big),$$
 # which leaves p(s) invariant; a sweep updates all n units once. The few lines below are the whole
 # sampler; from here on we use `common.boltzmann.gibbs_sweep`, which is the same code (and the assert
 # checks that both produce identical chains from the same random numbers).
 #
 # How to know the chains are right? With 2^n states we can compare the histogram of the draws with
-# the exact p by the total variation TV = 1/2 sum_s |p_hat(s) - p(s)|. Even PERFECT i.i.d. draws do
+# the exact $p$ by the total variation $\mathrm{TV} = \frac12 \sum_s |\hat p(s) - p(s)|$. Even PERFECT i.i.d. draws do
 # not reach 0: with N draws each count has binomial noise, and
-#     E[TV] = sum_s E|X_s - N p_s| / (2N)  ~  sum_s sqrt(p_s (1 - p_s) / (2 pi N))  <=  sqrt((K-1) / (2 pi N))
+# $$\mathbb{E}[\mathrm{TV}] = \sum_s \frac{\mathbb{E}|X_s - N p_s|}{2N}
+# \approx \sum_s \sqrt{\frac{p_s (1 - p_s)}{2 \pi N}} \le \sqrt{\frac{K-1}{2 \pi N}}$$
 # for K states (exact by de Moivre's formula, `common.diagnostics.expected_tv_iid`). That is the floor
 # a correct sampler can reach; correlated draws sit above it by about sqrt(tau), tau the
 # autocorrelation time. Single-site Metropolis (propose a flip, accept with min(1, exp(-dE/T))) is
@@ -391,7 +391,6 @@ if run.section(2):
 
 # %% [markdown]
 # **What to notice**
-#
 # - Both samplers sit ON the i.i.d. curve and TV shrinks like 1/sqrt(draws): the final TV of each is
 #   below 1.1 x the floor (the claims; the default run gives a ratio of 1.00). That line can fail:
 #   tests/test_tv_floor.py shows, at this number of draws, a sampler that skips the most probable
@@ -493,7 +492,6 @@ if run.section(2):
 
 # %% [markdown]
 # **What to notice**
-#
 # - By sweep 10 the chains' mean energy is within 3 standard errors of the exact <E> (a claim), so
 #   the burn-in of 50 is generous. R-hat on the first 4 sweeps is above 1.05 (the first half of each
 #   chain still remembers its start) and falls towards 1 as the window grows; after dropping the
@@ -514,7 +512,8 @@ if run.section(2):
 #
 # Temperature decides what the sampler sees: at high T, p(s) is nearly uniform and chains wander;
 # as T -> 0 it piles up on the ground state(s). The exact curves come from the enumerated energies:
-#     <E>_T = sum_s E(s) p_T(s),  C(T) = Var_T(E) / T^2,  P_T(ground) = sum over the ground pair p_T(s).
+# $$\langle E \rangle_T = \sum_s E(s)\, p_T(s), \qquad C(T) = \frac{\mathrm{Var}_T(E)}{T^2},
+# \qquad P_T(\text{ground}) = \sum_{s \in \text{ground pair}} p_T(s).$$
 # Simulated annealing (Kirkpatrick et al. 1983) runs Gibbs sweeps while lowering T, so the chain
 # can cross barriers early and settle late. With +-1 spins the conditional is
 # p(s_i = +1 | rest) = sigma(2 field / T) (the energy gap between s_i = +1 and -1 is twice the field).
@@ -596,7 +595,6 @@ if run.section(3):
 
 # %% [markdown]
 # **What to notice**
-#
 # - Gibbs at three temperatures agrees with the enumerated <E>_T within 3 standard errors (a claim).
 # - The ground pair holds half of the mass only below T = 0.076 (printed), far below the heat
 #   capacity's peak near T = 1 (a claim: below half of it). The cause is printed too: the next
@@ -692,7 +690,6 @@ if run.section(3):
 
 # %% [markdown]
 # **What to notice**
-#
 # - A quench (T = T_end from the start) is greedy descent with rare uphill moves: its energy drops in
 #   a few sweeps and then barely moves. It succeeds only for the runs that start in the ground
 #   state's basin, which in a 20-spin glass is a large fraction, so it is a serious baseline here.
@@ -716,12 +713,14 @@ if run.section(3):
 # Data: 3x3 bars-and-stripes images. By default (`--dataset even`) we keep only images with an
 # even number of lit lines: 7 images. Maximum likelihood for p(s) = exp(-E(s))/Z gives (see
 # docs/derivations/mle_gradient.md)
-#     dL/dW_ij = <s_i s_j>_data - <s_i s_j>_model,     dL/db_i = <s_i>_data - <s_i>_model,
+# $$\frac{\partial L}{\partial W_{ij}} = \langle s_i s_j \rangle_\text{data} - \langle s_i s_j \rangle_\text{model},
+# \qquad \frac{\partial L}{\partial b_i} = \langle s_i \rangle_\text{data} - \langle s_i \rangle_\text{model},$$
 # a Hebbian term on the data minus an anti-Hebbian term on the model's own "fantasies". With 9
 # units the model term is an exact sum over 512 states. The expensive, realistic version estimates
 # it with Gibbs chains: we keep 100 persistent chains, run a few sweeps per step, and average
 # s s^T over them. We train both, from the same start, by plain gradient ascent, and track
-#     KL(p_data || p_model) = sum_v p_data(v) log(p_data(v) / p_model(v)),
+# $$\mathrm{KL}(p_\text{data} \,\|\, p_\text{model})
+# = \sum_v p_\text{data}(v) \log \frac{p_\text{data}(v)}{p_\text{model}(v)},$$
 # plus the cosine between the Gibbs estimate and the exact gradient at the same parameters.
 # The inline moments below are checked against `common.boltzmann.exact_gradient`, used afterwards.
 
@@ -867,7 +866,6 @@ if run.section(4):
 
 # %% [markdown]
 # **What to notice**
-#
 # - The Gibbs run follows the exact one closely for the first few hundred steps: persistent chains
 #   start each step near equilibrium, so a few sweeps suffice. Later it is noisier and ends higher
 #   (a claim over 3 chain seeds, thin lines: 0.795 +- 0.002 against 0.738 in the default run).
@@ -894,11 +892,12 @@ if run.section(4):
 # rows are pushed up; docs/solutions, exercise 7). So a machine with only pairwise weights learns
 # "lines" (pixels in a row or column agree) but not parity, and spreads its mass over odd images.
 # Hidden units fix this: the visible marginal
-#     p(v) = sum_h exp(-E(v, h)) / Z
+# $$p(v) = \frac{1}{Z} \sum_h e^{-E(v, h)}$$
 # of a machine with pairwise weights among visible AND hidden units has effective higher-order
 # interactions. Learning is the same rule, except that in the data ("clamped") phase the hidden
 # units still fluctuate, following p(h | v_d):
-#     dL/dW_ij = <s_i s_j>_{v clamped to data, h ~ p(h|v)} - <s_i s_j>_model.
+# $$\frac{\partial L}{\partial W_{ij}} = \langle s_i s_j \rangle_{v = \text{data},\ h \sim p(h \mid v)}
+# - \langle s_i s_j \rangle_\text{model}.$$
 # With 9 + n_hidden units we enumerate both phases exactly (`exact_gradient(..., n_hidden)`).
 
 # %%
@@ -957,7 +956,6 @@ if run.section(5):
 
 # %% [markdown]
 # **What to notice**
-#
 # - The visible-only machine puts a large share of its mass on the bars-and-stripes images with an
 #   ODD number of lines (0.40 in the default run; a claim: over 10x the hidden-unit machine's share;
 #   look for them among its samples): it learned lines, not parity.
@@ -1071,7 +1069,6 @@ if run.section(6):
 
 # %% [markdown]
 # **What to notice**
-#
 # - tau grows steeply with the weight multiplier (a claim: the slowest unit's tau grows more than
 #   10x from the smallest to the largest beta): at beta = 1 a unit decorrelates within a few sweeps;
 #   from beta ~ 2 single units stay frozen for tens to hundreds of sweeps (past the dotted line the

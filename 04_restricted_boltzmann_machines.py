@@ -212,14 +212,15 @@ device = run.device
 #
 # An RBM has binary visible units v (n_v pixels) and hidden units h (n_h features), and energy
 #
-#     E(v, h) = -b.v - c.h - v^T W h,        p(v, h) = exp(-E(v, h)) / Z.
+# $$E(v, h) = -b^\top v - c^\top h - v^\top W h, \qquad p(v, h) = \frac{e^{-E(v, h)}}{Z}.$$
 #
 # There are no v-v and no h-h edges, so given v the hidden units do not interact: the energy is a
-# sum of one term per hidden unit, and p(h | v) = prod_j sigmoid(c_j + W_:j . v)^h_j (...)^(1-h_j).
-# The same holds for p(v | h) = prod_i sigmoid(b_i + W_i: . h). Summing h out unit by unit gives
+# sum of one term per hidden unit, and $p(h \mid v) = \prod_j \sigma(c_j + W_{:j}^\top v)^{h_j} (1 -
+# \sigma(\cdot))^{1-h_j}$.
+# The same holds for $p(v \mid h) = \prod_i \sigma(b_i + W_{i:} h)$ (likewise). Summing $h$ out unit by unit gives
 #
-#     p(v) = exp(-F(v)) / Z,     F(v) = -b.v - sum_j log(1 + exp(c_j + W_:j . v))
-#                                     = -b.v - sum_j softplus(c_j + W_:j . v).
+# $$p(v) = \frac{e^{-F(v)}}{Z}, \qquad F(v) = -b^\top v - \sum_j \log\big(1 + e^{c_j + W_{:j}^\top v}\big)
+# = -b^\top v - \sum_j \mathrm{softplus}(c_j + W_{:j}^\top v).$$
 #
 # We check both facts on a tiny RBM by brute force over every (v, h) pair.
 
@@ -315,7 +316,6 @@ run.savefig(fig, "fig01_bipartite_free_energy")
 
 # %% [markdown]
 # **What to notice**
-#
 # - F(v) from the softplus formula equals the brute-force -log sum_h exp(-E) to ~1e-15: the sum over
 #   2^n_h hidden states collapses into n_h softplus terms because the hidden units are independent
 #   given v. That is the whole computational trick of the RBM.
@@ -327,7 +327,8 @@ run.savefig(fig, "fig01_bipartite_free_energy")
 #
 # The gradient of the mean log-likelihood is a difference of two expectations:
 #
-#     d/dW log p(v) = <v h^T>_data - <v h^T>_model       (b: <v>, c: <h>, likewise)
+# $$\frac{\partial}{\partial W} \log p(v) = \langle v h^\top \rangle_\text{data} - \langle v h^\top \rangle_\text{model}
+# \qquad (b: \langle v \rangle,\ c: \langle h \rangle \text{ likewise})$$
 #
 # The model term needs samples from p(v, h). Contrastive divergence (CD-k) starts a Gibbs chain
 # at the data and stops after k steps. Here is CD-1 written out; afterwards we use
@@ -502,7 +503,6 @@ if run.section(2):
 
 # %% [markdown]
 # **What to notice**
-#
 # - The reconstruction error falls fast and keeps falling, and the bigger model always reconstructs
 #   better; it is what CD-1 nearly optimises, not the likelihood, so it cannot tell you when to stop.
 # - The exact test log-likelihood (right) climbs in the first epochs and then wobbles by a few
@@ -518,7 +518,7 @@ if run.section(2):
 # For the small model we can sum the 2^n_h hidden configurations out explicitly (the visible sum is
 # the softplus, as in section 1 with v and h swapped):
 #
-#     log Z = logsumexp_h [ c.h + sum_i softplus(b_i + W_i: . h) ]
+# $$\log Z = \operatorname{logsumexp}_h \Big[ c^\top h + \sum_i \mathrm{softplus}(b_i + W_{i:} h) \Big]$$
 #
 # `exact_log_z` above does that by enumerating the hidden states (`RBM.hidden_free_energy` is F(h));
 # `RBM.log_partition` in common/rbm.py is the library version (it enumerates whichever layer is
@@ -626,7 +626,6 @@ if run.section(3):
 
 # %% [markdown]
 # **What to notice**
-#
 # - With 10-30 temperatures the AIS estimate is off by a few tenths of a nat, and its +-3 SE bar is
 #   itself unreliable: the weights are so skewed that 100 chains cannot estimate their spread. Its
 #   error is negative on average (Jensen: E log w <= log E w = log Z/Z_A) but any single run can be
@@ -750,7 +749,6 @@ if run.section(4):
 
 # %% [markdown]
 # **What to notice**
-#
 # - Filters (fig04) are signed pixel patterns: red where ink turns the unit on, blue where ink turns it
 #   off. On 8x8 digits each is a coarse piece of one or two digit shapes; the small model's units must
 #   cover more and are broader. (On MNIST they become pen strokes; try --dataset mnist.)
@@ -816,7 +814,6 @@ if run.section(5):
 
 # %% [markdown]
 # **What to notice**
-#
 # - A 20-unit RBM compresses 64 pixels into 20 numbers and loses some class information; 100 units
 #   (an overcomplete code) match or beat the raw pixels, although the RBM never saw a label.
 # - The remaining errors sit in a few pairs of similar-looking digits; read them off the confusion
@@ -830,7 +827,7 @@ if run.section(5):
 # Q(h1 | v) = p1(h1 | v) of the first RBM, and replaces the prior by a second RBM p_top(h1) over h1
 # and a new layer h2. For every v (their section 4, eq. 8)
 #
-#     log p(v) >= B(v) = E_Q[ log p_top(h1) + log p(v | h1) ] + H(Q(h1 | v)),
+# $$\log p(v) \ge B(v) = \mathbb{E}_Q\big[\log p_\text{top}(h_1) + \log p(v \mid h_1)\big] + H\big(Q(h_1 \mid v)\big),$$
 #
 # with equality when Q is the exact posterior. Started from the transposed weights (W2 = W1^T, visible
 # bias c1, hidden bias b1, so h2 has as many units as v), p_top(h1) = p1(h1): the DBN *is* the first
@@ -937,7 +934,6 @@ if run.section(6):
 
 # %% [markdown]
 # **What to notice**
-#
 # - At W2 = W1^T the bound equals the first RBM's exact log p1(v) on every image (the printed max
 #   difference is float32 rounding in log p1): the untrained second layer changes nothing. Training
 #   it raises the bound (printed above, a few tenths of a nat per image at the defaults), so
@@ -1116,7 +1112,6 @@ if run.section(7):
 
 # %% [markdown]
 # **What to notice**
-#
 # - The recipe ladder on the 8x8 digits (default run, 3 seeds, exact test LL): CD-1 with momentum and
 #   decay -18.19 +- 0.08; PCD-1 with the rate decayed to 0 -18.90 +- 0.10 (worse here: that claim FAILS at
 #   the defaults; why is not measured here, and the rate was not tuned on test data); centred PCD-1
