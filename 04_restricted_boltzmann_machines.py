@@ -829,14 +829,13 @@ if run.section(5):
 #
 # $$\log p(v) \ge B(v) = \mathbb{E}_Q\big[\log p_\text{top}(h_1) + \log p(v \mid h_1)\big] + H\big(Q(h_1 \mid v)\big),$$
 #
-# with equality when Q is the exact posterior. Started from the transposed weights (W2 = W1^T, visible
-# bias c1, hidden bias b1, so h2 has as many units as v), p_top(h1) = p1(h1): the DBN *is* the first
-# RBM and B(v) = log p1(v) exactly. Only E_Q[log p_top(h1)] depends on the top RBM, so training it by
-# maximum likelihood on h1 ~ Q(h1 | v_data) raises the bound averaged over the training data. CD-1 only
-# approximates that gradient, so the rise is not guaranteed: we measure it. The first layer is the
-# small RBM of section 2 (--n-hidden-small <= 20 units), so B(v) is summed over all 2^n_h1 states
-# (`common.rbm.dbn_variational_bound`). To generate: Gibbs h1 <-> h2 in the top RBM, then one
-# pass down through p(v | h1).
+# with equality when Q is the exact posterior. Started from the transposed weights ($W_2 = W_1^\top$),
+# $p_\text{top}(h_1) = p_1(h_1)$: the DBN *is* the first RBM and $B(v) = \log p_1(v)$ exactly. Training the
+# top RBM on $h_1 \sim Q(h_1 \mid v_\text{data})$ raises the mean training bound, by at most
+# $\mathrm{KL}(q \,\|\, p_1)$ for the aggregated posterior $q(h_1) = \mathrm{mean}_n\, Q(h_1 \mid v_n)$ (the arguments:
+# [docs/derivations/dbn_variational_bound.md](docs/derivations/dbn_variational_bound.md)). CD-1 only
+# approximates that gradient, so we measure the rise. With $n_{h_1} \le 20$, B(v) is an exact sum over all
+# $2^{n_{h_1}}$ states. To generate: Gibbs $h_1 \leftrightarrow h_2$ in the top RBM, then one pass down.
 
 # %%
 gen = run.generator("6-dbn")
@@ -939,14 +938,9 @@ if run.section(6):
 #   it raises the bound (printed above, a few tenths of a nat per image at the defaults), so
 #   log p_DBN(v) >= B(v) ends above where the first RBM started; the true log p_DBN(v) can be higher
 #   still, since the bound is no longer tight.
-# - Why the gain is small: only E_Q[log p_top(h1)] depends on the top RBM, and averaged over the training
-#   images it is largest when p_top equals the aggregated posterior q(h1) = mean_n Q(h1 | v_n). So no top
-#   RBM can raise the mean training bound by more than KL(q || p1), which we enumerate exactly: 0.91 nats
-#   at the defaults (printed). On the 8x8 digits the first RBM's own p1(h1) is already close to q; its
-#   CD-1-trained top RBM gets a part of that. On 28x28 images, where a 20-unit first layer is far from
-#   the data, the same construction raised the bound by about 67 nats in a review run (not checked here).
-#   The wider stack of exercise 7 starts from random weights, so it has no such guarantee, and its
-#   bound can no longer be enumerated.
+# - The gain is small because it is capped by KL(q || p1), enumerated exactly (0.91 nats at the defaults,
+#   printed): on the 8x8 digits the first RBM's own p1(h1) is already close to the aggregated posterior.
+#   The wider stack of exercise 7 starts from random weights and has no such guarantee.
 # - The class counts are a crude check of coverage: a sampler stuck in one mode would show one class.
 #   Neither they nor the pictures are a likelihood; the bound is a guaranteed lower bound on one.
 
