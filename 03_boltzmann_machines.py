@@ -25,6 +25,8 @@ How to run
     python 03_boltzmann_machines.py --quick    # every section on tiny sizes, a few seconds
     python 03_boltzmann_machines.py --help     # every hyperparameter with advice
     python 03_boltzmann_machines.py --show     # also open the figure windows
+    python 03_boltzmann_machines.py --section 3   # one section live (SECTIONS below; each under 1 min CPU)
+    python 03_boltzmann_machines.py --exercise 2 --dataset any   # only what exercise 2 needs
 
 Figures and metrics.json keys: FIGURES and METRICS below.
 """

@@ -25,9 +25,10 @@ sampling). Lesson 05 studies CD, PCD and their bias in depth.
 
 How to run
     python 04_restricted_boltzmann_machines.py                   # 1-2 min CPU on 2 cores (digits): docs/results.md
-    python 04_restricted_boltzmann_machines.py --quick           # every section on tiny sizes, ~15 s
+    python 04_restricted_boltzmann_machines.py --quick           # every section on tiny sizes, < 10 s CPU
     python 04_restricted_boltzmann_machines.py --help            # every hyperparameter with advice
     python 04_restricted_boltzmann_machines.py --show            # also open the figure windows
+    python 04_restricted_boltzmann_machines.py --section 7       # one section (3-6 retrain section 2's models)
     python 04_restricted_boltzmann_machines.py --dataset mnist --data-dir ~/data   # MNIST (MNIST/raw/ inside)
   With --dataset auto (default) MNIST is used when its four IDX files are in the data folder
   (--download fetches them), otherwise scikit-learn's 8x8 digits, which ship offline. On 28x28 data the
@@ -653,14 +654,14 @@ gen = run.generator("4-pictures")
 def show_filters(ax, W: torch.Tensor, nrow: int, title: str) -> None:
     """Receptive fields W_:j / max|W_:j| as images: red W > 0, blue W < 0, white gaps between units."""
     import matplotlib
-    from torchvision.utils import make_grid
 
     filters = W.T.cpu() / W.T.cpu().abs().amax(1, keepdim=True).clamp_min(1e-12)  # (n_h, n_v) in [-1, 1]
-    grid = make_grid(filters.reshape(-1, 1, *data.shape), nrow=nrow, padding=1, pad_value=float("nan"))[0]
+    # torchvision's make_grid where it imports, a plain layout otherwise (the digits need no torchvision)
+    grid = plotting.make_grid(filters.reshape(-1, 1, *data.shape), nrow=nrow, padding=1, pad_value=float("nan"))[0]
     cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="white")
     image = ax.imshow(grid.numpy(), cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
     ax.set_axis_off()
-    ax.set_title(title)
+    ax.set(title=title)
     plotting.colorbar(ax, image, r"$W_{ij} / \max_i |W_{ij}|$", shrink=0.7)
 
 
