@@ -1108,17 +1108,19 @@ if run.section(6):
 #
 # **Exercise 1 (predict-then-tweak, easy): colder chains**
 # Predict, before running, what happens to `gibbs_tv_final`, `rhat_max` and the ESS per draw of
-# section 2 when you double the weights: `python 03_boltzmann_machines.py --weight-scale 2`.
+# section 2 when you double the weights: `python 03_boltzmann_machines.py --exercise 1 --weight-scale 2`
+# (section 2 only; it prints the three numbers).
 # Which number warns you first, and which warning would you still get without the exact p?
 #
 # **Exercise 2 (predict-then-tweak, medium): parity or not**
-# Run `--dataset any` (all 14 bars-and-stripes images). Predict `kl_visible_only` and
+# Run `--exercise 2 --dataset any` (all 14 bars-and-stripes images; sections 4-5). Predict `kl_visible_only` and
 # `kl_with_hidden` first. Explain the result with the "What to notice" of section 5: which rule of
 # the data is pairwise and which is not?
 #
 # **Exercise 3 (predict-then-tweak, medium): a faster optimiser meets a slow sampler**
 # `--momentum 0.9` makes exact learning several times faster. Predict `kl_visible_only` and
-# `kl_visible_only_gibbs` before running. Then try `--momentum 0.9 --gibbs-sweeps-per-step 25`, and
+# `kl_visible_only_gibbs` before running `--exercise 3 --momentum 0.9` (sections 4 and 6). Then try
+# `--momentum 0.9 --gibbs-sweeps-per-step 25`, and
 # `--gibbs-chains 10 --gibbs-sweeps-per-step 1` (momentum 0). Use figure 8 to explain what you see.
 #
 # **Exercise 4 (extend, medium): parallel tempering**
@@ -1130,7 +1132,8 @@ if run.section(6):
 # **Exercise 5 (extend, hard): the clamped phase by sampling**
 # Estimate BOTH phases of the hidden-unit gradient by Gibbs (for the clamped phase, run chains over
 # the hidden units only, one per data vector, with the visible units fixed) and train the
-# hidden-unit machine with it. Compare KL curves and the cosine with section 4.
+# hidden-unit machine with it. Compare KL curves and the cosine with section 4 (`--exercise 5` sets up the
+# clamped chains).
 #
 # **Exercise 6 (think, easy): spins versus bits**
 # Show that for s_i in {-1, +1} the conditional is p(s_i = +1 | rest) = sigma(2 field / T), and that a

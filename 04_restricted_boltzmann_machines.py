@@ -1142,17 +1142,19 @@ if run.section(7):
 #
 # **Exercise 1 (predict-then-tweak, easy): longer negative chains**
 # Predict first: with `--k 10`, does the exact test log-likelihood of the small model go up, down,
-# or stay within its epoch-to-epoch wobble? And the time per epoch? Then run it and compare
-# `test_loglik_exact` and `cpu_seconds_per_epoch`.
+# or stay within its epoch-to-epoch wobble? And the time per epoch? Then run
+# `python 04_restricted_boltzmann_machines.py --exercise 1 --k 10` (sections 2-3 only, about half a
+# minute): it prints `test_loglik_exact` and section 2's CPU seconds per epoch.
 #
 # **Exercise 2 (predict-then-tweak, easy): no momentum, no weight decay**
 # Predict how `--momentum-end 0.5` (no switch to 0.9) and, separately, `--weight-decay 0` change
-# the exact LL after 50 epochs and the free-energy gap curve in fig02. Then run both.
+# the exact LL after 50 epochs and the free-energy gap curve in fig02. Then run both, e.g.
+# `python 04_restricted_boltzmann_machines.py --exercise 2 --weight-decay 0` (sections 2-3 only).
 #
 # **Exercise 3 (extend, medium): persistent contrastive divergence**
 # `train_epoch` accepts `chains=`: persistent fantasy particles that are not reset to the data.
-# Complete the stub that runs with `--exercise 3`: train a small RBM with PCD-1 (chains started
-# from random pixels) and compare its exact test LL and its Gibbs samples with CD-1's.
+# Complete the stub that runs with `--exercise 3` (section 3, then the stub): train a small RBM with
+# PCD-1 (chains started from random pixels) and compare its exact test LL and its Gibbs samples with CD-1's.
 #
 # **Exercise 4 (think, medium): why does AIS underestimate log Z?**
 # The AIS weights w satisfy E[w] = Z / Z_A exactly. Explain why log mean(w) is nevertheless biased
@@ -1161,7 +1163,8 @@ if run.section(7):
 #
 # **Exercise 5 (predict-then-tweak, medium): how many hidden units?**
 # Predict the exact test LL for `--n-hidden-small 5`, `10` and `16` (the exact log Z still takes
-# seconds), and whether the train-test LL gap grows with the size. Then run them.
+# seconds), and whether the train-test LL gap grows with the size. Then run them
+# (`--exercise 5 --n-hidden-small 10` prints the test LL, the train LL and their gap).
 #
 # **Exercise 6 (think, hard): the reconstruction error trap**
 # Reconstruction error keeps falling while the exact LL is flat (fig02). Construct an RBM with a
