@@ -1110,7 +1110,7 @@ if run.section(7):
 # - The recipe ladder on the 8x8 digits (default run, 3 seeds, exact test LL): CD-1 with momentum and
 #   decay -18.19 +- 0.08; PCD-1 with the rate decayed to 0 -18.90 +- 0.10 (worse here: that claim FAILS at
 #   the defaults; why is not measured here, and the rate was not tuned on test data); centred PCD-1
-#   (Melchior, Fischer & Wiskott 2016) -17.73 +- 0.02, the best rung, ahead of BernoulliRBM given the same
+#   (Melchior, Fischer & Wiskott 2016) -17.78 +- 0.04, the best rung, ahead of BernoulliRBM given the same
 #   CPU time (-18.1 to -18.7 over runs). The CD rung against BernoulliRBM at the CD rung's CPU time is a gap
 #   near 2 SE whose verdict depends on the CPU time measured in that run (BernoulliRBM got -18.8 +- 0.33 in
 #   one run, where the claim FAILED, and -18.6 +- 0.06 in the run behind docs/results.md, where it HOLDS):
