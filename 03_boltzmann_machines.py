@@ -36,7 +36,6 @@ FIGURES = {
     "fig01_stochastic_units": "sigma(field/T) against enumerated conditionals; p(s) at three temperatures",
     "fig02_gibbs_tv": "TV(empirical, exact) vs sweeps for Gibbs and Metropolis, with the i.i.d. floor",
     "fig03_chain_diagnostics": "burn-in traces, autocorrelation, split R-hat vs sweeps kept",
-    "fig04_spin_glass": "exact <E>_T, P(ground state) and heat capacity of the glass, Gibbs checks",
     "fig05_annealing": "cooling schedules, energy traces, success rate vs schedule length",
     "fig06_learning": "KL(data || model) for exact and Gibbs gradients; gradient cosine and noise",
     "fig07_hidden_units": "visible-only vs hidden units: KL, where the mass goes, samples",
@@ -52,8 +51,6 @@ METRICS = {
     "ess_per_draw": "ESS / draws of the energy, for gibbs and metropolis",
     "glass_ground_energy": "the exhaustive-search ground-state energy of the spin glass",
     "glass_gibbs_vs_exact_energy": "<E>_T of the glass from Gibbs (with its SE) and by enumeration",
-    "glass_t_half_ground": "T below which the ground pair holds half the mass (exact, interpolated)",
-    "glass_heat_capacity_peak_t": "T of the heat capacity's peak",
     "glass_first_excitation": "the gap from E0 to the next energy level",
     "annealing_found_ground_state": "the best geometric-schedule run reached the exhaustive-search ground state",
     "annealing_success_rate": "{schedule: {sweeps: fraction of runs whose FINAL state is a ground state}}",
@@ -183,7 +180,7 @@ def random_machine(n: int, weight_scale: float, bias_scale: float) -> tuple[torc
     The shift of b makes "on" and "off" equally likely on average, as for +-1 spins with zero field.
     """
     upper = weight_scale * torch.randn(n, n, generator=gen, dtype=DTYPE).triu(1)
-    weights = upper + upper.T
+    weights = upper + upper.T  # (n, n), symmetric, zero diagonal
     bias = bias_scale * torch.randn(n, generator=gen, dtype=DTYPE) - 0.5 * weights.sum(1)
     return weights, bias
 
@@ -311,12 +308,10 @@ if run.section(2):
             state[:, i] = (torch.rand(len(state), generator=generator, dtype=state.dtype) < p_on).to(state.dtype)
         return state
 
-
     start = (torch.rand(cfg.n_chains, cfg.n_units, generator=gen, dtype=DTYPE) < 0.5).to(DTYPE)  # (B, n)
     check_a = gibbs_sweep_inline(W, b, start, run.generator("gibbs-check"))  # two identical streams
     check_b = gibbs_sweep(W, b, start, generator=run.generator("gibbs-check"))
     assert torch.equal(check_a, check_b), "the inline sweep and common.boltzmann.gibbs_sweep disagree"
-
 
     def run_chains(sweep, init: torch.Tensor, n_sweeps: int, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Run ``sweep`` n_sweeps times; return the visited state indices and energies, each (n_sweeps, B)."""
@@ -328,13 +323,11 @@ if run.section(2):
             visited[k], energies[k] = state_index(state), energy_fn(state)
         return visited, energies
 
-
     def tv_after_burn_in(visited: torch.Tensor, sweeps_kept: int) -> float:
         """TV between the pooled histogram of sweeps burn_in .. burn_in + sweeps_kept and the exact p."""
         kept = visited[cfg.burn_in:cfg.burn_in + sweeps_kept].reshape(-1)
         counts = torch.bincount(kept, minlength=len(p_exact)).double()
         return total_variation(counts / counts.sum(), p_exact)
-
 
     visited_gibbs, energies_gibbs = run_chains(lambda s: gibbs_sweep(W, b, s, generator=gen), start, cfg.n_sweeps,
                                                "Gibbs")
@@ -346,7 +339,7 @@ if run.section(2):
     tv_rows = []
     for k in checkpoints:
         n_draws = int(k) * cfg.n_chains
-        iid = torch.multinomial(p_exact, n_draws, replacement=True, generator=gen)
+        iid = torch.multinomial(p_exact, n_draws, replacement=True, generator=gen)  # (N,) state indices
         tv_iid = total_variation(torch.bincount(iid, minlength=len(p_exact)).double() / n_draws, p_exact)
         tv_rows.append((int(k), n_draws, tv_after_burn_in(visited_gibbs, k), tv_after_burn_in(visited_metro, k), tv_iid,
                         expected_tv_iid(p_exact, n_draws), math.sqrt((len(p_exact) - 1) / (2 * math.pi * n_draws))))
@@ -418,17 +411,15 @@ if run.section(2):
 if run.section(2):
     exact_mean_energy = float((p_exact * energy_fn(states)).sum())
     kept_gibbs = energies_gibbs[cfg.burn_in:].T  # (B, n_kept)
-    kept_metro = energies_metro[cfg.burn_in:].T
+    kept_metro = energies_metro[cfg.burn_in:].T  # (B, n_kept)
     acf = {"Gibbs": autocorrelation(kept_gibbs, cfg.max_lag).mean(0),
            "Metropolis": autocorrelation(kept_metro, cfg.max_lag).mean(0)}
     ess = {"gibbs": effective_sample_size(kept_gibbs), "metropolis": effective_sample_size(kept_metro)}
     n_draws_kept = kept_gibbs.numel()
 
-
     def unit_traces(visited: torch.Tensor, unit: int) -> torch.Tensor:
         """s_unit along every chain, (B, sweeps), decoded from the state indices (unit 0 is the high bit)."""
         return ((visited >> (cfg.n_units - 1 - unit)) & 1).double().T
-
 
     rhats = {"energy": split_rhat(kept_gibbs)}
     for unit in range(cfg.n_units):
@@ -513,9 +504,10 @@ if run.section(2):
 # ground state, so we can check annealing against it.
 #
 # Temperature decides what the sampler sees: at high T, p(s) is nearly uniform and chains wander;
-# as T -> 0 it piles up on the ground state(s). The exact curves come from the enumerated energies:
-# $$\langle E \rangle_T = \sum_s E(s)\, p_T(s), \qquad C(T) = \frac{\mathrm{Var}_T(E)}{T^2},
-# \qquad P_T(\text{ground}) = \sum_{s \in \text{ground pair}} p_T(s).$$
+# as T -> 0 it piles up on the ground state(s). How cold is cold enough depends on the gap to the
+# next energy level: a state $\Delta$ above $E_0$ has $e^{-\Delta/T}$ times a ground state's probability.
+# (The glass's exact $\langle E \rangle_T$, heat capacity and $P_T(\text{ground})$ at every T:
+# [docs/derivations/spin_glass_thermodynamics.md](docs/derivations/spin_glass_thermodynamics.md).)
 # Simulated annealing (Kirkpatrick et al. 1983) runs Gibbs sweeps while lowering T, so the chain
 # can cross barriers early and settle late. With +-1 spins the conditional is
 # p(s_i = +1 | rest) = sigma(2 field / T) (the energy gap between s_i = +1 and -1 is twice the field).
@@ -524,94 +516,52 @@ if run.section(2):
 if run.section(3):
     gen = run.generator("annealing")  # this section's own stream: other sections' flags leave it alone
     W_glass, h_glass = random_spin_glass(cfg.n_glass, gen)
+    # glass_energies: (2^n,), every state's energy from the exhaustive search
     ground_state, ground_energy, glass_energies = exhaustive_ground_state(W_glass, h_glass, spins=True)
     n_ground = int((glass_energies - ground_energy < 1e-9).sum())
     sign = torch.sign(W_glass)
     # a triangle i < j < k is frustrated when J_ij J_jk J_ik < 0: no spin assignment satisfies all three bonds
     frustrated = np.mean([float(sign[i, j] * sign[j, k] * sign[i, k]) < 0
                           for i, j, k in itertools.combinations(range(cfg.n_glass), 3)])
-
-    temperature_grid = torch.logspace(math.log10(0.05), math.log10(5.0), 60, dtype=DTYPE)
-    thermo = []
-    for temperature in temperature_grid:
-        p_t = torch.softmax(-glass_energies / temperature, 0)
-        mean_e = float((p_t * glass_energies).sum())
-        var_e = float((p_t * (glass_energies - mean_e) ** 2).sum())
-        p_ground = float(p_t[glass_energies - ground_energy < 1e-9].sum())
-        thermo.append((mean_e, var_e / float(temperature) ** 2, p_ground))
-    thermo = np.array(thermo)
-
-    check_temperatures = (0.3, 1.0, 3.0)
+    first_gap = float((glass_energies[glass_energies - ground_energy > 1e-9] - ground_energy).min())
+    print(f"\nSK spin glass, n = {cfg.n_glass} spins, {len(glass_energies)} states searched exhaustively")
+    print(f"  frustrated triangles: {frustrated:.1%} (a ferromagnet has 0%)")
+    print(f"  ground-state energy E0 = {ground_energy:.4f}, states at E0: {n_ground} (s and -s: the zero-field "
+          f"symmetry); the next level lies {first_gap:.3f} above E0")
+    run.metrics["glass_ground_energy"] = ground_energy
+    run.metrics["glass_first_excitation"] = first_gap
+    # Gibbs on the glass against the enumerated <E>_T = sum_s E(s) p_T(s) at three temperatures
     glass_checks = []
-    for temperature in check_temperatures:
+    for temperature in (0.3, 1.0, 3.0):
         chains = 2.0 * (torch.rand(cfg.mixing_chains, cfg.n_glass, generator=gen, dtype=DTYPE) < 0.5).to(DTYPE) - 1
         trace = []
         for _ in range(cfg.glass_check_sweeps):
             chains = gibbs_sweep(W_glass, h_glass, chains, temperature, spins=True, generator=gen)
             trace.append(boltzmann_energy(W_glass, h_glass, chains))
-        trace = torch.stack(trace[cfg.glass_check_sweeps // 2:]).T  # (chains, kept): second half of each chain
-        chain_means = trace.mean(1)
-        p_t = torch.softmax(-glass_energies / temperature, 0)
-        glass_checks.append((temperature, float(chain_means.mean()),
-                             float(chain_means.std() / math.sqrt(len(chain_means))),
-                             float((p_t * glass_energies).sum())))
-
-    print(f"\nSK spin glass, n = {cfg.n_glass} spins, {len(glass_energies)} states searched exhaustively")
-    print(f"  frustrated triangles: {frustrated:.1%} (a ferromagnet has 0%)")
-    print(f"  ground-state energy E0 = {ground_energy:.4f}, states at E0: {n_ground} "
-          "(s and -s: the zero-field symmetry)")
-    print(f"  {'T':>5} {'Gibbs <E>_T':>12} {'+- s.e.':>8} {'exact <E>_T':>12}")
-    for temperature, mean_e, se, exact_e in glass_checks:
-        print(f"  {temperature:5.2f} {mean_e:12.4f} {se:8.4f} {exact_e:12.4f}")
-    run.metrics["glass_ground_energy"] = ground_energy
+        chain_means = torch.stack(trace[cfg.glass_check_sweeps // 2:]).mean(0)  # (chains,): second half of each
+        exact_e = float((torch.softmax(-glass_energies / temperature, 0) * glass_energies).sum())
+        mean_e, se_e = float(chain_means.mean()), float(chain_means.std() / math.sqrt(len(chain_means)))
+        glass_checks.append((temperature, mean_e, se_e, exact_e))
+        print(f"  T = {temperature:4.2f}: Gibbs <E>_T {mean_e:8.4f} +- {se_e:.4f}, exact {exact_e:8.4f}")
     run.metrics["glass_gibbs_vs_exact_energy"] = {f"{t:g}": {"gibbs": m, "se": s, "exact": e}
                                                   for t, m, s, e in glass_checks}
     run.claim("glass_gibbs_matches_exact", "Gibbs <E>_T of the glass = enumeration at 3 temperatures (max |z|)",
               max(abs(m - e) / s if s > 0 else math.inf for _, m, s, e in glass_checks), "<", 3.0)
-    # where the ground pair holds half the mass (interpolated on the log-T grid) against the heat capacity's peak
-    log_t = np.log(temperature_grid.numpy())
-    t_half = float(np.exp(np.interp(0.5, thermo[::-1, 2], log_t[::-1]))) if thermo[0, 2] > 0.5 else float("nan")
-    t_peak = float(temperature_grid[int(np.argmax(thermo[:, 1]))])
-    first_gap = float((glass_energies[glass_energies - ground_energy > 1e-9] - ground_energy).min())
-    print(f"  P_T(ground pair) = 1/2 at T = {t_half:.3f}; the heat capacity peaks at T = {t_peak:.2f}; "
-          f"the next level lies {first_gap:.3f} above E0")
-    run.metrics["glass_t_half_ground"] = t_half
-    run.metrics["glass_heat_capacity_peak_t"] = t_peak
-    run.metrics["glass_first_excitation"] = first_gap
-    run.claim("ground_needs_cold", "the ground pair holds half the mass only below half the heat-capacity peak's T",
-              t_half, "<", 0.5 * t_peak, reference_label="(T_peak / 2)")
-
-    fig, axes = plotting.figure(3, title=f"SK spin glass, n = {cfg.n_glass}: exact thermodynamics by enumeration")
-    axes[0].plot(temperature_grid, thermo[:, 0], "k-", lw=1.3, label=r"exact $\langle E \rangle_T$")
-    axes[0].errorbar([c[0] for c in glass_checks], [c[1] for c in glass_checks], yerr=[2 * c[2] for c in glass_checks],
-                     fmt="o", color="#d62728", ms=5, capsize=3, label=r"Gibbs ($\pm$ 2 s.e.)")
-    axes[0].axhline(ground_energy, color="#2ca02c", ls="--", lw=1, label=f"ground $E_0$ = {ground_energy:.2f}")
-    axes[0].legend()
-    axes[0].set(xscale="log", xlabel="temperature T", ylabel=r"$\langle E \rangle_T$", title="mean energy")
-    axes[1].plot(temperature_grid, thermo[:, 2], "-", lw=1.3)
-    axes[1].set(xscale="log", xlabel="temperature T", ylabel=r"$P_T$(ground state pair)",
-                title="mass on the ground state")
-    axes[2].plot(temperature_grid, thermo[:, 1], "-", lw=1.3)
-    axes[2].set(xscale="log", xlabel="temperature T", ylabel=r"$C(T) = \mathrm{Var}(E) / T^2$", title="heat capacity")
-    run.savefig(fig, "fig04_spin_glass")
 
 # %% [markdown]
 # **What to notice**
 # - Gibbs at three temperatures agrees with the enumerated <E>_T within 3 standard errors (a claim).
-# - The ground pair holds half of the mass only below T = 0.076 (printed), far below the heat
-#   capacity's peak near T = 1 (a claim: below half of it). The cause is printed too: the next
-#   level lies only 0.025 above E0, so it keeps a large share of the mass down to very low T. Sampling
-#   at T = 1 tells you little about the ground state; annealing is the tool for finding it.
+# - The next level lies only 0.025 above E0 (printed), so it keeps a large share of the mass down to
+#   very low T: sampling at T = 1 tells you little about the ground state. Annealing is the tool for
+#   finding it.
 
 # %%
 if run.section(3):
     schedules = ("geometric", "linear", "logarithmic", "quench")
 
-
     def is_ground(state: torch.Tensor) -> torch.Tensor:
         """True where a +-1 state is the exhaustive ground state or its global flip (same energy, zero field)."""
         return (state == ground_state).all(1) | (state == -ground_state).all(1)
-
 
     anneal = {}
     for kind in schedules:
@@ -626,7 +576,6 @@ if run.section(3):
                 "temps": temps, "trace": result["trace"], "final_rate": float(final_ground.double().mean()),
                 "best_rate": float(is_ground(result["state"]).double().mean()),
                 "best_energy": float(result["energy"].min()), "best_state": result["state"][result["energy"].argmin()],
-                "mean_final": float(final_energy.mean()),
                 "final_ground": SeedStats(tuple(final_ground.double().tolist())),
                 "visited_ground": SeedStats(tuple(is_ground(result["state"]).double().tolist())),
                 "excess": SeedStats(tuple((final_energy - ground_energy).tolist())),
@@ -651,9 +600,8 @@ if run.section(3):
     geo, quench, log_cool = (anneal[kind, longest] for kind in ("geometric", "quench", "logarithmic"))
     print(f"  K = {longest}, mean final E - E0 over runs: " + ", ".join(f"{kind} {anneal[kind, longest]['excess']}"
                                                                  for kind in schedules))
-    print(f"  at equilibrium at T_end = {cfg.t_end:g} the ground pair holds p = {p_ground_end:.3f}: "
-          "the most a schedule "
-          "that ends at T_end can reach")
+    print(f"  at equilibrium at T_end = {cfg.t_end:g} the ground pair holds p = {p_ground_end:.3f}: the most a "
+          "schedule that ends at T_end can reach")
     run.metrics["annealing_final_excess_energy"] = {kind: anneal[kind, longest]["excess"].to_json()
                                                    for kind in schedules}
     run.metrics["p_ground_at_t_end"] = p_ground_end
@@ -677,8 +625,7 @@ if run.section(3):
         axes[1].plot(np.arange(1, longest + 1), mean_trace - ground_energy, lw=1.3, label=kind)
         axes[2].errorbar(cfg.anneal_sweeps, [anneal[kind, k]["final_rate"] for k in cfg.anneal_sweeps],
                          yerr=[anneal[kind, k]["final_ground"].se for k in cfg.anneal_sweeps], fmt="o-", ms=4,
-                         capsize=3,
-                         label=kind)
+                         capsize=3, label=kind)
     axes[0].set(yscale="log", xlabel="sweep k", ylabel=r"temperature $T_k$", title=f"schedules, K = {longest} sweeps")
     axes[0].legend()
     axes[1].set_yscale("symlog", linthresh=0.1)
@@ -729,7 +676,7 @@ if run.section(3):
 # %%
 data = bars_and_stripes(3, parity=cfg.dataset).to(DTYPE)  # (N, 9)
 n_visible = data.shape[1]
-all_bas = bars_and_stripes(3, parity="any").to(DTYPE)
+all_bas = bars_and_stripes(3, parity="any").to(DTYPE)  # (14, 9)
 odd_only = all_bas[~torch.isin(state_index(all_bas), state_index(data))]  # BAS images NOT in the data
 
 
@@ -754,7 +701,7 @@ if run.section(4):
     W0, b0 = init_machine(n_visible)
     p0 = exact_distribution(lambda s: boltzmann_energy(W0, b0, s), n_visible)
     # <s s^T>_data - <s s^T>_model
-    grad_w_inline = data.T @ data / len(data) - vis_states.T @ (p0[:, None] * vis_states)
+    grad_w_inline = data.T @ data / len(data) - vis_states.T @ (p0[:, None] * vis_states)  # (9, 9)
     grad_w_inline.fill_diagonal_(0.0)
     run.claim("learning_rule_inline", "<ss>_data - <ss>_model (inline) = common.boltzmann.exact_gradient (max abs)",
               float((grad_w_inline - exact_gradient(W0, b0, data)["W"]).abs().max()), "<", 1e-12)
@@ -765,7 +712,7 @@ def gibbs_model_moments(weights, bias, chains, n_sweeps, generator):
     second, first = torch.zeros_like(weights), torch.zeros_like(bias)
     for _ in range(n_sweeps):
         chains = gibbs_sweep(weights, bias, chains, generator=generator)
-        second, first = second + chains.T @ chains, first + chains.sum(0)
+        second, first = second + chains.T @ chains, first + chains.sum(0)  # (n, n), (n,)
     n_samples = n_sweeps * len(chains)
     return second / n_samples, first / n_samples, chains
 
@@ -920,12 +867,6 @@ if run.section(5):
     for name, machine in machines.items():
         on_data, other, rest, _ = mass[name]
         print(f"  {name:<14} {machine['kl'][-1]:8.4f} {on_data:9.4f} {other:13.4f} {rest:9.4f}")
-    print("  probability of each training image (the data gives each 1/N = "
-          f"{1 / len(data):.4f}):")
-    print(f"    {'image':<10}" + "".join(f"{name:>14}" for name in machines))
-    for image in data:
-        row = "".join(f"{float(mass[name][3][state_index(image[None])]):14.4f}" for name in machines)
-        print(f"    {''.join(str(int(v)) for v in image):<10}{row}")
     run.metrics["kl_with_hidden"] = exact_hidden["kl"][-1]
     if cfg.dataset == "even":
         run.claim("hidden_below_infimum",
@@ -951,7 +892,7 @@ if run.section(5):
     axes[1].set(ylabel="probability mass", title="where p(v) puts its mass")
     axes[1].legend()
     for ax, name in zip(axes[2:], machines):
-        draws = torch.multinomial(mass[name][3], n_show, replacement=True, generator=gen)
+        draws = torch.multinomial(mass[name][3], n_show, replacement=True, generator=gen)  # (n_show,) state indices
         plotting.image_grid(ax, vis_states[draws], shape=(3, 3), nrow=6, padding=1)
         ax.set_title(f"exact samples: {name}")
     run.savefig(fig, "fig07_hidden_units", key=True)
@@ -999,7 +940,6 @@ if run.section(6):
         tau_units = [n_draws / effective_sample_size(kept[:, :, i].T) for i in range(len(bias))]
         return n_draws / effective_sample_size(energy), max(tau_units)
 
-
     n_kept_mixing = cfg.mixing_sweeps - cfg.mixing_sweeps // 2
     reliable = n_kept_mixing / 20  # a chain shorter than ~20 tau cannot measure tau: it is then a lower bound
     tau_by_scale = {}
@@ -1009,33 +949,30 @@ if run.section(6):
     for name, machine in progress(list(machines.items()), desc="mixing along training", leave=False):
         tau_training[name] = {step: mixing_times(*params) for step, params in sorted(machine["snapshots"].items())}
 
-
     def flag(tau: float) -> str:
         return "*" if tau > reliable else " "
 
-
     print(f"\nIntegrated autocorrelation time tau (sweeps) under Gibbs, {cfg.mixing_chains} chains x {n_kept_mixing} "
           f"kept sweeps (* = above {reliable:g}: a lower bound)")
-    print("  random machine of section 2 with W, b multiplied by beta (= cooling to T = 1/beta):")
-    print(f"    {'beta':>5} {'max|W|':>7} {'tau energy':>11} {'tau slowest unit':>17}")
-    for multiplier, (tau_e, tau_u) in tau_by_scale.items():
-        w_max = multiplier * float(W.abs().max())
-        print(f"    {multiplier:5g} {w_max:7.2f} {tau_e:10.1f}{flag(tau_e)} {tau_u:16.1f}{flag(tau_u)}")
+    def tau_table(title: str, column: str, rows) -> None:
+        """rows: (label, max|W|, tau of the energy, tau of the slowest unit)."""
+        print(f"  {title}\n    {column:>5} {'max|W|':>7} {'tau energy':>11} {'tau slowest unit':>17}")
+        for label, w_max, tau_e, tau_u in rows:
+            print(f"    {label:>5} {w_max:7.2f} {tau_e:10.1f}{flag(tau_e)} {tau_u:16.1f}{flag(tau_u)}")
+
+    tau_table("random machine of section 2 with W, b multiplied by beta (= cooling to T = 1/beta):", "beta",
+              [(f"{m:g}", m * float(W.abs().max()), *taus) for m, taus in tau_by_scale.items()])
     for name, by_step in tau_training.items():
-        print(f"  {name} machine along training:")
-        print(f"    {'step':>5} {'max|W|':>7} {'tau energy':>11} {'tau slowest unit':>17}")
-        for step, (tau_e, tau_u) in by_step.items():
-            w_max = float(machines[name]["snapshots"][step][0].abs().max())
-            print(f"    {step:5d} {w_max:7.2f} {tau_e:10.1f}{flag(tau_e)} {tau_u:16.1f}{flag(tau_u)}")
+        snapshots = machines[name]["snapshots"]
+        tau_table(f"{name} machine along training:", "step",
+                  [(step, float(snapshots[step][0].abs().max()), *taus) for step, taus in by_step.items()])
     final_tau = tau_training[f"{cfg.n_hidden} hidden"][cfg.n_steps][1]
     samples_wanted = 100
     n_units_hidden = n_visible + cfg.n_hidden
-    print(f"  cost of ONE gradient step of the trained {cfg.n_hidden}-hidden machine by Gibbs, "
-          f"{samples_wanted} independent samples per phase:")
-    print(f"    free phase    ~ {samples_wanted} x tau = {samples_wanted * final_tau:8.0f}{flag(final_tau)} sweeps "
-          f"of {n_units_hidden} units")
-    print(f"    clamped phase ~ {len(data)} data vectors x {samples_wanted} samples of the {cfg.n_hidden} hidden units")
-    print(f"    versus exact enumeration: 2^{n_units_hidden} = {2 ** n_units_hidden} states per step")
+    print(f"  cost of ONE gradient step of the trained {cfg.n_hidden}-hidden machine by Gibbs, {samples_wanted} "
+          f"independent samples per phase: free phase ~ {samples_wanted} x tau = {samples_wanted * final_tau:.0f}"
+          f"{flag(final_tau)} sweeps of {n_units_hidden} units; clamped phase ~ {len(data)} data vectors x "
+          f"{samples_wanted} samples of the {cfg.n_hidden} hidden units; exact: 2^{n_units_hidden} states")
     run.metrics["tau_by_weight_scale"] = {f"{m:g}": {"energy": e, "slowest_unit": u}
                                          for m, (e, u) in tau_by_scale.items()}
     run.metrics["tau_trained"] = {name: {"energy": by_step[cfg.n_steps][0], "slowest_unit": by_step[cfg.n_steps][1]}
@@ -1048,8 +985,7 @@ if run.section(6):
               final_unit_tau, ">", 20 * final_energy_tau, reference_label="(20 x tau of the energy)")
 
     fig, axes = plotting.figure(2, title=f"Why Boltzmann learning is slow: Gibbs mixing time "
-                                         f"({cfg.mixing_chains} chains x "
-                                         f"{n_kept_mixing} sweeps)")
+                                         f"({cfg.mixing_chains} chains x {n_kept_mixing} sweeps)")
     multipliers = list(tau_by_scale)
     axes[0].plot(multipliers, [t[0] for t in tau_by_scale.values()], "o--", ms=4, label="energy")
     axes[0].plot(multipliers, [t[1] for t in tau_by_scale.values()], "o-", ms=4, label="slowest unit")
@@ -1170,7 +1106,7 @@ if run.stub(4):
 
 if run.stub(5):
     gen = run.generator("exercise-5")
-    # the clamped phase by sampling: one chain per data vector over [v clamped | h], only h is ever redrawn
+    # the clamped phase by sampling: one chain per data vector, [v clamped | h] (N, 9 + n_hidden); h is redrawn
     clamped = torch.cat([data, (torch.rand(len(data), cfg.n_hidden, generator=gen, dtype=DTYPE) < 0.5).to(DTYPE)], 1)
     print(f"\nExercise 5 stub: {len(clamped)} clamped chains of {clamped.shape[1]} units ({cfg.n_hidden} hidden)")
     print("  TODO: sweep only the hidden units of these chains, average s s^T over them for the data term, estimate "
