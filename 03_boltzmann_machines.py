@@ -388,11 +388,10 @@ if run.section(2):
 # **What to notice**
 # - Both samplers sit ON the i.i.d. curve and TV shrinks like 1/sqrt(draws): the final TV of each is
 #   below 1.1 x the floor (the claims; the default run gives a ratio of 1.00). That line can fail:
-#   tests/test_tv_floor.py shows, at this number of draws, a sampler that skips the most probable
-#   state, one 5 % too hot, one stuck in half the states and one whose draws come in pairs all
-#   landing above it. Consecutive sweeps are correlated (section 2b), but with 4096 states a chain
-#   rarely revisits the same state soon, so the histogram barely notices. No sampler can beat the
-#   dashed floor; "TV = 0.02" means nothing until you know the floor is 0.02 too.
+#   tests/test_tv_floor.py shows a sampler that skips the most probable state, one 5 % too hot, one
+#   stuck in half the states and one whose draws come in pairs all landing above it. Consecutive
+#   sweeps are correlated (section 2b), but with 4096 states a chain rarely revisits a state soon.
+#   No sampler can beat the dashed floor: "TV = 0.02" means nothing until you know the floor.
 # - On the right, rare states scatter widely around the diagonal (few counts each); frequent states
 #   sit on it. Most of the TV comes from the many rare states.
 
@@ -639,9 +638,9 @@ if run.section(3):
 
 # %% [markdown]
 # **What to notice**
-# - A quench (T = T_end from the start) is greedy descent with rare uphill moves: its energy drops in
-#   a few sweeps and then barely moves. It succeeds only for the runs that start in the ground
-#   state's basin, which in a 20-spin glass is a large fraction, so it is a serious baseline here.
+# - A quench (T = T_end from the start) is greedy descent: its energy drops in a few sweeps and then
+#   barely moves. It succeeds for the runs that start in the ground state's basin, a large fraction
+#   in a 20-spin glass, so it is a serious baseline here.
 # - At K = 300 geometric cooling ends far lower than a quench (a claim: mean E - E0 of 0.017 +- 0.002
 #   against 0.66 +- 0.09 over 256 runs in the default run); linear gets as low, geometric sooner.
 # - But it does NOT end in the ground state more often than the quench: that claim FAILS at the
@@ -653,8 +652,7 @@ if run.section(3):
 # - The logarithmic schedule, the one with a convergence proof, is still hot at the end of any
 #   affordable run: its chains VISIT the ground state (bracketed rate, 1.00 at K = 300) but rarely
 #   end there (a claim).
-# - Success rates from 256 runs have a standard error of up to 0.03 (error bars): differences of a
-#   few hundredths are noise.
+# - Success rates from 256 runs have a standard error of up to 0.03: differences of a few hundredths are noise.
 
 # %% [markdown]
 # ## 4. Learning: the Boltzmann machine learning rule (Hinton & Sejnowski)

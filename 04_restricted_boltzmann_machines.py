@@ -815,14 +815,13 @@ if run.section(6):
     rbm_top = rbm_on_top(rbm_small)  # (n_h1 visible, n_v hidden), W2 = W1^T: the DBN equals rbm_small
     x_both = torch.cat([x_train, x_test])  # (N_train + N_test, n_v)
 
-    def dbn_bound(top: RBM) -> tuple[float, float]:
-        """Mean exact bound B(v) on the training and the test images (one enumeration of h1 for both)."""
-        bound = dbn_variational_bound(rbm_small, top, x_both)
+    def split_means(bound: torch.Tensor) -> tuple[float, float]:
+        """Mean B(v) over the training images and over the test images."""
         return float(bound[: len(x_train)].mean()), float(bound[len(x_train):].mean())
 
-    bound_init = dbn_variational_bound(rbm_small, rbm_top, x_both)
+    bound_init = dbn_variational_bound(rbm_small, rbm_top, x_both)  # (N_train + N_test,), exact: all h1 enumerated
     init_gap = float((bound_init - torch.cat([ll_train_small, ll_test_small])).abs().max())
-    dbn_history = {0: (float(bound_init[: len(x_train)].mean()), float(bound_init[len(x_train):].mean()))}
+    dbn_history = {0: split_means(bound_init)}
     q_train = rbm_small.hidden_probs(x_train)  # Q(h1 | v) for the training images, (N, n_h1)
     velocity_top = None
     for epoch in progress(range(1, cfg.epochs + 1), desc="top RBM of the DBN", leave=False):
@@ -832,21 +831,19 @@ if run.section(6):
                                          velocity=velocity_top, generator=gen)
         run.check_finite(rbm_top.W, step=epoch, what="top RBM weights", field="dbn_lr", bound=1e3)
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-            dbn_history[epoch] = dbn_bound(rbm_top)
+            dbn_history[epoch] = split_means(dbn_variational_bound(rbm_small, rbm_top, x_both))
     (bound_train_0, bound_test_0), (bound_train_1, bound_test_1) = dbn_history[0], dbn_history[cfg.epochs]
-    print(f"\nDBN {n_visible}-{cfg.n_hidden_small}-{n_visible}: exact variational bound B(v) in nats per image "
-          f"(top RBM: CD-{cfg.k}, lr {cfg.dbn_lr:g}, {cfg.epochs} epochs)")
-    print(f"  {'':<34} {'train':>8}  {'test':>8}")
-    print(f"  {'log p1(v), first RBM (exact)':<34} {float(ll_train_small.mean()):8.3f}  {test_loglik_exact:8.3f}")
-    print(f"  {'B(v) at W2 = W1^T':<34} {bound_train_0:8.3f}  {bound_test_0:8.3f}   "
-          f"(max |B - log p1| over images: {init_gap:.1e})")
-    print(f"  {'B(v) after training the top RBM':<34} {bound_train_1:8.3f}  {bound_test_1:8.3f}   "
-          f"(change {bound_train_1 - bound_train_0:+.3f} / {bound_test_1 - bound_test_0:+.3f})")
     # the most any top RBM can add to the mean training bound: KL(aggregated posterior q(h1) || p1(h1)), exact
     dbn_max_gain = aggregated_posterior_kl(rbm_small, x_train)
-    print(f"  largest possible gain of the mean training bound, KL(q(h1) || p1(h1)) = {dbn_max_gain:.3f} nats "
-          f"(q = mean over training images of Q(h1 | v); all 2^{cfg.n_hidden_small} states of h1 enumerated); "
-          f"the top RBM gained {bound_train_1 - bound_train_0:.3f} of it")
+    print(f"\nDBN {n_visible}-{cfg.n_hidden_small}-{n_visible}: exact bound B(v), nats per image, train / test "
+          f"(top RBM: CD-{cfg.k}, lr {cfg.dbn_lr:g}, {cfg.epochs} epochs)")
+    for label, train_value, test_value in (("log p1(v), first RBM (exact)", ll_train_small.mean(), test_loglik_exact),
+                                           ("B(v) at W2 = W1^T", bound_train_0, bound_test_0),
+                                           ("B(v) after training the top RBM", bound_train_1, bound_test_1)):
+        print(f"  {label:<34} {float(train_value):8.3f}  {float(test_value):8.3f}")
+    print(f"  max |B - log p1| over images at W2 = W1^T: {init_gap:.1e}; gain of the mean training bound "
+          f"{bound_train_1 - bound_train_0:+.3f} of at most KL(q(h1) || p1(h1)) = {dbn_max_gain:.3f} nats "
+          f"(q = mean over training images of Q(h1 | v), all 2^{cfg.n_hidden_small} states of h1 enumerated)")
     run.metrics.update({"dbn_bound_train_init": bound_train_0, "dbn_bound_test_init": bound_test_0,
                         "dbn_bound_train_final": bound_train_1, "dbn_bound_test_final": bound_test_1,
                         "dbn_bound_init_max_abs_diff": init_gap, "dbn_rbm1_test_loglik_exact": test_loglik_exact,
@@ -858,18 +855,15 @@ if run.section(6):
     run.claim("dbn_gain_below_kl", "the gain is at most KL(aggregated posterior || p1(h1))",
               bound_train_1 - bound_train_0, "<", dbn_max_gain, reference_label="KL, nats")
 
-    h1_start = torch.bernoulli(torch.full((cfg.n_chains, cfg.n_hidden_small), 0.5, device=device),
-                               generator=gen)  # (C, n_h1)
-    # Gibbs on top, one pass down
+    # (C, n_h1) random starts; Gibbs h1 <-> h2 in the top RBM, then one pass down
+    h1_start = torch.bernoulli(torch.full((cfg.n_chains, cfg.n_hidden_small), 0.5, device=device), generator=gen)
     samples_dbn = dbn_sample(rbm_small, rbm_top, h1_start, cfg.gibbs_steps, generator=gen)
     samples_small, _ = run_chains(rbm_small, torch.bernoulli(torch.full((cfg.n_chains, n_visible), 0.5, device=device),
                                                               generator=gen), cfg.gibbs_steps)
 
-
     fig, axes = plotting.figure(4, 1, title=f"{data.name}: DBN {n_visible}-{cfg.n_hidden_small}-{n_visible}, top RBM "
                                 f"from $W_1^T$, CD-{cfg.k}, lr {cfg.dbn_lr:g}; samples after {cfg.gibbs_steps} "
-                                "Gibbs steps",
-                                panel_size=(4.2, 4.2))
+                                "Gibbs steps", panel_size=(4.2, 4.2))
     epochs_dbn = sorted(dbn_history)
     axes[0].plot(epochs_dbn, [dbn_history[e][0] for e in epochs_dbn], "s--", ms=3, label="bound $B(v)$, train")
     axes[0].plot(epochs_dbn, [dbn_history[e][1] for e in epochs_dbn], "o-", ms=3, label="bound $B(v)$, test")
