@@ -776,12 +776,12 @@ if run.section(5):
     run.claim("features_match_pixels", f"{cfg.n_hidden_large} RBM features match or beat raw pixels (accuracy)",
               large_acc, ">", pixel_acc, -2 * acc_se, reference_label="pixels (-2 SE)")
 
-    fig, ax = plotting.figure(1, 1, title=f"{data.name}: logistic regression (C = {cfg.logreg_c:g}) on "
-                              "pixels vs RBM features")
+    fig, ax = plotting.figure(1, 1, title=f"{data.name}: logistic regression (C = {cfg.logreg_c:g})",
+                              panel_size=(6.5, 4.2))
     bars = ax.bar(["pixels", f"RBM {cfg.n_hidden_small}", f"RBM {cfg.n_hidden_large}"],
                   [pixel_acc, small_acc, large_acc], color=["#999999", "#1f77b4", "#d62728"])
     ax.bar_label(bars, fmt="%.3f")
-    ax.set(ylim=(0, 1.05), ylabel="test accuracy", title="test accuracy")
+    ax.set(ylim=(0, 1.05), ylabel="test accuracy", title=f"raw pixels vs RBM features ({len(x_test)} test images)")
     run.savefig(fig, "fig08_features")
 
 # %% [markdown]
