@@ -14,7 +14,7 @@ You will learn
 - denoising score matching, the noise-level trade-off and Tweedie's denoiser;
 - why a finite Langevin run, even with the exact score, keeps the mode weights of its starting
   points when the modes are far apart, and how annealing fixes it;
-- Fisher score matching: the same trick in parameter space, for simulation-based inference.
+- (exercise 6) Fisher score matching: the same trick in parameter space, for simulation-based inference.
 
 Prerequisites: lesson 01 (energies, scores, Langevin); lesson 05 helps (why MLE needs sampling).
 Everything runs on the CPU: the networks are tiny (--device is accepted but not needed).
@@ -39,7 +39,6 @@ FIGURES = {
     "fig07_tweedie": "Tweedie's formula: noisy points denoised with the learned and the exact score",
     "fig08_separated_modes": "Langevin gets the weights of two far-apart modes wrong; annealing does not",
     "fig09_sm_vs_mle_spread": "SM and MLE estimates over repeated fits of a double well",
-    "fig10_fisher_score_matching": "a posterior score learned from simulations against the closed form",
 }
 METRICS = {
     "stein_fisher_fd_max_abs_err": "Fisher score formula vs finite differences of the quadrature log-density",
@@ -66,13 +65,10 @@ METRICS = {
     "sm_mle_fit_std": "std over repeated fits of SM and MLE, and their asymptotic values",
     "sm_over_mle_variance_ratio": "simulated SM/MLE variance ratio (theta1, theta2) over the repeated fits",
     "sm_over_mle_variance_ratio_asymptotic": "the same from the sandwich formula over the inverse Fisher information",
-    "fsm_score_rel_error": "RMS |s_phi - grad_theta log p(theta|x)| / RMS |grad_theta log p(theta|x)|",
-    "fsm_fisher_rel_error": "the same for the likelihood (Fisher) score t_phi alone",
-    "fsm_posterior_moments": "posterior mean/std from Langevin on the learned score, and the exact ones",
 }
 SECTIONS = {1: "Stein and Fisher scores", 2: "explicit vs implicit SM", 3: "Gaussian: SM = MLE", 4: "cost of the trace",
-            5: "denoising score matching", 6: "separated modes", 7: "SM vs MLE spread", 8: "Fisher score matching"}
-EXERCISES = {1: (5,), 4: (4,)}  # exercise: the sections its stub needs
+            5: "denoising score matching", 6: "separated modes", 7: "SM vs MLE spread"}
+EXERCISES = {1: (5,), 4: (4,), 6: ()}  # exercise: the sections its stub needs
 
 
 # %% [markdown]
@@ -96,25 +92,25 @@ class Config:
     quad_nodes: int = count(400, minimum=50)  # Gauss-Legendre nodes for log Z on [-L, L], L >= 8 (checked against quad)
     # -- section 2: explicit vs implicit
     esm_samples: int = count(4000, minimum=10)  # samples shared by every theta; the MC error shrinks like 1/sqrt(n)
-    esm_thetas: int = count(8, minimum=2)  # number of parameter settings theta compared
+    esm_thetas: int = count(8, minimum=2)  # parameter settings theta compared; more = a surer flatness check
     # -- section 3: Gaussian
-    gauss_dim: int = count(3)  # dimension of the Gaussian energy
+    gauss_dim: int = count(3)  # dimension of the Gaussian energy; SM = MLE holds in any D (needs n > D)
     gauss_samples: int = count(500, minimum=10)  # data points; must exceed gauss_dim for an invertible covariance
     # -- section 4: cost of the trace
     trace_dims: tuple[int, ...] = count((2, 8, 32, 128, 512))  # dimensions timed; exact cost grows ~linearly in D
-    trace_batch: int = count(64)  # batch size of the timed training step
-    trace_hidden: int = count(128)  # hidden width of the timed score network
-    trace_repeats: int = count(3)  # timed steps per dimension (the fastest is reported)
-    n_projections: int = count(1)  # random projections per sample in sliced score matching
+    trace_batch: int = count(64)  # batch of the timed step; both costs grow ~linearly with it
+    trace_hidden: int = count(128)  # hidden width of the timed score network; wider = both steps slower
+    trace_repeats: int = count(3)  # timed steps per dimension (the fastest is reported); more = steadier timings
+    n_projections: int = count(1)  # projections per sample in sliced SM; more = less variance, cost ~ linear
     # -- section 5: denoising score matching
-    dataset: str = choice("two_moons", ("two_moons", "8gaussians", "rings", "swiss_roll"))  # 2-D target
+    dataset: str = choice("two_moons", ("two_moons", "8gaussians", "rings", "swiss_roll"))  # 2-D target of section 5
     sigma: float = positive(0.1)  # DSM noise level; ~0.1 of the data scale; try 0.02 (noisy) or 0.5 (blurred)
     sigma_sweep: tuple[float, ...] = positive((0.03, 0.1, 0.3, 0.8))  # noise levels compared in the trade-off
-    n_train: int = count(5000, minimum=10)  # training points (the noise is fresh at every step)
-    hidden: int = count(128)  # hidden width of the energy network (2 -> h -> h -> 1, SiLU)
+    n_train: int = count(5000, minimum=10)  # training points (fresh noise every step); 20x more did not help
+    hidden: int = count(128)  # width of the energy net (2 -> h -> h -> 1, SiLU); 256 did not lower the score error
     inline_steps: int = count(40)  # Adam steps of the DSM loop written out before the Trainer; only a demo
     dsm_steps: int = count(3000)  # Adam steps for the main DSM model; the loss is noisy, ~3000 needed
-    sweep_steps: int = count(800)  # Adam steps for each model of the noise-level sweep
+    sweep_steps: int = count(800)  # Adam steps per model of the noise-level sweep; fewer = noisier comparison
     batch_size: int = count(1024)  # DSM minibatch; the target -eps/sigma is noisy, 256 gives visibly worse samples
     lr: float = positive(2e-3)  # Adam learning rate (cosine-decayed to 0); above ~1e-2 training is erratic
     grid: int = count(150, minimum=10)  # grid points per side of the exact moons' density images; cost ~ grid^2
@@ -128,24 +124,22 @@ class Config:
     small_weight: float = between(0.2, 0, 1, open_low=True, open_high=True)  # weight of the small mode at (-a,-a)
         # the other mode, at (a, a), gets the rest
     mode_distance: float = positive(5.0)  # modes at (-a,-a) and (a,a); a >= 3 makes plain Langevin fail
-    mix_sigma: float = positive(0.3)  # DSM noise for the model of the mixture
-    mix_steps: int = count(500)  # Adam steps for the model of the mixture
-    box: float = positive(8.0)  # chains start uniformly in [-box, box]^2
-    mix_langevin_steps: int = count(1000)  # plain Langevin steps on the mixture
-    mix_step_size: float = positive(0.05)  # plain Langevin step on the mixture (unit-variance modes)
+    mix_sigma: float = positive(0.3)  # DSM noise for the mixture's model; larger blurs the unit-variance modes
+    mix_steps: int = count(500)  # Adam steps for the mixture's model; more does not teach it the weights
+    box: float = positive(8.0)  # chains start uniformly in [-box, box]^2; a symmetric box keeps ~half per mode
+    mix_langevin_steps: int = count(1000)  # plain Langevin steps; crossing a 25-nat valley needs ~e^25 of them
+    mix_step_size: float = positive(0.05)  # plain Langevin step (unit-variance modes); larger = faster, more biased
     anneal_sigmas: tuple[float, ...] = positive((20.0, 0.1))  # largest and smallest noise level (geometric ladder)
     anneal_levels: int = count(20)  # number of noise levels L; with 10 the small mode keeps ~0.02 too much
-    anneal_steps: int = count(100)  # Langevin steps per level
+    anneal_steps: int = count(100)  # Langevin steps per level; fewer leave each level unconverged
     anneal_step_lr: float = positive(2e-3)  # step at the smallest level; keep < 2 sigma_min^2 or the top levels blow up
-    # -- section 8: Fisher score matching
-    fsm_noise: float = positive(0.5)  # simulator noise sigma in x = A theta + sigma eps
-    fsm_prior_std: float = positive(1.0)  # prior std tau in theta ~ N(0, tau^2 I)
-    fsm_steps: int = count(2000)  # Adam steps for the posterior-score network
-    fsm_batch: int = count(256)  # simulated (theta, x) pairs per step
-    fsm_lr: float = positive(1e-3)  # Adam learning rate for FSM
-    fsm_hidden: int = count(64)  # hidden width of the FSM network
-    fsm_chains: int = count(2000, minimum=10)  # Langevin chains for the posterior of x_o; moments' error ~ 1/sqrt(n)
-    fsm_langevin_steps: int = count(1000)  # their steps (h = 0.05 x the smallest posterior variance); fewer: biased
+    # -- exercise 6: Fisher score matching
+    fsm_noise: float = positive(0.5)  # simulator noise sigma in x = A theta + sigma eps; smaller = sharper posterior
+    fsm_prior_std: float = positive(1.0)  # prior std tau in theta ~ N(0, tau^2 I); wider = more of theta to learn
+    fsm_steps: int = count(2000)  # Adam steps for the posterior-score network; fewer = a larger score error
+    fsm_batch: int = count(256)  # simulated (theta, x) pairs per step; larger = smoother loss, slower steps
+    fsm_lr: float = positive(1e-3)  # Adam learning rate for FSM (cosine-decayed); much larger is erratic
+    fsm_hidden: int = count(64)  # hidden width of the FSM network; wider = slower steps
 
 
 QUICK = {
@@ -154,7 +148,7 @@ QUICK = {
     "dsm_steps": 80, "sweep_steps": 40, "sigma_sweep": (0.1, 0.5), "n_samples": 200, "langevin_steps": 80,
     "mmd_repeats": 3, "dsm_seeds": 2, "mix_steps": 40, "mix_langevin_steps": 80, "anneal_levels": 5,
     "anneal_steps": 20, "anneal_step_lr": 1e-2, "anneal_sigmas": (20.0, 0.2), "fsm_steps": 60, "fsm_hidden": 32,
-    "inline_steps": 10, "grid": 40, "fsm_chains": 300, "fsm_langevin_steps": 100,
+    "inline_steps": 10, "grid": 40,
 }
 
 
@@ -229,19 +223,18 @@ def seed_from(generator):
 # %% [markdown]
 # ## 1. Two different "scores": Stein and Fisher
 #
-# For p_theta(x) = exp(-E_theta(x)) / Z_theta there are two gradients of log p:
+# For $p_\theta(x) = e^{-E_\theta(x)} / Z_\theta$ there are two gradients of $\log p$:
 #
-#     Stein score   s_theta(x)   = grad_x     log p_theta(x) = -grad_x E_theta(x)                (no Z!)
-#     Fisher score  psi_theta(x) = grad_theta log p_theta(x) = -grad_theta E_theta(x) - grad_theta log Z_theta
-#                                = -grad_theta E_theta(x) + E_{p_theta}[grad_theta E_theta]
+# $$s_\theta(x) = \nabla_x \log p_\theta(x) = -\nabla_x E_\theta(x) \qquad \text{(Stein score: no } Z\text{)}$$
+# $$\psi_\theta(x) = \nabla_\theta \log p_\theta(x) = -\nabla_\theta E_\theta(x)
+#   + \mathbb{E}_{p_\theta}[\nabla_\theta E_\theta] \qquad \text{(Fisher score: needs } \nabla_\theta \log Z\text{)}$$
 #
-# The Stein score lives in data space (a vector field over x); the Fisher score lives in parameter
-# space and needs log Z -- which is exactly what maximum likelihood needs and what score matching
-# avoids. Derivations: docs/derivations/stein_vs_fisher_score.md, docs/derivations/mle_gradient.md,
-# docs/derivations/energy_normalisation.md.
-#
-# Our model is the 1-D exponential family E_theta(x) = theta1 x^2/2 + theta2 x^4/4 = theta . T(x):
-# a double well when theta1 < 0. Its log Z is a 1-D integral, so we can compute both scores exactly.
+# The Stein score is a vector field over $x$; the Fisher score lives in parameter space and needs $\log Z$,
+# which is what maximum likelihood needs and score matching avoids. Derivations:
+# docs/derivations/stein_vs_fisher_score.md, mle_gradient.md, energy_normalisation.md.
+# Our model is the 1-D exponential family $E_\theta(x) = \theta_1 x^2/2 + \theta_2 x^4/4 = \theta \cdot T(x)$,
+# a double well when $\theta_1 < 0$. Its $\log Z$ is a 1-D integral (Gauss-Legendre quadrature below), so
+# both scores are exact.
 
 # %%
 theta_true = np.array(cfg.quartic_theta, dtype=np.float64)
@@ -363,27 +356,26 @@ if run.section(1):
     run.savefig(fig, "fig01_stein_vs_fisher")
 
 # %% [markdown]
-# **What to notice.** the Stein score is read off the energy alone (autograd of E) and points to the
-# two wells. The Fisher score is the dashed curve shifted by E_p[T]: that shift *is*
-# grad_theta log Z, it is what makes E_p[psi] = 0, and it needs an integral over all x.
+# **What to notice.** The Stein score is read off the energy alone (autograd of $E$) and points to the
+# two wells. The Fisher score is the dashed curve shifted by $\mathbb{E}_p[T]$: that shift *is*
+# $\nabla_\theta \log Z$, it makes $\mathbb{E}_p[\psi] = 0$, and it needs an integral over all $x$.
 
 # %% [markdown]
 # ## 2. Explicit and implicit score matching differ by a constant
 #
 # If we knew the data score, we would minimise the Fisher divergence (explicit score matching)
 #
-#     J_ESM(theta) = E_{p_data} 1/2 |s_theta(x) - grad_x log p_data(x)|^2.
+# $$J_{\rm ESM}(\theta) = \mathbb{E}_{p_{\rm data}} \tfrac12 \lVert s_\theta - \nabla_x \log p_{\rm data} \rVert^2 .$$
 #
-# Expanding the square, the cross term E[s_theta . grad log p_data] = int s_theta . grad p_data dx
-# becomes -E[tr grad_x s_theta] after integrating by parts (the boundary term vanishes when
-# p_data s_theta -> 0 at infinity). So
+# Integrating the cross term by parts (the boundary term vanishes when $p_{\rm data} s_\theta \to 0$) gives
 #
-#     J_ESM(theta) = E_{p_data}[ 1/2 |s_theta|^2 + tr grad_x s_theta ] + 1/2 E|grad log p_data|^2
-#                  =            J_ISM(theta)                           +  const (free of theta).
+# $$J_{\rm ESM}(\theta) = \underbrace{\mathbb{E}_{p_{\rm data}}\big[\tfrac12 \lVert s_\theta \rVert^2
+#   + \operatorname{tr} \nabla_x s_\theta\big]}_{J_{\rm ISM}(\theta)}
+#   + \tfrac12 \mathbb{E} \lVert \nabla_x \log p_{\rm data} \rVert^2 .$$
 #
-# Derivation: docs/derivations/score_matching_objective.md. We check it on the 8-Gaussians target,
-# whose score we know, for energies E_theta = random MLPs (and the true energy itself). First the
-# trace, written the slow, obvious way: one autograd call per dimension.
+# Derivation: docs/derivations/score_matching_objective.md. We check it on the 8 Gaussians, whose score
+# we know, for random MLP energies (and the true one). First the trace the slow, obvious way: one
+# autograd call per dimension.
 
 # %%
 if run.section(2):
@@ -488,21 +480,19 @@ if run.section(2):
     run.savefig(fig, "fig02_esm_vs_ism", key=True)
 
 # %% [markdown]
-# **What to notice.** ESM ranges over orders of magnitude across theta (it is 0 for the true energy),
-# yet ESM - ISM stays flat at the level of its Monte-Carlo error when every theta sees the same samples
-# (the two claims above: a std of 8 noisy values is itself uncertain by ~27 %, hence the factor 2).
-# With fresh samples per theta the difference also carries the noise of 1/2 mean|s_data|^2, so it
-# scatters more: the identity holds in expectation, not sample by sample.
+# **What to notice.** ESM ranges over orders of magnitude across $\theta$ (0 for the true energy), yet
+# ESM − ISM stays flat at the level of its Monte-Carlo error when every $\theta$ sees the same samples (a std
+# of 8 noisy values is itself uncertain by ~27 %, hence the factor 2). With fresh samples per $\theta$ it also
+# carries the noise of $\tfrac12 \overline{\lVert s_{\rm data} \rVert^2}$: the identity holds in expectation.
 
 # %% [markdown]
-# ## 3. For a Gaussian, score matching is maximum likelihood (Hyvarinen 2005)
+# ## 3. For a Gaussian, score matching is maximum likelihood (Hyvärinen 2005)
 #
-# Take E(x) = 1/2 x^T Lambda x - eta^T x, so s(x) = -Lambda x + eta and tr grad_x s = -tr Lambda.
-# J_ISM is then a quadratic in (Lambda, eta); setting its gradient to zero gives eta = Lambda xbar and
-# 1/2 (S Lambda + Lambda S) = I, i.e. mu = xbar and Lambda = S^{-1} with S the 1/n sample covariance:
-# exactly the MLE. First a direct check: the gradient of J_ISM at the MLE is zero. Then
-# `common.score_matching.gaussian_sm_fit` minimises J_ISM by one exact Newton step (the Hessian
-# from torch.func), without using the closed form.
+# Take $E(x) = \tfrac12 x^\top \Lambda x - \eta^\top x$, so $s(x) = -\Lambda x + \eta$ and
+# $\operatorname{tr} \nabla_x s = -\operatorname{tr} \Lambda$. $J_{\rm ISM}$ is quadratic in $(\Lambda, \eta)$; its
+# stationary point is $\eta = \Lambda \bar x$ and $\tfrac12 (S\Lambda + \Lambda S) = I$, i.e. $\mu = \bar x$,
+# $\Lambda = S^{-1}$ with $S$ the $1/n$ sample covariance: exactly the MLE. We check that $\nabla J_{\rm ISM} = 0$
+# at the MLE, then let `common.score_matching.gaussian_sm_fit` minimise $J_{\rm ISM}$ by one exact Newton step.
 
 # %%
 if run.section(3):
@@ -571,20 +561,21 @@ if run.section(3):
     run.savefig(fig, "fig03_gaussian_sm_equals_mle")
 
 # %% [markdown]
-# **What to notice.** the score-matching and MLE ellipses coincide (dotted over solid), and both sit
-# off the truth by the same sampling error. The bars make it quantitative: |SM - MLE| is at the
-# level of float64 rounding, |MLE - truth| at the level of 1/sqrt(n).
+# **What to notice.** The score-matching and MLE ellipses coincide (dotted over solid), and both sit off the
+# truth by the same sampling error: $|{\rm SM} - {\rm MLE}|$ is float64 rounding,
+# $|{\rm MLE} - {\rm truth}| \sim 1/\sqrt n$.
 
 # %% [markdown]
 # ## 4. The cost of the trace: exact Jacobian vs sliced score matching
 #
-# tr grad_x s needs the whole diagonal of a D x D Jacobian: D backward passes (torch.func batches
-# them, but the work is still ~D times one pass). Sliced score matching (Song et al. 2019) uses
-# tr J = E_v[v^T J v] with E[v v^T] = I, and v^T J v = v . grad_x(v . s(x)) costs ONE backward pass:
+# $\operatorname{tr} \nabla_x s$ needs the diagonal of a $D \times D$ Jacobian: $D$ backward passes. Sliced score
+# matching (Song et al. 2019) uses $\operatorname{tr} J = \mathbb{E}_v[v^\top J v]$ with $\mathbb{E}[v v^\top] = I$,
+# and $v^\top J v = v \cdot \nabla_x (v \cdot s)$ costs one backward pass:
 #
-#     J_SSM(theta) = E_x E_v [ v^T grad_x s_theta(x) v + 1/2 |s_theta(x)|^2 ]     (unbiased for J_ISM).
+# $$J_{\rm SSM}(\theta) = \mathbb{E}_x \mathbb{E}_v \big[ v^\top \nabla_x s_\theta(x)\, v
+#   + \tfrac12 \lVert s_\theta(x) \rVert^2 \big] \quad \text{(unbiased for } J_{\rm ISM}\text{)}.$$
 #
-# We time one training step (loss, backward, optimiser) of a score network R^D -> R^D for both.
+# We time one training step (loss, backward, optimiser) of a score network $\mathbb{R}^D \to \mathbb{R}^D$ for both.
 
 # %%
 if run.section(4):
@@ -655,25 +646,23 @@ if run.section(4):
     run.savefig(fig, "fig04_trace_cost")
 
 # %% [markdown]
-# **What to notice.** the exact trace's cost grows at least linearly in D (faster here, because each
-# sample's D x D Jacobian has to be built and back-propagated), while the sliced step stays nearly
-# flat. The price is variance: one projection is a noisy estimate of the trace (right panel),
-# unbiased but far from the exact value on its own.
+# **What to notice.** The exact trace's cost grows at least linearly in $D$ (each sample's $D \times D$
+# Jacobian is built and back-propagated), while the sliced step stays nearly flat. The price is variance:
+# one projection is an unbiased but noisy estimate of the trace (right panel).
 
 # %% [markdown]
 # ## 5. Denoising score matching (Vincent 2011)
 #
-# Add noise, x~ = x + sigma eps, and regress the model score at x~ onto the direction back to x:
+# Add noise, $\tilde x = x + \sigma \varepsilon$, and regress the model score at $\tilde x$ onto the way back:
 #
-#     J_DSM(theta) = E_{x, eps} 1/2 | s_theta(x + sigma eps) + eps / sigma |^2.
+# $$J_{\rm DSM}(\theta) = \mathbb{E}_{x, \varepsilon}\, \tfrac12 \big\lVert s_\theta(x + \sigma\varepsilon)
+#   + \varepsilon / \sigma \big\rVert^2 .$$
 #
-# No trace at all, and p_data need not be smooth. The minimiser is the score of the *noised* density
-# q_sigma = p_data * N(0, sigma^2 I), not of p_data: small sigma -> nearly the right density but
-# a very noisy regression target (the target -eps/sigma has variance D/sigma^2); large sigma ->
-# an easy target but a blurred density. Tweedie's formula then gives the best denoiser
-# E[x | x~] = x~ + sigma^2 grad log q_sigma(x~). Derivation: docs/derivations/denoising_score_matching.md.
-# The loss is three lines; we write it inline once, check it against
-# `common.score_matching.denoising_score_matching_loss`, and use the common version from then on.
+# No trace, and $p_{\rm data}$ need not be smooth. The minimiser is the score of the *noised* density
+# $q_\sigma = p_{\rm data} * \mathcal{N}(0, \sigma^2 I)$: small $\sigma$ gives nearly the right density but a
+# very noisy target (variance $D/\sigma^2$), large $\sigma$ an easy target but a blurred density. Tweedie's
+# formula gives the best denoiser, $\mathbb{E}[x \mid \tilde x] = \tilde x + \sigma^2 \nabla \log q_\sigma(\tilde x)$
+# (docs/derivations/denoising_score_matching.md). First the update written out: a few dozen Adam steps.
 
 # %%
 if run.section(5):
@@ -820,14 +809,12 @@ if run.section(5):
     run.savefig(fig, "fig05_dsm_model", key=True)
 
 # %% [markdown]
-# **What to notice.** the loss barely moves and stays noisy -- most of it is the irreducible variance of the
-# target -eps/sigma -- yet the score field points the right way. The grade is a multi-scale MMD (it rejects
-# one moon and 2x too-wide moons at this n: tests/test_score_matching_grades.py) read against the floor AND
-# against exact samples of q_sigma, the best a DSM model at this sigma can do. The claims locate the miss:
-# q_sigma's samples are at the floor, the models' are not, so the gap is the model's. The old step was a
-# second, smaller culprit: at h = 3e-3 x 1000 even the EXACT score landed -0.2, 0.9, 2.5 and 17x the floor
-# in four draws (exercise 1), at h = 1e-2 at the floor in two; hence h = 1e-2. More steps, width or data
-# did not close the model's gap (docs/solutions/06, exercise 1): its cause is not pinned down.
+# **What to notice.** The loss barely moves and stays noisy (most of it is the irreducible variance of
+# $-\varepsilon/\sigma$), yet the score field points the right way. The grade, a multi-scale MMD (it rejects one
+# moon and 2× too-wide moons at this $n$: tests/test_score_matching_grades.py), is read against the floor and
+# against exact samples of $q_\sigma$, the best a DSM model at this $\sigma$ can do. The claims locate the miss:
+# $q_\sigma$'s samples are at the floor, the models' are not, so the gap is the model's. The sampler was checked
+# with the exact score (exercise 1); more steps, width or data did not close the gap (docs/solutions/06).
 
 # %%
 if run.section(5):
@@ -899,9 +886,9 @@ if run.section(5):
     run.savefig(fig, "fig06_noise_levels")
 
 # %% [markdown]
-# **What to notice.** at the largest sigma the learned density is a blur of the moons and its samples score
-# a low E log p_data; at the smallest, the regression target is almost pure noise (signal fraction ~0.01),
-# so the score error is largest there (claims). In between lies the useful range -- and lesson 10's ladder.
+# **What to notice.** At the largest $\sigma$ the learned density is a blur of the moons and its samples score a
+# low $\mathbb{E} \log p_{\rm data}$; at the smallest, the target is almost pure noise (signal fraction ~0.01), so
+# the score error is largest there (claims). In between lies the useful range, and lesson 10's ladder.
 
 # %%
 
@@ -930,25 +917,20 @@ if run.section(5):
     run.savefig(fig, "fig07_tweedie")
 
 # %% [markdown]
-# **What to notice.** the denoised points are pulled back towards the moons, and the learned
-# denoiser's squared error is close to the Bayes-optimal one of the exact score. Tweedie's
-# estimate is a posterior *mean*: at large sigma it lands between the moons, not on them.
+# **What to notice.** The denoised points are pulled back towards the moons, and the learned denoiser's
+# squared error is close to the exact score's. Tweedie's estimate is a posterior *mean*: at large $\sigma$
+# it lands between the moons, not on them.
 
 # %% [markdown]
 # ## 6. Sampling with a learned score, and the separated-modes failure
 #
-# Langevin only needs the score: x <- x + h s(x) + sqrt(2h) xi. But the score is *local*: on
-# p = 0.2 N((-5,-5), I) + 0.8 N((5,5), I) each chain runs to the nearest mode and never crosses the
-# valley, so the mode weights are set by where the chains started, not by p. With starts uniform in
-# a box, about half land in the small mode. To show that this is the sampler and not the learning,
-# we run Langevin with the TRUE score as well as with a DSM-trained energy. Annealed Langevin
-# (common.samplers.annealed_langevin) with the exact scores of q_sigma for sigma from 20 down to 0.1
-# fixes it: at large sigma the modes merge and the chains share out the mass correctly.
-#
-# There is a second, separate blind spot. Within each mode, grad log p is the same whatever the
-# weights (the weight only shifts log p by a constant there), so a score fitted on data that never
-# visits the valley cannot know the weights either: the energy gap between the modes of the
-# DSM-trained model is arbitrary. We print it next to the exact log(0.8/0.2).
+# Langevin needs only the score, $x \leftarrow x + h\, s(x) + \sqrt{2h}\, \xi$. But the score is *local*: on
+# $p = 0.2\, \mathcal{N}((-5,-5), I) + 0.8\, \mathcal{N}((5,5), I)$ each chain runs to the nearest mode and never
+# crosses the valley, so the weights are set by where the chains started. We run Langevin with the TRUE score
+# (the sampler's failure) and with a DSM-trained energy; annealed Langevin (`common.samplers.annealed_langevin`)
+# with the exact scores of $q_\sigma$, $\sigma$ from 20 down to 0.1, fixes it: at large $\sigma$ the modes merge.
+# A second blind spot: within each mode $\nabla \log p$ does not depend on the weights, so a score fitted on
+# data that never visits the valley cannot know them; we print the learned energy gap next to $\log(0.8/0.2)$.
 
 # %%
 if run.section(6):
@@ -1028,22 +1010,23 @@ if run.section(6):
     run.savefig(fig, "fig08_separated_modes", key=True)
 
 # %% [markdown]
-# **What to notice.** with the TRUE score, Langevin still puts ~half the chains in the small mode: that
+# **What to notice.** With the TRUE score, Langevin still puts ~half the chains in the small mode: that
 # failure is the sampler's. Annealing (exact noised scores) recovers the 0.2. The learned energy gap is
-# off log 4: the learning has its own blind spot for modes the data never connects (lesson 10).
+# off $\log 4$: the learning has its own blind spot for modes the data never connects (lesson 10).
 
 # %% [markdown]
 # ## 7. Score matching against maximum likelihood: the spread over repeated fits
 #
-# Both estimators are consistent, but MLE is efficient (it attains the Cramer-Rao bound) and score
-# matching is not. For the exponential family E = theta . T(x), the SM objective is quadratic:
+# Both estimators are consistent, but only MLE attains the Cramér-Rao bound. For $E = \theta \cdot T(x)$ the
+# SM objective is quadratic,
 #
-#     J_ISM(theta) = 1/2 theta^T A theta - theta^T b,   A = mean T'(x) T'(x)^T,   b = mean T''(x),
+# $$J_{\rm ISM}(\theta) = \tfrac12 \theta^\top A \theta - \theta^\top b, \qquad
+#   A = \overline{T'(x) T'(x)^\top}, \quad b = \overline{T''(x)},$$
 #
-# so theta_SM = A^{-1} b in closed form, while the MLE needs log Z (Gauss-Legendre quadrature
-# inside scipy.optimize). We repeat both fits on fresh samples of n points from the double well
-# and compare the spreads with their asymptotic values: the inverse Fisher information for MLE and
-# the sandwich formula A^{-1} Cov(g) A^{-1} / n for SM (g = the per-sample gradient of J_ISM).
+# so $\theta_{\rm SM} = A^{-1} b$, while the MLE needs $\log Z$ (quadrature inside scipy.optimize). We repeat
+# both fits on fresh samples and compare the spreads with their asymptotic values: the inverse Fisher
+# information for MLE, the sandwich $A^{-1} \operatorname{Cov}(g) A^{-1} / n$ for SM ($g$: the per-sample
+# gradient of $J_{\rm ISM}$).
 
 # %%
 if run.section(7):
@@ -1145,188 +1128,29 @@ if run.section(7):
     run.savefig(fig, "fig09_sm_vs_mle_spread")
 
 # %% [markdown]
-# **What to notice.** both clouds are centred near the truth (both estimators are consistent), but the SM
-# cloud is wider, and not by accident: the sandwich formula says SM needs ~1.6x (theta1) and 1.4x (theta2)
-# as many points as MLE, at any n, and the bars match it (claims above). SM sees only local slopes
-# weighted by p, so the barrier at x = 0, where p is small, is pinned down poorly; MLE gets it via log Z.
+# **What to notice.** Both clouds are centred near the truth (both estimators are consistent), but the SM
+# cloud is wider, as the sandwich formula says (~1.6× the points for $\theta_1$, 1.4× for $\theta_2$, at any
+# $n$; claims above). SM sees only local slopes weighted by $p$, so the barrier at $x = 0$, where $p$ is
+# small, is pinned down poorly; MLE gets it through $\log Z$.
 
 # %% [markdown]
-# ## 8. Fisher score matching: the same trick in parameter space
-#
-# Simulation-based inference: a simulator draws x ~ p(x | theta) but cannot evaluate it. We want the
-# posterior score grad_theta log p(theta | x) = grad_theta log pi(theta) + grad_theta log p(x | theta).
-# Integrating by parts in theta (not x) removes the unknown likelihood score:
-#
-#     J(phi) = E_{theta ~ pi, x ~ p(x|theta)} [ 1/2 |s_phi(theta, x)|^2 + tr grad_theta s_phi(theta, x) ] + const,
-#
-# needing only simulated pairs (theta, x) (Khoo et al. 2025; Sui, Pandey & Wandelt 2025).
-# Derivation and sources: docs/derivations/fisher_score_matching.md.
-# We write s_phi = t_phi + grad log pi, so t_phi learns the simulator's Fisher score. The test case
-# has a closed form: theta ~ N(0, tau^2 I) in 2-D, x = A theta + sigma eps in 3-D, where
-# grad_theta log p(theta | x) = -theta / tau^2 + A^T (x - A theta) / sigma^2.
-
-# %%
-if run.section(8):
-    gen = run.generator("8-fisher-score-matching")
-    A_sim = torch.randn(3, 2, generator=gen) / math.sqrt(2)
-    tau, sigma_x = cfg.fsm_prior_std, cfg.fsm_noise
-
-
-    def simulate(n, generator):
-        theta = tau * torch.randn(n, 2, generator=generator)  # (n, 2) prior draws
-        x = theta @ A_sim.T + sigma_x * torch.randn(n, 3, generator=generator)  # (n, 3) simulator output
-        return theta, x
-
-
-    def prior_score(theta):
-        return -theta / tau**2
-
-
-    def exact_fisher_score(theta, x):
-        # grad_theta log p(x | theta) = A^T (x - A theta) / sigma^2
-        return (x - theta @ A_sim.T) @ A_sim / sigma_x**2
-
-
-    torch.manual_seed(seed_from(gen))
-    likelihood_net = mlp((5, cfg.fsm_hidden, cfg.fsm_hidden, 2))
-
-
-    def posterior_score(theta, x):
-        # s_phi(theta, x) = t_phi(theta, x) + grad log pi(theta)
-        return likelihood_net(torch.cat([theta, x], -1)) + prior_score(theta)
-
-
-    def fsm_loss(theta, x):
-        # J = E[ 1/2 |s_phi|^2 + tr grad_theta s_phi ], the trace exactly by torch.func (d = 2)
-        def single(th, xx):
-            s = posterior_score(th[None], xx[None])[0]
-            return s, s
-
-        jac, s = torch.func.vmap(torch.func.jacrev(single, has_aux=True))(theta, x)  # (B, 2, 2), (B, 2)
-        return (0.5 * (s**2).sum(-1) + jac.diagonal(dim1=-2, dim2=-1).sum(-1)).mean()
-
-
-
-
-    def fsm_step_loss(step):
-        return fsm_loss(*simulate(cfg.fsm_batch, gen)), {}  # fresh simulations at every step
-
-
-    fsm_trainer = Trainer(likelihood_net, run, lr=cfg.fsm_lr, blame="fsm_lr", n_steps=cfg.fsm_steps, schedule="cosine",
-                          name="FSM")
-    fsm_history = fsm_trainer.fit(fsm_step_loss, cfg.fsm_steps, desc="FSM")["loss"]
-
-    theta_eval, x_eval_sim = simulate(4000, gen)
-    with torch.no_grad():
-        learned_post = posterior_score(theta_eval, x_eval_sim)
-    exact_post = prior_score(theta_eval) + exact_fisher_score(theta_eval, x_eval_sim)
-    learned_fisher = learned_post - prior_score(theta_eval)
-    exact_fisher = exact_fisher_score(theta_eval, x_eval_sim)
-
-
-    def rms_rel(estimate, truth):
-        return float(((estimate - truth) ** 2).sum(-1).mean().sqrt() / (truth**2).sum(-1).mean().sqrt())
-
-
-    fsm_err, fisher_err = rms_rel(learned_post, exact_post), rms_rel(learned_fisher, exact_fisher)
-    # exact minimum of J: -1/2 E|grad log p(theta|x)|^2 (the constant of section 2, in theta-space)
-    j_min = -0.5 * float((exact_post**2).sum(-1).mean())
-
-    # One observation x_o: posterior by Langevin in theta with the learned score (annealed_langevin with one
-    # level is plain Langevin driven by a score), against the closed-form Gaussian posterior.
-    theta_o = torch.tensor([[0.8, -0.6]])
-    x_o = theta_o @ A_sim.T + sigma_x * torch.randn(1, 3, generator=gen)
-    post_precision = torch.eye(2) / tau**2 + A_sim.T @ A_sim / sigma_x**2
-    post_cov = torch.linalg.inv(post_precision)
-    post_mean = (post_cov @ A_sim.T @ x_o.T / sigma_x**2).T  # (1, 2)
-    with torch.no_grad():
-        theta_samples = annealed_langevin(lambda th, _s: posterior_score(th, x_o.expand(len(th), 3)),
-                                          tau * torch.randn(cfg.fsm_chains, 2, generator=gen), [1.0],
-                                          cfg.fsm_langevin_steps,
-                                          0.05 * float(post_cov.diagonal().min()), generator=gen)
-    moments = {"langevin_mean": theta_samples.mean(0), "exact_mean": post_mean[0],
-               "langevin_std": theta_samples.std(0), "exact_std": post_cov.diagonal().sqrt()}
-    print(f"\n8. Fisher score matching: theta ~ N(0, {tau:g}^2 I_2), x = A theta + {sigma_x:g} eps in 3-D")
-    print(f"   final loss {np.mean(fsm_history[-100:]):.3f}   exact minimum (-1/2 E|posterior score|^2) {j_min:.3f}")
-    print(f"   relative RMS error: posterior score {fsm_err:.3f}   Fisher (likelihood) score {fisher_err:.3f}")
-    print("   posterior for x_o: Langevin on the learned score vs closed form")
-    print(f"      mean {fmt(moments['langevin_mean'])}  vs {fmt(moments['exact_mean'])}")
-    print(f"      std  {fmt(moments['langevin_std'])}  vs {fmt(moments['exact_std'])}")
-    run.metrics["fsm_score_rel_error"] = fsm_err
-    run.metrics["fsm_fisher_rel_error"] = fisher_err
-    run.metrics["fsm_posterior_moments"] = moments
-    run.claim("fsm_score", "FSM learns the posterior score: relative RMS error", fsm_err, "<", 0.1)
-    run.claim("fsm_posterior_mean", "Langevin on the learned score finds the posterior mean: max |error| / exact sd",
-              float(((moments["langevin_mean"] - moments["exact_mean"]).abs() / moments["exact_std"]).max()), "<", 0.1)
-    run.claim("fsm_posterior_std", "... and its spread: max |std / exact std - 1|",
-              float((moments["langevin_std"] / moments["exact_std"] - 1).abs().max()), "<", 0.1)
-
-    fig, axes = plotting.figure(3, title=f"Fisher score matching: {cfg.fsm_steps} steps, prior N(0, {tau:g}²I), "
-                                         f"simulator noise {sigma_x:g}")
-    center, half = post_mean[0].numpy(), 3 * float(post_cov.diagonal().sqrt().max())
-    bounds_o = (center[0] - half, center[0] + half, center[1] - half, center[1] + half)
-
-
-    def exact_log_post(theta):
-        diff = theta - post_mean
-        return -0.5 * ((diff @ post_precision) * diff).sum(-1)
-
-
-    plotting.density_image(axes[0], exact_log_post, bounds_o)
-    n_arrows = 9
-    grid_th = plotting.grid_2d(bounds_o, n_arrows)[2]
-    exact_field = prior_score(grid_th) + exact_fisher_score(grid_th, x_o.expand(len(grid_th), 3))
-    arrow_scale = float(exact_field.norm(dim=1).max()) * n_arrows  # one scale for both fields, so lengths compare
-    axes[0].quiver(grid_th[:, 0], grid_th[:, 1], exact_field[:, 0], exact_field[:, 1], color="white", scale=arrow_scale,
-                   width=0.014, label="exact")
-    plotting.score_field(axes[0], lambda th: posterior_score(th, x_o.expand(len(th), 3)).detach(), bounds_o,
-                         n=n_arrows, normalise=False, color="#d62728", scale=arrow_scale, width=0.005, label="learned")
-    axes[0].set(xlabel=r"$\theta_1$", ylabel=r"$\theta_2$", title=r"posterior score for one $x_o$")
-    axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, facecolor="0.55")  # white arrows show
-    lim = float(exact_fisher.abs().quantile(0.99))
-    for k, color in enumerate(("#1f77b4", "#d62728")):
-        axes[1].scatter(exact_fisher[:1000, k], learned_fisher[:1000, k], s=3, alpha=0.5, color=color,
-                        label=f"component {k + 1}")
-    axes[1].plot([-lim, lim], [-lim, lim], "k--", lw=1)
-    axes[1].set(xlim=(-lim, lim), ylim=(-lim, lim), xlabel="exact Fisher score", ylabel=r"learned $t_\phi$",
-                title=f"likelihood score, rel. error {fisher_err:.2f}")
-    axes[1].legend()
-    plotting.colorbar(axes[2], plotting.density_image(axes[2], exact_log_post, bounds_o),
-                      r"exact $p(\theta \mid x_o)$ / max")
-    plotting.scatter_samples(axes[2], theta_samples[:800], color="#2ca02c", edge="none", size=2)
-    axes[2].plot(*theta_o[0].numpy(), "w*", ms=12, mec="k", label=r"$\theta$ that made $x_o$")
-    axes[2].set(xlabel=r"$\theta_1$", ylabel=r"$\theta_2$", title="Langevin on the learned posterior score",
-                xlim=bounds_o[:2],
-                ylim=bounds_o[2:])
-    axes[2].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2))
-    run.savefig(fig, "fig10_fisher_score_matching")
-
-# %% [markdown]
-# **What to notice.** the learned arrows (red) follow the exact ones (white) where the joint has mass,
-# and Langevin with the learned score reproduces the closed-form posterior's mean and spread --
-# without the simulator's likelihood ever being written down.
-
-# %% [markdown]
-# Score matching is one of three ways to train an EBM without Z that the course derives; the other
-# two are contrastive divergence (docs/derivations/contrastive_divergence.md, lessons 04-05) and
-# noise-contrastive estimation (docs/derivations/noise_contrastive_estimation.md), which turns
-# density estimation into telling data from noise and learns log Z as one more parameter.
+# Score matching is one of three ways to train an EBM without $Z$ that the course derives; the others are
+# contrastive divergence (lessons 04-05) and noise-contrastive estimation (lesson 10), which learns $\log Z$
+# as one more parameter (docs/derivations/contrastive_divergence.md, noise_contrastive_estimation.md).
 
 # %% [markdown]
 # ## Summary
 #
-# 1. The Stein score grad_x log p is free of Z; the Fisher score grad_theta log p needs grad log Z.
-#    Score matching fits the former and so never needs Z or a sampler during training.
-# 2. Integration by parts turns the Fisher divergence into Hyvarinen's 1/2|s|^2 + tr grad_x s plus a
-#    constant; with the same samples the two objectives differ by the same number at every theta.
-# 3. For a Gaussian, score matching and maximum likelihood give the same estimate; in general SM is
-#    consistent but less efficient than MLE (wider spread over repeated fits).
-# 4. The exact trace costs ~D backward passes; sliced SM costs one, at the price of variance.
-#    Denoising SM needs no trace at all but learns the blurred q_sigma: sigma trades bias for variance.
-#    Grade it against q_sigma's own samples, and check the sampler with the exact score first.
-# 5. A finite Langevin run, even with the exact score, keeps the mode weights of its starts (a ~25-nat
-#    barrier); annealing over noise levels fixes it (lesson 10). The same integration by parts in
-#    theta-space gives Fisher score matching for SBI.
+# 1. The Stein score $\nabla_x \log p$ is free of $Z$; the Fisher score $\nabla_\theta \log p$ needs $\nabla \log Z$.
+#    Score matching fits the former, so training needs neither $Z$ nor a sampler.
+# 2. Integration by parts turns the Fisher divergence into $\tfrac12 \lVert s \rVert^2 + \operatorname{tr} \nabla_x s$
+#    plus a constant; on the same samples the two objectives differ by the same number at every $\theta$.
+# 3. For a Gaussian, SM and MLE give the same estimate; in general SM is consistent but less efficient.
+# 4. The exact trace costs ~$D$ backward passes, sliced SM one (at the price of variance); denoising SM needs
+#    no trace but learns the blurred $q_\sigma$: $\sigma$ trades bias for variance. Grade it against
+#    $q_\sigma$'s own samples, and check the sampler with the exact score first.
+# 5. A finite Langevin run, even with the exact score, keeps the mode weights of its starts; annealing over
+#    noise levels fixes it (lesson 10). In $\theta$-space the same trick gives Fisher score matching (exercise 6).
 
 # %% [markdown]
 # ## Exercises
@@ -1355,10 +1179,14 @@ if run.section(8):
 # local slopes of log p, explain which feature of the double well is hard for SM to pin down, and
 # predict how the ratio changes for `--quartic-theta -4,1` (deeper wells). Check your prediction.
 #
-# **Exercise 6 (extend, hard): a nonlinear simulator**
-# Replace the simulator of section 8 by x = theta^3 + sigma eps in 1-D with a Gaussian prior. The
-# posterior is no longer Gaussian; compute its score on a grid by quadrature and compare with the
-# FSM network. Where in theta-space is the learned score worst, and why?
+# **Exercise 6 (extend, hard): Fisher score matching, and a nonlinear simulator**
+# A simulator draws x ~ p(x | theta) but cannot evaluate it. Integrating by parts in theta instead of x
+# (docs/derivations/fisher_score_matching.md) gives the posterior score grad_theta log p(theta | x) from
+# simulated pairs alone: J(phi) = E[1/2 |s_phi(theta, x)|^2 + tr grad_theta s_phi(theta, x)] + const.
+# `--exercise 6` trains s_phi on x = A theta + sigma eps (2-D theta, 3-D x, Gaussian prior) and prints its
+# error against the closed form. Replace the simulator by x = theta^3 + sigma eps in 1-D: the posterior is no
+# longer Gaussian; compute its score on a grid and compare with the network. Where is the learned score
+# worst, and why?
 
 # %%
 if run.stub(1):
@@ -1376,5 +1204,41 @@ if run.stub(4):
         est = est.detach()
         print(f"\nExercise 4 stub: {kind:<10} mean {float(est.mean()):9.3f}  var of one projection "
               f"{float(est.var()):10.3f}  (exact trace {float(exact_tr[0]):.3f})")
+
+if run.stub(6):
+    # Stub for exercise 6: Fisher score matching for theta ~ N(0, tau^2 I_2), x = A theta + sigma eps in 3-D
+    g6 = run.generator("exercise-6")
+    A_sim = torch.randn(3, 2, generator=g6) / math.sqrt(2)  # (3, 2)
+    tau, sigma_x = cfg.fsm_prior_std, cfg.fsm_noise
+
+    def simulate(n):
+        theta = tau * torch.randn(n, 2, generator=g6)  # (n, 2) prior draws
+        return theta, theta @ A_sim.T + sigma_x * torch.randn(n, 3, generator=g6)  # (n, 3) simulator output
+
+    def exact_posterior_score(theta, x):
+        # grad_theta log p(theta | x) = -theta / tau^2 + A^T (x - A theta) / sigma^2
+        return -theta / tau**2 + (x - theta @ A_sim.T) @ A_sim / sigma_x**2
+
+    torch.manual_seed(seed_from(g6))
+    t_net = mlp((5, cfg.fsm_hidden, cfg.fsm_hidden, 2))  # t_phi learns the simulator's Fisher score
+
+    def posterior_score(theta, x):
+        return t_net(torch.cat([theta, x], -1)) - theta / tau**2  # s_phi = t_phi + grad log pi
+
+    def fsm_loss(step):
+        # J = E[1/2 |s_phi|^2 + tr grad_theta s_phi] over fresh simulations; the trace exactly (d = 2)
+        theta, x = simulate(cfg.fsm_batch)
+        one = lambda th, xx: (lambda s: (s, s))(posterior_score(th[None], xx[None])[0])  # noqa: E731
+        jac, s = torch.func.vmap(torch.func.jacrev(one, has_aux=True))(theta, x)  # (B, 2, 2), (B, 2)
+        return (0.5 * (s**2).sum(-1) + jac.diagonal(dim1=-2, dim2=-1).sum(-1)).mean(), {}
+
+    Trainer(t_net, run, lr=cfg.fsm_lr, blame="fsm_lr", n_steps=cfg.fsm_steps, schedule="cosine",
+            name="FSM").fit(fsm_loss, cfg.fsm_steps, desc="FSM")
+    theta_eval, x_eval_sim = simulate(4000)
+    with torch.no_grad():
+        error = posterior_score(theta_eval, x_eval_sim) - exact_posterior_score(theta_eval, x_eval_sim)
+    rel = float(error.pow(2).sum(-1).mean().sqrt() / exact_posterior_score(theta_eval, x_eval_sim).pow(2).sum(-1)
+                .mean().sqrt())
+    print(f"\nExercise 6 stub: FSM, {cfg.fsm_steps} steps: relative RMS error of the posterior score {rel:.3f}")
 
 run.finish()
