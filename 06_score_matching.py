@@ -199,7 +199,8 @@ from common.score_matching import (
 )
 from common.training import Trainer
 
-run = start_lesson(cfg, flags, cpu_only="2-D toys and small MLPs, per-sample Jacobians with torch.func")
+run = start_lesson(cfg, flags, cpu_only="2-D toys and small MLPs, per-sample Jacobians with torch.func",
+                   figures=FIGURES, metrics=METRICS)
 device = run.device
 # NumPy's BLAS on as many threads as torch: OpenBLAS threads that spin next to torch's cost ~0.5 s of CPU
 # per 400-node Gauss-Legendre rule here (7 ms with one thread)
