@@ -74,7 +74,7 @@ METRICS = {
     "repeat_rate_iid": "{chains: the same for independent exact draws of the model (baseline)}",
 }
 SECTIONS = {1: "CD-k and PCD step by step", 2: "the bias of CD-k", 3: "equal budget, exact likelihood",
-            4: "short-run chains and spurious modes", 5: "chain health"}
+            4: "short-run chains and spurious modes", 5: "chain health", 6: "chains slowing in training"}
 EXERCISES = {3: ()}  # exercise: the sections its stub needs (the exact CD-k fixed point needs none)
 
 
@@ -214,14 +214,14 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 #
 # The log-likelihood gradient of an RBM is a difference of two correlations,
 #
-#     d log p(v) / dW = <v h^T>_data - <v h^T>_model,
+# $$\partial_W \log p(v) = \langle v h^\top \rangle_{\rm data} - \langle v h^\top \rangle_{\rm model},$$
 #
-# the *positive phase* (clamped to the data, exact because p(h | v) factorises) and the *negative
+# the *positive phase* (clamped to the data, exact because $p(h \mid v)$ factorises) and the *negative
 # phase* (an expectation under the model, intractable). CD-k (Hinton 2002) estimates the negative
-# phase with k steps of block Gibbs sampling v -> h -> v started **at the data**; PCD (Tieleman
+# phase with $k$ steps of block Gibbs sampling $v \to h \to v$ started **at the data**; PCD (Tieleman
 # 2008) starts each update's chain where the previous update left it, so the chains keep mixing
 # while the parameters move slowly. Our toy data is bars-and-stripes: every image is all-rows or
-# all-columns, 2 * 2^side - 2 distinct patterns, so the visible layer (side^2 <= 16 units) can be
+# all-columns, $2 \cdot 2^{\rm side} - 2$ distinct patterns, so the visible layer ($\le 16$ units) can be
 # enumerated and every gradient computed exactly.
 
 # %%
@@ -320,12 +320,12 @@ if run.section(1) or run.section(2):
 # ## 2. The bias of CD-k, measured against the exact gradient
 #
 # The CD-k gradient is not the gradient of the log-likelihood: its negative phase averages over
-# p_k(v) = (data distribution) T^k, the data pushed k steps through the Gibbs kernel T, instead of
-# over the model p(v). As k -> infinity p_k -> p and the bias vanishes (derivation, including
+# $p_k = p_{\rm data} T^k$, the data pushed $k$ steps through the Gibbs kernel $T$, instead of
+# over the model $p(v)$. As $k \to \infty$, $p_k \to p$ and the bias vanishes (derivation, including
 # the term CD drops: docs/derivations/contrastive_divergence.md). We average `bias_repeats`
 # independent estimates of `bias_copies` chains per pattern, so the Monte-Carlo noise floor
-# |SE| / |exact| (what an unbiased estimator would still show) stays well below the bias. An
-# unbiased estimator with relative noise r has an expected cosine of about 1 / sqrt(1 + r^2).
+# $|{\rm SE}| / |{\rm exact}|$ (what an unbiased estimator would still show) stays well below the bias. An
+# unbiased estimator with relative noise $r$ has an expected cosine of about $1/\sqrt{1 + r^2}$.
 
 # %%
 if run.section(2):
@@ -413,14 +413,14 @@ if run.section(2):
 #
 # A fair comparison counts Gibbs sweeps (one v -> h -> v step of one chain): CD-10 pays ten per
 # image per update, so within the same budget it makes ten times fewer updates. With at most 20
-# hidden units the exact log Z is a sum over 2^n_h hidden states (``RBM.log_partition``), so we
-# can plot the exact test log-likelihood log p(v) = -F(v) - log Z instead of a proxy. PCD gets
+# hidden units the exact $\log Z$ is a sum over $2^{n_h}$ hidden states (`RBM.log_partition`), so we
+# can plot the exact test log-likelihood $\log p(v) = -F(v) - \log Z$ instead of a proxy. PCD gets
 # two learning-rate schedules: constant, and decaying linearly to 0 (Tieleman 2008 used a decay:
 # with a constant rate the persistent chains and the parameters chase each other and the
 # likelihood oscillates).
 
 # %%
-if run.section(3) or run.section(4) or run.section(5):
+if run.section(3) or run.section(4) or run.section(5) or run.section(6):
     data = load_images(cfg.dataset, root=cfg.data_dir or None, max_train=cfg.max_train or None,
                        max_test=cfg.max_test or None, download=cfg.download)  # a flag value of 0 means "all"
     run.metrics["dataset"], run.metrics["n_train"] = data.name, len(data.x_train)
@@ -550,10 +550,10 @@ if run.section(3):
 # ## 4. Short-run chains are an implicit generator; exact samples look for spurious modes
 #
 # A CD-k trained model is only ever asked what happens k steps from the data. The k-step chain
-# is a generator of its own, q_k(v) = p_data T^k, and the training makes q_k look like the
-# data. Nothing forces the *model* p(v) = p_data T^infinity to: regions that the short chains
+# is a generator of its own, $q_k = p_{\rm data} T^k$, and the training makes $q_k$ look like the
+# data. Nothing forces the *model* $p = p_{\rm data} T^\infty$ to: regions that the short chains
 # never reach never have their energy pushed up, and they can hold a lot of probability. Here we
-# sample the model exactly (draw h from p(h) by enumerating 2^n_h hidden states, then v ~ p(v|h))
+# sample the model exactly (draw $h \sim p(h)$ by enumerating $2^{n_h}$ hidden states, then $v \sim p(v \mid h)$)
 # and count the samples that are farther (Hamming distance) from every training image than
 # `far_quantile` of the real test images are. We train a sharper CD-1 model and, for contrast, a
 # PCD model for the same number of epochs from the same start. The schedules differ on purpose:
@@ -918,12 +918,12 @@ if run.section(4):
 # ## 5. Chain health: autocorrelation, ESS, split R-hat and the self-transition rate
 #
 # A PCD gradient is only as good as its persistent chains. Four numbers say whether they mix:
-# the autocorrelation rho_t of a summary (here the free energy F(v)); the effective sample size
-# ESS = m n / (1 + 2 sum_t rho_t); split R-hat, which compares chains (and chain halves) and is
+# the autocorrelation $\rho_t$ of a summary (here the free energy $F(v)$); the effective sample size
+# ${\rm ESS} = m n / (1 + 2 \sum_t \rho_t)$; split $\hat R$, which compares chains (and chain halves) and is
 # about 1.00 when they agree; and the self-transition rate, the fraction of steps at which the
 # whole image stays the same. We run them on the PCD model of section 3, then on the same model
 # cooled by hand (all parameters times beta = `stuck_beta`: the "cooled" model, a picture of where
-# unchecked weight growth leads, not a product of training; the next cell looks at chains during
+# unchecked weight growth leads, not a product of training; section 6 looks at chains during
 # training itself), and then fix the cooled one with parallel tempering: replicas at smaller beta mix
 # freely and hand their states down by Metropolis swaps.
 
@@ -1039,7 +1039,7 @@ if run.section(5):
 #   that peaked: a smaller or decaying learning rate and weight decay.
 
 # %% [markdown]
-# ### Chains that slow down during training itself
+# ## 6. Chains that slow down during training itself
 #
 # The cooled model above is made by hand. Does PCD training produce slow chains by itself? The
 # lever is the learning-rate schedule that section 3 recommends. We train the same wider model
@@ -1051,7 +1051,7 @@ if run.section(5):
 # its ink (fraction of pixels on) at lags 1 and 10, and the self-transition rate.
 
 # %%
-if run.section(5):
+if run.section(6):
     def pcd_chain_record(decay: bool, seed_index: int):
         """PCD-1 (one chain per batch image), persistent chains recorded after every update: (T, B, n_v), model.
 
