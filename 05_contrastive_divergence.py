@@ -242,7 +242,6 @@ if run.section(1) or run.section(2):
                  "b": v_data.mean(0) - v.mean(0), "c": h_data.mean(0) - h_model.mean(0)}
         return grads, v
 
-
     bas = bars_and_stripes(cfg.bas_side).to(device)  # (2 * 2^side - 2, side^2), counting order
     n_vis = bas.shape[1]
     rbm_bas = RBM(n_vis, cfg.bas_hidden, weight_scale=0.1, generator=gen, device=device)
@@ -309,12 +308,11 @@ if run.section(1) or run.section(2):
 # %% [markdown]
 # **What to notice.**
 # - The inline CD step and common/rbm.py agree exactly: it really is just these lines.
-# - After one step a CD chain still looks like its starting pattern; the negative phase of CD-1
-#   therefore only pushes up the energy right next to the data.
-# - Most persistent chains of PCD are NOT bars or stripes: 0.92 of them at the defaults (printed above).
-#   That is what the model says too: partially trained, it puts only 0.086 of its exact mass on the 30
-#   patterns, and the chains' fraction on them (0.084) agrees with that within its binomial error. The
-#   chains are doing their job; it is the model that is still far from the data.
+# - After one step a CD chain still looks like its starting pattern: CD-1's negative phase pushes up the
+#   energy only right next to the data.
+# - Most persistent chains are NOT bars or stripes, and the model agrees: partially trained, it puts only a
+#   small part of its exact mass on the patterns, and the chains' fraction matches that mass within its
+#   binomial error (claims above). The chains do their job; the model is still far from the data.
 
 # %% [markdown]
 # ## 2. The bias of CD-k, measured against the exact gradient
@@ -338,7 +336,6 @@ if run.section(2):
         scale = float(exact.double().norm())
         return {"cosine": cosine(mean, exact), "relerr": float((mean - exact.double()).norm()) / scale,
                 "noise": float(se.norm()) / scale}
-
 
     exact_grad = flat(rbm_bas.exact_gradient(bas))
     replicated = bas.repeat(cfg.bias_copies, 1)  # (copies * patterns, n_v): the data, many chains each
@@ -398,15 +395,12 @@ if run.section(2):
 
 # %% [markdown]
 # **What to notice.**
-# - CD-1 points in a noticeably different direction from the true gradient (cosine well below 1)
-#   even with tens of thousands of chains: this is bias, not noise, since it sits far above the
-#   noise floor. As k grows the cosine climbs toward the noise ceiling.
-# - The bias grows as the model sharpens (try --bas-train-steps 4000): the better trained the
-#   model, the slower the Gibbs chain mixes and the further CD-k is from the truth.
-# - PCD-1 uses far fewer chains (one set, carried along by training), so its estimate is much
-#   noisier; within that noise we cannot see a bias, while CD-1 with many more chains is clearly
-#   off. PCD is not exact either: its chains lag behind the parameters they were sampled for,
-#   which matters when the learning rate is large (exercise 1).
+# - CD-1 points in a noticeably different direction from the true gradient even with tens of thousands
+#   of chains: bias, not noise, since it sits far above the noise floor. As $k$ grows the cosine climbs
+#   toward the noise ceiling. The bias grows as the model sharpens (exercise 1).
+# - PCD-1 uses far fewer chains (one set, carried along by training), so its estimate is much noisier;
+#   within that noise we cannot see a bias. PCD is not exact either: its chains lag behind the
+#   parameters they were sampled for, which matters when the learning rate is large (exercise 1).
 
 # %% [markdown]
 # ## 3. CD-1, CD-10 and PCD at an equal budget, judged by the exact likelihood
@@ -428,7 +422,6 @@ if run.section(3) or run.section(4) or run.section(5) or run.section(6):
     x_train, x_test = data.x_train.to(device), data.x_test.to(device)
     print(f"\n{data.name}: {len(x_train)} train / {len(x_test)} test binary images of {data.shape[0]}x{data.shape[1]}")
 
-
     def fresh_rbm(n_hidden: int, name: str) -> RBM:
         """Small random weights, visible biases at the data log-odds (Hinton's practical guide).
 
@@ -437,7 +430,6 @@ if run.section(3) or run.section(4) or run.section(5) or run.section(6):
         g = run.generator(name)
         return RBM(x_train.shape[1], n_hidden, 0.01, visible_bias=data_visible_bias(x_train), generator=g,
                    device=device)
-
 
     def train_on_budget(rbm: RBM, k: int, persistent: bool, decay: bool, lr: float, sweeps: int, n_evals: int,
                         weight_decay: float, label: str, evaluate=True) -> dict:
@@ -465,7 +457,6 @@ if run.section(3) or run.section(4) or run.section(5) or run.section(6):
                 history["loglik"].append(float(rbm.log_likelihood(x_test).mean()))
         history["chains"] = chains
         return history
-
 
     def hamming_to_train(v: torch.Tensor) -> torch.Tensor:
         """Hamming distances (B, N_train) from binary images to every training image, as one matrix product."""
@@ -538,13 +529,11 @@ if run.section(3):
 # **What to notice.**
 # - Per Gibbs sweep, CD-1 is hard to beat early on: it makes long_k times more updates than CD-10.
 #   Per update (middle panel) CD-10 is the better estimator; the budget decides which one wins.
-# - PCD with a constant learning rate jumps around by a nat or more from one evaluation to the
-#   next: its chains mix *because* the parameters keep moving, and each large step throws them off.
-# - Decaying the learning rate calms PCD down only late, as the rate approaches 0; it ends level
-#   with CD-1 (default run, seed 0: -18.03 vs -18.45 nats at the last evaluation, but the means of the
-#   last five evaluations, -18.45 and -18.17, swap the order: the gap is within the wobble). With only 16 hidden
-#   units the model mixes fast, so CD-1's bias costs little here; the ranking can change with
-#   more hidden units or longer training (exercise 2).
+# - PCD with a constant learning rate jumps around by a nat or more between evaluations: its chains mix
+#   *because* the parameters keep moving, and each large step throws them off.
+# - Decaying the rate calms PCD down only late; it ends level with CD-1 (within a nat, claim above; the
+#   order of the two swaps between the last evaluation and the mean of the last five). With 16 hidden
+#   units the model mixes fast, so CD-1's bias costs little here (exercise 2).
 
 # %% [markdown]
 # ## 4. Short-run chains are an implicit generator; exact samples look for spurious modes
@@ -572,20 +561,16 @@ if run.section(4):
         index = torch.multinomial(torch.softmax(log_p_h.double(), 0), n, replacement=True, generator=generator)
         return torch.bernoulli(rbm.visible_probs(hidden[index]), generator=generator)
 
-
     def distance_to_train(v: torch.Tensor) -> torch.Tensor:
         """Hamming distance from each binary image to its nearest training image (common.evaluation)."""
         return nearest_hamming(v, x_train)  # (B,)
 
-
     far = float(torch.quantile(distance_to_train(x_test), cfg.far_quantile))
-
 
     def far_fraction(v: torch.Tensor) -> float:
         """Fraction of images farther than ``far`` pixels from every training image (common.evaluation; its test
         shows it flags 5 % of noise images among digits at this sample size)."""
         return evaluation.far_fraction(v, x_train, far)
-
 
     print(f"\nA sample is 'far' when its nearest training image is more than {far:.0f} pixels away "
           f"({cfg.far_quantile:.0%} of test digits are closer)")
@@ -658,7 +643,6 @@ if run.section(4):
         exact = exact_model_samples(rbm, cfg.n_exact_samples, gen)
         return far_fraction(exact), far_fraction(one_step)
 
-
     seed_fractions = {"CD-1": [], "PCD-1": []}  # name: [(exact, one step) per initial seed]
     for i in range(cfg.spurious_seeds):
         for name, persistent in (("CD-1", False), ("PCD-1", True)):
@@ -703,22 +687,14 @@ if run.section(4):
 
 # %% [markdown]
 # **What to notice.**
-# - One Gibbs step from the data gives images that look like digits: the k-step chain is what
-#   CD-1 trained, and it does its job as a generator.
-# - Compare the exact column with k = 1. When the CD-1 model has modes that its 1-step chains
-#   never visited, training never pushed their energy up, and the exact samples would land far from
-#   the digits more often than the short-run ones. Long chains started at the test digits do NOT drift
-#   there here: in fig05 CD-1's far fraction FALLS as k grows (0.036 at k = 1 to 0.022 at k >= 100 in the
-#   default run, seed 0; the claim above checks the direction) and settles on the model's own exact
-#   fraction (dashed, 0.024), as a long enough chain must.
-# - One model is one draw (fig07 shows every seed). Over 5 initial seeds (default run) the CD-1 models
-#   put 0.047 +- 0.006 of their exact samples far from every training digit against 0.039 +- 0.003 one
-#   step from the data: a gap of only 1.3 standard errors, so the claim above FAILS: at these defaults
-#   the effect is NOT established. The PCD models show no gap: 0.034 +- 0.004 against 0.034 +- 0.001.
-# - PCD's negative phase visits wherever the model puts mass, so such regions are penalised and
-#   its exact samples stay as close to the data as its short-run samples do. (The two models
-#   also differ in their schedule, each using the one that suits it: CD-1 a constant learning
-#   rate, PCD one decaying to 0; exercise 7 gives both the same.)
+# - One Gibbs step from the data gives images that look like digits: the k-step chain is what CD-1
+#   trained, and it does its job as a generator.
+# - Long chains started at the test digits do NOT drift to far images here: in fig05 CD-1's far
+#   fraction falls as $k$ grows (claim above) and settles on the model's own exact fraction (dashed).
+# - One model is one draw (fig07 shows every seed). Over the initial seeds the CD-1 models' exact samples
+#   are far only slightly more often than their one-step samples, and the claim that they are FAILS at
+#   the defaults (docs/results.md): the effect is NOT established this way. The PCD models show no gap.
+#   (The schedules differ too, CD-1 constant and PCD decaying; exercise 7 gives both the same.)
 
 # %% [markdown]
 # ### A mode that the short chains never visit
@@ -738,16 +714,13 @@ if run.section(4):
     gen = run.generator("4-unvisited-mode")
     CHECKPOINTS = (0, 1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 400, 600, 1000, 2000)
 
-
     def inverted_fraction(v: torch.Tensor) -> float:
         """Fraction of images with more than half of their pixels on (inverted digits)."""
         return float((v.mean(1) > 0.5).double().mean())
 
-
     def inverted_mass(rbm: RBM) -> float:
         """The model's exact probability of an image with more than half of its pixels on."""
         return exact_count_tail(rbm, rbm.n_visible // 2)
-
 
     def inverted_start(index: int, persistent: bool = False) -> RBM:
         """An RBM trained by CD-1 (or PCD-1) on the digits and their negatives."""
@@ -764,7 +737,6 @@ if run.section(4):
             if epoch == 0 and not persistent:  # when is the split between digits and negatives decided?
                 first_epoch_mass.append(inverted_mass(rbm))
         return rbm
-
 
     def removal_run(start: RBM, persistent: bool, epochs: int, index: int, label: str) -> tuple[dict, RBM]:
         """Train a copy of ``start`` on the digits for ``epochs``; exact inverted mass and test LL at CHECKPOINTS.
@@ -789,11 +761,9 @@ if run.section(4):
                 curve["test_loglik"].append(float(rbm.log_likelihood(x_test).mean()))
         return curve, rbm
 
-
     def epochs_to_remove(curve: dict) -> float:
         """First checkpoint epoch at which the exact inverted mass is below --removed-below (inf if never)."""
         return next((e for e, m in zip(curve["epoch"], curve["mass"]) if m < cfg.removed_below), math.inf)
-
 
     def unvisited_row(rbm: RBM) -> dict:
         """Exact and one-step samples of a model: inverted and far fractions, and the exact test log-lik."""
@@ -802,7 +772,6 @@ if run.section(4):
         return {"exact_mass": inverted_mass(rbm), "one_step_inverted": inverted_fraction(one_step),
                 "exact_far": far_fraction(exact), "one_step_far": far_fraction(one_step),
                 "test_loglik": float(rbm.log_likelihood(x_test).mean()), "samples": (exact[:10], one_step[:10])}
-
 
     print(f"\nInverted digits are {float(distance_to_train(1 - x_test).mean()):.0f} pixels from the nearest training "
           f"digit on average ('far' = more than {far:.0f})")
@@ -896,21 +865,15 @@ if run.section(4):
     run.savefig(fig, "fig09_unvisited_mode", key=True)
 
 # %% [markdown]
-# **What to notice** (default run, seed 0; the printed table and claims above carry the numbers):
+# **What to notice** (the printed table and claims above carry the numbers):
 # - PCD-1 removes the inverted mode within the first epoch on every start: its persistent chains fall
 #   into the mode and their negative phase pushes its energy up.
-# - CD-1 removes it too, but far more slowly: 200, 300 and 400 epochs on the three starts (300 +- 58).
-#   At 50 epochs 0.985 of its mass is still on inverted images and its test LL is -60 nats and climbing;
-#   by 400 epochs the mass is below 0.001 on every start and the test LL (-18.2) has reached PCD's (-18.3).
-#   Its one-step samples are never inverted (0.000): the mode goes only as a side effect of the updates
-#   made for the digits (we did not measure which part of them does it).
-# - Why the start sits on the negatives: a negative's free energy is ~80 nats below its digit's, so the
-#   negatives carry all but e^-80 of the mass. The split is decided in the first epoch of pre-training
-#   (inverted mass 0.995 or more after one epoch on every start) and CD-1 never revisits it: no 1-step chain
-#   crosses between a digit and its negative, so nothing in CD-1's update compares the two halves. It is
-#   not a property of the data: the same pre-training with PCD-1, whose chains do cross, ends with almost
-#   all its mass on the digits instead (0.001 inverted). Neither gets the data's 50/50 split; CD-1 has no
-#   way even to see it.
+# - CD-1 removes it too, but after hundreds of epochs. Its one-step samples are never inverted: the mode
+#   goes only as a side effect of the updates made for the digits (we did not measure which part).
+# - Why the start sits on the negatives: a negative's free energy is tens of nats below its digit's. The
+#   split is decided in the first epoch of pre-training and CD-1 never revisits it: no 1-step chain crosses
+#   between a digit and its negative. It is not the data: pre-trained with PCD-1, whose chains do cross,
+#   the start puts almost all its mass on the digits instead.
 # - This is the seed's claim in a measured form: the negative phase raises the energy only where the
 #   sampler goes, so CD-k removes a mode its chains never visit far more slowly than PCD, indirectly.
 
@@ -934,7 +897,6 @@ if run.section(5):
         """The RBM at inverse temperature beta: p_beta(v, h) ~ exp(-beta E(v, h))."""
         return RBM.from_tensors(beta * rbm.W, beta * rbm.b, beta * rbm.c)
 
-
     def tempered_gibbs(replicas: list[RBM], v: torch.Tensor, step: int, generator) -> torch.Tensor:
         """One Gibbs step in every replica ``(R, B, n_v)``, then swaps between neighbouring betas."""
         v = torch.stack([rbm.gibbs(v[r], 1, generator)[0] for r, rbm in enumerate(replicas)])
@@ -946,7 +908,6 @@ if run.section(5):
             v[r], v[r + 1] = torch.where(swap, v[r + 1], v[r]), torch.where(swap, v[r], v[r + 1])
         return v
 
-
     def run_chains(target: RBM, replicas: list[RBM] | None = None) -> torch.Tensor:
         """``health_chains`` chains from random images; returns the target's states ``(T, B, n_v)``."""
         replicas = replicas or [target]
@@ -957,7 +918,6 @@ if run.section(5):
             v = tempered_gibbs(replicas, v, step, gen)
             states.append(v[0].clone())
         return torch.stack(states[cfg.burn_in:])
-
 
     def iid_repeat_rate(rbm: RBM, n_pairs: int = 20000) -> float:
         """P(two independent exact draws are the same image) = sum_v p(v)^2, by Monte Carlo over h.
@@ -971,14 +931,12 @@ if run.section(5):
         p, q = torch.sigmoid(hidden[pairs[0]] @ W.T + b), torch.sigmoid(hidden[pairs[1]] @ W.T + b)
         return float((p * q + (1 - p) * (1 - q)).prod(1).mean())
 
-
     def health(target: RBM, states: torch.Tensor) -> dict:
         free = torch.stack([target.free_energy(s) for s in states]).T  # (chains, draws)
         ink = states.mean(2).T  # fraction of pixels on, a second summary
         return {"rhat": max(split_rhat(free), split_rhat(ink)), "ess": effective_sample_size(free) / len(free),
                 "self": self_transition_rate(states), "iid": iid_repeat_rate(target),
                 "acf": autocorrelation(free).mean(0)[:50], "trace": free[:4]}
-
 
     if run.section(3):
         base = models["PCD-1 decay lr"]
@@ -1026,17 +984,14 @@ if run.section(5):
 
 # %% [markdown]
 # **What to notice.**
-# - Healthy chains: R-hat about 1.00, hundreds of effective draws per chain, autocorrelation gone
+# - Healthy chains: $\hat R \approx 1.00$, hundreds of effective draws per chain, autocorrelation gone
 #   within a few steps, and the image changes at almost every step.
-# - The cooled (peaked) model: each chain sits in its own mode (flat, offset traces), so R-hat is far
-#   above 1.05 and the ESS is a draw or two per chain. The self-transition rate rises too, but
-#   compare it with the iid repeat rate: in a peaked model even perfect independent draws repeat
-#   images, so the rate alone is a hint, R-hat and ESS are the verdict.
-# - Parallel tempering samples the very same peaked model and brings R-hat from 1.9 down to about 1
-#   and the ESS up by an order of magnitude, though not all the way: in the default run (seed 0) its
-#   R-hat is 1.051 with 14 draws per chain, just past the 1.05 line, so the verdict still says NOT
-#   MIXING (more replicas or draws, exercise 5). The cheaper fix during training is not to let the model get
-#   that peaked: a smaller or decaying learning rate and weight decay.
+# - The cooled model: each chain sits in its own mode (flat, offset traces), so $\hat R$ is far above 1.05
+#   and the ESS is a draw or two per chain. The self-transition rate rises too, but so does the iid
+#   repeat rate: in a peaked model even independent draws repeat images. $\hat R$ and ESS are the verdict.
+# - Parallel tempering samples the same peaked model and brings $\hat R$ down to about 1 and the ESS up by
+#   an order of magnitude, though the verdict may still sit just past the 1.05 line (exercise 5). The
+#   cheaper fix during training is not to let the model get that peaked.
 
 # %% [markdown]
 # ## 6. Chains that slow down during training itself
@@ -1074,18 +1029,15 @@ if run.section(6):
             run.check_finite(rbm.W, step=epoch, what="PCD chain-record weights", field="wide_lr", bound=1e3)
         return torch.stack(record), rbm
 
-
     def nearest_class(states: torch.Tensor) -> torch.Tensor:
         """Class of the nearest training digit (Hamming distance) for every state in (T, B, n_v)."""
         flat_states = states.reshape(-1, states.shape[-1])
         index = torch.cat([hamming_to_train(part).argmin(1) for part in flat_states.split(4096)])
         return data.y_train.to(device)[index].reshape(states.shape[:2])
 
-
     def class_switch_rate(classes: torch.Tensor) -> float:
         """Fraction of consecutive records (T, B) at which a chain's nearest class changes."""
         return float((classes[1:] != classes[:-1]).double().mean())
-
 
     def tenth_stats(states: torch.Tensor) -> dict[str, list[float]]:
         """Per tenth of training: class switches, ink autocorrelation at lags 1 and 10, self-transition rate."""
@@ -1097,7 +1049,6 @@ if run.section(6):
             rows["acf10"].append(float(acf[10]))
             rows["self"].append(self_transition_rate(part))
         return rows
-
 
     chain_stats = {"constant lr": [], "decaying lr": []}  # schedule: [per-tenth stats and |W| per seed]
     for i in range(cfg.slowing_seeds):
@@ -1153,14 +1104,13 @@ if run.section(6):
     run.savefig(fig, "fig08_pcd_chains_in_training")
 
 # %% [markdown]
-# **What to notice** (claims above; default run, 3 seeds):
-# - At a constant rate the persistent chains keep moving between modes to the end (0.55-0.80 class
-#   switches per update in every tenth, 0.69 +- 0.04 in the last). With the rate decaying to 0 they fall
-#   from 0.80 to 0.26 +- 0.01, on every seed: the chains slow down as the rate goes to 0. Not because the
-#   model gets sharper: its final weights are *smaller* than at a constant rate (|W| 71 against 92), and
-#   we claim no mechanism. It is slowing, not freezing: the chains still change class every fourth update.
-# - The self-transition rate never fires (below 0.01 in every tenth, schedule and seed): with 64 pixels
-#   some pixel almost always flips. Class switches and autocorrelation are the earlier warning.
+# **What to notice** (claims above):
+# - At a constant rate the persistent chains keep moving between modes to the end. With the rate
+#   decaying to 0 their class switches fall during training, on every seed: the chains slow down as
+#   the rate goes to 0. Not because the model gets sharper: its final weights are *smaller* than at a
+#   constant rate, and we claim no mechanism. It is slowing, not freezing.
+# - The self-transition rate never fires: with 64 pixels some pixel almost always flips. Class
+#   switches and autocorrelation are the earlier warning.
 
 # %% [markdown]
 # ## Summary

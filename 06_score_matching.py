@@ -381,19 +381,16 @@ if run.section(1):
 # %%
 if run.section(2):
 
-
     def trace_by_loop(score_fn, x):
         # tr grad_x s(x) = sum_i d s_i / d x_i   -- D backward passes, each giving one column's diagonal entry
         x = x.detach().requires_grad_(True)
         s = score_fn(x)  # (B, D)
         return sum(torch.autograd.grad(s[:, i].sum(), x, retain_graph=True)[0][:, i] for i in range(x.shape[1]))
 
-
     target8 = toy_dataset("8gaussians")
     gen = run.generator("2-esm-vs-ism")
     x_esm = target8.sample(cfg.esm_samples, gen)  # (N, 2): the SAME samples for every theta
     true_score_8g = target8.score  # grad_x log p_data, exact (autograd through the mixture's log-density)
-
 
     energies = {"true energy": target8.energy}
     for k in range(cfg.esm_thetas - 1):
@@ -510,11 +507,9 @@ if run.section(3):
     mean_mle = x_gauss.mean(0)
     precision_mle = torch.linalg.inv(torch.cov(x_gauss.T, correction=0))
 
-
     def ism_of_params(mean, precision):
         # J_ISM for s(x) = -Lambda (x - mu): generic objective, exact trace
         return implicit_score_matching_loss(lambda z: -(z - mean) @ precision.T, x_gauss)
-
 
     grad_mean, grad_prec = torch.func.grad(ism_of_params, argnums=(0, 1))(mean_mle, precision_mle)
     mean_sm, precision_sm = gaussian_sm_fit(x_gauss)
@@ -581,7 +576,6 @@ if run.section(3):
 # %%
 if run.section(4):
 
-
     def time_training_step(loss_fn, params, repeats):
         """Fastest wall time of `repeats` steps of loss -> backward -> SGD, after one warm-up step."""
         opt = torch.optim.SGD(params, lr=1e-6)
@@ -594,7 +588,6 @@ if run.section(4):
             opt.step()
             times.append(time.perf_counter() - start)
         return min(times[1:])
-
 
     trace_times = {}
     gen = run.generator("4-trace-cost")
@@ -668,7 +661,6 @@ if run.section(4):
 # %%
 if run.section(5):
     target = toy_dataset(cfg.dataset)
-
 
     # q_sigma = p_data * N(0, sigma^2 I) exactly: target.noised(sigma) (common.datasets) widens every blob or
     # curve of the target from noise s to sqrt(s^2 + sigma^2); .score(x) is grad_x log q_sigma by autograd.
@@ -752,7 +744,6 @@ if run.section(5):
     bandwidths = mmd_bandwidths(x_eval)
     mmd_floor = mmd_noise_floor(lambda n: target.sample(n, gen), cfg.n_samples, cfg.mmd_repeats, bandwidth=bandwidths)
 
-
     def dsm_trial(i):
         """Seed + i: a DSM model at cfg.sigma, its Langevin samples, and MMD^2 to fresh data of those samples and of
         exact samples of q_sigma (the best a DSM model at this sigma can do). i = 0 is the model shown above."""
@@ -762,7 +753,6 @@ if run.section(5):
         x_ref = x_eval if i == 0 else target.sample(cfg.n_samples, g)
         return {"model": mmd_multiscale(x_i, x_ref, bandwidths), "noised_data": mmd_multiscale(
             noised.sample(cfg.n_samples, g), x_ref, bandwidths), "samples": x_i}
-
 
     trials = [dsm_trial(i) for i in range(cfg.dsm_seeds)]
     samples = trials[0]["samples"]
@@ -942,10 +932,8 @@ if run.section(6):
     gen = run.generator("6-separated-modes")
     x_mix = mixture.sample(cfg.n_train, gen)
 
-
     def small_mode_weight(x):
         return float(((x[:, 0] + x[:, 1]) < 0).float().mean())  # the small mode sits at (-a, -a)
-
 
     mix_model, _ = train_dsm(x_mix, cfg.mix_sigma, cfg.mix_steps, gen, "DSM on the mixture")
     x0 = uniform_box(cfg.n_samples, box_bounds, gen)
@@ -1039,10 +1027,8 @@ if run.section(7):
     cdf /= cdf[-1]
     rng = np.random.default_rng(seed_from(run.generator("7-sm-vs-mle")))  # numpy draws here
 
-
     def sample_quartic(n):
         return np.interp(rng.random(n), cdf, grid)  # inverse-CDF sampling from the tabulated density
-
 
     def fit_sm(x):
         # T'(x) = (x, x^3), T''(x) = (1, 3 x^2);  theta_SM = A^{-1} b
@@ -1050,7 +1036,6 @@ if run.section(7):
         A = d1.T @ d1 / len(x)
         b = np.array([1.0, 3 * np.mean(x**2)])
         return np.linalg.solve(A, b)
-
 
     def fit_mle(x, start):
         mean_t = suff_stats(x).mean(0)
@@ -1061,7 +1046,6 @@ if run.section(7):
         result = optimize.minimize(nll, start, jac=True, method="L-BFGS-B", bounds=[(None, None), (0.05, None)],
                                    options={"gtol": 1e-10, "ftol": 1e-14})
         return result.x
-
 
     estimates = {"SM": [], "MLE": []}
     for _ in progress(range(cfg.n_repeats), desc="repeated fits", leave=False):
@@ -1077,12 +1061,10 @@ if run.section(7):
     A_pop = model_expectation(theta_true, lambda x: np.einsum("ni,nj->nij", np.stack([x, x**3], -1),
                                                               np.stack([x, x**3], -1)))
 
-
     def sm_gradient(x):
         # g(x) = T'(x) T'(x)^T theta - T''(x): the per-sample gradient of J_ISM at the truth
         d1 = np.stack([x, x**3], -1)
         return d1 * (d1 @ theta_true)[:, None] - np.stack([np.ones_like(x), 3 * x**2], -1)
-
 
     cov_g = model_expectation(theta_true, lambda x: np.einsum("ni,nj->nij", sm_gradient(x), sm_gradient(x)))
     asym = {"MLE": np.sqrt(np.diag(np.linalg.inv(fisher_info)) / cfg.n_fit),
