@@ -696,8 +696,10 @@ if run.section(5):
         inline_loss.item() - common_loss.item()), "<", 1e-5)
 
 # %% [markdown]
-# The same update, with the divergence guard, a cosine learning-rate schedule, gradient clipping and an
-# optional EMA of the weights, is `common.training.Trainer`; from here on `train_dsm` hands the loop to it.
+# In a few dozen steps the loss hardly moves: most of it is the variance of the target $-\varepsilon/\sigma$
+# (fig05 shows 3,000 steps). The same update, with the divergence guard, a cosine learning-rate schedule,
+# gradient clipping and an optional EMA of the weights, is `common.training.Trainer`; from here on
+# `train_dsm` hands the loop to it.
 
 # %%
 
