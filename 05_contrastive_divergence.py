@@ -1152,7 +1152,8 @@ if run.section(6):
 #
 # **Exercise 5 (predict-then-tweak, easy): how much tempering is enough?**
 # Predict R-hat and the ESS of the 'tempered' chains with `--pt-temperatures 3` and with
-# `--pt-beta-min 1.5`. Which one fails, and why? (Hint: look at where the hottest replica mixes.)
+# `--pt-beta-min 1.5` (`--section 5` runs only this section). Which one fails worse, and why? (Hint: a swap
+# needs neighbouring replicas that overlap, and the hottest replica must mix.)
 #
 # **Exercise 6 (think, hard): can a spurious mode raise the likelihood?**
 # The sharp CD-1 model puts mass far from the data. Can that ever *increase* the test
