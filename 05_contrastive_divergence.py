@@ -381,10 +381,8 @@ if run.section(2):
     for ax, key, label in panels:
         ax.plot(ks, [bias[k][key] for k in cfg.ks], "o-", label="CD-k (mean of all chains)")
         ax.axhline(bias_pcd[key], color="C1", ls="--", label=f"PCD-1, {len(chains)} training chains")
-        ax.set_xscale("log")
+        ax.set(xscale="log", xlabel="Gibbs steps $k$", ylabel=label)
         ax.set_xticks(ks, [str(k) for k in ks])  # the k values run, not powers of ten
-        ax.set_xlabel("Gibbs steps $k$")
-        ax.set_ylabel(label)
     axes[1].plot(ks, [bias[k]["noise"] for k in cfg.ks], "k:", label="Monte-Carlo noise floor (CD)")
     axes[0].plot(ks, [1 / math.sqrt(1 + bias[k]["noise"] ** 2) for k in cfg.ks], "k:",
                  label="best cosine given the noise")
@@ -508,16 +506,14 @@ if run.section(3):
         axes[1].plot(hist["updates"], hist["loglik"], **style)
         if name.startswith("PCD"):
             axes[2].plot(hist["sweeps"], hist["loglik"], **style)
-    axes[0].set_xlabel("Gibbs sweeps per training image (equal budget)")
-    axes[1].set_xlabel("parameter updates")
-    axes[1].set_xscale("log")
-    axes[2].set_xlabel("Gibbs sweeps per training image")
-    axes[2].set_title("PCD needs a decaying learning rate")
+    axes[0].set(xlabel="Gibbs sweeps per training image (equal budget)")
+    axes[1].set(xlabel="parameter updates", xscale="log")
+    axes[2].set(xlabel="Gibbs sweeps per training image", title="PCD needs a decaying learning rate")
     low = min(min(h["loglik"][len(h["loglik"]) // 4:]) for h in runs.values())
     high = max(max(h["loglik"]) for h in runs.values())
     for ax in axes:
-        ax.set_ylabel(r"mean $\log p(v_{\rm test})$ [nats]")
-        ax.set_ylim(low - 0.5, high + 0.3)  # the first evaluations of slow methods fall below: see the table
+        # the first evaluations of slow methods fall below the y range: see the table
+        ax.set(ylabel=r"mean $\log p(v_{\rm test})$ [nats]", ylim=(low - 0.5, high + 0.3))
     axes[1].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4)  # one legend for all panels, off the data
     lr_axis = axes[2].twinx()
     lr_axis.plot(runs["PCD-1 decay lr"]["sweeps"], runs["PCD-1 decay lr"]["lr"], color="0.6", lw=0.8)
@@ -628,9 +624,7 @@ if run.section(4):
                 label=f"{name}: k steps from test data")
         ax.axhline(spurious_exact[name], color=f"C{i}", ls="--", label=f"{name}: exact samples of the model")
     ax.axhline(1 - cfg.far_quantile, color="k", ls=":", label="real test images")
-    ax.set_xscale("log")
-    ax.set_xlabel("Gibbs steps $k$ from the test images")
-    ax.set_ylabel("fraction of samples that are far")
+    ax.set(xscale="log", xlabel="Gibbs steps $k$ from the test images", ylabel="fraction of samples that are far")
     ax.set_ylim(bottom=0)  # fractions: an honest axis starts at 0
     plotting.legend_outside(ax)
     run.savefig(fig, "fig05_spurious_modes")
@@ -977,8 +971,7 @@ if run.section(5):
         ax.set_title(f"{name}: R-hat {report[name]['rhat']:.2f}, ESS/chain {report[name]['ess']:.1f}")
     for name, r in report.items():
         axes[3].plot(r["acf"], label=name)
-    axes[3].set_xlabel("lag t (Gibbs steps)")
-    axes[3].set_ylabel("autocorrelation of F(v)")
+    axes[3].set(xlabel="lag t (Gibbs steps)", ylabel="autocorrelation of F(v)")
     axes[3].legend()
     run.savefig(fig, "fig06_chain_health")
 
