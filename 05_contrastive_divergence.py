@@ -87,7 +87,7 @@ from common.config import between, choice, count, nonnegative, parse_flags, posi
 
 @dataclass
 class Config:
-    dataset: str = choice("auto", ("auto", "digits", "mnist"))  # images for sections 3-5; auto = MNIST if present
+    dataset: str = choice("auto", ("auto", "digits", "mnist"))  # images for sections 3-6; auto = MNIST if present
     data_dir: str = ""  # folder that holds MNIST/raw (default: $EBM_DATA_DIR or data/)
     download: bool = False  # --download: fetch MNIST (5 s timeout) when it is not in the data folder
     lecture: bool = False  # --lecture (needs --dataset mnist): 1,000/300 images, 50-sweep budget, 2 seeds
@@ -95,48 +95,48 @@ class Config:
     max_test: int = count(0, minimum=0)  # test images scored (0 = all: digits 359, MNIST 10,000)
     # -- sections 1-2: a bars-and-stripes RBM small enough for the exact gradient
     bas_side: int = between(4, 2, 4)  # side of the bars-and-stripes images; visible units = side^2 <= 20
-    bas_hidden: int = count(16)  # hidden units of the toy RBM
+    bas_hidden: int = count(16)  # hidden units of the toy RBM; more = sharper models, larger CD bias
     bas_lr: float = positive(0.05)  # learning rate of the partial PCD training; larger = sharper model, more CD bias
     bas_train_steps: int = count(2000)  # full-batch PCD updates before we measure the bias ("partially trained")
     bas_chains: int = count(4000)  # persistent chains of that PCD run (they give the PCD gradient estimate)
     ks: tuple[int, ...] = count((1, 2, 5, 10, 25))  # CD-k chain lengths; beyond ~25 the bias is below the noise
-    bias_copies: int = count(200)  # chains per training pattern in one gradient estimate
+    bias_copies: int = count(200)  # chains per pattern in one gradient estimate; more = lower noise floor
     bias_repeats: int = count(20, minimum=2)  # independent estimates averaged (their spread gives the noise floor)
     # -- section 3: CD-1 vs CD-10 vs PCD on images at an equal Gibbs budget, exact likelihood
     n_hidden: int = between(16, 1, 20)  # hidden units; <= 20 keeps the exact log Z (2^n_hidden terms) cheap
     lr: float = positive(0.1)  # learning rate of every method; PCD with a constant 0.1 already oscillates
-    batch_size: int = count(20)  # images per update (PCD keeps one persistent chain per image)
+    batch_size: int = count(20)  # images per update (PCD: one persistent chain each); larger = fewer updates
     momentum: float = probability(0.5)  # SGD momentum; 0.9 speeds CD up but makes PCD wilder
     weight_decay: float = nonnegative(1e-4)  # L2 pull on W (Hinton's guide); 0 lets weights grow
     budget_sweeps: int = count(150)  # Gibbs sweeps per training image for every method (= epochs of CD-1)
     long_k: int = count(10)  # the "long" CD-k compared with CD-1 (it gets long_k times fewer updates)
-    n_evals: int = count(25, minimum=2)  # exact test log-likelihood evaluations per run
+    n_evals: int = count(25, minimum=2)  # exact test log-lik evaluations per run; more = finer curves, more CPU
     # -- section 4: short-run chains as an implicit generator
     sharp_lr: float = positive(0.3)  # learning rate of the sharper models (CD-1 constant, PCD decayed as in sec. 3)
     sharp_epochs: int = count(200)  # epochs of those models; long training with no weight decay sharpens them
-    probe_ks: tuple[int, ...] = count((1, 10, 100, 1000, 10000))  # Gibbs steps from the test images
+    probe_ks: tuple[int, ...] = count((1, 10, 100, 1000, 10000))  # Gibbs steps from the test images; cost ~ max
     probe_copies: int = count(4)  # chains started from each test image (more = smaller error bars)
-    n_exact_samples: int = count(4000)  # exact samples of the model (hidden layer enumerated)
+    n_exact_samples: int = count(4000)  # exact model samples (hidden layer enumerated); more = smaller SE
     far_quantile: float = between(0.99, 0.5, 1.0)  # "far" = beyond this quantile of test-to-train distances
     spurious_seeds: int = count(5, minimum=2)  # initial weights per method for the mean +- SE (each ~5 s CPU)
     unvisited_pretrain_epochs: int = count(30)  # CD-1 epochs on digits + their negatives that plant the far mode
-    unvisited_pretrain_lr: float = positive(0.05)  # learning rate of that pre-training
+    unvisited_pretrain_lr: float = positive(0.05)  # rate of that pre-training; the split is set in epoch 1
     unvisited_epochs: int = count(50)  # epochs on the digits alone from that start for PCD-1 (lr decays to 0 over them)
     unvisited_cd_epochs: int = count(400)  # epochs for CD-1 from the same start (constant lr); ~27 ms CPU each
     removed_below: float = between(0.01, 0.0, 1.0)  # exact inverted mass below which the far mode counts as removed
     unvisited_seeds: int = count(3, minimum=2)  # starts (pre-trainings); epochs-to-removal is a mean +- SE over them
     # -- section 5: chain health
-    health_chains: int = count(16, minimum=2)  # chains for R-hat / ESS, started from random images
+    health_chains: int = count(16, minimum=2)  # chains for R-hat / ESS from random images; more = surer R-hat
     health_steps: int = count(2000, minimum=8)  # Gibbs steps per chain (the first burn_in are dropped)
-    burn_in: int = nonnegative(500)  # discarded steps at the start of every chain
-    stuck_beta: float = positive(3.0)  # inverse temperature of the peaked model: params times beta
-    pt_temperatures: int = count(6, minimum=2)  # replicas of parallel tempering (geometric ladder of betas)
+    burn_in: int = nonnegative(500)  # discarded steps per chain; too few inflates R-hat of healthy chains
+    stuck_beta: float = positive(3.0)  # the peaked model = params x beta; larger = stucker chains
+    pt_temperatures: int = count(6, minimum=2)  # tempering replicas (geometric betas); 3 leaves too few swaps
     pt_beta_min: float = positive(0.5)  # hottest replica; it must mix freely at this beta
     wide_hidden: int = count(200)  # hidden units of the two PCD runs whose chains are recorded (no exact Z needed)
     wide_lr: float = positive(0.05)  # their learning rate: constant in one run, decaying to 0 in the other
-    wide_epochs: int = count(100)  # their epochs (no weight decay); ~11 s of CPU each
+    wide_epochs: int = count(100)  # their epochs (no weight decay); fewer = less slowing to see
     wide_momentum: float = probability(0.9)  # their momentum; high momentum sharpens the model faster
-    slowing_seeds: int = count(3, minimum=2)  # seeds (initial weights, chains, data order) of those two runs
+    slowing_seeds: int = count(3, minimum=2)  # seeds of those two runs; more = smaller SE, cost ~ linear
     switch_window: int = count(200, minimum=2)  # updates per tenth whose class switches are counted (cost ~ this)
 
 
