@@ -134,7 +134,7 @@ class Config:
     pt_beta_min: float = positive(0.5)  # hottest replica; it must mix freely at this beta
     wide_hidden: int = count(200)  # hidden units of the two PCD runs whose chains are recorded (no exact Z needed)
     wide_lr: float = positive(0.05)  # their learning rate: constant in one run, decaying to 0 in the other
-    wide_epochs: int = count(100)  # their epochs (no weight decay); fewer = less slowing to see
+    wide_epochs: int = count(100)  # their epochs (no weight decay); fig08 splits them into tenths
     wide_momentum: float = probability(0.9)  # their momentum; high momentum sharpens the model faster
     slowing_seeds: int = count(3, minimum=2)  # seeds of those two runs; more = smaller SE, cost ~ linear
     switch_window: int = count(200, minimum=2)  # updates per tenth whose class switches are counted (cost ~ this)
