@@ -169,7 +169,6 @@ import time
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 
 from common import plotting
 from common.claims import over_seeds
@@ -202,9 +201,6 @@ from common.training import Trainer
 run = start_lesson(cfg, flags, cpu_only="2-D toys and small MLPs, per-sample Jacobians with torch.func",
                    figures=FIGURES, metrics=METRICS)
 device = run.device
-# NumPy's BLAS on as many threads as torch: OpenBLAS threads that spin next to torch's cost ~0.5 s of CPU
-# per 400-node Gauss-Legendre rule here (7 ms with one thread)
-threadpool_limits(flags.threads)
 
 
 def fmt(values):
