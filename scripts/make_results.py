@@ -216,6 +216,8 @@ def main(argv=None) -> int:
     parser.add_argument("--extra-run", action="append", default=[], metavar="FLAGS",
                         help="also time the selected lessons with these flags (e.g. '--dataset mnist --lecture'); "
                         "a row of their timing table, not their claims")
+    parser.add_argument("--extra-only", action="store_true", help="run only the --extra-run/--sections runs; keep "
+                        "the lessons' default and --quick results as they are")
     parser.add_argument("--sections", action="store_true", help="also time `--section N` alone for every section "
                         "the lesson declares (the course guide's live demos)")
     parser.add_argument("--jobs", type=int, default=1, help="lessons run at the same time (each uses one thread; "
@@ -235,8 +237,8 @@ def main(argv=None) -> int:
                  "commit": git_commit(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                  "timings": dict(state.get(lesson, {}).get("timings", {}))}
         if not args.no_run:
-            runs = [] if args.no_quick else [("--quick", quick_dir, True, args.quick_timeout)]
-            runs += [] if args.quick_only else [("default", default_dir, False, args.timeout)]
+            runs = [] if args.no_quick or args.extra_only else [("--quick", quick_dir, True, args.quick_timeout)]
+            runs += [] if args.quick_only or args.extra_only else [("default", default_dir, False, args.timeout)]
             extras = list(args.extra_run) + ([f"--section {n}" for n in declared_sections(lesson)] if args.sections
                                              else [])
             runs += [(flags, outputs / "extra" / lesson / re.sub(r"[^\w=.-]+", "_", flags), False, args.timeout)
@@ -255,6 +257,8 @@ def main(argv=None) -> int:
                     for old in gallery.glob(f"{lesson[:2]}_*"):
                         old.unlink()
                     return entry
+        if args.extra_only:  # the rest of the lesson's entry stays as the last full run left it
+            return {**state.get(lesson, {}), "timings": entry["timings"]}
         if not (shown_dir / "metrics.json").exists():
             entry["failed"] = f"no metrics.json in {shown_dir} (run it first, or drop --no-run)"
             return entry

@@ -125,3 +125,13 @@ def test_quick_runs_repeat_for_a_median_and_extra_runs_get_their_own_row(make_re
     assert timings["--dataset mnist --lecture"]["cpu_s"] == 50.0 and timings["default"]["cpu_s"] == 9.0
     page = (tmp_path / "docs" / "results.md").read_text()
     assert "| --dataset mnist --lecture | 2.0 | 50.0 |" in page and "2.0 (median of 3.0, 1.0, 2.0)" in page
+
+
+def test_extra_only_adds_timings_and_keeps_the_last_full_run(make_results, tmp_path, monkeypatch):
+    monkeypatch.setattr(make_results, "timed_run", fake_lesson_run())
+    assert make_results.main(["--lessons", "07", *paths(tmp_path)]) == 0
+    before = json.loads((tmp_path / "docs" / "results.json").read_text())["07_neural_ebms"]
+    assert make_results.main(["--lessons", "07", "--extra-only", "--extra-run", "--section 2", *paths(tmp_path)]) == 0
+    after = json.loads((tmp_path / "docs" / "results.json").read_text())["07_neural_ebms"]
+    assert after["claims"] == before["claims"] and after["timings"]["default"] == before["timings"]["default"]
+    assert "--section 2" in after["timings"] and "| --section 2 |" in (tmp_path / "docs" / "results.md").read_text()
