@@ -173,14 +173,14 @@ class Config:
 
 QUICK = {
     "n_levels": 6, "anneal_steps": 20, "anneal_step_lr": 1e-2, "sigma_min": 0.2, "score_hidden": 32,
-    "score_steps": 100, "score_batch": 256, "n_chains": 300, "ode_steps": 6, "n_nll": 30, "swap_chains": 200,
+    "score_steps": 60, "score_batch": 256, "n_chains": 200, "ode_steps": 6, "n_nll": 30, "swap_chains": 200,
     "swap_sigmas": (8.0, 2.0),
-    "nce_hidden": 32, "nce_steps": 100, "nce_batch": 256, "grid_n": 100, "spread_repeats": 10,
+    "nce_hidden": 32, "nce_steps": 60, "nce_batch": 256, "grid_n": 100, "spread_repeats": 5,
     "spread_nus": (1.0, 8.0), "newton_iters": 12,
-    "flow_layers": 4, "flow_hidden": 32, "flow_steps": 150, "flow_batch": 256, "fe_hidden": 32, "fe_steps": 80,
+    "flow_layers": 4, "flow_hidden": 32, "flow_steps": 80, "flow_batch": 256, "fe_hidden": 32, "fe_steps": 40,
     "fe_is_samples": 512, "fe_pool": 4096,
-    "gen_hidden": 64, "latent_steps": 40, "prior_steps": 40, "prior_grid": 40, "prior_langevin_steps": 20,
-    "latent_seeds": 2, "jepa_hidden": 64, "jepa_steps": 40, "jepa_seeds": 2, "probe_iters": 100, "loop_steps": 10,
+    "gen_hidden": 64, "latent_steps": 20, "prior_steps": 20, "prior_grid": 40, "prior_langevin_steps": 20,
+    "latent_seeds": 2, "jepa_hidden": 64, "jepa_steps": 20, "jepa_seeds": 2, "probe_iters": 100, "loop_steps": 10,
 }
 
 
@@ -206,6 +206,7 @@ import warnings  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Circle  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 from common import plotting  # noqa: E402
 from common.claims import over_seeds  # noqa: E402
@@ -242,6 +243,9 @@ from common.training import Trainer  # noqa: E402
 run = start_lesson(cfg, flags, cpu_only="tiny networks and 2-D grids; nothing here needs an accelerator",
                    figures=FIGURES, metrics=METRICS)
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")  # raised inside torch.func.hessian
+# NumPy's BLAS gets PyTorch's thread count (--threads): on these small matrices extra BLAS threads only spin
+# (section 5's probes cost 15x the CPU time with them)
+threadpool_limits(torch.get_num_threads())
 
 
 SECTION_CLOCK = {}  # section name -> CPU time at its start
@@ -1292,7 +1296,8 @@ def probe_accuracy(train_features, test_features, standardise):
 
     probe = LogisticRegression(max_iter=cfg.probe_iters)
     probe = make_pipeline(StandardScaler(), probe) if standardise else probe
-    probe.fit(train_features.numpy(), images.y_train.numpy())
+    with threadpool_limits(torch.get_num_threads()):  # scipy's own BLAS, loaded only now: same thread count
+        probe.fit(train_features.numpy(), images.y_train.numpy())
     return float(probe.score(test_features.numpy(), images.y_test.numpy()))
 
 
@@ -1343,7 +1348,7 @@ if run.section(5):
     section_done("jepa")
 
 # %% [markdown]
-# **What to notice.** without a guard the energy goes to ~0 (2e-5) by shrinking every embedding towards one point:
+# **What to notice.** Without a guard the energy goes to ~0 (2e-5) by shrinking every embedding towards one point:
 # the std per dimension falls to ~0.02, fifty times below VICReg's (left, log scale). Differences of energy
 # between compatible and incompatible pairs shrink with the scale: that is the flat energy. But after 400
 # steps the shrunk embedding has not lost its directions: its effective rank is the highest of the three
@@ -1353,8 +1358,6 @@ if run.section(5):
 # the effective rank stays near 13 of 32. The EMA target keeps a std of ~0.15 and an effective rank of ~22;
 # both guards give a probe of ~0.93, above the unguarded one over 3 seeds, and below raw pixels (0.97),
 # which remain a strong linear representation of 8x8 digits.
-
-section_done("jepa")
 
 # %% [markdown]
 # ## 6. Where the field is going (each one step from something this course built)
