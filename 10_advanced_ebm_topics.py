@@ -1013,27 +1013,22 @@ if run.section(3):
 # ## 4. Latent-variable EBMs: an energy on the prior of a generator
 #
 # An EBM in pixel space has to model everything with one energy and mixes slowly. Pang et al. (2020) put the
-# energy where the space is small: a generator x = g(z) + sigma_x eps with an energy-based prior on z,
+# energy where the space is small: a generator $x = g(z) + \sigma_x \epsilon$ with an energy-based prior on $z$,
 #
-#     p(z) = exp(-E_alpha(z)) N(z; 0, I) / Z_alpha,     p(x | z) = N(x; g(z), sigma_x^2 I).
+# $$p(z) = e^{-E_\alpha(z)}\, \mathcal{N}(z; 0, I) / Z_\alpha, \qquad
+#   p(x \mid z) = \mathcal{N}(x; g(z), \sigma_x^2 I).$$
 #
-# When can such a prior help? Only when the *aggregate posterior* q(z) = mean over training images of
-# p(z | x) -- where the generator has learnt to decode digits -- is not the Gaussian we sample from. So we build
-# that setting and look at it: four digit classes with distinct shapes (`--latent-classes`) and a 2-D z, so
-# q(z) can be drawn and the prior's Z computed exactly on a grid. The steps, per seed:
-#
-# 1. train g with the N(0, I) prior by alternating back-propagation (Han et al. 2017): each training image keeps
-#    its own z, moved by a few Langevin steps on -log p(z | x) = |x - g(z)|^2 / (2 sigma_x^2) + |z|^2 / 2 per
-#    visit, and g regresses x on it; the final z's are samples of q(z);
-# 2. fit the energy prior to those z by exact maximum likelihood, NLL = mean E(z) + |z|^2 / 2 + log Z, log Z on a
-#    grid (in 2-D no sampler is needed to train it; Pang et al. use short-run Langevin in higher dimension);
-# 3. decode draws of each prior with the *same* generator and score them by the Fréchet distance (FD) to the
-#    training digits, in the features of a classifier (tests/test_latent_fd.py shows this FD rejecting a missing
-#    class, blends of two digits and noisy digits at this sample size).
-#
-# Baselines: N(0, I); the Gaussian fitted to q(z) (a statistician's first prior); a Gaussian fitted to the pixels;
-# and q(z) itself, resampled -- the best any prior can do for this generator. Temperature: every Langevin
-# sampler here runs at T = 1 (noise s = sqrt(2h)): it samples the posterior and the prior themselves.
+# Such a prior can help only when the *aggregate posterior* $q(z)$ (the mean over training images of
+# $p(z \mid x)$) is not the Gaussian we sample from. So we build that setting: four digit classes with distinct
+# shapes (`--latent-classes`) and a 2-D $z$, so $q(z)$ can be drawn and $Z_\alpha$ computed on a grid. Per seed:
+# (1) train $g$ by alternating back-propagation (Han et al. 2017): each image keeps its own $z$, moved by a few
+# Langevin steps on $-\log p(z \mid x) = |x - g(z)|^2 / 2\sigma_x^2 + |z|^2/2$, and $g$ regresses $x$ on it;
+# (2) fit the energy prior to those $z$ by exact maximum likelihood ($\log Z$ on the grid);
+# (3) decode draws of each prior with the *same* generator and score them by the Fréchet distance (FD) to the
+# training digits in a classifier's features (tests/test_latent_fd.py shows this FD rejecting a missing class,
+# blends and noisy digits). Baselines: $\mathcal{N}(0, I)$, the Gaussian fitted to $q(z)$, a Gaussian fitted to
+# the pixels, and $q(z)$ itself (the best any prior can do for this generator). Every Langevin sampler here runs
+# at $T = 1$ (noise $\sqrt{2h}$): it samples the posterior and the prior themselves.
 
 # %%
 LATENT_DIM = 2  # the prior is normalised on a 2-D grid, and q(z) is drawn as it is
@@ -1208,24 +1203,20 @@ if run.section(4):
 # %% [markdown]
 # ## 5. A joint-embedding predictive architecture (JEPA) and collapse
 #
-# LeCun's JEPA (seed 003) is an EBM on pairs (x, y) that scores compatibility *in representation space*:
-# here x is a digit with one 4x4 quadrant hidden (the context) and y is that hidden quadrant alone (the target).
-# A context encoder f, a target encoder f_T and a predictor P that is told which quadrant to fill give
+# LeCun's JEPA (seed 003) is an EBM on pairs $(x, y)$ that scores compatibility *in representation space*: $x$ is
+# a digit with one 4x4 quadrant hidden (the context), $y$ that quadrant alone (the target). A context encoder
+# $f$, a target encoder $f_T$ and a predictor $P$ told which quadrant to fill give
 #
-#     E(x, y) = | P(f(x), quadrant) - f_T(y) |^2 / D,
+# $$E(x, y) = \big| P(f(x), \text{quadrant}) - f_T(y) \big|^2 / D,$$
 #
-# low when y is a plausible completion of x -- no pixel of y is ever predicted. Minimising E over data pairs
-# alone has a trivial solution: constant embeddings give E = 0 everywhere, the "flat energy" that lessons 04-07
-# prevented by pushing up negatives. We train three guards against it, each over `--jepa-seeds` seeds:
-#
-# - none: f_T = f, gradients through both branches;
-# - VICReg (Bardes et al. 2022): + 25 mean_j relu(1 - std_j) + sum_{i != j} Cov_ij^2 / D on both embeddings;
-# - EMA target (I-JEPA, Assran et al. 2023): f_T is a moving average of f and gets no gradient (stop-gradient).
-#
-# What is left is measured on clean, whole digits: the embeddings' std, their *effective rank* exp(entropy of
-# the normalised singular values; D if all directions are used equally, 1 if one is), and a linear probe
-# (logistic regression) on *standardised* features -- so that an embedding that only shrank is not mistaken for
-# one that lost its information.
+# low when $y$ is a plausible completion of $x$; no pixel of $y$ is predicted. Minimising $E$ over data pairs alone
+# has a trivial solution: constant embeddings give $E = 0$ everywhere, the "flat energy" that lessons 04-07
+# prevented by pushing up negatives. Three guards, each over `--jepa-seeds` seeds: none ($f_T = f$); VICReg
+# (Bardes et al. 2022: $+\,25\,\overline{\mathrm{relu}(1 - \mathrm{std}_j)} + \sum_{i \ne j} \mathrm{Cov}_{ij}^2 / D$
+# on both embeddings); an EMA target (I-JEPA, Assran et al. 2023: $f_T$ a moving average of $f$, no gradient).
+# Measured on clean digits: the embeddings' std, their *effective rank* (exp of the entropy of the normalised
+# singular values: $D$ if all directions are used equally, 1 if one is), and a linear probe on *standardised*
+# features, so that an embedding that only shrank is not mistaken for one that lost its information.
 
 # %%
 QUADRANTS = torch.zeros(4, 8, 8, dtype=torch.bool)
