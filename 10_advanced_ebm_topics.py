@@ -1372,6 +1372,8 @@ if run.section(5):
 #    epsilon-prediction is -sigma times its score, annealed Langevin gets separated mode weights right where
 #    plain Langevin cannot, and the probability-flow ODE is a sampler and an exact likelihood (exact with the
 #    exact score; about 0.3 nats short on 8 Gaussians with ours: the two ODE-likelihood claims FAIL, stated).
+#    The score network is trained on one seed: its annealed weight has varied between about 0.18 and 0.23
+#    across runs, inside the claim's three standard errors only on some of them.
 # 2. Annealed Langevin sets the mode weights at the lowest level where chains still cross between modes
 #    (sigma ~ 2-4 here), not at sigma_max; the ODE, a transport map, depends on the score at every level.
 # 3. NCE learns log Z as one more parameter by telling data from known noise; its variance grows as the
