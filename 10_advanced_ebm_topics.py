@@ -32,7 +32,6 @@ FIGURES = {
     "fig01_annealed_vs_plain": "0.8/0.2 mixture: plain Langevin, annealed Langevin and the ODE; where weights are set",
     "fig02_diffusion_8gaussians": "probability-flow ODE on 8 Gaussians: states along the ODE, likelihood gap",
     "fig03_nce_log_z": "NCE on two moons: the learned density, and zeta meeting the grid log Z",
-    "fig04_nce_spread": "spread of NCE over repeated fits by noise and nu, next to MLE",
     "fig05_flow_ebm": "8 Gaussians: truth, RealNVP alone, RealNVP + energy",
     "fig06_latent_ebm_samples": "digits: aggregate posterior, energy prior, FD by prior over seeds, samples",
     "fig07_jepa_collapse": "JEPA with three collapse guards: std, effective rank, standardised probe",
@@ -44,17 +43,12 @@ METRICS = {
     "ode_small_mode_weight": "the same for the probability-flow ODE sampler",
     "swap_small_mode_weight": "{t: weight}: annealed Langevin, exact scores, a 50/50 mixture's above sigma = t",
     "ode_swap_small_mode_weight": "{t: weight}: the same swap for the ODE (inf = no swap)",
-    "eps_score_identity_error": "max |E[eps | x_sigma] + sigma grad log p_sigma| over the ladder (exact both)",
-    "eps_learned_rel_error": "per sigma: RMS error of the eps-prediction; RMS of E[eps|x]'s non-Gaussian part",
     "ode_nll": "{mixture, 8gaussians}: NLL of test points under the probability-flow ODE",
     "nll_floor": "{mixture, 8gaussians}: entropy of p_sigma_min (the best any model can do)",
     "ode_nll_gap": "{dataset: {learned, exact, exact_below_split}}: mean log p_exact - log p_ODE, same points",
     "nce_zeta": "the learned log-normaliser zeta of the neural NCE model",
     "nce_logz_abs_error": "|zeta - log Z|, log Z of the learned energy by grid quadrature (target < 0.05)",
     "nce_nll": "test NLL of the NCE model using zeta, normalised on the grid, and the floor",
-    "nce_spread_by_nu": "{close, far}: {nu: std over fits of (theta1, theta2)} of NCE on the double well",
-    "mle_spread": "the same std for maximum likelihood with the exact log Z",
-    "nce_zeta_vs_log_z_by_nu": "{close, far}: {nu: mean |zeta - log Z(theta_hat)|} over the fits",
     "flow_nll": "test NLL of RealNVP on 8 Gaussians (exact, change of variables)",
     "flow_ebm_nll": "test NLL of flow + energy, log Z by grid quadrature on [-10, 10]^2",
     "flow_nll_floor": "entropy of 8 Gaussians",
@@ -67,7 +61,7 @@ METRICS = {
 }
 SECTIONS = {1: "from EBMs to diffusion", 2: "noise-contrastive estimation", 3: "flows and flow-based EBMs",
             4: "an energy-based prior in a generator's latent space", 5: "JEPA and collapse"}
-EXERCISES = {1: (1,), 2: (2,), 3: (3,), 5: (5,), 7: (4,)}  # exercise: the sections it needs
+EXERCISES = {1: (1,), 2: (2,), 3: (3,), 5: (5,), 6: (1,), 7: (4,)}  # exercise: the sections it needs
 
 # %% [markdown]
 # # Lesson 10 -- EBMs and their neighbours
@@ -290,9 +284,9 @@ WIDE_BOX = (-10.0, 10.0, -10.0, 10.0)  # grid for log Z: wider than the plots, s
 #   \qquad \epsilon_\theta := -\sigma s_\theta .$$
 #
 # The second form is DDPM's $\epsilon$-prediction loss (Ho et al. 2020), and the best $\epsilon$-predictor is
-# $\mathbb{E}[\epsilon \mid x_\sigma] = -\sigma \nabla \log p_\sigma(x_\sigma)$ (Tweedie). $\log\sigma$ is drawn
-# uniformly on $[\log\sigma_{\min}, \log\sigma_{\max}]$, a continuous version of the geometric ladder that
-# annealed Langevin walks down (derivation: docs/derivations/dsm_annealing_reverse_sde.md).
+# $\mathbb{E}[\epsilon \mid x_\sigma] = -\sigma \nabla \log p_\sigma(x_\sigma)$ (Tweedie; checked exactly in
+# exercise 6). $\log\sigma$ is drawn uniformly on $[\log\sigma_{\min}, \log\sigma_{\max}]$, a continuous version
+# of the geometric ladder that annealed Langevin walks down (docs/derivations/dsm_annealing_reverse_sde.md).
 # Temperature: both Langevin samplers run at $T = 1$ (noise $\sqrt{2a}$ for step $a$), so they target $p_\sigma$
 # itself -- not the $T \sim 10^{-6}$ noisy gradient descent of image EBMs; the ODE has no noise at all.
 #
@@ -336,11 +330,9 @@ def train_noise_conditional_score(dataset, name, generator):
                       ema_decay=cfg.score_ema or None, name=f"score network ({name})")
 
     def loss_fn(step):
-        x = dataset.sample(cfg.score_batch, generator)  # (B, 2)
-        sigma = sample_sigma(cfg.score_batch, generator)  # (B,)
-        loss = denoising_score_matching_loss(net, x, sigma, generator=generator, conditional=True,
-                                             sigma2_weighting=True)
-        return loss, {}
+        x, sigma = dataset.sample(cfg.score_batch, generator), sample_sigma(cfg.score_batch, generator)  # (B, 2), (B,)
+        return denoising_score_matching_loss(net, x, sigma, generator=generator, conditional=True,
+                                             sigma2_weighting=True), {}
 
     trainer.fit(loss_fn, cfg.score_steps, desc=f"DSM {name}")
     net = trainer.ema  # the averaged weights: less step-to-step noise in the score, same cost to evaluate
@@ -355,8 +347,7 @@ MODE_CENTRES = torch.tensor([[a, a], [-a, -a]])  # the big mode, then the small 
 
 def small_mode_fraction(x):
     """The small mode's weight among samples within 2 std of a mode centre (common.evaluation.mode_weights)."""
-    mode_w, _ = mode_weights(x, MODE_CENTRES, radius=2.0)
-    return float(mode_w[1])
+    return float(mode_weights(x, MODE_CENTRES, radius=2.0)[0][1])
 
 
 if run.section(1):
@@ -447,63 +438,9 @@ if run.section(1):
               ode_swap[f"{t_ode:g}"], ">", ode_swap["inf"], round(3 * math.sqrt(2) * swap_se, 3),
               reference_label="exact score, + 3 SE")
 
-# %% [markdown]
-# The $\epsilon$/score identity, exactly: for a mixture $\sum_k w_k \mathcal{N}(\mu_k, I)$ the noised point has
-# $\mathbb{E}[\epsilon \mid x_\sigma, k] = \sigma (x_\sigma - \mu_k)/(1 + \sigma^2)$ (Gaussian conditioning),
-# averaged over the posterior responsibilities $r_k(x_\sigma)$; the score of $p_\sigma$ comes from autograd.
-# What carries the mode weights is the part a single Gaussian with the mixture's mean and covariance would not
-# predict, $\epsilon_{\text{gauss}} = \sigma (\text{Cov} + \sigma^2 I)^{-1} (x_\sigma - \text{mean})$; we compare
-# the network's error with it, level by level.
-
-# %%
-mix_means = torch.tensor([[a, a], [-a, -a]], dtype=torch.float64)
-mix_weights = torch.tensor([1 - cfg.small_weight, cfg.small_weight], dtype=torch.float64)
-mix_mean = mix_weights @ mix_means  # (2,)
-# Cov = I + sum_k w_k mu_k mu_k^T - mean mean^T   (unit-variance components)
-mix_cov = (torch.eye(2, dtype=torch.float64) + torch.einsum("k,ki,kj->ij", mix_weights, mix_means, mix_means)
-           - torch.outer(mix_mean, mix_mean))
-
-
-def exact_posterior_noise(x_noisy, sigma):
-    var = 1.0 + sigma**2  # s^2 + sigma^2, unit-variance modes
-    diff = x_noisy[:, None, :] - mix_means  # (B, K, 2)
-    r = torch.softmax(mix_weights.log() - 0.5 * (diff**2).sum(-1) / var, dim=1)  # (B, K) responsibilities
-    return (r[:, :, None] * sigma * diff / var).sum(1)  # (B, 2)
-
-
-def epsilon_errors(score_net, generator):
-    """(max identity error, RMS non-Gaussian part of E[eps|x], RMS error of the network) over the ladder."""
-    identity_error, eps_signal, eps_error = 0.0, [], []
-    for sigma in ladder:
-        x_noisy = mixture.noised(sigma).sample(2000, generator).double()  # (n, 2)
-        eps_exact = exact_posterior_noise(x_noisy, sigma)
-        eps_via_score = eps_from_score(mixture.noised(sigma).score(x_noisy), sigma)  # -sigma grad log p_sigma
-        identity_error = max(identity_error, float((eps_exact - eps_via_score).abs().max()))
-        eps_net = eps_from_score(score_net(x_noisy.float(), sigma).double(), sigma)  # the network's eps_theta
-        eps_gauss = sigma * torch.linalg.solve(mix_cov + sigma**2 * torch.eye(2, dtype=torch.float64),
-                                               (x_noisy - mix_mean).T).T
-        eps_signal.append(float((eps_exact - eps_gauss).pow(2).sum(1).mean().sqrt()))
-        eps_error.append(float((eps_net - eps_exact).pow(2).sum(1).mean().sqrt()))
-    return identity_error, eps_signal, eps_error
-
-
-if run.section(1):
-    identity_error, eps_signal, eps_error = epsilon_errors(score_mix, gen)
-    run.metrics["eps_score_identity_error"] = identity_error
-    run.metrics["eps_learned_rel_error"] = {"sigma": ladder, "rms_error": eps_error, "mixture_part": eps_signal}
-    print(f"   epsilon/score identity: max |E[eps|x] + sigma grad log p_sigma| = {identity_error:.1e} over "
-          f"{len(ladder)} levels (float32 round-off)\n   network's epsilon-prediction, RMS error at sigma = "
-          f"{ladder[0]:g}: {eps_error[0]:.3f}, against {eps_signal[0]:.3f} for the non-Gaussian part of E[eps|x]")
-    run.claim("eps_identity", "E[eps | x_sigma] = -sigma grad log p_sigma (exact both sides)", identity_error, "<",
-              1e-5, reference_label="float32 round-off")
-    band = [k for k, sigma in enumerate(ladder) if t_move <= sigma <= t_keep]
-    worst_ratio = max(eps_error[k] / eps_signal[k] for k in band) if band else math.nan
-    run.claim("error_below_signal", f"where the weights are set (sigma {t_move:g}-{t_keep:g}) error << signal",
-              worst_ratio, "<", 0.25, reference_label="max error / signal")
-
-    fig, axes = plotting.figure(3, 2, title=f"0.8/0.2 mixture, modes at ±({a:g}, {a:g}): {cfg.n_chains} samples "
-                                            r"each (green), learned $s_\theta(x, \sigma)$, $\sigma$ from "
-                                            f"{cfg.sigma_max:g} to {cfg.sigma_min:g}; background: true density")
+    fig, axes = plotting.figure(4, title=f"0.8/0.2 mixture, modes at ±({a:g}, {a:g}): {cfg.n_chains} samples each "
+                                         r"(green), learned $s_\theta(x, \sigma)$, $\sigma$ from {cfg.sigma_max:g} to "
+                                         f"{cfg.sigma_min:g}; background: true density")
     panels = ((samples_plain, rf"plain Langevin at $\sigma$ = {cfg.sigma_min:g}", "plain"),
               (samples_annealed, f"annealed Langevin, $L$ = {cfg.n_levels}", "annealed"),
               (samples_ode, f"probability-flow ODE, {cfg.ode_steps} RK4 steps", "ode"))
@@ -523,24 +460,17 @@ if run.section(1):
                 title=f"where the weights are set (exact scores, {cfg.swap_chains} chains)", ylim=(0, 0.6))
     axes[3].set_xticks(ts, [f"{t:g}" for t in ts])
     axes[3].minorticks_off()
-    axes[3].legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)  # below the axes, off the data
-    axes[4].loglog(ladder, eps_signal, "o-", label=r"non-Gaussian part of $\mathbb{E}[\epsilon \mid x_\sigma]$")
-    axes[4].loglog(ladder, eps_error, "s-", label=r"error of the network's $\epsilon_\theta = -\sigma s_\theta$")
-    axes[4].axvspan(t_move, t_keep, color="#2ca02c", alpha=0.15, label="annealed weights set here")
-    axes[4].set(xlabel=r"noise level $\sigma$", ylabel="RMS over noised points", title="signal vs the network's error")
-    axes[4].legend(loc="upper center", bbox_to_anchor=(0.5, -0.22))  # below the axes, off the curves
-    axes[5].axis("off")
+    axes[3].legend(loc="upper center", bbox_to_anchor=(0.5, -0.22))  # below the axes, off the data
     run.savefig(fig, "fig01_annealed_vs_plain", key=True)
 
 # %% [markdown]
 # **What to notice.** Plain Langevin, even with a good score, leaves about half the chains in the small mode --
 # the share that started on its side of the box. Annealed Langevin moves mass between the modes while $\sigma$
 # is large enough for chains to cross, and the swap experiment (exact scores) says when that stops: the 50/50
-# score above $\sigma = 4$ or 8 changes nothing, above $\sigma = 2$ it leaves the chains at 50/50. The weights
-# are set between $\sigma \approx 2$ and 4, where the non-Gaussian part of $\mathbb{E}[\epsilon \mid x_\sigma]$
-# is far above the network's error. Its $\sigma^{-3}$ fall (exercise 6) below the error above $\sigma \approx 10$
-# does not matter for annealed Langevin; it does for the ODE, a transport map from $\sigma_{\max}$ down: the
-# same swap above $\sigma = 8$ moves the ODE's weight (red square).
+# score above $\sigma = 4$ or 8 changes nothing, above $\sigma = 2$ it leaves the chains at 50/50, so the
+# weights are set between $\sigma \approx 2$ and 4. The ODE is a transport map from $\sigma_{\max}$ down: the
+# same swap above $\sigma = 8$ moves its weight (red square). Exercise 6 asks how much of the score's signal
+# the network keeps at each level.
 #
 # ### The probability-flow ODE and its exact log-likelihood
 #
@@ -558,46 +488,35 @@ if run.section(1):
 # %%
 def exact_score(dataset):
     """grad_x log p_sigma(x) of the exact noised density, in torch.func form (the ODE's trace differentiates it)."""
-    def score(x, sigma):
-        return torch.func.vmap(torch.func.grad(lambda p: dataset.noised(sigma).log_density(p[None])[0]))(x)
-    return score
-
-
-def hybrid_score(dataset, net, split):
-    """The exact score below sigma = split, the network's above."""
-    exact = exact_score(dataset)
-    return lambda x, sigma: exact(x, sigma) if sigma < split else net(x, sigma)
+    return lambda x, sigma: torch.func.vmap(torch.func.grad(
+        lambda p: dataset.noised(sigma).log_density(p[None])[0]))(x)
 
 
 def ode_likelihood_gaps(dataset, net, prior, generator):
-    """Paired gaps mean(log p_exact - log p_ODE) on the same test points (a KL estimate) for three scores."""
+    """Paired gaps mean(log p_exact - log p_ODE) on the same test points (a KL estimate) for three scores, and the
+    learned score's log p per point."""
     x_test = dataset.noised(cfg.sigma_min).sample(cfg.n_nll, generator)  # (n, 2)
     exact_log_p = dataset.noised(cfg.sigma_min).log_density(x_test)  # (n,) the truth at the same points
-    scores = {"learned": net, "exact": exact_score(dataset),
-              "exact_below_split": hybrid_score(dataset, net, cfg.nll_split_sigma)}
-    gaps, learned = {}, None
-    for kind, score_fn in scores.items():
-        log_p = ode_log_likelihood(score_fn, x_test, cfg.sigma_min, cfg.sigma_max, cfg.ode_steps, prior.log_prob)
-        gaps[kind] = float((exact_log_p - log_p).mean())
-        if kind == "learned":
-            learned = {"nll": float(-log_p.mean()), "log_p": log_p, "exact_log_p": exact_log_p,
-                       "se": float((exact_log_p - log_p).std()) / math.sqrt(cfg.n_nll)}
-    return gaps, learned
+    exact = exact_score(dataset)
+    scores = {"learned": net, "exact": exact,  # then the exact score below sigma = split, the network's above
+              "exact_below_split": lambda x, sigma: exact(x, sigma) if sigma < cfg.nll_split_sigma else net(x, sigma)}
+    log_p = {kind: ode_log_likelihood(score_fn, x_test, cfg.sigma_min, cfg.sigma_max, cfg.ode_steps, prior.log_prob)
+             for kind, score_fn in scores.items()}
+    return {kind: float((exact_log_p - lp).mean()) for kind, lp in log_p.items()}, log_p["learned"], exact_log_p
 
 
 if run.section(1):
-    ode_nll, floors, nll_se, nll_gap, learned = {}, {}, {}, {}, {}
+    ode_nll, floors, nll_se, nll_gap, log_p_pairs = {}, {}, {}, {}, {}
     for name, dataset, net in (("mixture", mixture, score_mix), ("8gaussians", eight, score_eight)):
-        nll_gap[name], learned[name] = ode_likelihood_gaps(dataset, net, priors[name], gen)
-        ode_nll[name], nll_se[name] = learned[name]["nll"], learned[name]["se"]
+        nll_gap[name], log_p, exact_log_p = ode_likelihood_gaps(dataset, net, priors[name], gen)
+        ode_nll[name], log_p_pairs[name] = float(-log_p.mean()), (exact_log_p, log_p)
+        nll_se[name] = float((exact_log_p - log_p).std()) / math.sqrt(cfg.n_nll)
         floors[name] = nll_floor(dataset.noised(cfg.sigma_min), generator=gen)[0]
         print(f"   {name:<10}: ODE NLL {ode_nll[name]:.3f}, floor (entropy of p_sigma_min) {floors[name]:.3f}; "
               f"paired gap to the exact log p: learned {nll_gap[name]['learned']:+.3f} +- {nll_se[name]:.3f}, "
               f"exact score {nll_gap[name]['exact']:+.4f}, exact below sigma = {cfg.nll_split_sigma:g} "
               f"{nll_gap[name]['exact_below_split']:+.3f} nats")
-    run.metrics["ode_nll"] = ode_nll
-    run.metrics["nll_floor"] = floors
-    run.metrics["ode_nll_gap"] = nll_gap
+    run.metrics.update(ode_nll=ode_nll, nll_floor=floors, ode_nll_gap=nll_gap)
     gap8 = nll_gap["8gaussians"]
     run.claim("ode_exact", "with the exact score the ODE likelihood is exact (8 Gaussians)", abs(gap8["exact"]),
               "<", 0.01, reference_label="nats")
@@ -611,12 +530,11 @@ if run.section(1):
               gap8["exact_below_split"], ">", 0.05, reference_label="nats")
 
     stops = geometric_sigmas(cfg.sigma_max, cfg.sigma_min, 4).tolist()
-    x = priors["8gaussians"].mean + torch.randn(cfg.n_chains, 2, generator=gen) @ priors["8gaussians"].scale_tril.T
-    states = [x]
-    for hi, lo in zip(stops[:-1], stops[1:]):
+    prior8 = priors["8gaussians"]
+    states = [prior8.mean + torch.randn(cfg.n_chains, 2, generator=gen) @ prior8.scale_tril.T]  # (n, 2)
+    for hi, lo in zip(stops[:-1], stops[1:]):  # the ODE's RK4 steps shared out by each segment's length in log sigma
         n_seg = max(1, round(cfg.ode_steps * math.log(hi / lo) / math.log(cfg.sigma_max / cfg.sigma_min)))
-        x = probability_flow_sample(score_eight, x, hi, lo, n_seg)
-        states.append(x)
+        states.append(probability_flow_sample(score_eight, states[-1], hi, lo, n_seg))
     fig, axes = plotting.figure(3, 2, title=f"Probability-flow ODE on 8 Gaussians ({cfg.score_steps} DSM steps, "
                                             f"{cfg.ode_steps} RK4 steps): noise to data, and its likelihood")
     for ax, sigma, state in zip(axes, stops, states):
@@ -624,10 +542,9 @@ if run.section(1):
         plotting.scatter_samples(ax, state[:1500], size=5, color="#1f77b4", edge="none")
         ax.set(title=rf"ODE state at $\sigma$ = {sigma:.2g}", xlabel="$x_1$", ylabel="$x_2$", xlim=(-lim, lim),
                ylim=(-lim, lim), aspect="equal")
-    exact_8, log_p_8 = learned["8gaussians"]["exact_log_p"], learned["8gaussians"]["log_p"]
+    exact_8, log_p_8 = log_p_pairs["8gaussians"]
     axes[4].scatter(exact_8, log_p_8, s=3, alpha=0.5)
-    lims = [float(exact_8.min()), float(exact_8.max())]
-    axes[4].plot(lims, lims, "k--", lw=1, label="$y = x$")
+    axes[4].plot(*[[float(exact_8.min()), float(exact_8.max())]] * 2, "k--", lw=1, label="$y = x$")
     axes[4].set(xlabel=r"exact $\log p_{\sigma_{min}}(x)$", ylabel="ODE log-likelihood",
                 title="log-likelihood per test point")
     axes[4].legend()
@@ -761,24 +678,20 @@ if run.section(2):
                 title=rf"$\zeta - \log Z$: {gap[0]:.2f} at step 0, {gap[-1]:+.3f} at the end")
     axes[1].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2))  # below the axes, off the curve
     run.savefig(fig, "fig03_nce_log_z")
+    section_done("nce")
 
 # %% [markdown]
 # **What to notice.** $\zeta$ is an ordinary parameter, trained by the same gradient as the energy; nothing ties
 # it to $\log Z$ except the classification task, yet the two curves meet: the classifier can only be right if
-# $e^{-E - \zeta}$ is a normalised density.
-#
-# ### How the noise and $\nu$ set NCE's variance
-#
-# NCE is consistent for any noise that covers the data, but not equally efficient. We repeat small fits of the
-# 1-D double well $E_\theta(x) = \theta_1 x^2/2 + \theta_2 x^4/4$ of lesson 06 ($\zeta$ free) and measure the spread
-# of the estimates over repeats, for a Gaussian noise with the data's std ("close") and one `--far-noise-scale`
-# times wider ("far"), at several $\nu$, next to maximum likelihood with the exact $\log Z$ (Gauss-Legendre
-# quadrature). $\log p$ is linear in $(\theta, \zeta)$, so both objectives are convex, and a damped Newton
-# iteration, vectorised over the repeats with torch.func, finds each fit's optimum.
+# $e^{-E - \zeta}$ is a normalised density. NCE is consistent for any noise that covers the data, but not equally
+# efficient: exercise 2 measures how the noise and $\nu$ set its variance next to maximum likelihood
+# (docs/derivations/noise_contrastive_estimation.md, "choosing the noise").
 
 # %%
-GL_ORDER = 400  # Gauss-Legendre nodes for the double well's log Z; 100 already agree with 800 to 1e-10 on the
-# flag's range (checked at theta = (-2, 1), (-4, 1), (+-10, 0.05)); 50 are off by up to 1e-3
+# Exercise 2's study: repeated fits of lesson 06's double well E = th1 x^2/2 + th2 x^4/4 (zeta free) by NCE and by
+# MLE with the exact log Z. log p is linear in (theta, zeta), so both objectives are convex: a damped Newton
+# iteration, vectorised over the fits with torch.func, finds each optimum.
+GL_ORDER = 400  # Gauss-Legendre nodes for log Z; 100 already agree with 800 to 1e-10 on the flag's range; 50: 1e-3
 QUAD_HALF_WIDTH = 8.0  # exp(-E) < e^-200 beyond |x| = 8 for theta2 >= 0.05 (the check's bound)
 gl_nodes, gl_weights = np.polynomial.legendre.leggauss(GL_ORDER)
 quad_x, quad_w = torch.tensor(QUAD_HALF_WIDTH * gl_nodes), torch.tensor(QUAD_HALF_WIDTH * gl_weights)
@@ -801,18 +714,13 @@ def sample_double_well(theta, shape, generator):
     return grid[torch.searchsorted(cdf, u).clamp(max=len(grid) - 1)]
 
 
-def gaussian_log_pdf(x, std):
-    return -0.5 * (x / std) ** 2 - math.log(std) - 0.5 * math.log(2 * math.pi)
-
-
 def newton_fit(objective, params, *data):
-    """Minimise a convex objective(params, *data_r) for every repeat r at once: Newton steps, halved until J falls."""
-    value = torch.func.vmap(objective)
-    grad = torch.func.vmap(torch.func.grad(objective))
+    """Minimise a convex objective(params, *data_r) for every fit r at once: Newton steps, halved until J falls."""
+    value, grad = torch.func.vmap(objective), torch.func.vmap(torch.func.grad(objective))
     hess = torch.func.vmap(torch.func.jacrev(torch.func.grad(objective)))  # reverse-over-reverse: faster here
     for _ in range(cfg.newton_iters):
         step = torch.linalg.solve(hess(params, *data), grad(params, *data))  # (R, P)
-        if float(step.abs().max()) < 1e-9:  # converged (quadratically) for every repeat
+        if float(step.abs().max()) < 1e-9:  # converged (quadratically) for every fit
             break
         current, t = value(params, *data), torch.ones(len(params), 1, dtype=params.dtype)
         for _ in range(30):
@@ -826,86 +734,40 @@ def newton_fit(objective, params, *data):
 
 
 def nce_objective(params, x, y, nu, noise_std):
-    # params = (theta1, theta2, zeta); log p_model(u) = -theta . T(u) - zeta
+    # params = (theta1, theta2, zeta); log p_model(u) = -theta . T(u) - zeta; noise N(0, noise_std^2)
     theta, zeta = params[:2], params[2]
-    loss, _ = nce_loss(-suff_stats(x) @ theta - zeta, gaussian_log_pdf(x, noise_std),
-                       -suff_stats(y) @ theta - zeta, gaussian_log_pdf(y, noise_std), nu)
-    return loss
+    return nce_loss(-suff_stats(x) @ theta - zeta, gaussian_log_pdf(x, noise_std), -suff_stats(y) @ theta - zeta,
+                    gaussian_log_pdf(y, noise_std), nu)[0]
+
+
+def gaussian_log_pdf(x, std):
+    return -0.5 * (x / std) ** 2 - math.log(std) - 0.5 * math.log(2 * math.pi)
 
 
 def mle_objective(theta, x):
-    # NLL(theta) = mean theta . T(x) + log Z(theta)
-    return (suff_stats(x) @ theta).mean() + log_partition(theta)
+    return (suff_stats(x) @ theta).mean() + log_partition(theta)  # NLL(theta) = mean theta . T(x) + log Z(theta)
 
 
 def spread_study(generator):
     """Std over repeated fits of (theta1, theta2): MLE, and NCE by noise and nu; mean |zeta - log Z(theta_hat)|."""
-    theta_true = torch.tensor(cfg.quartic_theta, dtype=torch.float64)
+    theta_true, repeats = torch.tensor(cfg.quartic_theta, dtype=torch.float64), cfg.spread_repeats
     data_std = float(sample_double_well(theta_true, 200000, generator).std())
-    x_fits = sample_double_well(theta_true, (cfg.spread_repeats, cfg.spread_n), generator)  # (R, n): same data
-    start = torch.tensor([1 / data_std**2, 0.0], dtype=torch.float64).repeat(cfg.spread_repeats, 1)  # Gaussian fit
-    mle_spread = newton_fit(mle_objective, start, x_fits).std(0)
-    noises = {"close": data_std, "far": cfg.far_noise_scale * data_std}
-    zeta0 = torch.full((cfg.spread_repeats, 1), 0.5 * math.log(2 * math.pi * data_std**2), dtype=torch.float64)
-    spread, zeta_error = {"close": {}, "far": {}}, {"close": {}, "far": {}}
-    for noise_name, noise_std in noises.items():
+    x_fits = sample_double_well(theta_true, (repeats, cfg.spread_n), generator)  # (R, n): the same data for all
+    start = torch.tensor([1 / data_std**2, 0.0], dtype=torch.float64).repeat(repeats, 1)  # the Gaussian fit
+    zeta0 = torch.full((repeats, 1), 0.5 * math.log(2 * math.pi * data_std**2), dtype=torch.float64)
+    print(f"   double well theta = {tuple(cfg.quartic_theta)}: {repeats} fits of n = {cfg.spread_n}; std over fits "
+          f"of (theta1, theta2)\n   {'MLE (exact log Z)':<24}" + "".join(
+              f"{float(s):8.3f}" for s in newton_fit(mle_objective, start, x_fits).std(0)))
+    for noise_name, noise_std in (("close", data_std), ("far", cfg.far_noise_scale * data_std)):
         for nu in cfg.spread_nus:
-            y_fits = noise_std * torch.randn(cfg.spread_repeats, int(round(nu * cfg.spread_n)), generator=generator,
+            y_fits = noise_std * torch.randn(repeats, int(round(nu * cfg.spread_n)), generator=generator,
                                              dtype=torch.float64)  # (R, nu n)
             fits = newton_fit(lambda p, x, y, nu=nu, s=noise_std: nce_objective(p, x, y, nu, s),
                               torch.cat([start, zeta0], 1), x_fits, y_fits)  # (R, 3)
-            spread[noise_name][f"{nu:g}"] = fits[:, :2].std(0)
-            # how well zeta normalises each fitted energy: |zeta - log Z(theta_hat)|, averaged over the repeats
-            zeta_error[noise_name][f"{nu:g}"] = float((fits[:, 2] - torch.func.vmap(log_partition)(fits[:, :2]))
-                                                      .abs().mean())
-    return noises, mle_spread, spread, zeta_error
-
-
-if run.section(2):
-    noises, mle_spread, spread, zeta_error = spread_study(run.cpu_generator("nce-spread"))
-    print(f"   double well theta = {tuple(cfg.quartic_theta)}: {cfg.spread_repeats} fits of n = {cfg.spread_n}; "
-          f"std over fits of (theta1, theta2)\n   {'MLE (exact log Z)':<22}{float(mle_spread[0]):8.3f}"
-          f"{float(mle_spread[1]):8.3f}")
-    for noise_name in noises:
-        for nu in cfg.spread_nus:
-            sd = spread[noise_name][f"{nu:g}"]
-            print(f"   NCE {noise_name:<6} nu = {nu:<7g}{float(sd[0]):8.3f}{float(sd[1]):8.3f}   "
-                  f"mean |zeta - log Z(theta)| {zeta_error[noise_name][f'{nu:g}']:.3f}")
-    run.metrics["nce_spread_by_nu"] = spread
-    run.metrics["mle_spread"] = mle_spread
-    run.metrics["nce_zeta_vs_log_z_by_nu"] = zeta_error
-    nu_lo, nu_hi = f"{min(cfg.spread_nus):g}", f"{max(cfg.spread_nus):g}"
-    run.claim("nce_above_mle", f"NCE (close noise, nu = {nu_lo}) spreads more than MLE (theta1)",
-              float(spread["close"][nu_lo][0]), ">", float(mle_spread[0]), reference_label="MLE")
-    run.claim("nce_far_worse", f"far noise is worse than close noise at nu = {nu_lo} (theta1)",
-              float(spread["far"][nu_lo][0]), ">", float(spread["close"][nu_lo][0]), reference_label="close noise")
-    for noise_name in noises:
-        run.claim(f"nce_{noise_name}_near_mle", f"{noise_name} noise at nu = {nu_hi} is within 15 % of MLE (theta1)",
-                  float(spread[noise_name][nu_hi][0]), "within_rel", float(mle_spread[0]), 0.15,
-                  reference_label="MLE")
-
-    fig, axes = plotting.figure(2, title=f"NCE vs MLE: {cfg.spread_repeats} fits of $n$ = {cfg.spread_n}, "
-                                         rf"double well $\theta$ = {tuple(cfg.quartic_theta)}")
-    for k, ax in enumerate(axes):
-        for noise_name, marker in (("close", "o-"), ("far", "s--")):
-            ax.semilogx(cfg.spread_nus, [float(spread[noise_name][f"{nu:g}"][k]) for nu in cfg.spread_nus], marker,
-                        label=f"NCE, {noise_name} noise (std {noises[noise_name]:.2f})")
-        ax.axhline(float(mle_spread[k]), color="k", lw=1.5, label=r"MLE with exact $\log Z$")
-        ax.set(xlabel=r"noise-to-data ratio $\nu$", ylabel=rf"std of $\theta_{k + 1}$ over fits",
-               title=rf"$\theta_{k + 1}$", ylim=(0, None))
-        ax.set_xticks(cfg.spread_nus, [f"{nu:g}" for nu in cfg.spread_nus])
-        ax.minorticks_off()
-        ax.legend()
-    run.savefig(fig, "fig04_nce_spread")
-    section_done("nce")
-
-# %% [markdown]
-# **What to notice.** Every NCE curve lies above the MLE line and falls towards it as $\nu$ grows: the noise
-# term becomes an importance-sampling estimate of $\log Z$'s gradient. Far noise is much worse at small $\nu$:
-# most of its points are classified trivially and carry little gradient (the usual explanation, not measured
-# here); with $\nu = 16$ both noises come within 15 % of MLE's spread (the claims). The 100 repeated fits play
-# the role of seeds: each spread is a statistic over them. The printed $|\zeta - \log Z(\hat\theta)|$ shrinks
-# the same way: $\zeta$ is only as good as the noise sample that pins it.
+            # how well zeta normalises each fitted energy: |zeta - log Z(theta_hat)|, averaged over the fits
+            zeta_error = float((fits[:, 2] - torch.func.vmap(log_partition)(fits[:, :2])).abs().mean())
+            print(f"   NCE {noise_name:<6} nu = {nu:<7g}" + "".join(f"{float(s):8.3f}" for s in fits[:, :2].std(0))
+                  + f"   mean |zeta - log Z(theta)| {zeta_error:.3f}")
 
 # %% [markdown]
 # ## 3. Flow-based EBMs
@@ -1432,9 +1294,9 @@ if run.stub(1):
           f"{weights['annealed']:.3f}, plain {weights['plain']:.3f}, ODE {weights['ode']:.3f} (box {cfg.box:g})")
 
 if run.stub(2):
-    print(f"\nExercise 2: |zeta - log Z| = {abs(zeta - log_z_grid):.4f} at nu = {cfg.nce_nu:g}; theta1 spread, MLE "
-          f"{float(mle_spread[0]):.3f}, " + ", ".join(f"{noise} nu={nu}: {float(sd[0]):.3f}" for noise in spread
-                                                      for nu, sd in spread[noise].items()))
+    print(f"\nExercise 2: neural fit, |zeta - log Z| = {abs(zeta - log_z_grid):.4f} at nu = {cfg.nce_nu:g}; the double "
+          "well's spread study (NCE by noise and nu, and MLE):")
+    spread_study(run.cpu_generator("nce-spread"))
 
 if run.stub(3):
     # Exercise 3: NCE of a new energy against the trained flow of section 3 as the noise (nu = 1).
@@ -1459,6 +1321,29 @@ if run.stub(5):
     # Exercise 5: the target branch detached, but no EMA and no VICReg.
     stopgrad = over_seeds(lambda seed: train_jepa("stopgrad", seed), range(run.seed, run.seed + cfg.jepa_seeds))
     print("\nExercise 5: stop-gradient only: " + ", ".join(f"{k} {v}" for k, v in stopgrad.items()))
+
+if run.stub(6):
+    # Exercise 6: E[eps | x_sigma] exactly (Gaussian conditioning per mode, averaged over the responsibilities r_k),
+    # next to -sigma grad log p_sigma (autograd) and the network's eps_theta. The signal is the part of E[eps | x]
+    # that one Gaussian with the mixture's mean and covariance would not predict.
+    gen = run.cpu_generator("exercise-6")
+    means, w = MODE_CENTRES.double(), torch.tensor([1 - cfg.small_weight, cfg.small_weight], dtype=torch.float64)
+    mean = w @ means  # (2,)
+    # Cov = I + sum_k w_k mu_k mu_k^T - mean mean^T   (unit-variance modes)
+    cov = torch.eye(2, dtype=torch.float64) + torch.einsum("k,ki,kj->ij", w, means, means) - torch.outer(mean, mean)
+    print("\nExercise 6: sigma, max |E[eps|x] + sigma grad log p_sigma|, RMS of E[eps|x]'s non-Gaussian part, "
+          "RMS error of eps_theta")
+    for sigma in ladder:
+        x_noisy = mixture.noised(sigma).sample(2000, gen).double()  # (n, 2)
+        diff = x_noisy[:, None, :] - means  # (n, K, 2)
+        r = torch.softmax(w.log() - 0.5 * (diff**2).sum(-1) / (1 + sigma**2), dim=1)  # (n, K)
+        # E[eps | x_sigma] = sum_k r_k sigma (x_sigma - mu_k) / (1 + sigma^2)
+        eps_exact = (r[:, :, None] * sigma * diff / (1 + sigma**2)).sum(1)  # (n, 2)
+        identity = float((eps_exact - eps_from_score(mixture.noised(sigma).score(x_noisy), sigma)).abs().max())
+        eps_gauss = sigma * torch.linalg.solve(cov + sigma**2 * torch.eye(2, dtype=torch.float64), (x_noisy - mean).T).T
+        eps_net = eps_from_score(score_mix(x_noisy.float(), sigma).double(), sigma)  # the network's eps_theta
+        signal, error = ((v.pow(2).sum(1).mean().sqrt()) for v in (eps_exact - eps_gauss, eps_net - eps_exact))
+        print(f"   {sigma:7.3g}   {identity:.1e}   {float(signal):.4f}   {float(error):.4f}")
 
 if run.stub(7):
     print(f"\nExercise 7: FD with {cfg.prior_langevin_steps} prior Langevin steps of h = {cfg.prior_step:g}: "
