@@ -9,8 +9,7 @@ predictive energy learns representations -- if it is kept from collapsing.
 You will learn
 - how denoising score matching over a ladder of noise levels becomes a diffusion model: annealed Langevin,
   epsilon-prediction (= -sigma x score) and the probability-flow ODE with its exact log-likelihood;
-- how NCE turns density estimation into classification against known noise, and how the noise and the
-  noise-to-data ratio nu set its variance next to maximum likelihood;
+- how NCE turns density estimation into classification against known noise, with log Z a learned bias;
 - a RealNVP flow written from scratch, and an energy on top of it with Z by importance sampling;
 - when an energy-based prior in a generator's latent space helps: an aggregate posterior that is not Gaussian;
 - a joint-embedding predictive architecture: how it collapses, and what VICReg and an EMA target change.
@@ -18,14 +17,11 @@ You will learn
 Prerequisites: lesson 06 (score matching, DSM, annealed Langevin with exact scores), lesson 07 (neural
 energies, the guarded Trainer, Fréchet distance). Everything runs on the CPU: the networks are tiny.
 
-Run:  python 10_advanced_ebm_topics.py            (default; measured runtimes: docs/results.md)
-      python 10_advanced_ebm_topics.py --quick    (seconds; every code path runs)
-      python 10_advanced_ebm_topics.py --help     (every hyperparameter, with advice)
-      python 10_advanced_ebm_topics.py --show     (also open the figure windows)
+Run:  python 10_advanced_ebm_topics.py [--quick] [--help] [--show]   (default runtimes: docs/results.md; --quick:
+      seconds, every code path runs; --help: every hyperparameter, with advice; --show: open the figure windows)
       python 10_advanced_ebm_topics.py --section 2   (one section only; --exercise N runs what exercise N needs)
-
-Sections (`--section N` runs one): 1 diffusion, 2 NCE, 3 flows, 4 latent-space EBM prior, 5 JEPA.
-Figures and metrics.json keys: FIGURES and METRICS below.
+Sections: 1 diffusion, 2 NCE, 3 flows, 4 latent-space EBM prior, 5 JEPA. Figures and metrics.json keys: FIGURES
+and METRICS below.
 """
 LESSON = "10_advanced_ebm_topics"  # outputs go to outputs/10_advanced_ebm_topics/
 FIGURES = {
@@ -78,13 +74,10 @@ from common.config import between, choice, count, parse_flags, positive
 @dataclass
 class Config:
     # -- section 1: from EBMs to diffusion
-    small_weight: float = between(0.2, 0, 1, open_low=True, open_high=True)  # weight of the mode at (-a,-a);
-        # nearer 0 makes it harder: plain Langevin still gives ~0.5, annealing must find the small share
-    mode_distance: float = positive(5.0)  # modes at (-a,-a), (a,a), unit variance; below ~2 they overlap and plain
-        # Langevin crosses too (Song & Ermon's toy: 5)
+    small_weight: float = between(0.2, 0, 1, open_low=True, open_high=True)  # mode (-a,-a)'s weight; nearer 0 = harder
+    mode_distance: float = positive(5.0)  # modes at +-(a, a), unit variance; below ~2 plain Langevin crosses too
     sigma_max: float = positive(20.0)  # largest noise level; below ~2 a the top level no longer mixes the modes
-    sigma_min: float = positive(0.1)  # smallest noise level: the model is a density for the data blurred by it;
-        # smaller = sharper samples, harder scores to learn
+    sigma_min: float = positive(0.1)  # smallest noise level (the model's blur); smaller = sharper, harder to learn
     n_levels: int = count(20, minimum=2)  # annealing levels L (geometric); 10 gives the same weights, 2 do not
     anneal_steps: int = count(100)  # Langevin steps per level (Song & Ermon: 100); fewer leave each level unmixed
     anneal_step_lr: float = positive(2e-3)  # step at sigma_min, a_i = lr sigma_i^2/sigma_L^2; keep < 2 sigma_min^2
@@ -92,28 +85,25 @@ class Config:
     score_steps: int = count(3000)  # Adam steps of DSM per dataset; 12000 did not move the mode weights
     score_batch: int = count(512)  # fresh data points (with fresh sigma and noise) per step; smaller = noisier
     score_lr: float = positive(2e-3)  # Adam learning rate (cosine decay); above ~5e-3 the loss jumps
-    score_ema: float = between(0.999, 0, 1, open_high=True)  # EMA of the weights used for sampling; 0 = off
-        # (noisier scores at small sigma)
+    score_ema: float = between(0.999, 0, 1, open_high=True)  # weight EMA for sampling; 0 = off (noisier scores)
     n_chains: int = count(2000, minimum=10)  # samples per sampler; the weight's std error is ~0.4/sqrt(n)
     box: float = positive(8.0)  # plain/annealed chains start uniformly in [-box, box]^2 (symmetric: plain ~0.5)
     ode_steps: int = count(40)  # RK4 steps in log sigma for the ODE (4 evals each); 10 bias the likelihood
     n_nll: int = count(500, minimum=10)  # test points for the ODE log-likelihood; the gap's SE ~ 1/sqrt(n)
-    nll_split_sigma: float = positive(1.0)  # the ODE NLL is also computed with the exact score below this sigma;
-        # raise it to charge more of the gap to small sigma
-    swap_sigmas: tuple[float, ...] = positive((8.0, 4.0, 3.0, 2.0))  # exact score swapped for a 50/50
-        # mixture's above each sigma; claims at the 2nd largest (Langevin keeps), smallest (moves), largest (ODE)
+    nll_split_sigma: float = positive(1.0)  # ODE NLL also with the exact score below it; raise = charge more to small
+    swap_sigmas: tuple[float, ...] = positive((8.0, 4.0, 3.0, 2.0))  # 50/50 score above each; claims: 2nd largest
+        # (Langevin keeps its weight), smallest (it moves), largest (the ODE's moves)
     swap_chains: int = count(1000, minimum=10)  # chains per swap run (exact scores, cheap); SE ~0.4/sqrt(n)
     # -- section 2: noise-contrastive estimation
-    nce_dataset: str = choice("two_moons", ("two_moons", "8gaussians", "rings", "swiss_roll"))  # 2-D target;
-        # the noise is one Gaussian, so targets with empty centres (rings) leave more noise points trivial
+    nce_dataset: str = choice("two_moons", ("two_moons", "8gaussians", "rings", "swiss_roll"))  # rings: easier noise
     nce_nu: float = positive(4.0)  # noise points per data point in the neural fit; 1 is GAN-like, 10+ nears MLE
     nce_hidden: int = count(64)  # hidden width of the energy network (2 hidden layers); narrower = a blurrier density
     nce_steps: int = count(2000)  # Adam steps; zeta keeps drifting for ~1000, fewer miss the 0.05-nat target
     nce_batch: int = count(1024)  # fresh data points per step (and nu times as many noise points)
     nce_lr: float = positive(3e-3)  # Adam learning rate (cosine decay) for the energy and zeta; larger = zeta noisier
     grid_n: int = count(300, minimum=20)  # grid points per axis for a 2-D model's exact log Z; fewer = coarser
-    quartic_theta: tuple[float, ...] = between((-2.0, 1.0), -10, 10)  # double well E = th1 x^2/2 + th2 x^4/4
-        # of the spread study (as in lesson 06); th2 must be >= 0.05; a deeper well separates NCE from MLE more
+    # -- exercise 2: the spread of NCE and MLE over repeated fits of a 1-D double well
+    quartic_theta: tuple[float, ...] = between((-2.0, 1.0), -10, 10)  # E = th1 x^2/2 + th2 x^4/4, th2 >= 0.05
     spread_n: int = count(200, minimum=10)  # data points per fit; every spread shrinks like 1/sqrt(n)
     spread_repeats: int = count(100, minimum=3)  # repeated fits per setting (more = smoother spread estimate)
     spread_nus: tuple[float, ...] = positive((0.25, 1.0, 4.0, 16.0))  # noise-to-data ratios; NCE nears MLE as nu grows
@@ -127,21 +117,18 @@ class Config:
     flow_lr: float = positive(2e-3)  # Adam learning rate (cosine decay) for the flow; the guard stops a divergence
     fe_hidden: int = count(64)  # hidden width of the energy put on top of the flow; narrower = coarser corrections
     fe_steps: int = count(2000)  # Adam steps for the energy (the flow is frozen); fewer leave more of the flow's errors
-    fe_is_samples: int = count(4096, minimum=10)  # flow samples per step for log Z by importance sampling;
-        # fewer = noisier, downward-biased log Z
+    fe_is_samples: int = count(4096, minimum=10)  # flow samples per step for log Z; fewer = noisier, biased low
     fe_pool: int = count(65536, minimum=10)  # flow samples drawn once (the flow is frozen); steps draw from it
     fe_lr: float = positive(3e-3)  # Adam learning rate for the energy on top of the flow; 1e-3 learns little
     # -- section 4: a generator with an energy-based prior on z (8x8 digits)
-    latent_classes: tuple[int, ...] = count((0, 1, 4, 7), minimum=0)  # digit classes used: distinct shapes give
-        # separate clusters in z, the setting where a prior must be more than one Gaussian; all ten blur them
+    latent_classes: tuple[int, ...] = count((0, 1, 4, 7), minimum=0)  # distinct shapes: clusters in z; all ten blur
     gen_hidden: int = count(128)  # hidden width of the generator g(z) (2 layers); narrower = blurrier digits
     obs_std: float = positive(0.3)  # sigma_x of p(x|z) = N(g(z), sigma_x^2 I); smaller = sharper, harder posterior
     latent_steps: int = count(1200)  # generator steps (alternating back-propagation) per seed; fewer = blurrier
     latent_batch: int = count(128)  # images per step; smaller = noisier generator updates
     latent_lr: float = positive(1e-3)  # Adam learning rate of the generator (cosine decay); larger = faster, noisier
     posterior_langevin_steps: int = count(10)  # Langevin steps on z given x per visit (each image keeps its z)
-    posterior_step: float = positive(0.005)  # posterior step h; the likelihood term is steep (1/sigma_x^2 = 11):
-        # larger steps mix faster but the discretisation bias grows with h
+    posterior_step: float = positive(0.005)  # posterior step h (steep: 1/sigma_x^2 = 11); larger = faster, biased
     prior_hidden: int = count(64)  # hidden width of the prior energy E_alpha(z); narrower = smoother prior
     prior_steps: int = count(600)  # Adam steps of exact MLE for the prior energy; fewer = a smoother prior
     prior_lr: float = positive(3e-3)  # Adam learning rate of the prior energy (cosine decay); larger = faster, noisier
@@ -156,12 +143,10 @@ class Config:
     jepa_steps: int = count(400)  # Adam steps per model; the unguarded embedding shrinks within ~100
     jepa_batch: int = count(256)  # images per step; VICReg's variance and covariance are batch statistics
     jepa_lr: float = positive(1e-3)  # Adam learning rate (cosine decay); larger = faster collapse without a guard
-    jepa_ema: float = between(0.99, 0, 1, open_high=True)  # EMA decay of the target encoder (I-JEPA: 0.996+);
-        # nearer 1 = a slower target
+    jepa_ema: float = between(0.99, 0, 1, open_high=True)  # target encoder's EMA decay; nearer 1 = slower target
     vicreg_weights: tuple[float, ...] = positive((25.0, 25.0, 1.0))  # invariance, variance, covariance (Bardes)
     jepa_seeds: int = count(3, minimum=1)  # independent runs of each guard; claims need >= 3
-    probe_iters: int = count(2000)  # L-BFGS iterations of the logistic-regression probe; fewer stop it early,
-        # which hurts most the probe on raw, shrunk features
+    probe_iters: int = count(2000)  # L-BFGS iterations of the probe; fewer hurt most the raw, shrunk features
     # -- the visible training loops (sections 1 and 2)
     loop_steps: int = count(60)  # steps of the written-out DSM and NCE loops shown before the Trainer takes over
 
@@ -202,23 +187,10 @@ import torch  # noqa: E402
 from matplotlib.patches import Circle  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from common import plotting  # noqa: E402
+from common import diffusion, plotting  # noqa: E402
 from common.claims import over_seeds  # noqa: E402
-from common.datasets import (  # noqa: E402
-    eight_gaussians,
-    gaussian_mixture,
-    load_signed_images,
-    toy_dataset,
-    uniform_box,
-)
-from common.diffusion import (  # noqa: E402
-    eps_from_score,
-    geometric_sigmas,
-    moment_matched_prior,
-    ode_log_likelihood,
-    probability_flow_sample,
-)
-from common.evaluation import (  # noqa: E402
+from common.datasets import eight_gaussians, gaussian_mixture, load_signed_images, toy_dataset, uniform_box
+from common.evaluation import (
     FrechetScorer,
     effective_rank,
     grid_log_partition,
@@ -293,7 +265,7 @@ WIDE_BOX = (-10.0, 10.0, -10.0, 10.0)  # grid for log Z: wider than the plots, s
 # First the update written out: a few dozen steps of plain Adam on the mixture, printing the loss.
 
 # %%
-ladder = geometric_sigmas(cfg.sigma_max, cfg.sigma_min, cfg.n_levels).tolist()
+ladder = diffusion.geometric_sigmas(cfg.sigma_max, cfg.sigma_min, cfg.n_levels).tolist()
 
 
 def sample_sigma(n, generator):
@@ -401,10 +373,10 @@ if run.section(1):
     # plain Langevin: the same total number of steps, all at the smallest level
     samples_plain = annealed_langevin(score_mix, x_start, [cfg.sigma_min], cfg.n_levels * cfg.anneal_steps,
                                       cfg.anneal_step_lr, generator=gen)
-    priors = {name: moment_matched_prior(dataset.sample(20000, gen), cfg.sigma_max)
+    priors = {name: diffusion.moment_matched_prior(dataset.sample(20000, gen), cfg.sigma_max)
               for name, dataset in (("mixture", mixture), ("8gaussians", eight))}
     x_top = priors["mixture"].mean + torch.randn(cfg.n_chains, 2, generator=gen) @ priors["mixture"].scale_tril.T
-    samples_ode = probability_flow_sample(score_mix, x_top, cfg.sigma_max, cfg.sigma_min, cfg.ode_steps)
+    samples_ode = diffusion.probability_flow_sample(score_mix, x_top, cfg.sigma_max, cfg.sigma_min, cfg.ode_steps)
     weights = {k: small_mode_fraction(v) for k, v in
                (("plain", samples_plain), ("annealed", samples_annealed), ("ode", samples_ode))}
     record_weights(weights, mode_weights(samples_annealed, MODE_CENTRES, radius=2.0)[1])
@@ -428,9 +400,9 @@ if run.section(1):
     run.claim("weights_set_low", f"annealed: swapping it above sigma = {t_move:g} moves the weight to about 0.5",
               swap_weight[f"{t_move:g}"], ">", 0.5 - round(3 * swap_se, 3), reference_label="0.5 - 3 SE")
     # The ODE is a transport map: every sigma moves mass, so the same swap at the top does move its weights.
-    ode_swap = {f"{t:g}": small_mode_fraction(probability_flow_sample(swapped_score(t), x_top[:cfg.swap_chains],
-                                                                      cfg.sigma_max, cfg.sigma_min, cfg.ode_steps))
-                for t in (math.inf, t_ode)}
+    ode_swap = {f"{t:g}": small_mode_fraction(diffusion.probability_flow_sample(
+        swapped_score(t), x_top[:cfg.swap_chains], cfg.sigma_max, cfg.sigma_min, cfg.ode_steps))
+        for t in (math.inf, t_ode)}
     run.metrics["ode_swap_small_mode_weight"] = ode_swap
     print(f"   ODE, exact score: small-mode weight {ode_swap['inf']:.3f}; with the 50/50 score above sigma = "
           f"{t_ode:g}: {ode_swap[f'{t_ode:g}']:.3f}")
@@ -500,8 +472,8 @@ def ode_likelihood_gaps(dataset, net, prior, generator):
     exact = exact_score(dataset)
     scores = {"learned": net, "exact": exact,  # then the exact score below sigma = split, the network's above
               "exact_below_split": lambda x, sigma: exact(x, sigma) if sigma < cfg.nll_split_sigma else net(x, sigma)}
-    log_p = {kind: ode_log_likelihood(score_fn, x_test, cfg.sigma_min, cfg.sigma_max, cfg.ode_steps, prior.log_prob)
-             for kind, score_fn in scores.items()}
+    log_p = {kind: diffusion.ode_log_likelihood(score_fn, x_test, cfg.sigma_min, cfg.sigma_max, cfg.ode_steps,
+                                                prior.log_prob) for kind, score_fn in scores.items()}
     return {kind: float((exact_log_p - lp).mean()) for kind, lp in log_p.items()}, log_p["learned"], exact_log_p
 
 
@@ -529,12 +501,12 @@ if run.section(1):
     run.claim("ode_gap_large_sigma", f"... and the score above sigma = {cfg.nll_split_sigma:g} costs the rest",
               gap8["exact_below_split"], ">", 0.05, reference_label="nats")
 
-    stops = geometric_sigmas(cfg.sigma_max, cfg.sigma_min, 4).tolist()
+    stops = diffusion.geometric_sigmas(cfg.sigma_max, cfg.sigma_min, 4).tolist()
     prior8 = priors["8gaussians"]
     states = [prior8.mean + torch.randn(cfg.n_chains, 2, generator=gen) @ prior8.scale_tril.T]  # (n, 2)
     for hi, lo in zip(stops[:-1], stops[1:]):  # the ODE's RK4 steps shared out by each segment's length in log sigma
         n_seg = max(1, round(cfg.ode_steps * math.log(hi / lo) / math.log(cfg.sigma_max / cfg.sigma_min)))
-        states.append(probability_flow_sample(score_eight, states[-1], hi, lo, n_seg))
+        states.append(diffusion.probability_flow_sample(score_eight, states[-1], hi, lo, n_seg))
     fig, axes = plotting.figure(3, 2, title=f"Probability-flow ODE on 8 Gaussians ({cfg.score_steps} DSM steps, "
                                             f"{cfg.ode_steps} RK4 steps): noise to data, and its likelihood")
     for ax, sigma, state in zip(axes, stops, states):
@@ -1339,9 +1311,10 @@ if run.stub(6):
         r = torch.softmax(w.log() - 0.5 * (diff**2).sum(-1) / (1 + sigma**2), dim=1)  # (n, K)
         # E[eps | x_sigma] = sum_k r_k sigma (x_sigma - mu_k) / (1 + sigma^2)
         eps_exact = (r[:, :, None] * sigma * diff / (1 + sigma**2)).sum(1)  # (n, 2)
-        identity = float((eps_exact - eps_from_score(mixture.noised(sigma).score(x_noisy), sigma)).abs().max())
+        eps_via_score = diffusion.eps_from_score(mixture.noised(sigma).score(x_noisy), sigma)  # -sigma grad log p
+        identity = float((eps_exact - eps_via_score).abs().max())
         eps_gauss = sigma * torch.linalg.solve(cov + sigma**2 * torch.eye(2, dtype=torch.float64), (x_noisy - mean).T).T
-        eps_net = eps_from_score(score_mix(x_noisy.float(), sigma).double(), sigma)  # the network's eps_theta
+        eps_net = diffusion.eps_from_score(score_mix(x_noisy.float(), sigma).double(), sigma)  # the network's eps_theta
         signal, error = ((v.pow(2).sum(1).mean().sqrt()) for v in (eps_exact - eps_gauss, eps_net - eps_exact))
         print(f"   {sigma:7.3g}   {identity:.1e}   {float(signal):.4f}   {float(error):.4f}")
 
