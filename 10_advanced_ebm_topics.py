@@ -536,12 +536,11 @@ if run.section(1):
 
 # %% [markdown]
 # **What to notice.** The ODE carries a structureless Gaussian blob to the eight modes without noise, and every
-# point gets a log-likelihood. With the exact score that likelihood is exact (~1e-4 nats: 40 RK4 steps suffice),
-# so the whole gap is the learned score's. It misses the 0.1-nat target on both datasets (about 0.3 nats on
-# 8 Gaussians; the claims say FAILS), and the hybrid score splits it: the exact score below $\sigma = 1$ removes
-# about half of the 8-Gaussians gap, so the error sits both at small $\sigma$ (sharp modes) and at large
-# $\sigma$; on the mixture almost all of it comes from $\sigma > 1$. We have not found a training budget within
-# the lesson's that closes it.
+# point gets a log-likelihood. With the exact score it is exact (~1e-4 nats: 40 RK4 steps suffice), so the whole
+# gap is the learned score's. It misses the 0.1-nat target on both datasets (about 0.3 nats on 8 Gaussians; the
+# claims say FAILS). The exact score below $\sigma = 1$ removes about half of the 8-Gaussians gap, so the error
+# sits both at small $\sigma$ (sharp modes) and at large $\sigma$; on the mixture almost all of it comes from
+# $\sigma > 1$. No training budget within the lesson's that we tried closes it.
 
 # %% [markdown]
 # ## 2. Noise-contrastive estimation: log Z as a classifier's bias
@@ -629,9 +628,8 @@ if run.section(2):
     nce_nll = float(-nce_model(test_points).mean())  # uses zeta: the model as NCE left it
     grid_nll_value = float(nce_model.energy(test_points).mean()) + log_z_grid  # the same energy, exactly normalised
     floor_nce = nll_floor(nce_data, generator=gen)[0]
-    run.metrics["nce_zeta"] = zeta
-    run.metrics["nce_logz_abs_error"] = abs(zeta - log_z_grid)
-    run.metrics["nce_nll"] = {"with_zeta": nce_nll, "grid_normalised": grid_nll_value, "floor": floor_nce}
+    run.metrics.update(nce_zeta=zeta, nce_logz_abs_error=abs(zeta - log_z_grid),
+                       nce_nll={"with_zeta": nce_nll, "grid_normalised": grid_nll_value, "floor": floor_nce})
     print(f"   learned zeta = {zeta:.4f}   log Z of the learned energy by a {cfg.grid_n}^2 grid = {log_z_grid:.4f}"
           f"   |zeta - log Z| = {abs(zeta - log_z_grid):.4f} nats\n   test NLL with zeta {nce_nll:.3f}, normalised "
           f"on the grid {grid_nll_value:.3f}, floor {floor_nce:.3f}; classifier accuracy {accuracy:.3f}")
@@ -658,88 +656,6 @@ if run.section(2):
 # $e^{-E - \zeta}$ is a normalised density. NCE is consistent for any noise that covers the data, but not equally
 # efficient: exercise 2 measures how the noise and $\nu$ set its variance next to maximum likelihood
 # (docs/derivations/noise_contrastive_estimation.md, "choosing the noise").
-
-# %%
-# Exercise 2's study: repeated fits of lesson 06's double well E = th1 x^2/2 + th2 x^4/4 (zeta free) by NCE and by
-# MLE with the exact log Z. log p is linear in (theta, zeta), so both objectives are convex: a damped Newton
-# iteration, vectorised over the fits with torch.func, finds each optimum.
-GL_ORDER = 400  # Gauss-Legendre nodes for log Z; 100 already agree with 800 to 1e-10 on the flag's range; 50: 1e-3
-QUAD_HALF_WIDTH = 8.0  # exp(-E) < e^-200 beyond |x| = 8 for theta2 >= 0.05 (the check's bound)
-gl_nodes, gl_weights = np.polynomial.legendre.leggauss(GL_ORDER)
-quad_x, quad_w = torch.tensor(QUAD_HALF_WIDTH * gl_nodes), torch.tensor(QUAD_HALF_WIDTH * gl_weights)
-
-
-def suff_stats(x):
-    return torch.stack([x**2 / 2, x**4 / 4], dim=-1)  # T(x), so E_theta(x) = theta . T(x)
-
-
-def log_partition(theta):
-    # log Z(theta) = log int exp(-theta . T(x)) dx   (Gauss-Legendre on [-8, 8]; the same log Z as lesson 06's)
-    return torch.logsumexp(-suff_stats(quad_x) @ theta + quad_w.log(), dim=0)
-
-
-def sample_double_well(theta, shape, generator):
-    """Inverse-CDF sampling on a fine grid (exact to the grid's resolution, 1e-3 of the data's scale)."""
-    grid = torch.linspace(-6, 6, 20001, dtype=torch.float64)
-    cdf = torch.cumsum(torch.exp(-suff_stats(grid) @ theta), 0)
-    u = torch.rand(shape, generator=generator, dtype=torch.float64) * cdf[-1]
-    return grid[torch.searchsorted(cdf, u).clamp(max=len(grid) - 1)]
-
-
-def newton_fit(objective, params, *data):
-    """Minimise a convex objective(params, *data_r) for every fit r at once: Newton steps, halved until J falls."""
-    value, grad = torch.func.vmap(objective), torch.func.vmap(torch.func.grad(objective))
-    hess = torch.func.vmap(torch.func.jacrev(torch.func.grad(objective)))  # reverse-over-reverse: faster here
-    for _ in range(cfg.newton_iters):
-        step = torch.linalg.solve(hess(params, *data), grad(params, *data))  # (R, P)
-        if float(step.abs().max()) < 1e-9:  # converged (quadratically) for every fit
-            break
-        current, t = value(params, *data), torch.ones(len(params), 1, dtype=params.dtype)
-        for _ in range(30):
-            trial = params - t * step
-            better = value(trial, *data) <= current
-            if bool(better.all()):
-                break
-            t = torch.where(better[:, None], t, t / 2)
-        params = torch.where(better[:, None], trial, params)
-    return params
-
-
-def nce_objective(params, x, y, nu, noise_std):
-    # params = (theta1, theta2, zeta); log p_model(u) = -theta . T(u) - zeta; noise N(0, noise_std^2)
-    theta, zeta = params[:2], params[2]
-    return nce_loss(-suff_stats(x) @ theta - zeta, gaussian_log_pdf(x, noise_std), -suff_stats(y) @ theta - zeta,
-                    gaussian_log_pdf(y, noise_std), nu)[0]
-
-
-def gaussian_log_pdf(x, std):
-    return -0.5 * (x / std) ** 2 - math.log(std) - 0.5 * math.log(2 * math.pi)
-
-
-def mle_objective(theta, x):
-    return (suff_stats(x) @ theta).mean() + log_partition(theta)  # NLL(theta) = mean theta . T(x) + log Z(theta)
-
-
-def spread_study(generator):
-    """Std over repeated fits of (theta1, theta2): MLE, and NCE by noise and nu; mean |zeta - log Z(theta_hat)|."""
-    theta_true, repeats = torch.tensor(cfg.quartic_theta, dtype=torch.float64), cfg.spread_repeats
-    data_std = float(sample_double_well(theta_true, 200000, generator).std())
-    x_fits = sample_double_well(theta_true, (repeats, cfg.spread_n), generator)  # (R, n): the same data for all
-    start = torch.tensor([1 / data_std**2, 0.0], dtype=torch.float64).repeat(repeats, 1)  # the Gaussian fit
-    zeta0 = torch.full((repeats, 1), 0.5 * math.log(2 * math.pi * data_std**2), dtype=torch.float64)
-    print(f"   double well theta = {tuple(cfg.quartic_theta)}: {repeats} fits of n = {cfg.spread_n}; std over fits "
-          f"of (theta1, theta2)\n   {'MLE (exact log Z)':<24}" + "".join(
-              f"{float(s):8.3f}" for s in newton_fit(mle_objective, start, x_fits).std(0)))
-    for noise_name, noise_std in (("close", data_std), ("far", cfg.far_noise_scale * data_std)):
-        for nu in cfg.spread_nus:
-            y_fits = noise_std * torch.randn(repeats, int(round(nu * cfg.spread_n)), generator=generator,
-                                             dtype=torch.float64)  # (R, nu n)
-            fits = newton_fit(lambda p, x, y, nu=nu, s=noise_std: nce_objective(p, x, y, nu, s),
-                              torch.cat([start, zeta0], 1), x_fits, y_fits)  # (R, 3)
-            # how well zeta normalises each fitted energy: |zeta - log Z(theta_hat)|, averaged over the fits
-            zeta_error = float((fits[:, 2] - torch.func.vmap(log_partition)(fits[:, :2])).abs().mean())
-            print(f"   NCE {noise_name:<6} nu = {nu:<7g}" + "".join(f"{float(s):8.3f}" for s in fits[:, :2].std(0))
-                  + f"   mean |zeta - log Z(theta)| {zeta_error:.3f}")
 
 # %% [markdown]
 # ## 3. Flow-based EBMs
@@ -809,8 +725,7 @@ if run.section(3):
         fe_log_z_is = float(flow_energy.log_z_importance(flow.sample(100000, gen)))  # fresh samples, not the pool
     flow_ebm_nll = float(flow_energy.total_energy(x_test).mean()) + fe_log_z_grid
     floor_eight = nll_floor(eight, generator=gen)[0]
-    run.metrics["flow_nll"], run.metrics["flow_ebm_nll"], run.metrics["flow_nll_floor"] = (flow_nll, flow_ebm_nll,
-                                                                                           floor_eight)
+    run.metrics.update(flow_nll=flow_nll, flow_ebm_nll=flow_ebm_nll, flow_nll_floor=floor_eight)
     print(f"\n3. RealNVP ({cfg.flow_layers} couplings) and an energy on top, on 8 Gaussians\n   the flow's log of "
           f"its grid mass: {flow_mass:+.4f} (0 = normalised, as the change of variables promises)\n   flow alone:"
           f"     NLL {flow_nll:.3f}   (floor {floor_eight:.3f}, gap {flow_nll - floor_eight:+.3f})\n   flow + "
@@ -853,16 +768,15 @@ if run.section(3):
 #   p(x \mid z) = \mathcal{N}(x; g(z), \sigma_x^2 I).$$
 #
 # Such a prior can help only when the *aggregate posterior* $q(z)$ (the mean over training images of
-# $p(z \mid x)$) is not the Gaussian we sample from. So we build that setting: four digit classes with distinct
-# shapes (`--latent-classes`) and a 2-D $z$, so $q(z)$ can be drawn and $Z_\alpha$ computed on a grid. Per seed:
-# (1) train $g$ by alternating back-propagation (Han et al. 2017): each image keeps its own $z$, moved by a few
-# Langevin steps on $-\log p(z \mid x) = |x - g(z)|^2 / 2\sigma_x^2 + |z|^2/2$, and $g$ regresses $x$ on it;
-# (2) fit the energy prior to those $z$ by exact maximum likelihood ($\log Z$ on the grid);
-# (3) decode draws of each prior with the *same* generator and score them by the Fréchet distance (FD) to the
-# training digits in a classifier's features (tests/test_latent_fd.py shows this FD rejecting a missing class,
-# blends and noisy digits). Baselines: $\mathcal{N}(0, I)$, the Gaussian fitted to $q(z)$, a Gaussian fitted to
-# the pixels, and $q(z)$ itself (the best any prior can do for this generator). Every Langevin sampler here runs
-# at $T = 1$ (noise $\sqrt{2h}$): it samples the posterior and the prior themselves.
+# $p(z \mid x)$) is not the Gaussian we sample from, so we build that setting: four digit classes with distinct
+# shapes and a 2-D $z$, where $q(z)$ can be drawn and $Z_\alpha$ computed on a grid. Per seed: (1) train $g$ by
+# alternating back-propagation (Han et al. 2017): each image keeps its own $z$, moved by a few Langevin steps on
+# $-\log p(z \mid x) = |x - g(z)|^2 / 2\sigma_x^2 + |z|^2/2$, and $g$ regresses $x$ on it; (2) fit the energy prior
+# to those $z$ by exact maximum likelihood; (3) decode draws of each prior with the *same* generator and score
+# them by the Fréchet distance (FD) to the training digits in a classifier's features (tests/test_latent_fd.py
+# shows it rejecting a missing class, blends and noisy digits). Baselines: $\mathcal{N}(0, I)$, the Gaussian
+# fitted to $q(z)$, a Gaussian fitted to the pixels, and $q(z)$ itself (the best prior for this generator). Every
+# Langevin sampler here runs at $T = 1$ (noise $\sqrt{2h}$): it samples the posterior and the prior themselves.
 
 # %%
 LATENT_DIM = 2  # the prior is normalised on a 2-D grid, and q(z) is drawn as it is
@@ -972,10 +886,9 @@ if run.section(4):
     n_fd = int(in_test.sum())  # every FD below compares n_fd samples with the training digits, as the floor does
     latent_runs = []
     latent = over_seeds(latent_run, range(run.seed, run.seed + cfg.latent_seeds))
-    print(f"   feature classifier (all ten digits): test accuracy {classifier_acc:.3f}")
     run.metrics["digits_fd_floor"] = scorer.floor
-    print(f"   Fréchet distance ({n_fd} samples, mean ± SE over {cfg.latent_seeds} seeds): floor (test vs train "
-          f"digits) {scorer.floor:.2f}")
+    print(f"   feature classifier (all ten digits): test accuracy {classifier_acc:.3f}\n   Fréchet distance ({n_fd} "
+          f"samples, mean ± SE over {cfg.latent_seeds} seeds): floor (test vs train digits) {scorer.floor:.2f}")
     fd_names = {"gaussian_prior": "N(0, I) prior", "fitted_gaussian_z": "Gaussian fitted to q(z)",
                 "ebm_prior": "energy prior (exact draws)", "ebm_prior_langevin": f"energy prior, "
                 f"{cfg.prior_langevin_steps} Langevin steps", "aggregate_posterior": "q(z) itself (best prior)",
@@ -1132,14 +1045,13 @@ if run.section(5):
     jepa = {guard: over_seeds(lambda seed, guard=guard: train_jepa(guard, seed),
                               range(run.seed, run.seed + cfg.jepa_seeds)) for guard in ("none", "vicreg", "ema")}
     probe_pixels = probe_accuracy(x_train_img, x_test_img, True)
-    print(f"   {'guard':<8}" + "".join(f"{h:>18}" for h in ("energy", "std per dim", "effective rank", "probe (std.)",
-                                                          "probe (raw)")))
-    for guard, stats in jepa.items():
-        print(f"   {guard:<8}" + "".join(f"{str(stats[k]):>18}" for k in ("energy", "std", "effective_rank", "probe",
-                                                                             "probe_raw")))
-    run.metrics["jepa"] = {g: {k: v.to_json() for k, v in stats.items()} for g, stats in jepa.items()}
+    columns = {"energy": "energy", "std": "std per dim", "effective_rank": "effective rank", "probe": "probe (std.)",
+               "probe_raw": "probe (raw)"}
+    for guard, row in (("guard", columns), *jepa.items()):
+        print(f"   {guard:<8}" + "".join(f"{str(row[k]):>18}" for k in columns))
     print(f"   raw pixels: probe {probe_pixels:.3f}, effective rank {effective_rank(x_train_img):.1f} of {n_pixels}")
-    run.metrics["jepa_probe_pixels"] = probe_pixels
+    run.metrics.update(jepa={g: {k: v.to_json() for k, v in stats.items()} for g, stats in jepa.items()},
+                       jepa_probe_pixels=probe_pixels)
     run.claim("jepa_shrinks", "without a guard the embedding shrinks towards a point (std per dim)",
               jepa["none"]["std"], "ratio<", jepa["vicreg"]["std"], 0.1, reference_label="VICReg's")
     run.claim("jepa_shrunk_keeps_info", "... but standardised, it still tells the digits apart (probe)",
@@ -1159,8 +1071,7 @@ if run.section(5):
     for ax, (key, label, scale) in zip(axes, (("std", "embedding std per dimension", "log"),
                                               ("effective_rank", f"effective rank (of {cfg.jepa_dim})", "linear"),
                                               ("probe", "linear probe, standardised features", "linear"))):
-        for j, guard in enumerate(jepa):
-            stats = jepa[guard][key]
+        for j, (guard, stats) in enumerate((guard, jepa[guard][key]) for guard in jepa):
             ax.bar(j, stats.mean, yerr=stats.se, capsize=5, color=colors[guard], alpha=0.6)
             ax.scatter([j] * stats.n, stats.values, color="k", s=12, zorder=3)
         ax.set_xticks(range(len(jepa)), ["no guard", "VICReg", "EMA target"])
@@ -1174,30 +1085,25 @@ if run.section(5):
 
 # %% [markdown]
 # **What to notice.** Without a guard the energy goes to ~0 (2e-5) by shrinking every embedding towards one point:
-# the std per dimension falls to ~0.02, fifty times below VICReg's (left, log scale). Differences of energy
-# between compatible and incompatible pairs shrink with the scale: that is the flat energy. But after 400
-# steps the shrunk embedding has not lost its directions: its effective rank is the highest of the three
-# (middle) and, standardised, the probe still reads ~0.89 of the digits; a probe on the raw features, which
-# regularised logistic regression barely uses at this scale, reads much less (~0.7). Collapse starts as a scale
-# running to zero. VICReg holds the std at ~1, but its covariance term does not decorrelate the dimensions:
-# the effective rank stays near 13 of 32. The EMA target keeps a std of ~0.15 and an effective rank of ~22;
-# both guards give a probe of ~0.93, above the unguarded one over 3 seeds, and below raw pixels (0.97),
-# which remain a strong linear representation of 8x8 digits.
+# the std per dimension falls to ~0.02, fifty times below VICReg's (left, log scale) -- the flat energy. But after
+# 400 steps the shrunk embedding has not lost its directions: its effective rank is the highest of the three
+# (middle) and, standardised, the probe still reads ~0.89 of the digits; a probe on the raw features reads much
+# less (~0.7). Collapse starts as a scale running to zero. VICReg holds the std at ~1 but does not decorrelate
+# the dimensions (effective rank ~13 of 32); the EMA target keeps a std of ~0.15 and an effective rank of ~22.
+# Both guards give a probe of ~0.93, above the unguarded one over 3 seeds and below raw pixels (0.97).
 
 # %% [markdown]
 # ## 6. Where the field is going (each one step from something this course built)
 #
-# - **Diffusion recovery likelihood** (Gao et al. 2021): one energy per noise level, trained by maximum likelihood
-#   of the nearly unimodal p(x | x + sigma eps), where short chains mix; sampled like section 1's ladder.
-# - **Energy-parametrised diffusion** (Salimans & Ho 2021; Du et al. 2023): s(x, sigma) = -grad_x E(x, sigma) gives
-#   an energy at every level, so Metropolis corrections apply and models compose by adding energies (a product
-#   of experts, Hinton 2002), which adding scores does not do correctly once noise is involved.
-# - **Structured prediction and control** (Belanger & McCallum 2016; Florence et al. 2021): y* = argmin_y E(x, y)
-#   by gradient descent or sampling, trained with negatives in an InfoNCE loss, a multi-class cousin of section 2.
-# - **Joint-embedding world models** (Assran et al. 2023, I-JEPA, and its video successors): section 5 at scale,
-#   many masked blocks, a transformer encoder, an EMA target; prediction in representation space, not pixels.
-# - **Flows and latent spaces as samplers' helpers** (Hoffman et al. 2019, NeuTra; Pang et al. 2020): a flow or a
-#   generator's latent space reshapes a hard target into a near-Gaussian where MCMC mixes quickly (sections 3-4).
+# - **Diffusion recovery likelihood** (Gao et al. 2021): one energy per noise level, each trained by MLE of the
+#   nearly unimodal $p(x \mid x + \sigma\epsilon)$, where short chains mix; sampled down section 1's ladder.
+# - **Energy-parametrised diffusion** (Salimans & Ho 2021; Du et al. 2023): $s = -\nabla_x E(x, \sigma)$ allows
+#   Metropolis corrections and composing models by adding energies, which adding scores does not do correctly.
+# - **Structured prediction and control** (Belanger & McCallum 2016; Florence et al. 2021): $y^* = \arg\min_y
+#   E(x, y)$, trained with negatives in an InfoNCE loss, a multi-class cousin of section 2.
+# - **Joint-embedding world models** (I-JEPA, Assran et al. 2023, and its video successors): section 5 at scale.
+# - **Flows and latent spaces as samplers' helpers** (NeuTra, Hoffman et al. 2019; Pang et al. 2020): a learned
+#   map turns a hard target into a near-Gaussian where MCMC mixes quickly (sections 3-4).
 
 # %% [markdown]
 # ## Summary
@@ -1210,8 +1116,8 @@ if run.section(5):
 #    across runs, inside the claim's three standard errors only on some of them.
 # 2. Annealed Langevin sets the mode weights at the lowest level where chains still cross between modes
 #    (sigma ~ 2-4 here), not at sigma_max; the ODE, a transport map, depends on the score at every level.
-# 3. NCE learns log Z as one more parameter by telling data from known noise; its variance grows as the
-#    noise moves away from the data and shrinks towards MLE's as nu grows.
+# 3. NCE learns log Z as one more parameter by telling data from known noise; how far its variance sits above
+#    MLE's depends on the noise and on nu (exercise 2 measures it).
 # 4. A flow's density is exact but its shape is constrained; an energy on top, with Z by importance sampling
 #    from the flow, removes what the bijection cannot.
 # 5. An energy prior helps a generator exactly when its aggregate posterior is not Gaussian; there it beats
@@ -1261,6 +1167,87 @@ if run.section(5):
 # In higher dimension no grid exists: what would you use to check the sampler?
 
 # %%
+# Exercise 2's study: repeated fits of lesson 06's double well E = th1 x^2/2 + th2 x^4/4 (zeta free) by NCE and by
+# MLE with the exact log Z. log p is linear in (theta, zeta), so both objectives are convex: a damped Newton
+# iteration, vectorised over the fits with torch.func, finds each optimum.
+GL_ORDER = 400  # Gauss-Legendre nodes for log Z; 100 already agree with 800 to 1e-10 on the flag's range; 50: 1e-3
+QUAD_HALF_WIDTH = 8.0  # exp(-E) < e^-200 beyond |x| = 8 for theta2 >= 0.05 (the check's bound)
+gl_nodes, gl_weights = np.polynomial.legendre.leggauss(GL_ORDER)
+quad_x, quad_w = torch.tensor(QUAD_HALF_WIDTH * gl_nodes), torch.tensor(QUAD_HALF_WIDTH * gl_weights)
+
+
+def suff_stats(x):
+    return torch.stack([x**2 / 2, x**4 / 4], dim=-1)  # T(x), so E_theta(x) = theta . T(x)
+
+
+def log_partition(theta):
+    # log Z(theta) = log int exp(-theta . T(x)) dx   (Gauss-Legendre on [-8, 8]; the same log Z as lesson 06's)
+    return torch.logsumexp(-suff_stats(quad_x) @ theta + quad_w.log(), dim=0)
+
+
+def sample_double_well(theta, shape, generator):
+    """Inverse-CDF sampling on a fine grid (exact to the grid's resolution, 1e-3 of the data's scale)."""
+    grid = torch.linspace(-6, 6, 20001, dtype=torch.float64)
+    cdf = torch.cumsum(torch.exp(-suff_stats(grid) @ theta), 0)
+    u = torch.rand(shape, generator=generator, dtype=torch.float64) * cdf[-1]
+    return grid[torch.searchsorted(cdf, u).clamp(max=len(grid) - 1)]
+
+
+def newton_fit(objective, params, *data):
+    """Minimise a convex objective(params, *data_r) for every fit r at once: Newton steps, halved until J falls."""
+    value, grad = torch.func.vmap(objective), torch.func.vmap(torch.func.grad(objective))
+    hess = torch.func.vmap(torch.func.jacrev(torch.func.grad(objective)))  # reverse-over-reverse: faster here
+    for _ in range(cfg.newton_iters):
+        step = torch.linalg.solve(hess(params, *data), grad(params, *data))  # (R, P)
+        if float(step.abs().max()) < 1e-9:  # converged (quadratically) for every fit
+            break
+        current, t = value(params, *data), torch.ones(len(params), 1, dtype=params.dtype)
+        for _ in range(30):
+            trial = params - t * step
+            better = value(trial, *data) <= current
+            if bool(better.all()):
+                break
+            t = torch.where(better[:, None], t, t / 2)
+        params = torch.where(better[:, None], trial, params)
+    return params
+
+
+def nce_objective(params, x, y, nu, noise_std):
+    # params = (theta1, theta2, zeta); log p_model(u) = -theta . T(u) - zeta; noise N(0, noise_std^2)
+    theta, zeta = params[:2], params[2]
+    return nce_loss(-suff_stats(x) @ theta - zeta, gaussian_log_pdf(x, noise_std), -suff_stats(y) @ theta - zeta,
+                    gaussian_log_pdf(y, noise_std), nu)[0]
+
+
+def gaussian_log_pdf(x, std):
+    return -0.5 * (x / std) ** 2 - math.log(std) - 0.5 * math.log(2 * math.pi)
+
+
+def mle_objective(theta, x):
+    return (suff_stats(x) @ theta).mean() + log_partition(theta)  # NLL(theta) = mean theta . T(x) + log Z(theta)
+
+
+def spread_study(generator):
+    """Std over repeated fits of (theta1, theta2): MLE, and NCE by noise and nu; mean |zeta - log Z(theta_hat)|."""
+    theta_true, repeats = torch.tensor(cfg.quartic_theta, dtype=torch.float64), cfg.spread_repeats
+    data_std = float(sample_double_well(theta_true, 200000, generator).std())
+    x_fits = sample_double_well(theta_true, (repeats, cfg.spread_n), generator)  # (R, n): the same data for all
+    start = torch.tensor([1 / data_std**2, 0.0], dtype=torch.float64).repeat(repeats, 1)  # the Gaussian fit
+    zeta0 = torch.full((repeats, 1), 0.5 * math.log(2 * math.pi * data_std**2), dtype=torch.float64)
+    print(f"   double well theta = {tuple(cfg.quartic_theta)}: {repeats} fits of n = {cfg.spread_n}; std over fits "
+          f"of (theta1, theta2)\n   {'MLE (exact log Z)':<24}" + "".join(
+              f"{float(s):8.3f}" for s in newton_fit(mle_objective, start, x_fits).std(0)))
+    for noise_name, noise_std in (("close", data_std), ("far", cfg.far_noise_scale * data_std)):
+        for nu in cfg.spread_nus:
+            y_fits = noise_std * torch.randn(repeats, int(round(nu * cfg.spread_n)), generator=generator,
+                                             dtype=torch.float64)  # (R, nu n)
+            fits = newton_fit(lambda p, x, y, nu=nu, s=noise_std: nce_objective(p, x, y, nu, s),
+                              torch.cat([start, zeta0], 1), x_fits, y_fits)  # (R, 3)
+            # how well zeta normalises each fitted energy: |zeta - log Z(theta_hat)|, averaged over the fits
+            zeta_error = float((fits[:, 2] - torch.func.vmap(log_partition)(fits[:, :2])).abs().mean())
+            print(f"   NCE {noise_name:<6} nu = {nu:<7g}" + "".join(f"{float(s):8.3f}" for s in fits[:, :2].std(0))
+                  + f"   mean |zeta - log Z(theta)| {zeta_error:.3f}")
+
 if run.stub(1):
     print(f"\nExercise 1: small-mode weight, truth {cfg.small_weight:g}: annealed ({cfg.n_levels} levels) "
           f"{weights['annealed']:.3f}, plain {weights['plain']:.3f}, ODE {weights['ode']:.3f} (box {cfg.box:g})")
