@@ -147,13 +147,14 @@ class Config:
     vicreg_weights: tuple[float, ...] = positive((25.0, 25.0, 1.0))  # invariance, variance, covariance (Bardes)
     jepa_seeds: int = count(3, minimum=1)  # independent runs of each guard; claims need >= 3
     probe_iters: int = count(2000)  # L-BFGS iterations of the probe; fewer hurt most the raw, shrunk features
-    # -- the visible training loops (sections 1 and 2)
+    # -- all sections: evaluation, and the visible training loops of sections 1 and 2
+    n_eval: int = count(20000, minimum=100)  # fresh points for test NLLs, entropy floors, moment fits; SE ~1/sqrt(n)
     loop_steps: int = count(60)  # steps of the written-out DSM and NCE loops shown before the Trainer takes over
 
 QUICK = {
     "n_levels": 6, "anneal_steps": 20, "anneal_step_lr": 1e-2, "sigma_min": 0.2, "score_hidden": 32,
     "score_steps": 60, "score_batch": 256, "n_chains": 200, "ode_steps": 6, "n_nll": 30, "swap_chains": 200,
-    "swap_sigmas": (8.0, 2.0),
+    "swap_sigmas": (8.0, 2.0), "n_eval": 2000,
     "nce_hidden": 32, "nce_steps": 60, "nce_batch": 256, "grid_n": 100, "spread_repeats": 5,
     "spread_nus": (1.0, 8.0), "newton_iters": 12,
     "flow_layers": 4, "flow_hidden": 32, "flow_steps": 80, "flow_batch": 256, "fe_hidden": 32, "fe_steps": 40,
@@ -373,7 +374,7 @@ if run.section(1):
     # plain Langevin: the same total number of steps, all at the smallest level
     samples_plain = annealed_langevin(score_mix, x_start, [cfg.sigma_min], cfg.n_levels * cfg.anneal_steps,
                                       cfg.anneal_step_lr, generator=gen)
-    priors = {name: diffusion.moment_matched_prior(dataset.sample(20000, gen), cfg.sigma_max)
+    priors = {name: diffusion.moment_matched_prior(dataset.sample(cfg.n_eval, gen), cfg.sigma_max)
               for name, dataset in (("mixture", mixture), ("8gaussians", eight))}
     x_top = priors["mixture"].mean + torch.randn(cfg.n_chains, 2, generator=gen) @ priors["mixture"].scale_tril.T
     samples_ode = diffusion.probability_flow_sample(score_mix, x_top, cfg.sigma_max, cfg.sigma_min, cfg.ode_steps)
@@ -483,7 +484,7 @@ if run.section(1):
         nll_gap[name], log_p, exact_log_p = ode_likelihood_gaps(dataset, net, priors[name], gen)
         ode_nll[name], log_p_pairs[name] = float(-log_p.mean()), (exact_log_p, log_p)
         nll_se[name] = float((exact_log_p - log_p).std()) / math.sqrt(cfg.n_nll)
-        floors[name] = nll_floor(dataset.noised(cfg.sigma_min), generator=gen)[0]
+        floors[name] = nll_floor(dataset.noised(cfg.sigma_min), n=cfg.n_eval, generator=gen)[0]
         print(f"   {name:<10}: ODE NLL {ode_nll[name]:.3f}, floor (entropy of p_sigma_min) {floors[name]:.3f}; "
               f"paired gap to the exact log p: learned {nll_gap[name]['learned']:+.3f} +- {nll_se[name]:.3f}, "
               f"exact score {nll_gap[name]['exact']:+.4f}, exact below sigma = {cfg.nll_split_sigma:g} "
@@ -614,7 +615,7 @@ def train_nce(data, noise, generator):
 if run.section(2):
     gen = start_section(2, "nce")
     nce_data = toy_dataset(cfg.nce_dataset)
-    fit_points = nce_data.sample(20000, gen)  # (20000, 2)
+    fit_points = nce_data.sample(cfg.n_eval, gen)  # (n, 2)
     noise_dist = torch.distributions.MultivariateNormal(fit_points.mean(0), torch.cov(fit_points.T))
     print(f"\n2. NCE on {cfg.nce_dataset}: nu = {cfg.nce_nu:g}, noise = Gaussian fitted to the data")
     with torch.random.fork_rng():  # its own random stream (the noise's .sample uses the global one)
@@ -624,10 +625,10 @@ if run.section(2):
     nce_model, zeta_trace, accuracy = train_nce(nce_data, noise_dist, gen)
     zeta = float(nce_model.log_z)
     log_z_grid = grid_log_partition(nce_model.energy, nce_data.bounds, n=cfg.grid_n)
-    test_points = nce_data.sample(20000, gen)  # (20000, 2)
+    test_points = nce_data.sample(cfg.n_eval, gen)  # (n, 2)
     nce_nll = float(-nce_model(test_points).mean())  # uses zeta: the model as NCE left it
     grid_nll_value = float(nce_model.energy(test_points).mean()) + log_z_grid  # the same energy, exactly normalised
-    floor_nce = nll_floor(nce_data, generator=gen)[0]
+    floor_nce = nll_floor(nce_data, n=cfg.n_eval, generator=gen)[0]
     run.metrics.update(nce_zeta=zeta, nce_logz_abs_error=abs(zeta - log_z_grid),
                        nce_nll={"with_zeta": nce_nll, "grid_normalised": grid_nll_value, "floor": floor_nce})
     print(f"   learned zeta = {zeta:.4f}   log Z of the learned energy by a {cfg.grid_n}^2 grid = {log_z_grid:.4f}"
@@ -717,14 +718,14 @@ def train_flow_and_energy(generator):
 if run.section(3):
     gen = start_section(3, "flows")
     flow, flow_energy = train_flow_and_energy(gen)
-    x_test = eight.sample(20000, gen)  # (20000, 2)
+    x_test = eight.sample(cfg.n_eval, gen)  # (n, 2)
     flow_nll = float(-flow.log_prob(x_test).mean())
     flow_mass = grid_log_partition(lambda x: -flow.log_prob(x), WIDE_BOX, n=cfg.grid_n)  # 0 if q is normalised
     fe_log_z_grid = grid_log_partition(flow_energy.total_energy, WIDE_BOX, n=cfg.grid_n)
     with torch.no_grad():
         fe_log_z_is = float(flow_energy.log_z_importance(flow.sample(100000, gen)))  # fresh samples, not the pool
     flow_ebm_nll = float(flow_energy.total_energy(x_test).mean()) + fe_log_z_grid
-    floor_eight = nll_floor(eight, generator=gen)[0]
+    floor_eight = nll_floor(eight, n=cfg.n_eval, generator=gen)[0]
     run.metrics.update(flow_nll=flow_nll, flow_ebm_nll=flow_ebm_nll, flow_nll_floor=floor_eight)
     print(f"\n3. RealNVP ({cfg.flow_layers} couplings) and an energy on top, on 8 Gaussians\n   the flow's log of "
           f"its grid mass: {flow_mass:+.4f} (0 = normalised, as the change of variables promises)\n   flow alone:"
@@ -1133,10 +1134,14 @@ if run.section(5):
 # `plain_small_mode_weight` for `--box 4`; run each as `--exercise 1 --n-levels 5` (section 1 only, then the
 # three weights in one line). Which of the changes moves the plain-Langevin weight, and why?
 #
-# **Exercise 2 (predict-then-tweak, easy): NCE's noise**
-# Predict how `nce_spread_by_nu` changes with `--far-noise-scale 10`, and `nce_logz_abs_error` with
-# `--nce-nu 0.25`. Then run both (`--exercise 2 --far-noise-scale 10`: section 2 only, then a summary line).
-# When does the classifier's task become too easy to teach anything?
+# **Exercise 2 (predict-then-tweak, medium): how the noise and nu set NCE's variance**
+# NCE is consistent for any noise that covers the data, but not equally efficient. `--exercise 2` runs section 2,
+# then repeats small fits of lesson 06's double well ($\zeta$ free) by NCE with a Gaussian noise of the data's
+# std ("close") and one `--far-noise-scale` times wider ("far"), at each of `--spread-nus`, and by MLE with the
+# exact $\log Z$, and prints the std of $\hat\theta$ over the fits. Predict the order of the rows first: is NCE
+# ever below MLE, and which noise needs the larger $\nu$? Then predict the table for `--far-noise-scale 10`, and
+# `nce_logz_abs_error` for `--nce-nu 0.25` (`--exercise 2 --nce-nu 0.25`). When does the classifier's task
+# become too easy to teach anything?
 #
 # **Exercise 3 (think, medium): NCE with the flow as the noise**
 # `--exercise 3` trains a fresh energy and zeta by NCE against samples of section 3's trained flow (nu = 1), the
@@ -1155,10 +1160,13 @@ if run.section(5):
 # three guards of fig07 first. Then try `--jepa-steps 2000`: does the unguarded embedding lose its directions too?
 #
 # **Exercise 6 (think, hard): where DSM's signal goes**
-# At large sigma the non-Gaussian part of E[eps | x_sigma] falls below the network's error (fig01, right).
-# Using an Edgeworth expansion of p_sigma, show that it shrinks like kappa_3 / (sqrt(2) sigma^3), with kappa_3
-# the data's third cumulant along the modes' axis, and check the value at sigma = 20 against the figure.
-# What would sampling sigma non-uniformly during training change?
+# `--exercise 6` prints, level by level, the exact $\mathbb{E}[\epsilon \mid x_\sigma]$ of the mixture against
+# $-\sigma \nabla \log p_\sigma$ (the identity of section 1), the RMS of its non-Gaussian part (what a single
+# Gaussian would not predict: the part that carries the mode weights) and the RMS error of the network's
+# $\epsilon_\theta$. Using an Edgeworth expansion of $p_\sigma$, show that the non-Gaussian part shrinks like
+# $\kappa_3 / (\sqrt{2} \sigma^3)$, with $\kappa_3$ the data's third cumulant along the modes' axis, and check the
+# value at $\sigma = 20$. Where is the error above the signal, and does it matter for annealed Langevin (the
+# swap experiment)? What would sampling $\sigma$ non-uniformly during training change?
 #
 # **Exercise 7 (predict-then-tweak, medium): how many prior Langevin steps?**
 # Section 4's energy prior is trained exactly, so its exact draws are the reference. Predict the FD of the
