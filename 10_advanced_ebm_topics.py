@@ -769,15 +769,13 @@ if run.section(3):
 #   p(x \mid z) = \mathcal{N}(x; g(z), \sigma_x^2 I).$$
 #
 # Such a prior can help only when the *aggregate posterior* $q(z)$ (the mean over training images of
-# $p(z \mid x)$) is not the Gaussian we sample from, so we build that setting: four digit classes with distinct
-# shapes and a 2-D $z$, where $q(z)$ can be drawn and $Z_\alpha$ computed on a grid. Per seed: (1) train $g$ by
-# alternating back-propagation (Han et al. 2017): each image keeps its own $z$, moved by a few Langevin steps on
-# $-\log p(z \mid x) = |x - g(z)|^2 / 2\sigma_x^2 + |z|^2/2$, and $g$ regresses $x$ on it; (2) fit the energy prior
-# to those $z$ by exact maximum likelihood; (3) decode draws of each prior with the *same* generator and score
-# them by the Fréchet distance (FD) to the training digits in a classifier's features (tests/test_latent_fd.py
-# shows it rejecting a missing class, blends and noisy digits). Baselines: $\mathcal{N}(0, I)$, the Gaussian
-# fitted to $q(z)$, a Gaussian fitted to the pixels, and $q(z)$ itself (the best prior for this generator). Every
-# Langevin sampler here runs at $T = 1$ (noise $\sqrt{2h}$): it samples the posterior and the prior themselves.
+# $p(z \mid x)$) is not Gaussian (docs/derivations/latent_ebm_prior.md), so we build that setting: four digit
+# classes and a 2-D $z$, where $q(z)$ can be drawn and $Z_\alpha$ computed on a grid. Per seed: (1) train $g$ by
+# alternating back-propagation (each image keeps its own $z$, moved by a few Langevin steps at $T = 1$ on
+# $-\log p(z \mid x)$; $g$ regresses $x$ on it); (2) fit the energy prior to those $z$ by exact maximum likelihood;
+# (3) decode draws of each prior with the *same* generator and score them by the Fréchet distance (FD) to the
+# training digits in a classifier's features. Baselines: $\mathcal{N}(0, I)$, the Gaussian fitted to $q(z)$, a
+# Gaussian fitted to the pixels, and $q(z)$ itself (the best prior for this generator).
 
 # %%
 LATENT_DIM = 2  # the prior is normalised on a 2-D grid, and q(z) is drawn as it is
@@ -955,16 +953,14 @@ if run.section(4):
 # a digit with one 4x4 quadrant hidden (the context), $y$ that quadrant alone (the target). A context encoder
 # $f$, a target encoder $f_T$ and a predictor $P$ told which quadrant to fill give
 #
-# $$E(x, y) = \big| P(f(x), \text{quadrant}) - f_T(y) \big|^2 / D,$$
+# $$E(x, y) = \big| P(f(x), \text{quadrant}) - f_T(y) \big|^2 / D .$$
 #
-# low when $y$ is a plausible completion of $x$; no pixel of $y$ is predicted. Minimising $E$ over data pairs alone
-# has a trivial solution: constant embeddings give $E = 0$ everywhere, the "flat energy" that lessons 04-07
-# prevented by pushing up negatives. Three guards, each over `--jepa-seeds` seeds: none ($f_T = f$); VICReg
-# (Bardes et al. 2022: $+\,25\,\overline{\mathrm{relu}(1 - \mathrm{std}_j)} + \sum_{i \ne j} \mathrm{Cov}_{ij}^2 / D$
-# on both embeddings); an EMA target (I-JEPA, Assran et al. 2023: $f_T$ a moving average of $f$, no gradient).
-# Measured on clean digits: the embeddings' std, their *effective rank* (exp of the entropy of the normalised
-# singular values: $D$ if all directions are used equally, 1 if one is), and a linear probe on *standardised*
-# features, so that an embedding that only shrank is not mistaken for one that lost its information.
+# Minimising $E$ over data pairs alone has a trivial solution: constant embeddings give $E = 0$ everywhere, the
+# flat energy that lessons 04-07 prevented by pushing up negatives. Three guards, each over `--jepa-seeds` seeds:
+# none ($f_T = f$); VICReg (a variance and a covariance penalty on both embeddings); an EMA target ($f_T$ a moving
+# average of $f$, no gradient). We measure the embeddings' std, their *effective rank* and a linear probe on
+# *standardised* features, so that an embedding that only shrank is not mistaken for one that lost its
+# information (docs/derivations/jepa_collapse.md).
 
 # %%
 QUADRANTS = torch.zeros(4, 8, 8, dtype=torch.bool)
