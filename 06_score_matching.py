@@ -173,6 +173,7 @@ import torch
 from common import plotting
 from common.claims import over_seeds
 from common.datasets import gaussian_mixture, toy_dataset, uniform_box
+from common.double_well import QuarticFamily, half_width_for, suff_stats
 from common.evaluation import (
     kl_weights,
     mmd_bandwidths,
@@ -235,41 +236,12 @@ def seed_from(generator):
 
 # %%
 theta_true = np.array(cfg.quartic_theta, dtype=np.float64)
-gl_nodes, gl_weights = np.polynomial.legendre.leggauss(cfg.quad_nodes)
-
-
-def quad_half_width(theta, drop=200.0, at_least=8.0):
-    # smallest L with E(L) - min_x E >= drop nats (E rises for |x| beyond the wells): solve for u = L^2
-    # theta2 u^2/4 + theta1 u/2 = E_min + drop,  E_min = -theta1^2 / (4 theta2) if theta1 < 0 else 0
-    e_min = -theta[0] ** 2 / (4 * theta[1]) if theta[0] < 0 else 0.0
-    u = (-theta[0] / 2 + math.sqrt(theta[0] ** 2 / 4 + theta[1] * (e_min + drop))) / (theta[1] / 2)
-    return max(at_least, math.sqrt(u))
-
-
 # exp(-E) / exp(-E_min) < e^-200 beyond +-L at the true theta: L = 8 at the defaults, wider for deep,
-# far-out wells (theta = (-10, 0.05) puts them at |x| = 14.1 and needs L = 18.1)
-QUAD_HALF_WIDTH = quad_half_width(theta_true)
-quad_x, quad_w = QUAD_HALF_WIDTH * gl_nodes, QUAD_HALF_WIDTH * gl_weights
-
-
-def suff_stats(x):
-    # T(x) = (x^2/2, x^4/4), so E_theta(x) = theta . T(x)
-    x = np.asarray(x, dtype=np.float64)
-    return np.stack([x**2 / 2, x**4 / 4], axis=-1)  # (..., 2)
-
-
-def log_partition(theta):
-    # log Z = log int exp(-theta . T(x)) dx  (Gauss-Legendre on [-L, L], log-sum-exp for safety)
-    log_f = -suff_stats(quad_x) @ theta
-    top = log_f.max()
-    return top + math.log(np.sum(quad_w * np.exp(log_f - top)))
-
-
-def model_expectation(theta, fn):
-    # E_{p_theta}[f] = int f exp(-E) dx / Z
-    log_f = -suff_stats(quad_x) @ theta
-    weights = quad_w * np.exp(log_f - log_f.max())
-    return np.tensordot(weights / weights.sum(), fn(quad_x), axes=(0, 0))
+# far-out wells (theta = (-10, 0.05) puts them at |x| = 14.1 and needs L = 18.1); log Z and E_p[f] by
+# Gauss-Legendre on [-L, L] (common.double_well, shared with lesson 10)
+QUAD_HALF_WIDTH = half_width_for(theta_true)
+family = QuarticFamily(QUAD_HALF_WIDTH, cfg.quad_nodes)
+log_partition, model_expectation = family.log_partition, family.expectation
 
 
 def stein_score_autograd(x, theta):

@@ -191,6 +191,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from common import diffusion, plotting  # noqa: E402
 from common.claims import over_seeds  # noqa: E402
 from common.datasets import eight_gaussians, gaussian_mixture, load_signed_images, toy_dataset, uniform_box
+from common.double_well import QuarticFamily, suff_stats  # noqa: E402
 from common.evaluation import (
     FrechetScorer,
     effective_rank,
@@ -1176,17 +1177,8 @@ if run.section(5):
 # iteration, vectorised over the fits with torch.func, finds each optimum.
 GL_ORDER = 400  # Gauss-Legendre nodes for log Z; 100 already agree with 800 to 1e-10 on the flag's range; 50: 1e-3
 QUAD_HALF_WIDTH = 8.0  # exp(-E) < e^-200 beyond |x| = 8 for theta2 >= 0.05 (the check's bound)
-gl_nodes, gl_weights = np.polynomial.legendre.leggauss(GL_ORDER)
-quad_x, quad_w = torch.tensor(QUAD_HALF_WIDTH * gl_nodes), torch.tensor(QUAD_HALF_WIDTH * gl_weights)
-
-
-def suff_stats(x):
-    return torch.stack([x**2 / 2, x**4 / 4], dim=-1)  # T(x), so E_theta(x) = theta . T(x)
-
-
-def log_partition(theta):
-    # log Z(theta) = log int exp(-theta . T(x)) dx   (Gauss-Legendre on [-8, 8]; the same log Z as lesson 06's)
-    return torch.logsumexp(-suff_stats(quad_x) @ theta + quad_w.log(), dim=0)
+# log Z(theta) = log int exp(-theta . T(x)) dx: lesson 06's family and quadrature (common.double_well)
+log_partition = QuarticFamily(QUAD_HALF_WIDTH, GL_ORDER).log_partition_torch
 
 
 def sample_double_well(theta, shape, generator):
