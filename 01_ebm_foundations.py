@@ -288,33 +288,39 @@ DEEP_CENTRE, WIDE_CENTRE = -1.5, 1.5  # positions of the two wells (fixed; depth
 SHOWN_TEMPERATURES = (0.05, 0.3, 1.0, 3.0, 30.0)  # the double-well densities drawn in fig03
 
 
-def two_well_energy(x):
-    # E(x) = min( d1 + (x - m1)^2 / (2 s1^2),  0 + (x - m2)^2 / (2 s2^2) )
-    deep = cfg.deep_depth + (x - DEEP_CENTRE) ** 2 / (2 * cfg.deep_width**2)
-    wide = (x - WIDE_CENTRE) ** 2 / (2 * cfg.wide_width**2)
-    return np.minimum(deep, wide)
+def well_branches(x, deep_depth):
+    # the two parabolas  d1 + (x - m1)^2 / (2 s1^2)  and  0 + (x - m2)^2 / (2 s2^2)
+    deep = deep_depth + (x - DEEP_CENTRE) ** 2 / (2 * cfg.deep_width**2)
+    return deep, (x - WIDE_CENTRE) ** 2 / (2 * cfg.wide_width**2)
 
 
-def barrier_position():
-    # the point between the wells where both quadratics are equal: the watershed
-    def gap(x):
-        deep = cfg.deep_depth + (x - DEEP_CENTRE) ** 2 / (2 * cfg.deep_width**2)
-        return deep - (x - WIDE_CENTRE) ** 2 / (2 * cfg.wide_width**2)
-
-    return optimize.brentq(gap, DEEP_CENTRE, WIDE_CENTRE)
+def two_well_energy(x, deep_depth=cfg.deep_depth):
+    # E(x) = min of the two branches (deep_depth = 0: two equally deep wells)
+    return np.minimum(*well_branches(x, deep_depth))
 
 
-def deep_well_mass(temperature, barrier):
-    # m_deep = int_{x < barrier} exp(-E/T) dx / int exp(-E/T) dx
-    left, _ = integrate.quad(lambda x: math.exp(-two_well_energy(x) / temperature), -np.inf, barrier)
-    right, _ = integrate.quad(lambda x: math.exp(-two_well_energy(x) / temperature), barrier, np.inf)
+def watershed(deep_depth=cfg.deep_depth):
+    # the point between the wells where both branches are equal
+    return optimize.brentq(lambda x: np.subtract(*well_branches(x, deep_depth)), DEEP_CENTRE, WIDE_CENTRE)
+
+
+def well_masses(temperature, deep_depth=cfg.deep_depth):
+    # (int_{x < watershed} exp(-E/T) dx,  int_{x > watershed} exp(-E/T) dx): the unnormalised mass of each well
+    cut = watershed(deep_depth)
+    return [integrate.quad(lambda x: math.exp(-two_well_energy(x, deep_depth) / temperature), low, high)[0]
+            for low, high in ((-np.inf, cut), (cut, np.inf))]
+
+
+def deep_well_mass(temperature):
+    # m_deep = int_{x < watershed} exp(-E/T) dx / int exp(-E/T) dx
+    left, right = well_masses(temperature)
     return left / (left + right)
 
 
 if run.section(2):
-    barrier = barrier_position()
-    mass_by_t = {t: deep_well_mass(t, barrier) for t in cfg.temperatures}
-    t_cross = optimize.brentq(lambda t: deep_well_mass(t, barrier) - 0.5, 0.05, 50.0)
+    barrier = watershed()
+    mass_by_t = {t: deep_well_mass(t) for t in cfg.temperatures}
+    t_cross = optimize.brentq(lambda t: deep_well_mass(t) - 0.5, 0.05, 50.0)
     # T* ~ (d2 - d1) / ln(s2 / s1)   (Laplace: each well a full Gaussian)
     t_cross_laplace = (0.0 - cfg.deep_depth) / math.log(cfg.wide_width / cfg.deep_width)
 
@@ -326,7 +332,7 @@ if run.section(2):
     run.metrics["mode_mass_by_temperature"] = {f"{t:g}": m for t, m in mass_by_t.items()}
     run.metrics["crossover_temperature"] = {"quadrature": t_cross, "laplace": t_cross_laplace}
     t_curve = np.geomspace(min(cfg.temperatures), max(cfg.temperatures), 60)
-    mass_curve = np.array([deep_well_mass(t, barrier) for t in t_curve])
+    mass_curve = np.array([deep_well_mass(t) for t in t_curve])  # (60,)
     run.claim("crossover_laplace", "the Laplace T* is within a few % of the quadrature T*", t_cross_laplace,
               "within_rel", t_cross, 0.05, reference_label="(quadrature)")
     # depth wins below T*, width above: m - 1/2 changes sign exactly once on a fine T grid
@@ -347,10 +353,9 @@ if run.section(2):
     # the Laplace estimate lands within a few % of the quadrature one: a marker, not a second line on top
     axes[1].plot([t_cross_laplace], [0.5], "D", color="C2", ms=8, mfc="none", mew=2,
                  label=f"$T^*$ = {t_cross_laplace:.2f} (Laplace)")
-    HIGH_T_NOTE = ("high T: the wide parabola is lower\nfar out on BOTH sides, so the watershed\n"
-                   "cuts one broad bump: mass drifts to 1/2")
-    axes[1].annotate(HIGH_T_NOTE, xy=(10.0, deep_well_mass(10.0, barrier)), xytext=(0.42, 0.72),
-                     textcoords="axes fraction", fontsize=10, arrowprops={"arrowstyle": "->", "color": "gray"})
+    axes[1].annotate("high T: the wide parabola is lower\nfar out on BOTH sides, so the watershed\n"
+                     "cuts one broad bump: mass drifts to 1/2", xy=(10.0, deep_well_mass(10.0)),
+                     xytext=(0.42, 0.72), textcoords="axes fraction", fontsize=10, arrowprops={"arrowstyle": "->"})
     axes[1].set(xlabel="temperature T", ylabel="mass left of the watershed", ylim=(0, 1),
                 title="two wells: mass of the deep one")
     axes[1].legend(loc="lower left")
@@ -371,28 +376,12 @@ if run.section(2):
 # %%
 
 
-def equal_depth_energy(x):
-    # E(x) = min( (x - m1)^2 / (2 s1^2),  (x - m2)^2 / (2 s2^2) )
-    narrow = (x - DEEP_CENTRE) ** 2 / (2 * cfg.deep_width**2)
-    return np.minimum(narrow, (x - WIDE_CENTRE) ** 2 / (2 * cfg.wide_width**2))
-
-
-def equal_depth_ratio(temperature):
-    # m1 / m2 = int_{x < watershed} exp(-E/T) dx / int_{x > watershed} exp(-E/T) dx
-    # watershed: (x - m1) / s1 = (m2 - x) / s2, the point between the wells where both quadratics meet
-    cut = (DEEP_CENTRE * cfg.wide_width + WIDE_CENTRE * cfg.deep_width) / (cfg.deep_width + cfg.wide_width)
-    left, _ = integrate.quad(lambda x: math.exp(-equal_depth_energy(x) / temperature), -np.inf, cut)
-    right, _ = integrate.quad(lambda x: math.exp(-equal_depth_energy(x) / temperature), cut, np.inf)
-    return left / right
-
-
 if run.section(2):
-    ratio_equal = {t: equal_depth_ratio(t) for t in cfg.temperatures}
+    ratio_equal = {t: np.divide(*well_masses(t, deep_depth=0.0)) for t in cfg.temperatures}  # m1 / m2
     ratio_laplace = cfg.deep_width / cfg.wide_width
     ratio_unequal = {t: m / (1 - m) for t, m in mass_by_t.items()}
-    print(f"   mass ratio narrow / wide well: equal depths (Laplace s1/s2 = {ratio_laplace:.4f} at every T) "
-          f"against d1 = {cfg.deep_depth:g}")
-    print(f"   {'T':>8}{'equal depths':>14}{'unequal':>12}")
+    print(f"   mass ratio narrow / wide: equal depths (Laplace s1/s2 = {ratio_laplace:.4f} at every T), unequal "
+          f"(d1 = {cfg.deep_depth:g}):\n   {'T':>8}{'equal depths':>14}{'unequal':>12}")
     for t in cfg.temperatures:
         print(f"   {t:>8g}{ratio_equal[t]:>14.4f}{ratio_unequal[t]:>12.4g}")
     run.metrics["equal_depth_mass_ratio_by_temperature"] = {f"{t:g}": r for t, r in ratio_equal.items()}
@@ -413,13 +402,12 @@ if run.section(2):
     axes[0].set(xlabel="x", ylabel="E(x)", ylim=(cfg.deep_depth - 0.5, 6),
                 title="the energy (kinks: where the two branches meet)")
     axes[0].legend(loc="upper right", fontsize=10)
-    positions = np.arange(len(mass_by_t))
-    deep_mass = np.array(list(mass_by_t.values()))
+    positions, deep_mass = np.arange(len(mass_by_t)), np.array(list(mass_by_t.values()))  # (n_T,), (n_T,)
     axes[1].bar(positions, deep_mass, color="C0", label="deep, narrow well")
     axes[1].bar(positions, 1 - deep_mass, bottom=deep_mass, color="C3", label="shallow, wide well")
     axes[1].axhline(0.5, color="k", lw=0.8, ls=":")
-    axes[1].set_xticks(positions, [f"{t:g}" for t in mass_by_t])
-    axes[1].set(xlabel="temperature T", ylabel="probability mass", title=f"mass per well; $T^*$ = {t_cross:.2f}")
+    axes[1].set(xticks=positions, xticklabels=[f"{t:g}" for t in mass_by_t], xlabel="temperature T",
+                ylabel="probability mass", title=f"mass per well; $T^*$ = {t_cross:.2f}")
     axes[1].legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=10)  # below the axes
     axes[2].loglog(list(ratio_unequal), list(ratio_unequal.values()), "o-", color="C0",
                    label=f"unequal depths ($d_1$ = {cfg.deep_depth:g}): distorts")
@@ -431,19 +419,15 @@ if run.section(2):
     run.savefig(fig, "fig04_two_wells", key=True)
 
 # %% [markdown]
-# **What to notice.** Below $T^*$ the deep narrow well holds most of the mass; above it the wide well
-# does (a claim: the mass crosses 1/2 once), because its larger volume (entropy) beats the depth.
-# Temperature *moves* mass between modes; it does not just rescale them. At very high $T$ the mass
-# drifts back towards 1/2 (a claim: at $T = 20$ it is above its minimum over $T$): far from both minima
-# the wide quadratic is the lower one on *both* sides, so $p$ becomes one broad bump centred on the
-# wide well and the watershed cuts it roughly in half. The Laplace $T^*$ is close but not exact (a
-# claim: within 5 %; 1.116 against 1.133 with the defaults): the wells are cut at the watershed.
-#
-# With equal depths (right panel) the narrow/wide ratio stays at $s_1/s_2 = 1/6$ up to $T = 1$ (a claim:
-# within 1 %) and drifts only once $\sqrt{T} s_2$ is no longer small against the gap between the wells
-# (a claim: above $2 s_1/s_2$ at $T = 20$, where it is 0.47). With unequal depths the ratio spans more
-# than eight decades over the $T$ grid (a claim: from 8e7 at $T = 0.1$ to 0.36 at $T = 5$) and crosses 1:
-# temperature distorts.
+# **What to notice.** Below $T^*$ the deep narrow well holds most of the mass, above it the wide one
+# (a claim: the mass crosses 1/2 once): its larger volume (entropy) beats the depth. At very high $T$ the
+# mass drifts back towards 1/2 (a claim): the wide parabola is then lower on *both* sides, and the
+# watershed cuts one broad bump. The Laplace $T^*$ is close but not exact (a claim: within 5 %).
+# With equal depths the narrow/wide ratio stays at $s_1/s_2 = 1/6$ up to $T = 1$ (a claim: within 1 %)
+# and drifts only once $\sqrt{T} s_2$ is not small against the gap (a claim: above $2 s_1/s_2$ at
+# $T = 20$); with unequal depths it spans more than eight decades (a claim) and crosses 1: temperature
+# distorts.
+
 
 # %% [markdown]
 # ## 3. Why Z is intractable
@@ -627,15 +611,19 @@ def poly_energy(theta, x):
     return sufficient_statistics(x) @ theta
 
 
-quad_x = torch.linspace(-X_RANGE, X_RANGE, cfg.quad_points, dtype=torch.float64)
+quad_x = torch.linspace(-X_RANGE, X_RANGE, cfg.quad_points, dtype=torch.float64)  # (G,)
+
+
+def model_density(theta):
+    # p_theta(x) = exp(-E_theta(x)) / Z on quad_x,  Z by the trapezoid rule (E shifted by its minimum first)
+    log_unnormalised = -poly_energy(theta, quad_x)
+    weights = torch.exp(log_unnormalised - log_unnormalised.max())
+    return weights / torch.trapezoid(weights, quad_x)  # (G,)
 
 
 def model_expectation(theta):
-    # E_model[f] = int f(x) exp(-E_theta(x)) dx / Z,  Z by the trapezoid rule on quad_x
-    log_unnormalised = -poly_energy(theta, quad_x)
-    weights = torch.exp(log_unnormalised - log_unnormalised.max())
-    weights = weights / torch.trapezoid(weights, quad_x)
-    return torch.trapezoid(weights[:, None] * sufficient_statistics(quad_x), quad_x, dim=0)
+    # E_model[f] = int f(x) p_theta(x) dx
+    return torch.trapezoid(model_density(theta)[:, None] * sufficient_statistics(quad_x), quad_x, dim=0)  # (3,)
 
 
 def sample_exactly(theta, n, generator):
@@ -663,9 +651,7 @@ def exact_mle(theta_start, positive_phase, n_iterations=30):
     # Hessian of log Z, which is the covariance of the sufficient statistics under the model
     theta_n = theta_start.clone()
     for _ in range(n_iterations):
-        log_unnormalised = -poly_energy(theta_n, quad_x)
-        weights = torch.exp(log_unnormalised - log_unnormalised.max())
-        weights = weights / torch.trapezoid(weights, quad_x)
+        weights = model_density(theta_n)  # (G,)
         stats = sufficient_statistics(quad_x)  # (G, 3)
         mean = torch.trapezoid(weights[:, None] * stats, quad_x, dim=0)
         centred = stats - mean
@@ -685,7 +671,7 @@ def mean_squared_z(seed):
 
 if run.section(5):
     data_1d = sample_exactly(THETA_TRUE, cfg.n_data, run.generator("mle-data"))  # (N,)
-    positive_phase = sufficient_statistics(data_1d).mean(0)  # E_data[grad E]: fixed during training
+    positive_phase = sufficient_statistics(data_1d).mean(0)  # (3,) E_data[grad E]: fixed during training
 
     # check the identity before using it: autograd of -l equals positive minus negative phase
     gradient_gap = 0.0
@@ -696,7 +682,7 @@ if run.section(5):
         gradient_gap = max(gradient_gap, float((autograd_grad - phases).abs().max()))
     theta = torch.tensor([0.2, 0.0, 0.0], dtype=torch.float64, requires_grad=True)  # a single broad well
     optimizer = torch.optim.Adam([theta], lr=cfg.lr)
-    history = {"theta": [], "negative_phase": [], "nll": []}
+    history = {"theta": [], "negative_phase": []}
     snapshot_steps = sorted({0, cfg.mle_steps // 10, cfg.mle_steps // 4, cfg.mle_steps - 1})
     snapshots = {}
     for step in progress(range(cfg.mle_steps), desc="MLE", leave=False):
@@ -704,14 +690,9 @@ if run.section(5):
             negative_phase = model_expectation(theta)
         # d(-l)/d theta = E_data[grad E] - E_model[grad E]  (positive minus negative phase)
         theta.grad = positive_phase - negative_phase
-        # -l = E_data[E_theta] + log Z   (for monitoring only: quadrature gives log Z here)
-        log_z = torch.logsumexp(-poly_energy(theta.detach(), quad_x), 0) + math.log(float(quad_x[1] - quad_x[0]))
-        nll = float(poly_energy(theta.detach(), data_1d).mean() + log_z)
-        run.check_finite(torch.cat([theta.detach(), torch.tensor([nll])]), step=step, what="theta or the NLL",
-                         field="lr")
+        run.check_finite(theta.detach(), step=step, what="theta", field="lr")
         history["theta"].append(theta.detach().clone())
         history["negative_phase"].append(negative_phase)
-        history["nll"].append(nll)
         if step in snapshot_steps:
             snapshots[step] = theta.detach().clone()
         optimizer.step()
@@ -755,9 +736,8 @@ if run.section(5):
     xq = quad_x.numpy()
     axes[0].hist(data_1d.numpy(), bins=60, density=True, color="lightgray", label="data")
     for step, snapshot in snapshots.items():
-        log_unnormalised = -poly_energy(snapshot, quad_x)
-        density = torch.exp(log_unnormalised - log_unnormalised.max())
-        axes[0].plot(xq, (density / torch.trapezoid(density, quad_x)).numpy(), label=f"model, step {step}")
+        axes[0].plot(xq, model_density(snapshot).numpy(), label=f"model, step {step}")
+
     axes[0].set(xlabel="x", ylabel="density", title="the model density moves onto the data", xlim=(-3, 3))
     axes[0].legend(fontsize=10)
     negative = torch.stack(history["negative_phase"]).numpy()  # (steps, 3)
@@ -1063,7 +1043,7 @@ if run.section(7):
 
 # %%
 if run.stub(1):
-    print(f"\nExercise 1: with --deep-width {cfg.deep_width:g} the deep well holds {deep_well_mass(1.0, barrier):.3f} "
+    print(f"\nExercise 1: with --deep-width {cfg.deep_width:g} the deep well holds {deep_well_mass(1.0):.3f} "
           f"of the mass at T = 1 and T* = {t_cross:.3f}; predict both for --deep-width 0.1, then run --section 2.")
 
 if run.stub(2):
