@@ -119,8 +119,7 @@ QUICK = {
 
 def check(cfg):
     """Rules across fields (one line and exit 2 instead of a crash in SciPy's root finder)."""
-    # the wells sit at x = -1.5 and 1.5: a watershed between them exists if the deep well's wall at
-    # x = 1.5, d1 + 3^2 / (2 s1^2), rises above the wide well's floor 0
+    # a watershed exists if the deep well's wall at the wide well's centre, d1 + 3^2 / (2 s1^2), is above 0
     if cfg.deep_depth + 3.0**2 / (2 * cfg.deep_width**2) <= 0:
         raise ValueError(f"--deep-width {cfg.deep_width:g} is too wide for --deep-depth {cfg.deep_depth:g}: "
                          "the deep well swallows the wide one (need 9 / (2 s1^2) > -d1)")
@@ -279,9 +278,7 @@ if run.section(1):
 # $$m_k \approx e^{-d_k/T} \sqrt{2 \pi T}\, s_k ,$$
 #
 # so depth wins at low $T$, width (entropy) wins at high $T$, and they trade places at
-# $T^* \approx (d_2 - d_1) / \ln(s_2 / s_1)$. Below we compute the masses exactly by quadrature. With equal
-# depths the factor $e^{-d_k/T}$ cancels and $m_1 / m_2 = s_1 / s_2$ at every $T$: temperature then only
-# rescales the modes. Temperature rescales or distorts, depending on the depths.
+# $T^* \approx (d_2 - d_1) / \ln(s_2 / s_1)$. Below we compute the masses exactly by quadrature.
 
 # %%
 DEEP_CENTRE, WIDE_CENTRE = -1.5, 1.5  # positions of the two wells (fixed; depths and widths are in Config)
@@ -369,9 +366,8 @@ if run.section(2):
     run.savefig(fig, "fig03_temperature")
 
 # %% [markdown]
-# The rescaling case: the same two widths at *equal* depth ($d_1 = d_2 = 0$). Laplace gives
-# $m_1 / m_2 = s_1 / s_2$ at every $T$: temperature only rescales the modes. The quadrature shows how far
-# that holds (the wells are cut at their watershed, which does not move with $T$).
+# The rescaling case: the same two widths at *equal* depth ($d_1 = d_2 = 0$). The factor $e^{-d_k/T}$
+# cancels and Laplace gives $m_1 / m_2 = s_1 / s_2$ at every $T$: temperature only rescales the modes.
 
 # %%
 
@@ -507,7 +503,7 @@ if run.section(3):
 
 # %% [markdown]
 # **What to notice.** Both curves are straight lines on a log scale -- exponential cost (a claim: each
-# extra unit doubles the CPU time of enumeration, within 30 %; 2.05 and 2.1 in two default runs). A 28x28
+# extra unit doubles the CPU time of enumeration, within 30 %). A 28x28
 # binary image has about $10^{236}$ states; no computer will ever sum them. Every later lesson is a way of
 # *not* computing $Z$: scores (section 4, lesson 06), MCMC (section 7, lessons 03-05, 07), or models built
 # so that $Z$ factorises (the RBM's hidden layer, lesson 04).
@@ -547,9 +543,9 @@ def score_by_autograd(energy, x, offset=0.0):
 if run.section(4):
     _, _, grid_points = plotting.grid_2d(landscape.bounds, 60)
     grid_points = grid_points.double()  # (3600, 2)
-    score_auto = score_by_autograd(landscape.energy, grid_points)
+    score_auto = score_by_autograd(landscape.energy, grid_points)  # (3600, 2)
     score_auto_shifted = score_by_autograd(landscape.energy, grid_points, offset=123.0)
-    score_exact = mixture_score_closed_form(grid_points)
+    score_exact = mixture_score_closed_form(grid_points)  # (3600, 2)
     score_error = float((score_auto - score_exact).abs().max())
     shift_error = float((score_auto - score_auto_shifted).abs().max())
     print("\n4. Score: autograd of -E against the closed form, on a 60x60 grid")
@@ -628,14 +624,10 @@ def model_expectation(theta):
 
 def sample_exactly(theta, n, generator):
     # inverse-CDF sampling on the quadrature grid: x = F^{-1}(u), u ~ U(0, 1)
-    density = torch.exp(-poly_energy(theta, quad_x))
-    cdf = torch.cumulative_trapezoid(density, quad_x)
-    cdf = torch.cat([torch.zeros(1, dtype=cdf.dtype), cdf / cdf[-1]])
+    cdf = torch.cumulative_trapezoid(torch.exp(-poly_energy(theta, quad_x)), quad_x)  # (G - 1,)
+    cdf = torch.cat([torch.zeros(1, dtype=cdf.dtype), cdf / cdf[-1]])  # (G,) from 0 to 1
     u = torch.rand(n, generator=generator, dtype=torch.float64)
-    index = torch.searchsorted(cdf, u).clamp(1, len(quad_x) - 1)
-    left, right = cdf[index - 1], cdf[index]
-    fraction = (u - left) / (right - left).clamp_min(1e-300)
-    return quad_x[index - 1] + fraction * (quad_x[index] - quad_x[index - 1])
+    return torch.from_numpy(np.interp(u.numpy(), cdf.numpy(), quad_x.numpy()))  # (n,) linear between grid points
 
 
 def nll_by_quadrature(theta, data):
@@ -698,13 +690,13 @@ if run.section(5):
         optimizer.step()
         with torch.no_grad():
             theta[0].clamp_(min=1e-3)  # theta_1 > 0 keeps exp(-E) integrable (E -> +inf as |x| -> inf)
-    theta_hat = theta.detach()
+    theta_hat = theta.detach()  # (3,)
 
     # log-likelihood is concave in theta (an exponential family), so Newton from theta_true finds the
     # unique maximiser for *this* data set; theta_true is only a starting point, not the answer.
     theta_newton, fisher_information = exact_mle(THETA_TRUE, positive_phase)
     # asymptotic standard error of the MLE: sqrt(diag(I(theta)^-1) / N),  I = Cov_model[grad E]
-    standard_error = torch.sqrt(torch.diag(torch.linalg.inv(fisher_information)) / cfg.n_data)
+    standard_error = torch.sqrt(torch.diag(torch.linalg.inv(fisher_information)) / cfg.n_data)  # (3,)
     param_error = float((theta_hat - THETA_TRUE).abs().max())
     error_in_se = float(((theta_hat - THETA_TRUE).abs() / standard_error).max())
     optimisation_gap = float((theta_hat - theta_newton).abs().max())
@@ -756,15 +748,12 @@ if run.section(5):
     run.savefig(fig, "fig07_mle_training", key=True)
 
 # %% [markdown]
-# **What to notice.** The gradient really is positive minus negative phase (a claim: autograd of the
-# quadrature NLL agrees to round-off), and training stops when the negative phase (model expectations,
-# solid) meets the positive phase (data expectations, dashed): maximum likelihood *matches moments*.
-# The optimiser lands on the exact MLE for this data set (a claim: within 1e-3 of Newton's answer), and
-# the recovered parameters miss the truth by less than 3 standard errors (a claim; 2.66 for the worst of
-# the three in the default run). That miss is the finite sample: over 100 fresh data sets the mean
-# squared z-score is 1 within 3 of its standard errors (a claim; 0.82 ± 0.08 in the default run), so
-# the printed standard errors describe the spread of the MLE. Here the negative phase was exact because
-# quadrature works in 1-D; in high dimensions it must come from samples (section 7).
+# **What to notice.** The gradient is positive minus negative phase (a claim: autograd agrees to
+# round-off), and training stops when the negative phase (solid) meets the positive phase (dashed):
+# maximum likelihood *matches moments*. The optimiser lands on the exact MLE (a claim: within 1e-3 of
+# Newton's), which misses the truth by less than 3 standard errors (a claim): the finite sample. Over 100
+# fresh data sets the mean squared z-score is 1 (a claim), so the printed standard errors are right. The
+# negative phase was exact here by 1-D quadrature; in high dimensions it must come from samples (section 7).
 
 # %% [markdown]
 # ## 6. The conditional view: E(x, y)
@@ -805,7 +794,7 @@ class QuadraticLabelEnergy(torch.nn.Module):
 
 if run.section(6):
     generator_cond = run.generator("conditional")
-    x_train, y_train = make_blobs(cfg.n_per_class, generator_cond)
+    x_train, y_train = make_blobs(cfg.n_per_class, generator_cond)  # (3n, 2), (3n,)
     x_test, y_test = make_blobs(cfg.n_per_class, generator_cond)
     label_energy = QuadraticLabelEnergy()
     optimizer = torch.optim.Adam(label_energy.parameters(), lr=cfg.cond_lr)
@@ -865,11 +854,10 @@ if run.section(6):
 
 # %% [markdown]
 # **What to notice.** The label with the lowest energy wins (left), and $\arg\min_y E(x, y)$ is as
-# accurate as the Bayes rule for these blobs on the same test points (a claim: within 0.03; 0.935
-# against 0.937 in the default run): the learned wells sit where they should. The softmax turns
-# energies into probabilities, sharper at low $T$ and flatter at high $T$ -- the same Boltzmann
-# distribution as section 2, over three labels instead of the real line. Here $Z$ is a 3-term sum, which
-# is why classifiers never worry about it; for images ($x$ instead of $y$) it is the sum of section 3.
+# accurate as the Bayes rule on the same test points (a claim: within 0.03): the learned wells sit where
+# they should. The softmax is the Boltzmann distribution of section 2 over three labels, sharper at low
+# $T$; its $Z$ is a 3-term sum, which is why classifiers never worry about it. For images ($x$ instead of
+# $y$) it is the sum of section 3.
 
 # %% [markdown]
 # ## 7. A first look at sampling: Langevin dynamics
@@ -880,9 +868,8 @@ if run.section(6):
 # $$x_{k+1} = x_k - h\, \nabla_x E(x_k) + \sqrt{2 T h}\; \xi_k, \qquad \xi_k \sim \mathcal{N}(0, I).$$
 #
 # For small $h$ and many steps, $x_k$ is distributed (nearly) as $e^{-E/T}/Z$. Here are the few lines,
-# written out; below, and in lesson 06, we call `common.samplers.langevin`, which does the same thing.
-# Lesson 07 studies samplers properly (step-size bias, MALA, mixing between modes); the bias of a finite
-# step is derived in docs/derivations/langevin_discretisation.md.
+# written out; after them we call `common.samplers.langevin`, which does the same thing. Lesson 07 studies
+# samplers (step-size bias, MALA, mixing); the bias of a finite step: docs/derivations/langevin_discretisation.md.
 
 # %%
 
@@ -918,7 +905,7 @@ if run.section(7):
 
     # the same sampler from common/ (a single call), on --langevin-seeds independent seeds: one MMD^2 is noisy,
     # so the claim uses the mean over seeds. Every run then continues for K more steps: what does doubling K buy?
-    exact_samples = landscape.sample(cfg.n_chains, generator).double()  # only possible because we know p
+    exact_samples = landscape.sample(cfg.n_chains, generator).double()  # (n, 2): possible because we know p
     # RBF bandwidths 1/16, 1/4 and 1 x the median distance: a mode's width, the weights, the layout
     bandwidths = mmd_bandwidths(exact_samples)
     mmd_floor = mmd_noise_floor(lambda n: landscape.sample(n, generator).double(), cfg.n_chains, cfg.mmd_repeats,
@@ -934,17 +921,13 @@ if run.section(7):
     print(f"   MMD^2 (bandwidths {', '.join(f'{b:.2f}' for b in bandwidths)}) noise floor at n = {cfg.n_chains}: "
           f"{mmd_floor:.2e}")
     print(f"   inline chains: MMD^2 = {mmd_langevin:+.2e} = {mmd_langevin / mmd_floor:+.1f} x floor")
-    print(f"   {'seed':>6}{'MMD^2/floor, K':>16}{'2K':>8}{'KL(well shares)/line, K':>25}{'2K':>8}")
-    for i, seed in enumerate(seeds):
-        print(f"   {seed:>6}{by_seed['mmd_K'].values[i] / mmd_floor:>16.2f}"
-              f"{by_seed['mmd_2K'].values[i] / mmd_floor:>8.2f}"
-              f"{by_seed['well_kl_K'].values[i] / kl_line:>25.2f}{by_seed['well_kl_2K'].values[i] / kl_line:>8.2f}")
+    print("   per seed, MMD^2 / floor after K, 2K: " + "; ".join(f"{a / mmd_floor:.2f}, {b / mmd_floor:.2f}" for a, b
+                                                             in zip(by_seed["mmd_K"].values, by_seed["mmd_2K"].values)))
     if T != 1.0:
         print("   (with --temperature != 1 the chains target exp(-E/T), so they should NOT match the T = 1 samples)")
-    run.metrics["langevin_mmd"] = by_seed["mmd_K"].mean
-    run.metrics["langevin_mmd_baseline"] = mmd_floor
-    run.metrics["langevin_by_seed"] = {key: stats.to_json() for key, stats in by_seed.items()}
-    run.metrics["langevin_well_kl_line"] = kl_line
+    run.metrics.update({"langevin_mmd": by_seed["mmd_K"].mean, "langevin_mmd_baseline": mmd_floor,
+                        "langevin_by_seed": {key: stats.to_json() for key, stats in by_seed.items()},
+                        "langevin_well_kl_line": kl_line})
     n_seeds = cfg.langevin_seeds
     run.claim("langevin_mmd", f"Langevin, K steps: mean MMD^2 over {n_seeds} seeds below 2x the noise floor",
               by_seed["mmd_K"], "ratio<", mmd_floor, 2.0, reference_label="(floor)")
@@ -964,9 +947,9 @@ if run.section(7):
     axes[1].set(title=f"inline run: MMD$^2$ = {mmd_langevin / mmd_floor:+.1f} x floor")
     plotting.legend_outside(axes[1], markerscale=2)
     for j, label in enumerate(("K", "2K")):
-        ratios = np.array(by_seed[f"mmd_{label}"].values) / mmd_floor
-        axes[2].plot(np.full(len(ratios), j) + np.linspace(-0.08, 0.08, len(ratios)), ratios, "o", color="C0",
-                     alpha=0.7, label="one seed" if j == 0 else None)
+        ratios = np.array(by_seed[f"mmd_{label}"].values) / mmd_floor  # (n_seeds,)
+        axes[2].plot(j + np.linspace(-0.08, 0.08, len(ratios)), ratios, "o", color="C0", alpha=0.7,
+                     label="one seed" if j == 0 else None)
         axes[2].errorbar(j + 0.2, ratios.mean(), yerr=ratios.std(ddof=1) / math.sqrt(len(ratios)), fmt="s",
                          color="k", capsize=4, label="mean $\\pm$ SE" if j == 0 else None)
     axes[2].axhline(2.0, color="C3", ls="--", label="claim: 2 x floor")
@@ -982,17 +965,14 @@ if run.section(7):
     run.saved_animation(gif)
 
 # %% [markdown]
-# **What to notice.** Chains slide into the nearest well and then jitter around it; the noise lets them
-# occasionally cross a ridge. The grade is a multi-bandwidth MMD² (a length near a well's width, one near
-# the gaps, one near the layout) against its noise floor at the same $n$: one run's MMD² scatters by about
-# a floor either way (right panel), so the claims use the mean over 5 seeds. With the defaults the chains
-# pass after $K = 1000$ steps and after $2K$ (claims: mean below 2x the floor), and the share of chains in
-# each well matches the exact shares (a claim: KL below the 99.9 % $\chi^2$ line). Doubling $K$ does not
-# visibly improve the mean: at $K = 1000$ the chains have already crossed to the wells they belong to.
-# tests/test_mmd_three_wells.py shows, at $n = 500$, that this grade rejects a missing well, swapped or
-# equal weights, wells 1.5x too wide and chains left at their start; it does NOT reliably see wells only
-# 1.2x too wide, so a small step-size bias (lesson 07) can hide below it. Try a large `--step-size`: the
-# chains overshoot and the guard stops the run (lesson 07 explains the bias of large steps).
+# **What to notice.** Chains slide into the nearest well and jitter around it; the noise lets them
+# occasionally cross a ridge. The grade is a multi-bandwidth MMD² against its noise floor at the same
+# $n$: one run's MMD² scatters by about a floor either way (right panel), so the claims use the mean over
+# 5 seeds. The chains pass after $K = 1000$ steps and after $2K$ (claims: below 2x the floor), and the
+# wells' shares are right (a claim: KL below the 99.9 % $\chi^2$ line): doubling $K$ buys nothing visible.
+# tests/test_mmd_three_wells.py shows that this grade rejects a missing well, wrong weights, wells 1.5x too
+# wide and chains left at their start, but NOT wells only 1.2x too wide: a small step-size bias (lesson 07)
+# can hide below it. A large `--step-size` overshoots and the guard stops the run.
 
 # %% [markdown]
 # ## Summary
@@ -1013,9 +993,8 @@ if run.section(7):
 # needs (EXERCISES above) and then its stub; add the flags the exercise names.
 #
 # **Exercise 1 (predict-then-tweak, easy): hotter and colder**
-# Predict the mass of the deep well at T = 1 if the deep well is twice as narrow, then run with
-# `--deep-width 0.1 --section 2`. Where does the crossover temperature move, and does the Laplace formula
-# T* ~ (d2 - d1) / ln(s2 / s1) still predict it?
+# Predict the deep well's mass at T = 1 if it is twice as narrow, then run `--deep-width 0.1 --section 2`.
+# Where does the crossover temperature move, and does the Laplace formula still predict it?
 #
 # **Exercise 2 (predict-then-tweak, easy): how many data points buy one decimal?**
 # `mle_param_error` is within three standard errors. Predict it for `--n-data 20000`, then run it
@@ -1027,14 +1006,12 @@ if run.section(7):
 # `langevin_mmd` with `langevin_mmd_baseline`)?
 #
 # **Exercise 4 (extend, medium): Z of a 2-D double well**
-# Write E(x1, x2) = (x1^2 - 1)^2 + x2^2 / 2 and compute Z by `scipy.integrate.dblquad`. Check your
-# answer against the product of two 1-D integrals (why may you factorise?). Run with `--exercise 4`
-# to see a stub that prints the 1-D factor for you.
+# Compute Z of E(x1, x2) = (x1^2 - 1)^2 + x2^2 / 2 by `scipy.integrate.dblquad` and check it against the
+# product of two 1-D integrals (why may you factorise?). `--exercise 4` prints the 1-D factor.
 #
 # **Exercise 5 (think, medium): what a softmax classifier does not model**
-# The conditional energy of section 6 never computes the Z of section 3. What question about x
-# can p(y | x) not answer, and what would you need to answer it? `--exercise 5` shows p(y | x) at a point
-# far from every training blob. (Lesson 09 uses this for out-of-distribution detection.)
+# Section 6 never computes the Z of section 3. What question about x can p(y | x) not answer, and what would
+# you need? `--exercise 5` shows p(y | x) far from every blob (lesson 09: out-of-distribution detection).
 #
 # **Exercise 6 (think, hard): why moment matching?**
 # Show that at the maximum of the likelihood of section 5, E_model[x^k] = E_data[x^k] for
