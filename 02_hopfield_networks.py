@@ -70,13 +70,10 @@ METRICS = {
     "modern_digit_accuracy_by_beta": "exact retrieval of stored digits from noisy cues, per beta",
     "digit_nearest_pattern_ceiling": "the beta -> infinity limit of that retrieval",
     "digit_classical_accuracy": "the Hebbian / pseudo-inverse networks on the same digits",
-    "digit_pattern_rank": "rank of the stored digits' pattern matrix (< 64: constant border pixels)",
-    "digit_pinv_projector_max_dev": "max |X^+X - I|",
-    "digit_pinv_cue_unchanged": "the fraction of cues the pseudo-inverse network returns unchanged",
 }
 SECTIONS = {1: "energy descent and 2-cycles", 2: "storing digits", 3: "capacity", 4: "spurious states",
             5: "temperature (Glauber)", 6: "modern Hopfield networks"}
-EXERCISES = {1: (3,), 2: (3,), 3: (3,), 4: (1,), 5: (4,), 6: (6,)}  # exercise: the sections it needs
+EXERCISES = {1: (3,), 2: (3,), 3: (3,), 4: (1,), 5: (4,), 6: (6,), 7: (6,)}  # exercise: the sections it needs
 
 
 # %%
@@ -205,10 +202,9 @@ def label_rows(ax, names, row_height=9):
 #
 # $$\Delta E = -(x_i' - x_i)\, h_i \le 0,$$
 #
-# because $x_i'$ has the sign of $h_i$ (with $W$ symmetric and $W_{ii} = 0$). A bounded quantity that never
-# increases must stop: every asynchronous run ends in a fixed point. Updating ALL units at once
-# (synchronously) breaks the argument: $x(t+1)$ is computed from $x(t)$, and the state can flip back and
-# forth forever in a 2-cycle. The few lines below are the whole algorithm; from here on we use
+# because $x_i'$ has the sign of $h_i$ (with $W$ symmetric and $W_{ii} = 0$): every asynchronous run ends in
+# a fixed point. Updating ALL units at once breaks the argument, and the state can flip back and forth
+# forever in a 2-cycle. The few lines below are the whole algorithm; from here on we use
 # `common.hopfield.async_recall`, which does the same for a batch of cues and many networks at once.
 
 # %%
@@ -301,22 +297,19 @@ if run.section(1):
 
 # %% [markdown]
 # **What to notice.**
-# - Every asynchronous curve is a staircase that only goes down (flat steps are units that did not
-#   flip): the printed count of increases is exactly 0, checked on every single update.
-# - Synchronous updates reach the same fixed points most of the time, but some runs end in a
-#   2-cycle: two states swap forever and the energy alternates between their two values (often
-#   equal ones), so $E$ is no longer being minimised. With symmetric $W$ the only limits of
-#   synchronous dynamics are fixed points and 2-cycles (Goles 1985); longer cycles cannot occur.
+# - Every asynchronous curve is a staircase that only goes down (flat steps: units that did not flip);
+#   the count of increases is exactly 0, checked on every single update.
+# - Some synchronous runs end in a 2-cycle: two states swap forever and $E$ alternates between their
+#   values. With symmetric $W$ the only limits are fixed points and 2-cycles (Goles 1985; claims).
 
 # %% [markdown]
 # ## 2. Storing and recalling pictures
 #
 # Binarised 8x8 digits give $N = 64$ units. We store one prototype per class (the pixel-wise majority
 # of the class) and recall them from cues with a fraction of pixels flipped, or with the bottom rows
-# blanked. Digits are strongly correlated: any two prototypes share ~50% more pixels than chance
-# (overlap $m = \xi^\mu \cdot \xi^\nu / N \approx 0.5$ instead of $\approx 1/\sqrt{N} = 0.125$). The Hebbian
-# crosstalk term $\sum_{\nu \ne \mu} \xi^\nu m_{\mu\nu}$ then swamps the signal, so we also store them with
-# the pseudo-inverse rule $W = X^+ X$, which projects onto the span of the patterns and makes every
+# blanked. Digits are strongly correlated (overlap $m = \xi^\mu \cdot \xi^\nu / N \approx 0.5$ instead of
+# $\approx 1/\sqrt{N} = 0.125$), so the Hebbian crosstalk $\sum_{\nu \ne \mu} \xi^\nu m_{\mu\nu}$ swamps the
+# signal. The pseudo-inverse rule $W = X^+ X$ projects onto the span of the patterns and makes every
 # linearly independent pattern an exact fixed point, correlated or not.
 
 # %%
@@ -419,15 +412,11 @@ if run.section(2):
 
 # %% [markdown]
 # **What to notice.**
-# - Hebbian storage of correlated digits fails even for a handful of them: recalls converge to a
-#   blend that looks like the "average digit" (the shared background plus common strokes).
-# - With the pseudo-inverse rule every prototype is a fixed point (a claim), and the cues are
-#   recalled exactly: over 10 fresh sets of cues and update orders the pseudo-inverse recalls all
-#   of them and Hebbian none (claims, one per cue type). Those energy curves (one colour per digit)
-#   fall monotonically to the stored picture's energy, 0 on this scale. The Hebbian curves end
-#   BELOW 0 (a claim): the blend has a lower energy than the digits themselves.
-# - A blanked bottom is a much bigger corruption than a few flipped pixels, yet it is corrected,
-#   because the top rows already agree with only one stored digit.
+# - Hebbian recall of correlated digits converges to a blend, the "average digit", and its energy
+#   curves end BELOW 0 (a claim): the blend is a deeper valley than the digits themselves.
+# - With the pseudo-inverse every prototype is a fixed point and the cues are recalled better than
+#   with Hebbian over 10 fresh sets of cues and update orders (claims); its energy curves fall to the
+#   stored picture's energy, 0 here. A blanked bottom is corrected too: the top rows match one digit.
 
 # %% [markdown]
 # ## 3. Capacity: how many random patterns fit in N units?
@@ -438,16 +427,12 @@ if run.section(2):
 # $$p = \Phi\!\left(-\sqrt{(N-1)/(P-1)}\right) \approx \Phi(-1/\sqrt{\alpha}),$$
 #
 # and a pattern is an EXACT fixed point with probability $\approx (1 - p)^N$, which vanishes already at
-# $P \approx N/(2 \ln N)$ (McEliece et al. 1987). Amit, Gutfreund & Sompolinsky (AGS, 1985) asked instead
-# whether a stable state NEAR the pattern survives: it does, with overlap $m \approx 0.97$, up to
-# $\alpha_c \approx 0.138$. Derivations: docs/derivations/hopfield_capacity_and_temperature.md.
-#
-# Our estimator: start async recall at every stored pattern and call $\alpha_c$ the first load where the
-# mean final overlap falls below `--overlap-threshold` (0.9: about one pattern in ten lost), linearly
-# interpolated; its standard error comes from the `--n-trials` independent sweeps. Recall from a cue with
-# 10% flipped bits shows the basins of attraction. Three rules: Hebbian; Storkey (1997), which subtracts
-# the local fields of the patterns already stored; and the pseudo-inverse, whose patterns are fixed points
-# for any $P < N$. All trials of one load run as one batched computation (K networks x P cues).
+# $P \approx N/(2 \ln N)$. A stable state NEAR the pattern ($m \approx 0.97$) survives up to
+# $\alpha_c \approx 0.138$ (Amit, Gutfreund & Sompolinsky, AGS 1985). We call $\alpha_c$ the first load where
+# the mean overlap after recall from the stored patterns falls below `--overlap-threshold` (0.9),
+# interpolated, with a standard error over `--n-trials` sweeps; recall from 10%-noisy cues shows the
+# basins. Derivations: docs/derivations/hopfield_capacity_and_temperature.md. Three rules: Hebbian;
+# Storkey (1997), which subtracts the local fields of the patterns already stored; the pseudo-inverse.
 
 # %%
 AGS_ALPHA_C = 0.138  # Amit, Gutfreund & Sompolinsky (1985), N -> infinity
@@ -543,18 +528,14 @@ if run.section(3):
     for key, field in (("mean_overlap_by_alpha", "overlap"), ("noisy_overlap_by_alpha", "noisy_overlap"),
                        ("stable_fraction_by_alpha", "stable")):
         run.metrics[key] = {r: {f"{a:g}": p[field].mean() for a, p in pts.items()} for r, pts in capacity.items()}
-    run.metrics["alpha_c_hebbian"] = alpha_c["hebbian"]
-    run.metrics["alpha_c_hebbian_se"] = alpha_c_se["hebbian"]
-    run.metrics["alpha_c_storkey"] = alpha_c["storkey"]
-    run.metrics["alpha_c_storkey_se"] = alpha_c_se["storkey"]
-    run.metrics["alpha_c_pseudo_inverse"] = alpha_c["pseudo_inverse"]
-    run.metrics["alpha_c_estimator"] = (f"first load where the mean overlap after async recall started at the stored "
-                                        f"pattern drops below {cfg.overlap_threshold}, linear interpolation, N={n}")
-    run.metrics["alpha_half_stable_hebbian"] = alpha_half
     pinv_noisy = crossing(list(capacity["pseudo_inverse"]),
                           [float(p["noisy_overlap"].mean()) for p in capacity["pseudo_inverse"].values()],
                           cfg.overlap_threshold)
-    run.metrics["alpha_c_pseudo_inverse_noisy_cue"] = pinv_noisy
+    run.metrics.update({f"alpha_c_{rule}": alpha_c[rule] for rule in capacity})
+    run.metrics.update({"alpha_c_hebbian_se": alpha_c_se["hebbian"], "alpha_c_storkey_se": alpha_c_se["storkey"],
+                        "alpha_half_stable_hebbian": alpha_half, "alpha_c_pseudo_inverse_noisy_cue": pinv_noisy,
+                        "alpha_c_estimator": f"first load where the mean overlap after async recall started at "
+                        f"the stored pattern drops below {cfg.overlap_threshold}, linear interpolation, N={n}"})
     if alpha_c["hebbian"] is not None:
         run.claim("alpha_c_near_ags", f"Hebbian alpha_c at N = {n} is near 0.138 (within 0.02)", alpha_c["hebbian"],
                   "within", AGS_ALPHA_C, 0.02, reference_label="(AGS, N -> inf)")
@@ -616,23 +597,16 @@ if run.section(3):
 
 # %% [markdown]
 # **What to notice.**
-# - Exact fixed points disappear before retrieval fails (a claim: half are gone at $\alpha = 0.12$,
-#   $\alpha_c$ is 0.15): there a Hebbian pattern has a few unstable bits, but the dynamics flips them
-#   and stops less than one percent away (a claim: $m > 0.98$; 0.991 in the default run). The
-#   measured fraction follows the $(1-p)^N$ curve (a claim: the load where it crosses 1/2 is within
-#   0.01 of the formula's): one bad bit out of $N$ is enough.
-# - The histogram is bimodal: each pattern is either retrieved ($m$ near 0.97-1) or lost ($m$ ~ 0.3-0.5).
-#   Near $\alpha_c$ the mixture shifts from the first bump to the second; the 0.9 threshold on the mean
-#   marks the load where about one pattern in ten is lost.
-# - At $N = 500$ the estimate is near the $N \to \infty$ value 0.138 (a claim: within 0.02) but above it
-#   by several standard errors (a claim over the 6 trials: 0.151 ± 0.002 in the default run): the
-#   drop is smoothed at finite $N$ and fluctuations let some patterns survive past $\alpha_c$. Exercise 1
-#   measures how the estimate moves with $N$.
-# - Storkey roughly triples the Hebbian capacity (claims: above Hebbian on every count, ratio within
-#   20 % of 3; 3.15 in the default run) with a rule that is still local and incremental; the
-#   pseudo-inverse keeps every pattern a fixed point up to the largest load (a claim), but its basins
-#   (dashed) shrink: from a 10% noisy cue it fails near $\alpha = 0.5$ (a claim: crossing within 0.05
-#   of 0.5) with the diagonal removed.
+# - Exact fixed points disappear before retrieval fails (a claim), as the $(1-p)^N$ curve predicts (a
+#   claim): one bad bit in $N$ is enough. The dynamics flips those few bits and stops less than one
+#   percent away (a claim: $m > 0.98$ where half the patterns are no fixed points).
+# - The histogram is bimodal: each pattern is either retrieved ($m$ near 0.97-1) or lost ($m$ ~ 0.3-0.5);
+#   the 0.9 threshold on the mean marks the load where about one pattern in ten is lost.
+# - At $N = 500$ the estimate is within 0.02 of 0.138 but above it (claims): at finite $N$ the drop is
+#   smoothed and some patterns survive past $\alpha_c$ (exercise 1 varies $N$).
+# - Storkey roughly triples the Hebbian capacity (claims) with a rule that is still local; the
+#   pseudo-inverse keeps every pattern a fixed point (a claim), but its basins (dashed) shrink: from a
+#   10%-noisy cue it fails near $\alpha = 0.5$ (a claim).
 
 # %% [markdown]
 # ## 4. Spurious states: minima nobody stored
@@ -738,14 +712,11 @@ if run.section(4):
 
 # %% [markdown]
 # **What to notice.**
-# - Reversed patterns have exactly the energy of the patterns (a claim): the network cannot tell $\xi$
-#   from $-\xi$.
-# - 3-mixtures sit at $-3/8$ instead of $-1/2$ per unit (a claim, like the patterns' $-1/2$: within 3 SE
-#   of the expected value) and are all fixed points at this small load (a claim); their overlaps
-#   with the three parents are close to $\pm 1/2$ (printed), as the theory says.
-# - Random starts land in all of these valleys, and in "other" states (mixtures of more patterns
-#   or spin-glass states) that lie well above the patterns (a claim; about level with the
-#   3-mixtures in the default run): a memory is only retrieved when the cue starts inside its basin.
+# - Reversed patterns have exactly the patterns' energy (a claim): the network cannot tell $\xi$ from $-\xi$.
+# - 3-mixtures sit at $-3/8$ instead of $-1/2$ per unit and are all fixed points at this small load
+#   (claims); their overlaps with the three parents are close to $\pm 1/2$ (printed).
+# - Random starts land in all of these valleys, and in "other" states (mixtures of more patterns,
+#   spin-glass states) that lie above the patterns (a claim): a memory is retrieved only from its basin.
 
 # %% [markdown]
 # ## 5. Temperature: Glauber dynamics, the bridge to Boltzmann machines
@@ -756,13 +727,11 @@ if run.section(4):
 #
 # This heat-bath (Glauber) update leaves $p(x) = e^{-E(x)/T} / Z$ invariant, so the Hopfield network at
 # $T > 0$ IS a Boltzmann machine with Hebbian weights (lesson 03 learns $W$ instead). With one pattern the
-# overlap obeys $m = \tanh(m / T)$ as $N \to \infty$: retrieval survives up to $T = 1$. Above it a finite
-# network keeps Gaussian fluctuations, $\langle |m| \rangle = \sqrt{2/\pi} \sqrt{T / (N (T - 1))}$, not 0. With
-# $P$ patterns the crosstalk adds noise and memories melt earlier, at $T_M(\alpha) \approx 1 - 1.95 \sqrt{\alpha}$
-# (AGS 1985). Derivations: docs/derivations/hopfield_capacity_and_temperature.md. Each chain starts at
-# pattern 1; we average $|m|$ after a burn-in (a finite network near $T = 1$ hops between $\xi$ and $-\xi$,
-# the same memory). `glauber_sweep` is `common.boltzmann.gibbs_sweep(spins=True)` in random order with one
-# temperature per chain, so all temperatures run as one batch.
+# overlap obeys $m = \tanh(m / T)$ as $N \to \infty$: retrieval survives up to $T = 1$; above it a finite
+# network keeps $\langle |m| \rangle = \sqrt{2/\pi} \sqrt{T / (N (T - 1))}$. With $P$ patterns memories melt
+# earlier, at $T_M(\alpha) \approx 1 - 1.95 \sqrt{\alpha}$ (AGS 1985; derivations in the same document). Each
+# chain starts at pattern 1; we average $|m|$ after a burn-in. `glauber_sweep` is
+# `common.boltzmann.gibbs_sweep(spins=True)` with one temperature per chain: all $T$ run as one batch.
 
 # %%
 
@@ -860,15 +829,10 @@ if run.section(5):
 # %% [markdown]
 # **What to notice.**
 # - With one pattern the simulation follows $m = \tanh(m/T)$ below $T = 1$ and the finite-$N$ value above
-#   (a claim: within 0.03 away from $T = 1$): below $T = 1$ the state stays near the pattern with a
-#   fraction $(1 - m)/2$ of units flipped by the noise; above $T = 1$ it is random.
-# - Near $T = 1$ the overlap fluctuates widely and relaxes slowly (critical slowing down), and finite
-#   $N$ rounds the transition off.
-# - With more patterns the memory melts earlier (a claim: between the two melting temperatures the
-#   $P = 25$ overlap is below half the $P = 1$ overlap); the dotted line is the AGS estimate
-#   $1 - 1.95 \sqrt{\alpha}$. The crosstalk of the other memories adds to the thermal noise. AGS also
-#   show that shallow spurious valleys (3-mixtures) melt first, which is why a little temperature
-#   can help retrieval (not measured here).
+#   (a claim: within 0.03 away from $T = 1$). Near $T = 1$ the overlap fluctuates widely and relaxes
+#   slowly (critical slowing down), and finite $N$ rounds the transition off.
+# - With more patterns the crosstalk adds to the thermal noise and the memory melts earlier (a claim:
+#   between the two melting temperatures the $P = 25$ overlap is below half the $P = 1$ overlap).
 
 # %% [markdown]
 # ## 6. Modern (dense) Hopfield networks
@@ -883,9 +847,8 @@ if run.section(5):
 # $$\xi \leftarrow X^\top \mathrm{softmax}(\beta X \xi).$$
 #
 # This is attention: query = state, keys = values = stored patterns, scale = $\beta$. Large $\beta$ picks the
-# single most similar pattern (retrieval); small $\beta$ averages many (a metastable mixture). Its
-# capacity grows exponentially in $N$, and it copes with correlated patterns as long as the cue is most
-# similar to the right one. We retrieve with one update and compare $\mathrm{sign}(\xi)$ to the pattern.
+# most similar pattern; small $\beta$ averages many. Capacity grows exponentially in $N$. We retrieve
+# with one update and compare $\mathrm{sign}(\xi)$ to the pattern.
 
 # %%
 
@@ -949,14 +912,6 @@ if run.section(6):
     pinv_digits = async_recall(pseudo_inverse_weights(memories), dig_cue, generator=gen, max_sweeps=cfg.max_sweeps)
     hebb_digits = async_recall(hebbian_weights(memories), dig_cue, generator=gen, max_sweeps=cfg.max_sweeps)
     acc_pinv, acc_hebb = exact_rate(pinv_digits.states, memories), exact_rate(hebb_digits.states, memories)
-    # P > N does not make X^+ X the identity: X^+ X projects onto the row space of X, of rank <= 64
-    pattern_rank = int(torch.linalg.matrix_rank(memories.double()))
-    projector_dev = float((torch.linalg.pinv(memories.double()) @ memories.double() - torch.eye(64)).abs().max())
-    pinv_unchanged = exact_rate(pinv_digits.states, dig_cue)
-    print(f"  pseudo-inverse: pattern matrix ({len(memories)} x 64) has rank {pattern_rank}, max |X^+X - I| = "
-          f"{projector_dev:.2f}; {pinv_unchanged:.1%} of cues come back unchanged")
-    run.metrics.update({"digit_pattern_rank": pattern_rank, "digit_pinv_projector_max_dev": projector_dev,
-                        "digit_pinv_cue_unchanged": pinv_unchanged})
     m_dig = overlaps(memories, memories)
     print(f"\n{len(memories)} distinct digit images (N=64, P/N={len(memories) / 64:.1f}; pairwise overlap "
           f"mean {m_dig[~torch.eye(len(memories), dtype=torch.bool)].mean():.2f}), {cfg.digit_noise:.0%} flipped "
@@ -973,8 +928,6 @@ if run.section(6):
     run.claim("beta_reaches_ceiling", f"digits: at beta = {max(cfg.betas):g} retrieval reaches the nearest-pattern "
               "ceiling", acc_beta_digits[cfg.betas.index(max(cfg.betas))], "within", ceiling, 0.01,
               reference_label="(ceiling)")
-    run.claim("digit_pinv_rank_deficient", "the digits' pattern matrix has rank below 64 (constant border pixels)",
-              pattern_rank, "<", 64)
     run.claim("digit_classical_fail", "no classical rule recalls its own digit among the stored images (best rule)",
               max(acc_hebb, acc_pinv), "<", 0.01)
 
@@ -997,13 +950,11 @@ if run.section(6):
 
 # %% [markdown]
 # **What to notice.**
-# - The classical network collapses above $P/N \approx 0.14$ (a claim: it retrieves none at the largest
-#   load); one modern update retrieves every random pattern exactly at $P/N = 10$ (a claim): the
-#   exponential separation $e^{\beta (m_\text{true} - m_\text{other}) N}$ beats the number of competitors.
-# - Small $\beta$ returns a blur (the softmax spreads over many patterns: the average digit); as $\beta$
-#   grows, retrieval climbs to the nearest-pattern ceiling (a claim at the largest $\beta$). For similar
-#   digits that ceiling is below 100%: when the noisy cue is closer to another stored "3", no memory can
-#   know better.
+# - The classical network retrieves none at the largest load; one modern update retrieves every random
+#   pattern at $P/N = 10$ (claims): the separation $e^{\beta (m_\text{true} - m_\text{other}) N}$ beats the
+#   number of competitors.
+# - Small $\beta$ returns a blur (the average digit); as $\beta$ grows, retrieval climbs to the
+#   nearest-pattern ceiling (a claim), below 100% for digits: a noisy "3" may be closer to another "3".
 
 # %%
 if run.section(6):
@@ -1042,12 +993,8 @@ if run.section(6):
 # %% [markdown]
 # **What to notice.**
 # - The classical rules have no answer for 197 digits in 64 units (a claim: neither recalls a single
-#   one): Hebbian crosstalk is huge. The pseudo-inverse does not become $W = I$ either: the border pixels
-#   are off in every image, so the pattern matrix has rank 50, not 64 (a claim: below 64), and $X^+ X$
-#   projects onto a 50-dimensional subspace (max $|X^+X - I|$ = 0.93 in the default run). Inside that
-#   subspace $W$ acts as the identity, so it holds no structure that pulls a cue towards one digit rather
-#   than another: 20.3% of the cues come back unchanged, the others settle on other states, and none on
-#   its own digit (0.0%).
+#   one): Hebbian crosstalk is huge, and the pseudo-inverse projects onto the span of the digits, where
+#   it holds no pull towards one digit rather than another (exercise 7).
 # - The modern energy never rises along its updates (a claim), and one update is exactly one attention
 #   head with the stored patterns as keys and values (a claim against `scaled_dot_product_attention`).
 
@@ -1107,6 +1054,10 @@ if checked["updates"]:  # sections 1 and 2 checked every single async update the
 # Show that the modern update is the gradient step xi <- xi - grad E(xi) with unit step, and that
 # one step of it is softmax attention (`--exercise 6` checks the first with autograd). What plays the role
 # of 1/sqrt(d_k) in a transformer?
+#
+# **Exercise 7 (think, medium): why the pseudo-inverse fails on 197 digits**
+# With P > N one might expect W = X^+ X = I. Predict the rank of the stored digits' pattern matrix, then run
+# `--exercise 7` (rank, max |X^+X - I|, cues returned unchanged). Why does W hold no pull towards any digit?
 
 # %%
 if run.stub(1):
@@ -1142,5 +1093,12 @@ if run.stub(6):
     (grad_e,) = torch.autograd.grad(modern_energy(memories, xi, cfg.beta).sum(), xi)
     step_gap = float((xi.detach() - grad_e - modern_update(memories, dig_cue[:4], cfg.beta)).abs().max())
     print(f"\nExercise 6: max |(xi - grad E(xi)) - modern_update(xi)| = {step_gap:.1e} at beta = {cfg.beta:g}")
+
+if run.stub(7):
+    # X^+ X projects onto the row space of X (P x 64): the identity only if that space is all of R^64
+    pattern_rank = int(torch.linalg.matrix_rank(memories))
+    projector_dev = float((torch.linalg.pinv(memories) @ memories - torch.eye(64, dtype=DTYPE)).abs().max())
+    print(f"\nExercise 7: {len(memories)} x 64 digit patterns, rank {pattern_rank}; max |X^+X - I| = "
+          f"{projector_dev:.2f}; {exact_rate(pinv_digits.states, dig_cue):.1%} of cues come back unchanged")
 
 run.finish()
