@@ -1,11 +1,9 @@
 """Lesson 02 - Hopfield networks: classical energy-based associative memory.
 
 A Hopfield network stores patterns as the minima of a quadratic energy E(x) = -1/2 x^T W x - b^T x
-over +-1 units, and recalls a memory by letting the units flip, one at a time, downhill in energy.
-We check that descent on every single update, store and recall pictures of digits, measure how
-many random patterns N units can hold (the famous 0.138 N), meet the spurious minima that come for
-free, heat the network up (the bridge to Boltzmann machines), and finish with the modern dense
-Hopfield network whose one-step update is the attention of a transformer.
+over +-1 units and recalls a memory by flipping units, one at a time, downhill in energy. We store
+digits, measure capacity (the famous 0.138 N), meet spurious minima, heat the network up (the bridge to
+Boltzmann machines) and end with the modern Hopfield network, whose one-step update is attention.
 
 You will learn
 - why asynchronous updates can only lower E(x), and why synchronous ones can get stuck in 2-cycles;
@@ -53,7 +51,6 @@ METRICS = {
     "alpha_c_hebbian_se": "standard error of that estimate over the --n-trials independent sweeps",
     "alpha_c_storkey": "the same estimator for the Storkey rule",
     "alpha_c_storkey_se": "its standard error",
-    "alpha_c_estimator": "in words, how the alpha_c values above are estimated",
     "alpha_c_pseudo_inverse": "the same for the pseudo-inverse rule (null if never crossed on the grid)",
     "alpha_c_pseudo_inverse_noisy_cue": "the same crossing for recall from --capacity-cue-noise cues (its basins)",
     "alpha_half_stable_hebbian": "load where half of the stored patterns are exact fixed points (measured)",
@@ -66,7 +63,6 @@ METRICS = {
     "modern_retrieval_accuracy": "exact retrieval of random patterns by one modern update, at the largest load",
     "modern_retrieval_P_over_N": "that load P/N",
     "classical_retrieval_accuracy_same_load": "the classical Hebbian network at the same load",
-    "modern_accuracy_by_beta_random": "exact retrieval of random patterns at the largest load, per beta",
     "modern_digit_accuracy_by_beta": "exact retrieval of stored digits from noisy cues, per beta",
     "digit_nearest_pattern_ceiling": "the beta -> infinity limit of that retrieval",
     "digit_classical_accuracy": "the Hebbian / pseudo-inverse networks on the same digits",
@@ -179,8 +175,10 @@ def random_patterns(n_patterns: int, n_units: int, batch: tuple[int, ...] = (), 
 
 
 def count_energy_increases(energies: torch.Tensor, tolerance: float = 1e-9) -> tuple[int, int]:
-    """(number of single-unit updates, number that raised E by more than round-off) for a (T+1, B) trace."""
+    """(single-unit updates, those that raised E by more than round-off) in a (T+1, B) trace; adds to `checked`."""
     steps = energies.diff(dim=0)  # (T, B)
+    checked["updates"] += steps.numel()
+    checked["increases"] += int((steps > tolerance).sum())
     return steps.numel(), int((steps > tolerance).sum())
 
 
@@ -237,35 +235,29 @@ if run.section(1):
 
     recall = async_recall(W_demo, cues, generator=gen, max_sweeps=cfg.max_sweeps, track_energy=True)
     n_updates, n_up = count_energy_increases(recall.energies)
-    checked["updates"] += n_updates
-    checked["increases"] += n_up
     final_overlap = overlaps(recall.states, demo_patterns)  # (4P, P)
     target = torch.arange(cfg.demo_patterns).repeat(4)
     retrieved = final_overlap[torch.arange(len(target)), target]
     print(f"\nAsync recall, N={cfg.demo_units}, P={cfg.demo_patterns}, {len(cues)} cues with "
-          f"{cfg.demo_cue_noise:.0%} flipped bits:")
-    print(f"  single-unit updates checked : {n_updates}")
-    print(f"  energy increases            : {n_up}   (any real increase would be >= 2/N = {2 / cfg.demo_units:.3f})")
-    print(f"  sweeps to a fixed point     : mean {recall.steps.double().mean():.1f}, max {int(recall.steps.max())}")
-    print(f"  exact recall                : {(retrieved == 1).double().mean():.1%}   mean overlap "
-          f"{retrieved.mean():.3f}")
+          f"{cfg.demo_cue_noise:.0%} flipped bits: {n_up} energy increases in {n_updates} single-unit updates "
+          f"(a real one would be >= 2/N = {2 / cfg.demo_units:.3f})\n  sweeps to a fixed point: mean "
+          f"{recall.steps.double().mean():.1f}, max {int(recall.steps.max())}; exact recall "
+          f"{(retrieved == 1).double().mean():.1%}, mean overlap {retrieved.mean():.3f}")
 
     # A hand-made 2-unit example: W_12 = +1. Synchronous updates from (+1, -1) swap the two units forever.
     W_two = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=DTYPE)
     two = sync_recall(W_two, torch.tensor([[1.0, -1.0]], dtype=DTYPE), max_steps=4)
     two_async = async_recall(W_two, torch.tensor([[1.0, -1.0]], dtype=DTYPE), generator=gen)
-    print("\nTwo units, W_12 = 1, start (+1, -1):")
-    print(f"  synchronous  : period {int(two.period[0])}, energies {two.energies[:, 0].tolist()}")
-    print(f"  asynchronous : ends at {two_async.states[0].tolist()} "
-          f"with E = {float(boltzmann_energy(W_two, None, two_async.states)[0]):+.0f}")
+    print(f"\nTwo units, W_12 = 1, start (+1, -1): synchronous: period {int(two.period[0])}, energies "
+          f"{two.energies[:, 0].tolist()}; asynchronous: ends at {two_async.states[0].tolist()} with E = "
+          f"{float(boltzmann_energy(W_two, None, two_async.states)[0]):+.0f}")
 
     starts = random_patterns(cfg.random_starts, cfg.demo_units)
     sync = sync_recall(W_demo, starts, max_steps=cfg.max_sweeps)
     n_cycle = int((sync.period == 2).sum())
     n_fixed = int((sync.period == 1).sum())
-    print(f"\nSynchronous updates from {cfg.random_starts} random states (same network):")
-    print(f"  fixed points {n_fixed:4d}   2-cycles {n_cycle:4d}   undecided after {cfg.max_sweeps} steps "
-          f"{cfg.random_starts - n_fixed - n_cycle:4d}")
+    print(f"\nSynchronous updates from {cfg.random_starts} random states (same network): fixed points {n_fixed}, "
+          f"2-cycles {n_cycle}, undecided after {cfg.max_sweeps} steps {cfg.random_starts - n_fixed - n_cycle}")
     run.metrics["sync_two_cycle_fraction"] = n_cycle / cfg.random_starts
     run.claim("sync_two_cycles_occur", "some synchronous runs end in a 2-cycle (fraction of random starts)",
               n_cycle / cfg.random_starts, ">", 0.0)
@@ -284,12 +276,10 @@ if run.section(1):
     swing = (sync.energies[ends, cycling] - sync.energies[ends - 1, cycling]).abs()  # E(x_a) - E(x_b) on the cycle
     cycling = cycling[swing.argsort(descending=True)][:4].tolist()  # show the cycles whose energy alternates most
     fixed = torch.nonzero(sync.period == 1).flatten()[:2].tolist()
-    for j in cycling:
-        axes[1].plot(sync.energies[: int(sync.steps[j]) + 3, j] / cfg.demo_units, "-o", ms=3, lw=0.9,
-                     label=f"start {j}: 2-cycle")
-    for j in fixed:
-        axes[1].plot(sync.energies[: int(sync.steps[j]) + 3, j] / cfg.demo_units, "--s", ms=3, lw=0.9,
-                     color="gray", label=f"start {j}: fixed point")
+    for j in cycling + fixed:
+        axes[1].plot(sync.energies[: int(sync.steps[j]) + 3, j] / cfg.demo_units, "-o" if j in cycling else "--s",
+                     ms=3, lw=0.9, color=None if j in cycling else "gray",
+                     label=f"start {j}: " + ("2-cycle" if j in cycling else "fixed point"))
     axes[1].set(xlabel="synchronous step", ylabel="E(x) / N",
                 title=f"synchronous: {n_cycle}/{cfg.random_starts} random starts end in a 2-cycle")
     axes[1].legend()
@@ -350,9 +340,7 @@ if run.section(2):
         digit_exact[rule] = {}
         for cue_name, cue in (("noisy", noisy_cue), ("occluded", occluded_cue)):
             rec = async_recall(W, cue, generator=gen, max_sweeps=cfg.max_sweeps, track_energy=True)
-            n_updates, n_up = count_energy_increases(rec.energies)
-            checked["updates"] += n_updates
-            checked["increases"] += n_up
+            n_up = count_energy_increases(rec.energies)[1]
             exact = (rec.states == prototypes).all(1).double().mean().item()
             m = (rec.states * prototypes).mean(1)
             digit_results[rule, cue_name] = rec
@@ -469,6 +457,11 @@ def capacity_point(rule: str, alpha: float) -> dict:
     }
 
 
+def curve(points: dict, field: str, trial=None) -> list[float]:
+    """{alpha: point} -> the mean of ``field`` at each load (over all trials, or over one trial's patterns)."""
+    return [float((p[field] if trial is None else p[field][trial]).mean()) for p in points.values()]
+
+
 def fmt(value, se=None):
     if value is None:
         return f"not reached below alpha = {max(cfg.alphas):.2f}"
@@ -503,39 +496,32 @@ if run.section(3):
     # alpha_c per rule (pooled curve) and its spread over the independent trials
     alpha_c, alpha_c_se, alpha_c_trials = {}, {}, {}
     for rule, points in capacity.items():
-        a = list(points)
-        alpha_c[rule] = crossing(a, [float(p["overlap"].mean()) for p in points.values()], cfg.overlap_threshold)
-        per_trial = [crossing(a, [float(p["overlap"][k].mean()) for p in points.values()], cfg.overlap_threshold)
+        alpha_c[rule] = crossing(list(points), curve(points, "overlap"), cfg.overlap_threshold)
+        per_trial = [crossing(list(points), curve(points, "overlap", k), cfg.overlap_threshold)
                      for k in range(cfg.n_trials)]
-        per_trial = [v for v in per_trial if v is not None]
-        alpha_c_trials[rule] = per_trial
+        alpha_c_trials[rule] = per_trial = [v for v in per_trial if v is not None]
         alpha_c_se[rule] = float(np.std(per_trial, ddof=1) / math.sqrt(len(per_trial))) if len(per_trial) > 1 else None
     hebb = capacity["hebbian"]
-    alpha_half = crossing(list(hebb), [float(p["stable"].mean()) for p in hebb.values()], 0.5)
+    alpha_half = crossing(list(hebb), curve(hebb, "stable"), 0.5)
     p_values = np.arange(2, int(0.3 * n))
     theory_stable = (1 - norm.cdf(-np.sqrt((n - 1) / (p_values - 1)))) ** n
     alpha_half_theory = float(p_values[np.argmax(theory_stable < 0.5)] / n)
 
-    print(f"\nalpha_c (mean overlap from the stored pattern < {cfg.overlap_threshold}, interpolated), N = {n}:")
-    print(f"  Hebbian         {fmt(alpha_c['hebbian'], alpha_c_se['hebbian'])}    theory (N -> inf): 0.138 (AGS 1985)")
-    print(f"  Storkey         {fmt(alpha_c['storkey'], alpha_c_se['storkey'])}")
-    print(f"  pseudo-inverse  {fmt(alpha_c['pseudo_inverse'])}    theory: every pattern is a fixed point for P < N")
-    print("Half of the Hebbian patterns are exact fixed points at")
-    print(f"  measured {fmt(alpha_half)}   (1-p)^N curve {alpha_half_theory:.3f}   leading order 1/(2 ln N) = "
-          f"{1 / (2 * math.log(n)):.3f}")
+    print(f"\nalpha_c (mean overlap from the stored pattern < {cfg.overlap_threshold}, interpolated), N = {n}:\n"
+          f"  Hebbian {fmt(alpha_c['hebbian'], alpha_c_se['hebbian'])} (AGS, N -> inf: 0.138); Storkey "
+          f"{fmt(alpha_c['storkey'], alpha_c_se['storkey'])}; pseudo-inverse {fmt(alpha_c['pseudo_inverse'])}\n"
+          f"Half of the Hebbian patterns are exact fixed points at {fmt(alpha_half)} (measured), "
+          f"{alpha_half_theory:.3f} ((1-p)^N curve), {1 / (2 * math.log(n)):.3f} (leading order 1/(2 ln N))")
 
     run.metrics["alphas"] = alphas
     for key, field in (("mean_overlap_by_alpha", "overlap"), ("noisy_overlap_by_alpha", "noisy_overlap"),
                        ("stable_fraction_by_alpha", "stable")):
-        run.metrics[key] = {r: {f"{a:g}": p[field].mean() for a, p in pts.items()} for r, pts in capacity.items()}
-    pinv_noisy = crossing(list(capacity["pseudo_inverse"]),
-                          [float(p["noisy_overlap"].mean()) for p in capacity["pseudo_inverse"].values()],
-                          cfg.overlap_threshold)
+        run.metrics[key] = {r: dict(zip((f"{a:g}" for a in pts), curve(pts, field))) for r, pts in capacity.items()}
+    pinv = capacity["pseudo_inverse"]
+    pinv_noisy = crossing(list(pinv), curve(pinv, "noisy_overlap"), cfg.overlap_threshold)
     run.metrics.update({f"alpha_c_{rule}": alpha_c[rule] for rule in capacity})
     run.metrics.update({"alpha_c_hebbian_se": alpha_c_se["hebbian"], "alpha_c_storkey_se": alpha_c_se["storkey"],
-                        "alpha_half_stable_hebbian": alpha_half, "alpha_c_pseudo_inverse_noisy_cue": pinv_noisy,
-                        "alpha_c_estimator": f"first load where the mean overlap after async recall started at "
-                        f"the stored pattern drops below {cfg.overlap_threshold}, linear interpolation, N={n}"})
+                        "alpha_half_stable_hebbian": alpha_half, "alpha_c_pseudo_inverse_noisy_cue": pinv_noisy})
     if alpha_c["hebbian"] is not None:
         run.claim("alpha_c_near_ags", f"Hebbian alpha_c at N = {n} is near 0.138 (within 0.02)", alpha_c["hebbian"],
                   "within", AGS_ALPHA_C, 0.02, reference_label="(AGS, N -> inf)")
@@ -550,7 +536,7 @@ if run.section(3):
             run.claim("storkey_about_triple", "Storkey roughly triples the Hebbian alpha_c (ratio within 20 % of 3)",
                       storkey_trials.mean / hebbian_trials.mean, "within_rel", 3.0, 0.2)
     run.claim("pinv_patterns_fixed", f"pseudo-inverse: every pattern is a fixed point up to alpha = {max(alphas):g}",
-              min(float(p["stable"].mean()) for p in capacity["pseudo_inverse"].values()), "within", 1.0, 0)
+              min(curve(pinv, "stable")), "within", 1.0, 0)
     if pinv_noisy is not None:
         run.claim("pinv_basins_shrink", f"pseudo-inverse from {cfg.capacity_cue_noise:.0%}-noisy cues fails near "
                   "alpha 0.5", pinv_noisy, "within", 0.5, 0.05)
@@ -559,18 +545,15 @@ if run.section(3):
                   alpha_half, "<", alpha_c["hebbian"], reference_label="(alpha_c)")
         run.claim("stable_fraction_theory", "the fixed-point fraction follows (1-p)^N: load of 1/2, within 0.01",
                   alpha_half, "within", alpha_half_theory, 0.01, reference_label="(theory)")
-        m_at_half = float(np.interp(alpha_half, list(hebb), [float(p["overlap"].mean()) for p in hebb.values()]))
+        m_at_half = float(np.interp(alpha_half, list(hebb), curve(hebb, "overlap")))
         run.claim("recall_repairs_unstable_bits", "where half the patterns are no fixed points, recall ends at "
                   "m > 0.98", m_at_half, ">", 0.98)
 
     fig, axes = plotting.figure(3, title=f"Capacity of N={n} units ({cfg.n_trials} trials per load)")
     for c, (rule, points) in enumerate(capacity.items()):
-        a = list(points)
-        axes[0].plot(a, [p["overlap"].mean() for p in points.values()], "-o", ms=3, color=f"C{c}",
-                     label=RULE_NAMES[rule])
-        axes[0].plot(a, [p["noisy_overlap"].mean() for p in points.values()], "--", color=f"C{c}")
-        axes[1].plot(a, [p["stable"].mean() for p in points.values()], "-o", ms=3, color=f"C{c}",
-                     label=RULE_NAMES[rule])
+        axes[0].plot(list(points), curve(points, "overlap"), "-o", ms=3, color=f"C{c}", label=RULE_NAMES[rule])
+        axes[0].plot(list(points), curve(points, "noisy_overlap"), "--", color=f"C{c}")
+        axes[1].plot(list(points), curve(points, "stable"), "-o", ms=3, color=f"C{c}", label=RULE_NAMES[rule])
         if alpha_c[rule] is not None:
             axes[0].axvline(alpha_c[rule], color=f"C{c}", lw=0.8, alpha=0.6)
     axes[0].axvline(0.138, color="k", lw=1.2, ls=":", label=r"AGS $\alpha_c$ = 0.138")
@@ -645,10 +628,9 @@ if run.section(4):
     triples = torch.tensor([[a, (a + 1) % n_sp, (a + 2) % n_sp] for a in range(n_sp)])  # (n_sp, 3)
     mixtures = torch.sign(X_sp[triples].sum(1))  # (n_sp, N); a sum of three +-1 values is never 0
     candidates = {"pattern": X_sp, "reversed pattern": -X_sp, "3-mixture": mixtures}
-    theory = {"pattern": -0.5 + 1 / (2 * n), "reversed pattern": -0.5 + 1 / (2 * n),
-              "3-mixture": -3 / 8 + 3 / (8 * n)}
-    print(f"\nSpurious states, Hebbian N={n}, P={n_sp} (alpha = {n_sp / n:.3f}):")
-    print(f"  {'state':<18}{'E/N before':>11}{'theory':>9}{'fixed pt':>10}{'E/N after recall':>18}"
+    theory = {"pattern": -0.5 + 1 / (2 * n), "reversed pattern": -0.5 + 1 / (2 * n), "3-mixture": -3 / 8 + 3 / (8 * n)}
+    print(f"\nSpurious states, Hebbian N={n}, P={n_sp} (alpha = {n_sp / n:.3f}):\n"
+          f"  {'state':<18}{'E/N before':>11}{'theory':>9}{'fixed pt':>10}{'E/N after recall':>18}"
           f"{'overlaps after':>22}")
     spurious_energy, spurious_se, fixed_fraction = {}, {}, {}
     for name, states in candidates.items():
@@ -704,8 +686,7 @@ if run.section(4):
     example = torch.nonzero(torch.from_numpy(kind == "3-mixture")).flatten()
     j = int(example[0]) if len(example) else 0
     axes[1].bar(np.arange(1, n_sp + 1), m_final[j].numpy(), color="C2")
-    axes[1].axhline(0.5, color="k", ls=":", lw=1)
-    axes[1].axhline(-0.5, color="k", ls=":", lw=1)
+    axes[1].hlines([-0.5, 0.5], 0.5, n_sp + 0.5, color="k", ls=":", lw=1)
     axes[1].set(xlabel=r"stored pattern $\mu$", ylabel=r"overlap $m_\mu$",
                 title=f"one attractor ({kind[j]}): overlaps with the patterns")
     run.savefig(fig, "fig04_spurious_states")
@@ -782,13 +763,12 @@ if run.section(5):
     for t, T in enumerate(cfg.temperatures):
         print(f"  {T:5.2f}{mean_field_overlap(T):15.3f}{paramagnet_overlap(T, n):16.3f}"
               + "".join(f"{float(glauber[P][0][t]):10.3f}" for P in glauber))
-    for P in cfg.glauber_patterns:
-        print(f"  P={P:<3d} alpha={P / n:.3f}   melting temperature 1 - 1.95 sqrt(alpha) = "
-              f"{melting_temperature(P):.2f}")
-    run.metrics["paramagnet_overlap_by_T"] = {f"{T:g}": paramagnet_overlap(T, n) for T in cfg.temperatures}
-    run.metrics["glauber_overlap_by_T"] = {f"P={P}": {f"{T:g}": m for T, m in zip(cfg.temperatures, glauber[P][0])}
-                                           for P in glauber}
-    run.metrics["mean_field_overlap_by_T"] = {f"{T:g}": mean_field_overlap(T) for T in cfg.temperatures}
+    print("  melting temperature 1 - 1.95 sqrt(alpha): "
+          + ", ".join(f"P={P} (alpha={P / n:.3f}) {melting_temperature(P):.2f}" for P in cfg.glauber_patterns))
+    run.metrics.update({"paramagnet_overlap_by_T": {f"{T:g}": paramagnet_overlap(T, n) for T in cfg.temperatures},
+                        "mean_field_overlap_by_T": {f"{T:g}": mean_field_overlap(T) for T in cfg.temperatures},
+                        "glauber_overlap_by_T": {f"P={P}": {f"{T:g}": float(m) for T, m in
+                                                            zip(cfg.temperatures, glauber[P][0])} for P in glauber}})
     away = [t for t, T in enumerate(cfg.temperatures) if abs(T - 1) > 0.05]  # T = 1 is critical: N rounds it off
     if 1 in glauber and away:
         run.claim("glauber_follows_theory", "one pattern: Glauber <|m|> = theory (max |difference| over T != 1)",
@@ -870,8 +850,6 @@ if run.section(6):
     q = random_patterns(3, 16)
     sdpa = torch.nn.functional.scaled_dot_product_attention(q[None], X_check[None], X_check[None], scale=0.3)[0]
     attention_gap = float((modern_update(X_check, q, 0.3) - sdpa).abs().max())
-    print(f"\nmodern_update vs torch scaled_dot_product_attention(q, K=X, V=X, scale=beta): "
-          f"max |difference| = {attention_gap:.1e}")
     run.claim("modern_is_attention", "one modern update = scaled_dot_product_attention(q, K=X, V=X)", attention_gap,
               "<", 1e-12)
 
@@ -889,22 +867,15 @@ if run.section(6):
     for load, P, a_c, a_m in rows:
         print(f"  {load:6.2f}{P:6d}{a_c:28.1%}{a_m:20.1%}")
     top_load, _, acc_classical_top, acc_modern_top = rows[-1]
-    run.metrics["modern_retrieval_accuracy"] = acc_modern_top
-    run.metrics["modern_retrieval_P_over_N"] = top_load
-    run.metrics["classical_retrieval_accuracy_same_load"] = acc_classical_top
+    run.metrics.update({"modern_retrieval_accuracy": acc_modern_top, "modern_retrieval_P_over_N": top_load,
+                        "classical_retrieval_accuracy_same_load": acc_classical_top})
     run.claim("modern_retrieves_at_top_load", f"one modern update retrieves random patterns at P/N = {top_load:g}",
               acc_modern_top, ">", 0.99)
     run.claim("classical_fails_at_top_load", f"the classical Hebbian network retrieves none at P/N = {top_load:g}",
               acc_classical_top, "<", 0.01)
 
-    # beta sweep at the largest load
-    X_big = random_patterns(max(2, round(top_load * N_m)), N_m)
-    cue_big = flip_bits(X_big, cfg.modern_cue_noise, gen)
-    acc_beta_random = [float(modern_retrieval(X_big, cue_big, b).double().mean()) for b in cfg.betas]
-
     # correlated patterns: individual digit images, many per class
-    memories = spins[: cfg.digit_memories]  # (P, 64)
-    memories = torch.unique(memories, dim=0)  # drop duplicate images (their retrieval is ambiguous)
+    memories = torch.unique(spins[: cfg.digit_memories], dim=0)  # (P, 64): duplicates dropped (ambiguous)
     dig_cue = flip_bits(memories, cfg.digit_noise, gen)
     nearest = (dig_cue @ memories.T).argmax(1)  # what beta -> infinity would return
     ceiling = float((nearest == torch.arange(len(memories))).double().mean())
@@ -913,18 +884,15 @@ if run.section(6):
     hebb_digits = async_recall(hebbian_weights(memories), dig_cue, generator=gen, max_sweeps=cfg.max_sweeps)
     acc_pinv, acc_hebb = exact_rate(pinv_digits.states, memories), exact_rate(hebb_digits.states, memories)
     m_dig = overlaps(memories, memories)
-    print(f"\n{len(memories)} distinct digit images (N=64, P/N={len(memories) / 64:.1f}; pairwise overlap "
-          f"mean {m_dig[~torch.eye(len(memories), dtype=torch.bool)].mean():.2f}), {cfg.digit_noise:.0%} flipped "
-          "pixels:")
-    print(f"  classical Hebbian {acc_hebb:6.1%}   classical pseudo-inverse {acc_pinv:6.1%}   "
+    print(f"\n{len(memories)} distinct digit images (N=64, P/N={len(memories) / 64:.1f}; pairwise overlap mean "
+          f"{m_dig[~torch.eye(len(memories), dtype=torch.bool)].mean():.2f}), {cfg.digit_noise:.0%} flipped pixels:\n"
+          f"  classical Hebbian {acc_hebb:6.1%}   classical pseudo-inverse {acc_pinv:6.1%}   "
           f"nearest stored pattern (beta -> inf, exact ceiling) {ceiling:6.1%}")
-    print(f"  {'beta':>7}{'random P/N=' + f'{top_load:g}':>18}{'digits':>10}")
-    for b, a_r, a_d in zip(cfg.betas, acc_beta_random, acc_beta_digits):
-        print(f"  {b:7.3f}{a_r:18.1%}{a_d:10.1%}")
-    run.metrics["modern_accuracy_by_beta_random"] = {f"{b:g}": a for b, a in zip(cfg.betas, acc_beta_random)}
-    run.metrics["modern_digit_accuracy_by_beta"] = {f"{b:g}": a for b, a in zip(cfg.betas, acc_beta_digits)}
-    run.metrics["digit_nearest_pattern_ceiling"] = ceiling
-    run.metrics["digit_classical_accuracy"] = {"hebbian": acc_hebb, "pseudo_inverse": acc_pinv}
+    print("  digits, exact retrieval per beta: " + ", ".join(f"{b:g}: {a:.1%}" for b, a in zip(cfg.betas,
+                                                                                             acc_beta_digits)))
+    run.metrics.update({"modern_digit_accuracy_by_beta": dict(zip((f"{b:g}" for b in cfg.betas), acc_beta_digits)),
+                        "digit_nearest_pattern_ceiling": ceiling,
+                        "digit_classical_accuracy": {"hebbian": acc_hebb, "pseudo_inverse": acc_pinv}})
     run.claim("beta_reaches_ceiling", f"digits: at beta = {max(cfg.betas):g} retrieval reaches the nearest-pattern "
               "ceiling", acc_beta_digits[cfg.betas.index(max(cfg.betas))], "within", ceiling, 0.01,
               reference_label="(ceiling)")
@@ -940,8 +908,7 @@ if run.section(6):
     axes[0].set(xlabel="load P/N", ylabel="exact retrieval",
                 title=f"retrieval against load ({cfg.modern_cue_noise:.0%}-noisy cues)")
     axes[0].legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.3))
-    axes[1].semilogx(cfg.betas, acc_beta_random, "-o", ms=4, label=f"random patterns, P/N = {top_load:g}")
-    axes[1].semilogx(cfg.betas, acc_beta_digits, "-s", ms=4,
+    axes[1].semilogx(cfg.betas, acc_beta_digits, "-s", ms=4, color="C1",
                      label=f"{len(memories)} digits, P/N = {len(memories) / 64:.1f}")
     axes[1].axhline(ceiling, color="C1", ls=":", lw=1, label="digits: nearest-pattern ceiling")
     axes[1].set(xlabel=r"inverse temperature $\beta$", ylabel="exact retrieval", title=r"the role of $\beta$")
@@ -1000,10 +967,7 @@ if run.section(6):
 
 # %%
 if checked["updates"]:  # sections 1 and 2 checked every single async update they made
-    run.metrics["async_energy_increases"] = checked["increases"]
-    run.metrics["async_updates_checked"] = checked["updates"]
-    print(f"\nAsync energy check over the whole lesson: {checked['increases']} increases in {checked['updates']} "
-          "updates")
+    run.metrics.update({"async_energy_increases": checked["increases"], "async_updates_checked": checked["updates"]})
     run.claim("async_energy_never_increases", f"asynchronous updates never raise E ({checked['updates']} updates "
               "checked)", checked["increases"], "within", 0, 0)
 
@@ -1012,10 +976,8 @@ if checked["updates"]:  # sections 1 and 2 checked every single async update the
 #
 # - A Hopfield network is an energy model: asynchronous sign updates are exact coordinate descent on
 #   $E(x) = -\frac12 x^\top W x - b^\top x$, so recall always ends in a minimum; synchronous updates may 2-cycle.
-# - Hebbian storage holds about $0.14 N$ random patterns in the sense of retrieval with a few wrong bits
-#   ($0.15 N$ at $N = 500$, slightly above the $N \to \infty$ value 0.138); exact fixed points vanish
-#   earlier, as $(1 - p)^N$ predicts (~$N / (2 \ln N)$ to leading order). Correlated patterns need better
-#   rules (Storkey, pseudo-inverse) or a better energy.
+# - Hebbian storage holds about $0.14 N$ random patterns (retrieval with a few wrong bits); exact fixed
+#   points vanish earlier, as $(1 - p)^N$ predicts. Correlated patterns need better rules or a better energy.
 # - The energy landscape has minima nobody stored: reversed patterns, 3-mixtures, spin-glass states.
 # - At temperature $T$ the Glauber dynamics samples $e^{-E/T}$: a Boltzmann machine with fixed weights;
 #   memories melt at $T = 1$ (for $P \ll N$).
@@ -1027,8 +989,8 @@ if checked["updates"]:  # sections 1 and 2 checked every single async update the
 # needs (EXERCISES above) and then its stub; add the flags the exercise names.
 #
 # **Exercise 1 (predict-then-tweak, easy): finite-size effects on alpha_c**
-# Predict first: with `--n-units 1000 --n-trials 2 --section 3`, does the estimated alpha_c_hebbian move
-# towards 0.138 or away from it? Is the drop of m(alpha) sharper or softer? Then try `--n-units 200`.
+# With `--n-units 1000 --n-trials 2 --section 3`, does alpha_c_hebbian move towards 0.138 or away, and is
+# the drop of m(alpha) sharper or softer? Predict, run, then try `--n-units 200`.
 #
 # **Exercise 2 (predict-then-tweak, medium): the estimator**
 # Predict how alpha_c_hebbian changes with `--overlap-threshold 0.7` and `--overlap-threshold 0.95` (add
@@ -1036,24 +998,20 @@ if checked["updates"]:  # sections 1 and 2 checked every single async update the
 # threshold "right" at finite N?
 #
 # **Exercise 3 (think, medium): fixed points versus retrieval**
-# Using p = Phi(-1/sqrt(alpha)), how many wrong bits does a Hebbian pattern at alpha = 0.1 have on
-# average in a network of N = 10^4 units, and how likely is it to be an exact fixed point? Why does
-# the dynamics still retrieve it? (`--exercise 3` prints the measured unstable-bit rate at N = 500.)
+# With p = Phi(-1/sqrt(alpha)): how many wrong bits has a Hebbian pattern at alpha = 0.1 with N = 10^4, how
+# likely is it a fixed point, and why is it still retrieved? (`--exercise 3`: the measured rate at N = 500.)
 #
 # **Exercise 4 (extend, medium): biased patterns**
-# Run with `--exercise 4` to store patterns with 80% of the units at -1. Watch them collapse onto one
-# "background" attractor, then fix it: store (xi - a) with a = the mean activity and add a
-# threshold (bias) b. Measure the capacity before and after.
+# `--exercise 4` stores patterns with 80% of the units at -1: they collapse onto one "background"
+# attractor. Fix it (store xi - a, a = the mean activity, and add a bias b); measure capacity before and after.
 #
 # **Exercise 5 (predict-then-tweak, easy): when do 3-mixtures stop being minima?**
-# Theory says symmetric 3-mixtures are stable at T = 0 only for alpha below ~0.03. Predict the
-# "fixed pt" column of the 3-mixture row in section 4 for `--spurious-patterns 25 --section 4`
-# (alpha = 0.05 at N = 500), and whether random starts still end in 3-mixtures. Then run it.
+# Theory: 3-mixtures are stable at T = 0 only for alpha below ~0.03. Predict the 3-mixture "fixed pt" column
+# for `--spurious-patterns 25 --section 4` (alpha = 0.05), and whether random starts still end in them.
 #
 # **Exercise 6 (think, hard): the modern energy and attention**
-# Show that the modern update is the gradient step xi <- xi - grad E(xi) with unit step, and that
-# one step of it is softmax attention (`--exercise 6` checks the first with autograd). What plays the role
-# of 1/sqrt(d_k) in a transformer?
+# Show that the modern update is the unit gradient step xi <- xi - grad E(xi) and one softmax attention
+# step (`--exercise 6` checks the first with autograd). What plays the role of 1/sqrt(d_k)?
 #
 # **Exercise 7 (think, medium): why the pseudo-inverse fails on 197 digits**
 # With P > N one might expect W = X^+ X = I. Predict the rank of the stored digits' pattern matrix, then run
