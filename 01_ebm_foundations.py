@@ -222,9 +222,8 @@ if run.section(1):
     print(f"   {'2-D quadratic':<28}{z2_quad:>18.10f}{z2_exact:>18.10f}{z_rel_error_2d:>16.2e}")
     print(f"   {'1-D double well':<28}{z_double_well:>18.10f}{'(none)':>18}")
     print(f"   integral of the normalised 1-D density = {density_integral_1d:.12f}")
-    run.metrics["z_rel_error"] = max(z_rel_error_1d, z_rel_error_2d)
     worst_integral = max((density_integral_1d, density_integral_2d), key=lambda v: abs(v - 1))
-    run.metrics["density_integral"] = worst_integral
+    run.metrics.update({"z_rel_error": max(z_rel_error_1d, z_rel_error_2d), "density_integral": worst_integral})
     run.claim("z_normalises", "Z by quadrature equals the closed form (1-D and 2-D), relative error",
               run.metrics["z_rel_error"], "<", 1e-8)
     run.claim("density_integrates_to_one", "exp(-E/T)/Z integrates to 1: |integral - 1|", abs(worst_integral - 1),
@@ -326,8 +325,8 @@ if run.section(2):
     for t, m in mass_by_t.items():
         print(f"   {t:>8g}{m:>12.4f}{1 - m:>12.4f}")
     print(f"   crossover: T* = {t_cross:.4f} (quadrature), {t_cross_laplace:.4f} (Laplace approximation)")
-    run.metrics["mode_mass_by_temperature"] = {f"{t:g}": m for t, m in mass_by_t.items()}
-    run.metrics["crossover_temperature"] = {"quadrature": t_cross, "laplace": t_cross_laplace}
+    run.metrics.update({"mode_mass_by_temperature": {f"{t:g}": m for t, m in mass_by_t.items()},
+                        "crossover_temperature": {"quadrature": t_cross, "laplace": t_cross_laplace}})
     t_curve = np.geomspace(min(cfg.temperatures), max(cfg.temperatures), 60)
     mass_curve = np.array([deep_well_mass(t) for t in t_curve])  # (60,)
     run.claim("crossover_laplace", "the Laplace T* is within a few % of the quadrature T*", t_cross_laplace,
@@ -380,8 +379,8 @@ if run.section(2):
           f"(d1 = {cfg.deep_depth:g}):\n   {'T':>8}{'equal depths':>14}{'unequal':>12}")
     for t in cfg.temperatures:
         print(f"   {t:>8g}{ratio_equal[t]:>14.4f}{ratio_unequal[t]:>12.4g}")
-    run.metrics["equal_depth_mass_ratio_by_temperature"] = {f"{t:g}": r for t, r in ratio_equal.items()}
-    run.metrics["equal_depth_mass_ratio_laplace"] = ratio_laplace
+    run.metrics.update({"equal_depth_mass_ratio_by_temperature": {f"{t:g}": r for t, r in ratio_equal.items()},
+                        "equal_depth_mass_ratio_laplace": ratio_laplace})
     cool = [t for t in cfg.temperatures if t <= 1.0] or [min(cfg.temperatures)]
     run.claim("equal_depths_rescale", "equal depths: ratio stays at s1/s2 for T <= 1 (max relative deviation)",
               max(abs(ratio_equal[t] / ratio_laplace - 1) for t in cool), "<", 0.01)
@@ -821,8 +820,7 @@ if run.section(6):
           + ", ".join(f"{v:.3f}" for v in example_energy.tolist()))
     for t in LABEL_TEMPERATURES:
         print(f"   p(y | x) at T = {t:<4g}: " + ", ".join(f"{v:.3f}" for v in torch.softmax(-example_energy / t, 0)))
-    run.metrics["conditional_accuracy"] = accuracy
-    run.metrics["conditional_bayes_accuracy"] = bayes_accuracy
+    run.metrics.update({"conditional_accuracy": accuracy, "conditional_bayes_accuracy": bayes_accuracy})
     run.claim("conditional_matches_bayes", "argmin_y E(x, y) is as accurate as the Bayes rule (within 0.03)",
               accuracy, "within", bayes_accuracy, 0.03, reference_label="(Bayes rule)")
 
@@ -1014,9 +1012,8 @@ if run.section(7):
 # you need? `--exercise 5` shows p(y | x) far from every blob (lesson 09: out-of-distribution detection).
 #
 # **Exercise 6 (think, hard): why moment matching?**
-# Show that at the maximum of the likelihood of section 5, E_model[x^k] = E_data[x^k] for
-# k = 1, 2, 4 (`--exercise 6` prints both sides). Which moments would be matched if the energy were
-# theta_1 x + theta_2 x^2 only, and what family of densities is that?
+# Show that at the maximum likelihood of section 5, E_model[x^k] = E_data[x^k] for k = 1, 2, 4 (`--exercise 6`
+# prints both sides). Which moments would theta_1 x + theta_2 x^2 match, and what family is that?
 
 # %%
 if run.stub(1):

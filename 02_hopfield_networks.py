@@ -63,6 +63,7 @@ METRICS = {
     "modern_retrieval_accuracy": "exact retrieval of random patterns by one modern update, at the largest load",
     "modern_retrieval_P_over_N": "that load P/N",
     "classical_retrieval_accuracy_same_load": "the classical Hebbian network at the same load",
+    "modern_accuracy_by_beta_random": "exact retrieval of random patterns at the largest load, per beta",
     "modern_digit_accuracy_by_beta": "exact retrieval of stored digits from noisy cues, per beta",
     "digit_nearest_pattern_ceiling": "the beta -> infinity limit of that retrieval",
     "digit_classical_accuracy": "the Hebbian / pseudo-inverse networks on the same digits",
@@ -874,6 +875,11 @@ if run.section(6):
     run.claim("classical_fails_at_top_load", f"the classical Hebbian network retrieves none at P/N = {top_load:g}",
               acc_classical_top, "<", 0.01)
 
+    # beta sweep at the largest load
+    X_big = random_patterns(max(2, round(top_load * N_m)), N_m)
+    cue_big = flip_bits(X_big, cfg.modern_cue_noise, gen)
+    acc_beta_random = [float(modern_retrieval(X_big, cue_big, b).double().mean()) for b in cfg.betas]
+
     # correlated patterns: individual digit images, many per class
     memories = torch.unique(spins[: cfg.digit_memories], dim=0)  # (P, 64): duplicates dropped (ambiguous)
     dig_cue = flip_bits(memories, cfg.digit_noise, gen)
@@ -888,9 +894,11 @@ if run.section(6):
           f"{m_dig[~torch.eye(len(memories), dtype=torch.bool)].mean():.2f}), {cfg.digit_noise:.0%} flipped pixels:\n"
           f"  classical Hebbian {acc_hebb:6.1%}   classical pseudo-inverse {acc_pinv:6.1%}   "
           f"nearest stored pattern (beta -> inf, exact ceiling) {ceiling:6.1%}")
-    print("  digits, exact retrieval per beta: " + ", ".join(f"{b:g}: {a:.1%}" for b, a in zip(cfg.betas,
-                                                                                             acc_beta_digits)))
-    run.metrics.update({"modern_digit_accuracy_by_beta": dict(zip((f"{b:g}" for b in cfg.betas), acc_beta_digits)),
+    print(f"  {'beta':>7}{'random P/N=' + f'{top_load:g}':>18}{'digits':>10}")
+    for b, a_r, a_d in zip(cfg.betas, acc_beta_random, acc_beta_digits):
+        print(f"  {b:7.3f}{a_r:18.1%}{a_d:10.1%}")
+    run.metrics.update({"modern_accuracy_by_beta_random": dict(zip((f"{b:g}" for b in cfg.betas), acc_beta_random)),
+                        "modern_digit_accuracy_by_beta": dict(zip((f"{b:g}" for b in cfg.betas), acc_beta_digits)),
                         "digit_nearest_pattern_ceiling": ceiling,
                         "digit_classical_accuracy": {"hebbian": acc_hebb, "pseudo_inverse": acc_pinv}})
     run.claim("beta_reaches_ceiling", f"digits: at beta = {max(cfg.betas):g} retrieval reaches the nearest-pattern "
@@ -908,7 +916,8 @@ if run.section(6):
     axes[0].set(xlabel="load P/N", ylabel="exact retrieval",
                 title=f"retrieval against load ({cfg.modern_cue_noise:.0%}-noisy cues)")
     axes[0].legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.3))
-    axes[1].semilogx(cfg.betas, acc_beta_digits, "-s", ms=4, color="C1",
+    axes[1].semilogx(cfg.betas, acc_beta_random, "-o", ms=4, label=f"random patterns, P/N = {top_load:g}")
+    axes[1].semilogx(cfg.betas, acc_beta_digits, "-s", ms=4,
                      label=f"{len(memories)} digits, P/N = {len(memories) / 64:.1f}")
     axes[1].axhline(ceiling, color="C1", ls=":", lw=1, label="digits: nearest-pattern ceiling")
     axes[1].set(xlabel=r"inverse temperature $\beta$", ylabel="exact retrieval", title=r"the role of $\beta$")
@@ -939,22 +948,18 @@ if run.section(6):
     print("  modern energy along 3 updates (mean over the shown cues):")
     for b in betas_shown:
         print(f"    beta = {b:<6g} " + "  ".join(f"{float(e.mean()):9.3f}" for e in e_seq[b]))
-    fig = plotting.figure(1)[0]
-    fig.clf()
-    fig.set_size_inches(11, 4.2)
-    grid = fig.add_gridspec(1, 2, width_ratios=[1.6, 1])
-    ax = fig.add_subplot(grid[0])
+    fig, (ax, ax_energy) = plotting.figure(2, panel_size=(5.5, 4.2), gridspec_kw={"width_ratios": [1.6, 1]})
     images = [memories[show], dig_cue[show], torch.sign(hebb_digits.states[show]),
               state_seq[betas_shown[0]][1], torch.sign(state_seq[betas_shown[1]][1])]
     plotting.image_grid(ax, (torch.cat(images) + 1) / 2, shape=(8, 8), nrow=len(show))
     label_rows(ax, ["stored", "cue", "Hebbian", f"modern b={betas_shown[0]:g}", f"modern b={betas_shown[1]:g}"])
     ax.set_title(f"{len(memories)} stored digits, {cfg.digit_noise:.0%} flipped pixels")
-    ax = fig.add_subplot(grid[1])
     for c, b in enumerate(betas_shown):
         for j in range(len(show)):
-            ax.plot(e_seq[b][:, j], "-o", ms=3, lw=0.8, color=f"C{c}", label=rf"$\beta$ = {b:g}" if j == 0 else None)
-    ax.set(xlabel="modern update", ylabel=r"$E(\xi)$", title="energy never rises (CCCP step)")
-    ax.legend(fontsize=10)
+            ax_energy.plot(e_seq[b][:, j], "-o", ms=3, lw=0.8, color=f"C{c}",
+                           label=rf"$\beta$ = {b:g}" if j == 0 else None)
+    ax_energy.set(xlabel="modern update", ylabel=r"$E(\xi)$", title="energy never rises (CCCP step)")
+    ax_energy.legend(fontsize=10)
     run.savefig(fig, "fig07_modern_digits")
 
 # %% [markdown]
