@@ -237,8 +237,8 @@ if run.section(1):
     recall = async_recall(W_demo, cues, generator=gen, max_sweeps=cfg.max_sweeps, track_energy=True)
     n_updates, n_up = count_energy_increases(recall.energies)
     final_overlap = overlaps(recall.states, demo_patterns)  # (4P, P)
-    target = torch.arange(cfg.demo_patterns).repeat(4)
-    retrieved = final_overlap[torch.arange(len(target)), target]
+    target = torch.arange(cfg.demo_patterns).repeat(4)  # (4P,) the pattern each cue came from
+    retrieved = final_overlap[torch.arange(len(target)), target]  # (4P,)
     print(f"\nAsync recall, N={cfg.demo_units}, P={cfg.demo_patterns}, {len(cues)} cues with "
           f"{cfg.demo_cue_noise:.0%} flipped bits: {n_up} energy increases in {n_updates} single-unit updates "
           f"(a real one would be >= 2/N = {2 / cfg.demo_units:.3f})\n  sweeps to a fixed point: mean "
@@ -253,7 +253,7 @@ if run.section(1):
           f"{two.energies[:, 0].tolist()}; asynchronous: ends at {two_async.states[0].tolist()} with E = "
           f"{float(boltzmann_energy(W_two, None, two_async.states)[0]):+.0f}")
 
-    starts = random_patterns(cfg.random_starts, cfg.demo_units)
+    starts = random_patterns(cfg.random_starts, cfg.demo_units)  # (B, N)
     sync = sync_recall(W_demo, starts, max_steps=cfg.max_sweeps)
     n_cycle = int((sync.period == 2).sum())
     n_fixed = int((sync.period == 1).sum())
@@ -330,10 +330,10 @@ if run.section(2):
     print(f"\nDigit prototypes {cfg.digit_classes}: pairwise overlaps mean {off_diagonal.mean():.2f}, "
           f"max {off_diagonal.max():.2f} (random patterns: ~{1 / math.sqrt(64):.2f})")
 
-    noisy_cue = flip_bits(prototypes, cfg.digit_noise, gen)
+    noisy_cue = flip_bits(prototypes, cfg.digit_noise, gen)  # (P, 64)
     occluded_cue = prototypes.clone().reshape(-1, 8, 8)
     occluded_cue[:, 8 - cfg.occluded_rows :, :] = -1.0  # blank (background) rows
-    occluded_cue = occluded_cue.reshape(-1, 64)
+    occluded_cue = occluded_cue.reshape(-1, 64)  # (P, 64)
     digit_results, digit_exact = {}, {}
     print(f"{'rule':<16}{'cue':<10}{'fixed points':>14}{'exact recall':>14}{'mean overlap':>14}{'E increases':>13}")
     for rule in ("hebbian", "pseudo_inverse"):
@@ -636,7 +636,7 @@ if run.section(4):
     spurious_energy, spurious_se, fixed_fraction = {}, {}, {}
     for name, states in candidates.items():
         rec = async_recall(W_sp, states, generator=gen, max_sweeps=cfg.max_sweeps)
-        e_before = boltzmann_energy(W_sp, None, states) / n
+        e_before = boltzmann_energy(W_sp, None, states) / n  # (P,)
         e_after = boltzmann_energy(W_sp, None, rec.states) / n
         top3 = overlaps(rec.states, X_sp).abs().topk(3, dim=1).values.mean(0)  # mean of the 3 largest |m|
         spurious_energy[name] = float(e_before.mean())
@@ -649,7 +649,7 @@ if run.section(4):
     rand_rec = async_recall(W_sp, random_patterns(cfg.random_starts, n), generator=gen, max_sweeps=cfg.max_sweeps)
     m_final = overlaps(rand_rec.states, X_sp)  # (B, P)
     kind = classify_attractors(m_final)
-    e_rand = (boltzmann_energy(W_sp, None, rand_rec.states) / n).numpy()
+    e_rand = (boltzmann_energy(W_sp, None, rand_rec.states) / n).numpy()  # (B,)
     print(f"  attractors reached from {cfg.random_starts} random states:")
     for name in ATTRACTOR_KINDS:
         sel = kind == name
@@ -847,8 +847,8 @@ def exact_rate(states: torch.Tensor, targets: torch.Tensor) -> float:
 
 if run.section(6):
     gen = run.generator("modern")  # this section's own stream: other sections' flags leave it alone
-    X_check = random_patterns(7, 16)
-    q = random_patterns(3, 16)
+    X_check = random_patterns(7, 16)  # (7, 16): 7 keys = values
+    q = random_patterns(3, 16)  # (3, 16): 3 queries
     sdpa = torch.nn.functional.scaled_dot_product_attention(q[None], X_check[None], X_check[None], scale=0.3)[0]
     attention_gap = float((modern_update(X_check, q, 0.3) - sdpa).abs().max())
     run.claim("modern_is_attention", "one modern update = scaled_dot_product_attention(q, K=X, V=X)", attention_gap,
@@ -882,8 +882,8 @@ if run.section(6):
 
     # correlated patterns: individual digit images, many per class
     memories = torch.unique(spins[: cfg.digit_memories], dim=0)  # (P, 64): duplicates dropped (ambiguous)
-    dig_cue = flip_bits(memories, cfg.digit_noise, gen)
-    nearest = (dig_cue @ memories.T).argmax(1)  # what beta -> infinity would return
+    dig_cue = flip_bits(memories, cfg.digit_noise, gen)  # (P, 64)
+    nearest = (dig_cue @ memories.T).argmax(1)  # (P,): what beta -> infinity would return
     ceiling = float((nearest == torch.arange(len(memories))).double().mean())
     acc_beta_digits = [float(modern_retrieval(memories, dig_cue, b).double().mean()) for b in cfg.betas]
     pinv_digits = async_recall(pseudo_inverse_weights(memories), dig_cue, generator=gen, max_sweeps=cfg.max_sweeps)
