@@ -119,8 +119,7 @@ QUICK = {
 
 def check(cfg):
     """Rules across fields (one line and exit 2 instead of a crash in SciPy's root finder)."""
-    # the wells sit at x = -1.5 and 1.5: a watershed between them exists if the deep well's wall at
-    # x = 1.5, d1 + 3^2 / (2 s1^2), rises above the wide well's floor 0
+    # a watershed exists if the deep well's wall at the wide well's centre, d1 + 3^2 / (2 s1^2), is above 0
     if cfg.deep_depth + 3.0**2 / (2 * cfg.deep_width**2) <= 0:
         raise ValueError(f"--deep-width {cfg.deep_width:g} is too wide for --deep-depth {cfg.deep_depth:g}: "
                          "the deep well swallows the wide one (need 9 / (2 s1^2) > -d1)")
@@ -223,9 +222,8 @@ if run.section(1):
     print(f"   {'2-D quadratic':<28}{z2_quad:>18.10f}{z2_exact:>18.10f}{z_rel_error_2d:>16.2e}")
     print(f"   {'1-D double well':<28}{z_double_well:>18.10f}{'(none)':>18}")
     print(f"   integral of the normalised 1-D density = {density_integral_1d:.12f}")
-    run.metrics["z_rel_error"] = max(z_rel_error_1d, z_rel_error_2d)
     worst_integral = max((density_integral_1d, density_integral_2d), key=lambda v: abs(v - 1))
-    run.metrics["density_integral"] = worst_integral
+    run.metrics.update({"z_rel_error": max(z_rel_error_1d, z_rel_error_2d), "density_integral": worst_integral})
     run.claim("z_normalises", "Z by quadrature equals the closed form (1-D and 2-D), relative error",
               run.metrics["z_rel_error"], "<", 1e-8)
     run.claim("density_integrates_to_one", "exp(-E/T)/Z integrates to 1: |integral - 1|", abs(worst_integral - 1),
@@ -279,42 +277,46 @@ if run.section(1):
 # $$m_k \approx e^{-d_k/T} \sqrt{2 \pi T}\, s_k ,$$
 #
 # so depth wins at low $T$, width (entropy) wins at high $T$, and they trade places at
-# $T^* \approx (d_2 - d_1) / \ln(s_2 / s_1)$. Below we compute the masses exactly by quadrature. With equal
-# depths the factor $e^{-d_k/T}$ cancels and $m_1 / m_2 = s_1 / s_2$ at every $T$: temperature then only
-# rescales the modes. Temperature rescales or distorts, depending on the depths.
+# $T^* \approx (d_2 - d_1) / \ln(s_2 / s_1)$. Below we compute the masses exactly by quadrature.
 
 # %%
 DEEP_CENTRE, WIDE_CENTRE = -1.5, 1.5  # positions of the two wells (fixed; depths and widths are in Config)
 SHOWN_TEMPERATURES = (0.05, 0.3, 1.0, 3.0, 30.0)  # the double-well densities drawn in fig03
 
 
-def two_well_energy(x):
-    # E(x) = min( d1 + (x - m1)^2 / (2 s1^2),  0 + (x - m2)^2 / (2 s2^2) )
-    deep = cfg.deep_depth + (x - DEEP_CENTRE) ** 2 / (2 * cfg.deep_width**2)
-    wide = (x - WIDE_CENTRE) ** 2 / (2 * cfg.wide_width**2)
-    return np.minimum(deep, wide)
+def well_branches(x, deep_depth):
+    # the two parabolas  d1 + (x - m1)^2 / (2 s1^2)  and  0 + (x - m2)^2 / (2 s2^2)
+    deep = deep_depth + (x - DEEP_CENTRE) ** 2 / (2 * cfg.deep_width**2)
+    return deep, (x - WIDE_CENTRE) ** 2 / (2 * cfg.wide_width**2)
 
 
-def barrier_position():
-    # the point between the wells where both quadratics are equal: the watershed
-    def gap(x):
-        deep = cfg.deep_depth + (x - DEEP_CENTRE) ** 2 / (2 * cfg.deep_width**2)
-        return deep - (x - WIDE_CENTRE) ** 2 / (2 * cfg.wide_width**2)
-
-    return optimize.brentq(gap, DEEP_CENTRE, WIDE_CENTRE)
+def two_well_energy(x, deep_depth=cfg.deep_depth):
+    # E(x) = min of the two branches (deep_depth = 0: two equally deep wells)
+    return np.minimum(*well_branches(x, deep_depth))
 
 
-def deep_well_mass(temperature, barrier):
-    # m_deep = int_{x < barrier} exp(-E/T) dx / int exp(-E/T) dx
-    left, _ = integrate.quad(lambda x: math.exp(-two_well_energy(x) / temperature), -np.inf, barrier)
-    right, _ = integrate.quad(lambda x: math.exp(-two_well_energy(x) / temperature), barrier, np.inf)
+def watershed(deep_depth=cfg.deep_depth):
+    # the point between the wells where both branches are equal
+    return optimize.brentq(lambda x: np.subtract(*well_branches(x, deep_depth)), DEEP_CENTRE, WIDE_CENTRE)
+
+
+def well_masses(temperature, deep_depth=cfg.deep_depth):
+    # (int_{x < watershed} exp(-E/T) dx,  int_{x > watershed} exp(-E/T) dx): the unnormalised mass of each well
+    cut = watershed(deep_depth)
+    return [integrate.quad(lambda x: math.exp(-two_well_energy(x, deep_depth) / temperature), low, high)[0]
+            for low, high in ((-np.inf, cut), (cut, np.inf))]
+
+
+def deep_well_mass(temperature):
+    # m_deep = int_{x < watershed} exp(-E/T) dx / int exp(-E/T) dx
+    left, right = well_masses(temperature)
     return left / (left + right)
 
 
 if run.section(2):
-    barrier = barrier_position()
-    mass_by_t = {t: deep_well_mass(t, barrier) for t in cfg.temperatures}
-    t_cross = optimize.brentq(lambda t: deep_well_mass(t, barrier) - 0.5, 0.05, 50.0)
+    barrier = watershed()
+    mass_by_t = {t: deep_well_mass(t) for t in cfg.temperatures}
+    t_cross = optimize.brentq(lambda t: deep_well_mass(t) - 0.5, 0.05, 50.0)
     # T* ~ (d2 - d1) / ln(s2 / s1)   (Laplace: each well a full Gaussian)
     t_cross_laplace = (0.0 - cfg.deep_depth) / math.log(cfg.wide_width / cfg.deep_width)
 
@@ -323,10 +325,10 @@ if run.section(2):
     for t, m in mass_by_t.items():
         print(f"   {t:>8g}{m:>12.4f}{1 - m:>12.4f}")
     print(f"   crossover: T* = {t_cross:.4f} (quadrature), {t_cross_laplace:.4f} (Laplace approximation)")
-    run.metrics["mode_mass_by_temperature"] = {f"{t:g}": m for t, m in mass_by_t.items()}
-    run.metrics["crossover_temperature"] = {"quadrature": t_cross, "laplace": t_cross_laplace}
+    run.metrics.update({"mode_mass_by_temperature": {f"{t:g}": m for t, m in mass_by_t.items()},
+                        "crossover_temperature": {"quadrature": t_cross, "laplace": t_cross_laplace}})
     t_curve = np.geomspace(min(cfg.temperatures), max(cfg.temperatures), 60)
-    mass_curve = np.array([deep_well_mass(t, barrier) for t in t_curve])
+    mass_curve = np.array([deep_well_mass(t) for t in t_curve])  # (60,)
     run.claim("crossover_laplace", "the Laplace T* is within a few % of the quadrature T*", t_cross_laplace,
               "within_rel", t_cross, 0.05, reference_label="(quadrature)")
     # depth wins below T*, width above: m - 1/2 changes sign exactly once on a fine T grid
@@ -347,10 +349,9 @@ if run.section(2):
     # the Laplace estimate lands within a few % of the quadrature one: a marker, not a second line on top
     axes[1].plot([t_cross_laplace], [0.5], "D", color="C2", ms=8, mfc="none", mew=2,
                  label=f"$T^*$ = {t_cross_laplace:.2f} (Laplace)")
-    HIGH_T_NOTE = ("high T: the wide parabola is lower\nfar out on BOTH sides, so the watershed\n"
-                   "cuts one broad bump: mass drifts to 1/2")
-    axes[1].annotate(HIGH_T_NOTE, xy=(10.0, deep_well_mass(10.0, barrier)), xytext=(0.42, 0.72),
-                     textcoords="axes fraction", fontsize=10, arrowprops={"arrowstyle": "->", "color": "gray"})
+    axes[1].annotate("high T: the wide parabola is lower\nfar out on BOTH sides, so the watershed\n"
+                     "cuts one broad bump: mass drifts to 1/2", xy=(10.0, deep_well_mass(10.0)),
+                     xytext=(0.42, 0.72), textcoords="axes fraction", fontsize=10, arrowprops={"arrowstyle": "->"})
     axes[1].set(xlabel="temperature T", ylabel="mass left of the watershed", ylim=(0, 1),
                 title="two wells: mass of the deep one")
     axes[1].legend(loc="lower left")
@@ -364,39 +365,22 @@ if run.section(2):
     run.savefig(fig, "fig03_temperature")
 
 # %% [markdown]
-# The rescaling case: the same two widths at *equal* depth ($d_1 = d_2 = 0$). Laplace gives
-# $m_1 / m_2 = s_1 / s_2$ at every $T$: temperature only rescales the modes. The quadrature shows how far
-# that holds (the wells are cut at their watershed, which does not move with $T$).
+# The rescaling case: the same two widths at *equal* depth ($d_1 = d_2 = 0$). The factor $e^{-d_k/T}$
+# cancels and Laplace gives $m_1 / m_2 = s_1 / s_2$ at every $T$: temperature only rescales the modes.
 
 # %%
 
 
-def equal_depth_energy(x):
-    # E(x) = min( (x - m1)^2 / (2 s1^2),  (x - m2)^2 / (2 s2^2) )
-    narrow = (x - DEEP_CENTRE) ** 2 / (2 * cfg.deep_width**2)
-    return np.minimum(narrow, (x - WIDE_CENTRE) ** 2 / (2 * cfg.wide_width**2))
-
-
-def equal_depth_ratio(temperature):
-    # m1 / m2 = int_{x < watershed} exp(-E/T) dx / int_{x > watershed} exp(-E/T) dx
-    # watershed: (x - m1) / s1 = (m2 - x) / s2, the point between the wells where both quadratics meet
-    cut = (DEEP_CENTRE * cfg.wide_width + WIDE_CENTRE * cfg.deep_width) / (cfg.deep_width + cfg.wide_width)
-    left, _ = integrate.quad(lambda x: math.exp(-equal_depth_energy(x) / temperature), -np.inf, cut)
-    right, _ = integrate.quad(lambda x: math.exp(-equal_depth_energy(x) / temperature), cut, np.inf)
-    return left / right
-
-
 if run.section(2):
-    ratio_equal = {t: equal_depth_ratio(t) for t in cfg.temperatures}
+    ratio_equal = {t: np.divide(*well_masses(t, deep_depth=0.0)) for t in cfg.temperatures}  # m1 / m2
     ratio_laplace = cfg.deep_width / cfg.wide_width
     ratio_unequal = {t: m / (1 - m) for t, m in mass_by_t.items()}
-    print(f"   mass ratio narrow / wide well: equal depths (Laplace s1/s2 = {ratio_laplace:.4f} at every T) "
-          f"against d1 = {cfg.deep_depth:g}")
-    print(f"   {'T':>8}{'equal depths':>14}{'unequal':>12}")
+    print(f"   mass ratio narrow / wide: equal depths (Laplace s1/s2 = {ratio_laplace:.4f} at every T), unequal "
+          f"(d1 = {cfg.deep_depth:g}):\n   {'T':>8}{'equal depths':>14}{'unequal':>12}")
     for t in cfg.temperatures:
         print(f"   {t:>8g}{ratio_equal[t]:>14.4f}{ratio_unequal[t]:>12.4g}")
-    run.metrics["equal_depth_mass_ratio_by_temperature"] = {f"{t:g}": r for t, r in ratio_equal.items()}
-    run.metrics["equal_depth_mass_ratio_laplace"] = ratio_laplace
+    run.metrics.update({"equal_depth_mass_ratio_by_temperature": {f"{t:g}": r for t, r in ratio_equal.items()},
+                        "equal_depth_mass_ratio_laplace": ratio_laplace})
     cool = [t for t in cfg.temperatures if t <= 1.0] or [min(cfg.temperatures)]
     run.claim("equal_depths_rescale", "equal depths: ratio stays at s1/s2 for T <= 1 (max relative deviation)",
               max(abs(ratio_equal[t] / ratio_laplace - 1) for t in cool), "<", 0.01)
@@ -413,13 +397,12 @@ if run.section(2):
     axes[0].set(xlabel="x", ylabel="E(x)", ylim=(cfg.deep_depth - 0.5, 6),
                 title="the energy (kinks: where the two branches meet)")
     axes[0].legend(loc="upper right", fontsize=10)
-    positions = np.arange(len(mass_by_t))
-    deep_mass = np.array(list(mass_by_t.values()))
+    positions, deep_mass = np.arange(len(mass_by_t)), np.array(list(mass_by_t.values()))  # (n_T,), (n_T,)
     axes[1].bar(positions, deep_mass, color="C0", label="deep, narrow well")
     axes[1].bar(positions, 1 - deep_mass, bottom=deep_mass, color="C3", label="shallow, wide well")
     axes[1].axhline(0.5, color="k", lw=0.8, ls=":")
-    axes[1].set_xticks(positions, [f"{t:g}" for t in mass_by_t])
-    axes[1].set(xlabel="temperature T", ylabel="probability mass", title=f"mass per well; $T^*$ = {t_cross:.2f}")
+    axes[1].set(xticks=positions, xticklabels=[f"{t:g}" for t in mass_by_t], xlabel="temperature T",
+                ylabel="probability mass", title=f"mass per well; $T^*$ = {t_cross:.2f}")
     axes[1].legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=10)  # below the axes
     axes[2].loglog(list(ratio_unequal), list(ratio_unequal.values()), "o-", color="C0",
                    label=f"unequal depths ($d_1$ = {cfg.deep_depth:g}): distorts")
@@ -431,19 +414,15 @@ if run.section(2):
     run.savefig(fig, "fig04_two_wells", key=True)
 
 # %% [markdown]
-# **What to notice.** Below $T^*$ the deep narrow well holds most of the mass; above it the wide well
-# does (a claim: the mass crosses 1/2 once), because its larger volume (entropy) beats the depth.
-# Temperature *moves* mass between modes; it does not just rescale them. At very high $T$ the mass
-# drifts back towards 1/2 (a claim: at $T = 20$ it is above its minimum over $T$): far from both minima
-# the wide quadratic is the lower one on *both* sides, so $p$ becomes one broad bump centred on the
-# wide well and the watershed cuts it roughly in half. The Laplace $T^*$ is close but not exact (a
-# claim: within 5 %; 1.116 against 1.133 with the defaults): the wells are cut at the watershed.
-#
-# With equal depths (right panel) the narrow/wide ratio stays at $s_1/s_2 = 1/6$ up to $T = 1$ (a claim:
-# within 1 %) and drifts only once $\sqrt{T} s_2$ is no longer small against the gap between the wells
-# (a claim: above $2 s_1/s_2$ at $T = 20$, where it is 0.47). With unequal depths the ratio spans more
-# than eight decades over the $T$ grid (a claim: from 8e7 at $T = 0.1$ to 0.36 at $T = 5$) and crosses 1:
-# temperature distorts.
+# **What to notice.** Below $T^*$ the deep narrow well holds most of the mass, above it the wide one
+# (a claim: the mass crosses 1/2 once): its larger volume (entropy) beats the depth. At very high $T$ the
+# mass drifts back towards 1/2 (a claim): the wide parabola is then lower on *both* sides, and the
+# watershed cuts one broad bump. The Laplace $T^*$ is close but not exact (a claim: within 5 %).
+# With equal depths the narrow/wide ratio stays at $s_1/s_2 = 1/6$ up to $T = 1$ (a claim: within 1 %)
+# and drifts only once $\sqrt{T} s_2$ is not small against the gap (a claim: above $2 s_1/s_2$ at
+# $T = 20$); with unequal depths it spans more than eight decades (a claim) and crosses 1: temperature
+# distorts.
+
 
 # %% [markdown]
 # ## 3. Why Z is intractable
@@ -523,7 +502,7 @@ if run.section(3):
 
 # %% [markdown]
 # **What to notice.** Both curves are straight lines on a log scale -- exponential cost (a claim: each
-# extra unit doubles the CPU time of enumeration, within 30 %; 2.05 and 2.1 in two default runs). A 28x28
+# extra unit doubles the CPU time of enumeration, within 30 %). A 28x28
 # binary image has about $10^{236}$ states; no computer will ever sum them. Every later lesson is a way of
 # *not* computing $Z$: scores (section 4, lesson 06), MCMC (section 7, lessons 03-05, 07), or models built
 # so that $Z$ factorises (the RBM's hidden layer, lesson 04).
@@ -563,9 +542,9 @@ def score_by_autograd(energy, x, offset=0.0):
 if run.section(4):
     _, _, grid_points = plotting.grid_2d(landscape.bounds, 60)
     grid_points = grid_points.double()  # (3600, 2)
-    score_auto = score_by_autograd(landscape.energy, grid_points)
+    score_auto = score_by_autograd(landscape.energy, grid_points)  # (3600, 2)
     score_auto_shifted = score_by_autograd(landscape.energy, grid_points, offset=123.0)
-    score_exact = mixture_score_closed_form(grid_points)
+    score_exact = mixture_score_closed_form(grid_points)  # (3600, 2)
     score_error = float((score_auto - score_exact).abs().max())
     shift_error = float((score_auto - score_auto_shifted).abs().max())
     print("\n4. Score: autograd of -E against the closed form, on a 60x60 grid")
@@ -627,27 +606,27 @@ def poly_energy(theta, x):
     return sufficient_statistics(x) @ theta
 
 
-quad_x = torch.linspace(-X_RANGE, X_RANGE, cfg.quad_points, dtype=torch.float64)
+quad_x = torch.linspace(-X_RANGE, X_RANGE, cfg.quad_points, dtype=torch.float64)  # (G,)
+
+
+def model_density(theta):
+    # p_theta(x) = exp(-E_theta(x)) / Z on quad_x,  Z by the trapezoid rule (E shifted by its minimum first)
+    log_unnormalised = -poly_energy(theta, quad_x)
+    weights = torch.exp(log_unnormalised - log_unnormalised.max())
+    return weights / torch.trapezoid(weights, quad_x)  # (G,)
 
 
 def model_expectation(theta):
-    # E_model[f] = int f(x) exp(-E_theta(x)) dx / Z,  Z by the trapezoid rule on quad_x
-    log_unnormalised = -poly_energy(theta, quad_x)
-    weights = torch.exp(log_unnormalised - log_unnormalised.max())
-    weights = weights / torch.trapezoid(weights, quad_x)
-    return torch.trapezoid(weights[:, None] * sufficient_statistics(quad_x), quad_x, dim=0)
+    # E_model[f] = int f(x) p_theta(x) dx
+    return torch.trapezoid(model_density(theta)[:, None] * sufficient_statistics(quad_x), quad_x, dim=0)  # (3,)
 
 
 def sample_exactly(theta, n, generator):
     # inverse-CDF sampling on the quadrature grid: x = F^{-1}(u), u ~ U(0, 1)
-    density = torch.exp(-poly_energy(theta, quad_x))
-    cdf = torch.cumulative_trapezoid(density, quad_x)
-    cdf = torch.cat([torch.zeros(1, dtype=cdf.dtype), cdf / cdf[-1]])
+    cdf = torch.cumulative_trapezoid(torch.exp(-poly_energy(theta, quad_x)), quad_x)  # (G - 1,)
+    cdf = torch.cat([torch.zeros(1, dtype=cdf.dtype), cdf / cdf[-1]])  # (G,) from 0 to 1
     u = torch.rand(n, generator=generator, dtype=torch.float64)
-    index = torch.searchsorted(cdf, u).clamp(1, len(quad_x) - 1)
-    left, right = cdf[index - 1], cdf[index]
-    fraction = (u - left) / (right - left).clamp_min(1e-300)
-    return quad_x[index - 1] + fraction * (quad_x[index] - quad_x[index - 1])
+    return torch.from_numpy(np.interp(u.numpy(), cdf.numpy(), quad_x.numpy()))  # (n,) linear between grid points
 
 
 def nll_by_quadrature(theta, data):
@@ -663,9 +642,7 @@ def exact_mle(theta_start, positive_phase, n_iterations=30):
     # Hessian of log Z, which is the covariance of the sufficient statistics under the model
     theta_n = theta_start.clone()
     for _ in range(n_iterations):
-        log_unnormalised = -poly_energy(theta_n, quad_x)
-        weights = torch.exp(log_unnormalised - log_unnormalised.max())
-        weights = weights / torch.trapezoid(weights, quad_x)
+        weights = model_density(theta_n)  # (G,)
         stats = sufficient_statistics(quad_x)  # (G, 3)
         mean = torch.trapezoid(weights[:, None] * stats, quad_x, dim=0)
         centred = stats - mean
@@ -685,7 +662,7 @@ def mean_squared_z(seed):
 
 if run.section(5):
     data_1d = sample_exactly(THETA_TRUE, cfg.n_data, run.generator("mle-data"))  # (N,)
-    positive_phase = sufficient_statistics(data_1d).mean(0)  # E_data[grad E]: fixed during training
+    positive_phase = sufficient_statistics(data_1d).mean(0)  # (3,) E_data[grad E]: fixed during training
 
     # check the identity before using it: autograd of -l equals positive minus negative phase
     gradient_gap = 0.0
@@ -696,7 +673,7 @@ if run.section(5):
         gradient_gap = max(gradient_gap, float((autograd_grad - phases).abs().max()))
     theta = torch.tensor([0.2, 0.0, 0.0], dtype=torch.float64, requires_grad=True)  # a single broad well
     optimizer = torch.optim.Adam([theta], lr=cfg.lr)
-    history = {"theta": [], "negative_phase": [], "nll": []}
+    history = {"theta": [], "negative_phase": []}
     snapshot_steps = sorted({0, cfg.mle_steps // 10, cfg.mle_steps // 4, cfg.mle_steps - 1})
     snapshots = {}
     for step in progress(range(cfg.mle_steps), desc="MLE", leave=False):
@@ -704,26 +681,21 @@ if run.section(5):
             negative_phase = model_expectation(theta)
         # d(-l)/d theta = E_data[grad E] - E_model[grad E]  (positive minus negative phase)
         theta.grad = positive_phase - negative_phase
-        # -l = E_data[E_theta] + log Z   (for monitoring only: quadrature gives log Z here)
-        log_z = torch.logsumexp(-poly_energy(theta.detach(), quad_x), 0) + math.log(float(quad_x[1] - quad_x[0]))
-        nll = float(poly_energy(theta.detach(), data_1d).mean() + log_z)
-        run.check_finite(torch.cat([theta.detach(), torch.tensor([nll])]), step=step, what="theta or the NLL",
-                         field="lr")
+        run.check_finite(theta.detach(), step=step, what="theta", field="lr")
         history["theta"].append(theta.detach().clone())
         history["negative_phase"].append(negative_phase)
-        history["nll"].append(nll)
         if step in snapshot_steps:
             snapshots[step] = theta.detach().clone()
         optimizer.step()
         with torch.no_grad():
             theta[0].clamp_(min=1e-3)  # theta_1 > 0 keeps exp(-E) integrable (E -> +inf as |x| -> inf)
-    theta_hat = theta.detach()
+    theta_hat = theta.detach()  # (3,)
 
     # log-likelihood is concave in theta (an exponential family), so Newton from theta_true finds the
     # unique maximiser for *this* data set; theta_true is only a starting point, not the answer.
     theta_newton, fisher_information = exact_mle(THETA_TRUE, positive_phase)
     # asymptotic standard error of the MLE: sqrt(diag(I(theta)^-1) / N),  I = Cov_model[grad E]
-    standard_error = torch.sqrt(torch.diag(torch.linalg.inv(fisher_information)) / cfg.n_data)
+    standard_error = torch.sqrt(torch.diag(torch.linalg.inv(fisher_information)) / cfg.n_data)  # (3,)
     param_error = float((theta_hat - THETA_TRUE).abs().max())
     error_in_se = float(((theta_hat - THETA_TRUE).abs() / standard_error).max())
     optimisation_gap = float((theta_hat - theta_newton).abs().max())
@@ -755,9 +727,8 @@ if run.section(5):
     xq = quad_x.numpy()
     axes[0].hist(data_1d.numpy(), bins=60, density=True, color="lightgray", label="data")
     for step, snapshot in snapshots.items():
-        log_unnormalised = -poly_energy(snapshot, quad_x)
-        density = torch.exp(log_unnormalised - log_unnormalised.max())
-        axes[0].plot(xq, (density / torch.trapezoid(density, quad_x)).numpy(), label=f"model, step {step}")
+        axes[0].plot(xq, model_density(snapshot).numpy(), label=f"model, step {step}")
+
     axes[0].set(xlabel="x", ylabel="density", title="the model density moves onto the data", xlim=(-3, 3))
     axes[0].legend(fontsize=10)
     negative = torch.stack(history["negative_phase"]).numpy()  # (steps, 3)
@@ -776,15 +747,12 @@ if run.section(5):
     run.savefig(fig, "fig07_mle_training", key=True)
 
 # %% [markdown]
-# **What to notice.** The gradient really is positive minus negative phase (a claim: autograd of the
-# quadrature NLL agrees to round-off), and training stops when the negative phase (model expectations,
-# solid) meets the positive phase (data expectations, dashed): maximum likelihood *matches moments*.
-# The optimiser lands on the exact MLE for this data set (a claim: within 1e-3 of Newton's answer), and
-# the recovered parameters miss the truth by less than 3 standard errors (a claim; 2.66 for the worst of
-# the three in the default run). That miss is the finite sample: over 100 fresh data sets the mean
-# squared z-score is 1 within 3 of its standard errors (a claim; 0.82 ± 0.08 in the default run), so
-# the printed standard errors describe the spread of the MLE. Here the negative phase was exact because
-# quadrature works in 1-D; in high dimensions it must come from samples (section 7).
+# **What to notice.** The gradient is positive minus negative phase (a claim: autograd agrees to
+# round-off), and training stops when the negative phase (solid) meets the positive phase (dashed):
+# maximum likelihood *matches moments*. The optimiser lands on the exact MLE (a claim: within 1e-3 of
+# Newton's), which misses the truth by less than 3 standard errors (a claim): the finite sample. Over 100
+# fresh data sets the mean squared z-score is 1 (a claim), so the printed standard errors are right. The
+# negative phase was exact here by 1-D quadrature; in high dimensions it must come from samples (section 7).
 
 # %% [markdown]
 # ## 6. The conditional view: E(x, y)
@@ -825,7 +793,7 @@ class QuadraticLabelEnergy(torch.nn.Module):
 
 if run.section(6):
     generator_cond = run.generator("conditional")
-    x_train, y_train = make_blobs(cfg.n_per_class, generator_cond)
+    x_train, y_train = make_blobs(cfg.n_per_class, generator_cond)  # (3n, 2), (3n,)
     x_test, y_test = make_blobs(cfg.n_per_class, generator_cond)
     label_energy = QuadraticLabelEnergy()
     optimizer = torch.optim.Adam(label_energy.parameters(), lr=cfg.cond_lr)
@@ -852,8 +820,7 @@ if run.section(6):
           + ", ".join(f"{v:.3f}" for v in example_energy.tolist()))
     for t in LABEL_TEMPERATURES:
         print(f"   p(y | x) at T = {t:<4g}: " + ", ".join(f"{v:.3f}" for v in torch.softmax(-example_energy / t, 0)))
-    run.metrics["conditional_accuracy"] = accuracy
-    run.metrics["conditional_bayes_accuracy"] = bayes_accuracy
+    run.metrics.update({"conditional_accuracy": accuracy, "conditional_bayes_accuracy": bayes_accuracy})
     run.claim("conditional_matches_bayes", "argmin_y E(x, y) is as accurate as the Bayes rule (within 0.03)",
               accuracy, "within", bayes_accuracy, 0.03, reference_label="(Bayes rule)")
 
@@ -885,11 +852,10 @@ if run.section(6):
 
 # %% [markdown]
 # **What to notice.** The label with the lowest energy wins (left), and $\arg\min_y E(x, y)$ is as
-# accurate as the Bayes rule for these blobs on the same test points (a claim: within 0.03; 0.935
-# against 0.937 in the default run): the learned wells sit where they should. The softmax turns
-# energies into probabilities, sharper at low $T$ and flatter at high $T$ -- the same Boltzmann
-# distribution as section 2, over three labels instead of the real line. Here $Z$ is a 3-term sum, which
-# is why classifiers never worry about it; for images ($x$ instead of $y$) it is the sum of section 3.
+# accurate as the Bayes rule on the same test points (a claim: within 0.03): the learned wells sit where
+# they should. The softmax is the Boltzmann distribution of section 2 over three labels, sharper at low
+# $T$; its $Z$ is a 3-term sum, which is why classifiers never worry about it. For images ($x$ instead of
+# $y$) it is the sum of section 3.
 
 # %% [markdown]
 # ## 7. A first look at sampling: Langevin dynamics
@@ -900,9 +866,8 @@ if run.section(6):
 # $$x_{k+1} = x_k - h\, \nabla_x E(x_k) + \sqrt{2 T h}\; \xi_k, \qquad \xi_k \sim \mathcal{N}(0, I).$$
 #
 # For small $h$ and many steps, $x_k$ is distributed (nearly) as $e^{-E/T}/Z$. Here are the few lines,
-# written out; below, and in lesson 06, we call `common.samplers.langevin`, which does the same thing.
-# Lesson 07 studies samplers properly (step-size bias, MALA, mixing between modes); the bias of a finite
-# step is derived in docs/derivations/langevin_discretisation.md.
+# written out; after them we call `common.samplers.langevin`, which does the same thing. Lesson 07 studies
+# samplers (step-size bias, MALA, mixing); the bias of a finite step: docs/derivations/langevin_discretisation.md.
 
 # %%
 
@@ -938,7 +903,7 @@ if run.section(7):
 
     # the same sampler from common/ (a single call), on --langevin-seeds independent seeds: one MMD^2 is noisy,
     # so the claim uses the mean over seeds. Every run then continues for K more steps: what does doubling K buy?
-    exact_samples = landscape.sample(cfg.n_chains, generator).double()  # only possible because we know p
+    exact_samples = landscape.sample(cfg.n_chains, generator).double()  # (n, 2): possible because we know p
     # RBF bandwidths 1/16, 1/4 and 1 x the median distance: a mode's width, the weights, the layout
     bandwidths = mmd_bandwidths(exact_samples)
     mmd_floor = mmd_noise_floor(lambda n: landscape.sample(n, generator).double(), cfg.n_chains, cfg.mmd_repeats,
@@ -954,17 +919,13 @@ if run.section(7):
     print(f"   MMD^2 (bandwidths {', '.join(f'{b:.2f}' for b in bandwidths)}) noise floor at n = {cfg.n_chains}: "
           f"{mmd_floor:.2e}")
     print(f"   inline chains: MMD^2 = {mmd_langevin:+.2e} = {mmd_langevin / mmd_floor:+.1f} x floor")
-    print(f"   {'seed':>6}{'MMD^2/floor, K':>16}{'2K':>8}{'KL(well shares)/line, K':>25}{'2K':>8}")
-    for i, seed in enumerate(seeds):
-        print(f"   {seed:>6}{by_seed['mmd_K'].values[i] / mmd_floor:>16.2f}"
-              f"{by_seed['mmd_2K'].values[i] / mmd_floor:>8.2f}"
-              f"{by_seed['well_kl_K'].values[i] / kl_line:>25.2f}{by_seed['well_kl_2K'].values[i] / kl_line:>8.2f}")
+    print("   per seed, MMD^2 / floor after K, 2K: " + "; ".join(f"{a / mmd_floor:.2f}, {b / mmd_floor:.2f}" for a, b
+                                                             in zip(by_seed["mmd_K"].values, by_seed["mmd_2K"].values)))
     if T != 1.0:
         print("   (with --temperature != 1 the chains target exp(-E/T), so they should NOT match the T = 1 samples)")
-    run.metrics["langevin_mmd"] = by_seed["mmd_K"].mean
-    run.metrics["langevin_mmd_baseline"] = mmd_floor
-    run.metrics["langevin_by_seed"] = {key: stats.to_json() for key, stats in by_seed.items()}
-    run.metrics["langevin_well_kl_line"] = kl_line
+    run.metrics.update({"langevin_mmd": by_seed["mmd_K"].mean, "langevin_mmd_baseline": mmd_floor,
+                        "langevin_by_seed": {key: stats.to_json() for key, stats in by_seed.items()},
+                        "langevin_well_kl_line": kl_line})
     n_seeds = cfg.langevin_seeds
     run.claim("langevin_mmd", f"Langevin, K steps: mean MMD^2 over {n_seeds} seeds below 2x the noise floor",
               by_seed["mmd_K"], "ratio<", mmd_floor, 2.0, reference_label="(floor)")
@@ -984,9 +945,9 @@ if run.section(7):
     axes[1].set(title=f"inline run: MMD$^2$ = {mmd_langevin / mmd_floor:+.1f} x floor")
     plotting.legend_outside(axes[1], markerscale=2)
     for j, label in enumerate(("K", "2K")):
-        ratios = np.array(by_seed[f"mmd_{label}"].values) / mmd_floor
-        axes[2].plot(np.full(len(ratios), j) + np.linspace(-0.08, 0.08, len(ratios)), ratios, "o", color="C0",
-                     alpha=0.7, label="one seed" if j == 0 else None)
+        ratios = np.array(by_seed[f"mmd_{label}"].values) / mmd_floor  # (n_seeds,)
+        axes[2].plot(j + np.linspace(-0.08, 0.08, len(ratios)), ratios, "o", color="C0", alpha=0.7,
+                     label="one seed" if j == 0 else None)
         axes[2].errorbar(j + 0.2, ratios.mean(), yerr=ratios.std(ddof=1) / math.sqrt(len(ratios)), fmt="s",
                          color="k", capsize=4, label="mean $\\pm$ SE" if j == 0 else None)
     axes[2].axhline(2.0, color="C3", ls="--", label="claim: 2 x floor")
@@ -1002,17 +963,14 @@ if run.section(7):
     run.saved_animation(gif)
 
 # %% [markdown]
-# **What to notice.** Chains slide into the nearest well and then jitter around it; the noise lets them
-# occasionally cross a ridge. The grade is a multi-bandwidth MMD² (a length near a well's width, one near
-# the gaps, one near the layout) against its noise floor at the same $n$: one run's MMD² scatters by about
-# a floor either way (right panel), so the claims use the mean over 5 seeds. With the defaults the chains
-# pass after $K = 1000$ steps and after $2K$ (claims: mean below 2x the floor), and the share of chains in
-# each well matches the exact shares (a claim: KL below the 99.9 % $\chi^2$ line). Doubling $K$ does not
-# visibly improve the mean: at $K = 1000$ the chains have already crossed to the wells they belong to.
-# tests/test_mmd_three_wells.py shows, at $n = 500$, that this grade rejects a missing well, swapped or
-# equal weights, wells 1.5x too wide and chains left at their start; it does NOT reliably see wells only
-# 1.2x too wide, so a small step-size bias (lesson 07) can hide below it. Try a large `--step-size`: the
-# chains overshoot and the guard stops the run (lesson 07 explains the bias of large steps).
+# **What to notice.** Chains slide into the nearest well and jitter around it; the noise lets them
+# occasionally cross a ridge. The grade is a multi-bandwidth MMD² against its noise floor at the same
+# $n$: one run's MMD² scatters by about a floor either way (right panel), so the claims use the mean over
+# 5 seeds. The chains pass after $K = 1000$ steps and after $2K$ (claims: below 2x the floor), and the
+# wells' shares are right (a claim: KL below the 99.9 % $\chi^2$ line): doubling $K$ buys nothing visible.
+# tests/test_mmd_three_wells.py shows that this grade rejects a missing well, wrong weights, wells 1.5x too
+# wide and chains left at their start, but NOT wells only 1.2x too wide: a small step-size bias (lesson 07)
+# can hide below it. A large `--step-size` overshoots and the guard stops the run.
 
 # %% [markdown]
 # ## Summary
@@ -1033,9 +991,8 @@ if run.section(7):
 # needs (EXERCISES above) and then its stub; add the flags the exercise names.
 #
 # **Exercise 1 (predict-then-tweak, easy): hotter and colder**
-# Predict the mass of the deep well at T = 1 if the deep well is twice as narrow, then run with
-# `--deep-width 0.1 --section 2`. Where does the crossover temperature move, and does the Laplace formula
-# T* ~ (d2 - d1) / ln(s2 / s1) still predict it?
+# Predict the deep well's mass at T = 1 if it is twice as narrow, then run `--deep-width 0.1 --section 2`.
+# Where does the crossover temperature move, and does the Laplace formula still predict it?
 #
 # **Exercise 2 (predict-then-tweak, easy): how many data points buy one decimal?**
 # `mle_param_error` is within three standard errors. Predict it for `--n-data 20000`, then run it
@@ -1047,23 +1004,20 @@ if run.section(7):
 # `langevin_mmd` with `langevin_mmd_baseline`)?
 #
 # **Exercise 4 (extend, medium): Z of a 2-D double well**
-# Write E(x1, x2) = (x1^2 - 1)^2 + x2^2 / 2 and compute Z by `scipy.integrate.dblquad`. Check your
-# answer against the product of two 1-D integrals (why may you factorise?). Run with `--exercise 4`
-# to see a stub that prints the 1-D factor for you.
+# Compute Z of E(x1, x2) = (x1^2 - 1)^2 + x2^2 / 2 by `scipy.integrate.dblquad` and check it against the
+# product of two 1-D integrals (why may you factorise?). `--exercise 4` prints the 1-D factor.
 #
 # **Exercise 5 (think, medium): what a softmax classifier does not model**
-# The conditional energy of section 6 never computes the Z of section 3. What question about x
-# can p(y | x) not answer, and what would you need to answer it? `--exercise 5` shows p(y | x) at a point
-# far from every training blob. (Lesson 09 uses this for out-of-distribution detection.)
+# Section 6 never computes the Z of section 3. What question about x can p(y | x) not answer, and what would
+# you need? `--exercise 5` shows p(y | x) far from every blob (lesson 09: out-of-distribution detection).
 #
 # **Exercise 6 (think, hard): why moment matching?**
-# Show that at the maximum of the likelihood of section 5, E_model[x^k] = E_data[x^k] for
-# k = 1, 2, 4 (`--exercise 6` prints both sides). Which moments would be matched if the energy were
-# theta_1 x + theta_2 x^2 only, and what family of densities is that?
+# Show that at the maximum likelihood of section 5, E_model[x^k] = E_data[x^k] for k = 1, 2, 4 (`--exercise 6`
+# prints both sides). Which moments would theta_1 x + theta_2 x^2 match, and what family is that?
 
 # %%
 if run.stub(1):
-    print(f"\nExercise 1: with --deep-width {cfg.deep_width:g} the deep well holds {deep_well_mass(1.0, barrier):.3f} "
+    print(f"\nExercise 1: with --deep-width {cfg.deep_width:g} the deep well holds {deep_well_mass(1.0):.3f} "
           f"of the mass at T = 1 and T* = {t_cross:.3f}; predict both for --deep-width 0.1, then run --section 2.")
 
 if run.stub(2):

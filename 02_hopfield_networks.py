@@ -1,11 +1,9 @@
 """Lesson 02 - Hopfield networks: classical energy-based associative memory.
 
 A Hopfield network stores patterns as the minima of a quadratic energy E(x) = -1/2 x^T W x - b^T x
-over +-1 units, and recalls a memory by letting the units flip, one at a time, downhill in energy.
-We check that descent on every single update, store and recall pictures of digits, measure how
-many random patterns N units can hold (the famous 0.138 N), meet the spurious minima that come for
-free, heat the network up (the bridge to Boltzmann machines), and finish with the modern dense
-Hopfield network whose one-step update is the attention of a transformer.
+over +-1 units and recalls a memory by flipping units, one at a time, downhill in energy. We store
+digits, measure capacity (the famous 0.138 N), meet spurious minima, heat the network up (the bridge to
+Boltzmann machines) and end with the modern Hopfield network, whose one-step update is attention.
 
 You will learn
 - why asynchronous updates can only lower E(x), and why synchronous ones can get stuck in 2-cycles;
@@ -53,7 +51,6 @@ METRICS = {
     "alpha_c_hebbian_se": "standard error of that estimate over the --n-trials independent sweeps",
     "alpha_c_storkey": "the same estimator for the Storkey rule",
     "alpha_c_storkey_se": "its standard error",
-    "alpha_c_estimator": "in words, how the alpha_c values above are estimated",
     "alpha_c_pseudo_inverse": "the same for the pseudo-inverse rule (null if never crossed on the grid)",
     "alpha_c_pseudo_inverse_noisy_cue": "the same crossing for recall from --capacity-cue-noise cues (its basins)",
     "alpha_half_stable_hebbian": "load where half of the stored patterns are exact fixed points (measured)",
@@ -70,13 +67,10 @@ METRICS = {
     "modern_digit_accuracy_by_beta": "exact retrieval of stored digits from noisy cues, per beta",
     "digit_nearest_pattern_ceiling": "the beta -> infinity limit of that retrieval",
     "digit_classical_accuracy": "the Hebbian / pseudo-inverse networks on the same digits",
-    "digit_pattern_rank": "rank of the stored digits' pattern matrix (< 64: constant border pixels)",
-    "digit_pinv_projector_max_dev": "max |X^+X - I|",
-    "digit_pinv_cue_unchanged": "the fraction of cues the pseudo-inverse network returns unchanged",
 }
 SECTIONS = {1: "energy descent and 2-cycles", 2: "storing digits", 3: "capacity", 4: "spurious states",
             5: "temperature (Glauber)", 6: "modern Hopfield networks"}
-EXERCISES = {1: (3,), 2: (3,), 3: (3,), 4: (1,), 5: (4,), 6: (6,)}  # exercise: the sections it needs
+EXERCISES = {1: (3,), 2: (3,), 3: (3,), 4: (1,), 5: (4,), 6: (6,), 7: (6,)}  # exercise: the sections it needs
 
 
 # %%
@@ -182,8 +176,10 @@ def random_patterns(n_patterns: int, n_units: int, batch: tuple[int, ...] = (), 
 
 
 def count_energy_increases(energies: torch.Tensor, tolerance: float = 1e-9) -> tuple[int, int]:
-    """(number of single-unit updates, number that raised E by more than round-off) for a (T+1, B) trace."""
+    """(single-unit updates, those that raised E by more than round-off) in a (T+1, B) trace; adds to `checked`."""
     steps = energies.diff(dim=0)  # (T, B)
+    checked["updates"] += steps.numel()
+    checked["increases"] += int((steps > tolerance).sum())
     return steps.numel(), int((steps > tolerance).sum())
 
 
@@ -205,10 +201,9 @@ def label_rows(ax, names, row_height=9):
 #
 # $$\Delta E = -(x_i' - x_i)\, h_i \le 0,$$
 #
-# because $x_i'$ has the sign of $h_i$ (with $W$ symmetric and $W_{ii} = 0$). A bounded quantity that never
-# increases must stop: every asynchronous run ends in a fixed point. Updating ALL units at once
-# (synchronously) breaks the argument: $x(t+1)$ is computed from $x(t)$, and the state can flip back and
-# forth forever in a 2-cycle. The few lines below are the whole algorithm; from here on we use
+# because $x_i'$ has the sign of $h_i$ (with $W$ symmetric and $W_{ii} = 0$): every asynchronous run ends in
+# a fixed point. Updating ALL units at once breaks the argument, and the state can flip back and forth
+# forever in a 2-cycle. The few lines below are the whole algorithm; from here on we use
 # `common.hopfield.async_recall`, which does the same for a batch of cues and many networks at once.
 
 # %%
@@ -241,35 +236,29 @@ if run.section(1):
 
     recall = async_recall(W_demo, cues, generator=gen, max_sweeps=cfg.max_sweeps, track_energy=True)
     n_updates, n_up = count_energy_increases(recall.energies)
-    checked["updates"] += n_updates
-    checked["increases"] += n_up
     final_overlap = overlaps(recall.states, demo_patterns)  # (4P, P)
-    target = torch.arange(cfg.demo_patterns).repeat(4)
-    retrieved = final_overlap[torch.arange(len(target)), target]
+    target = torch.arange(cfg.demo_patterns).repeat(4)  # (4P,) the pattern each cue came from
+    retrieved = final_overlap[torch.arange(len(target)), target]  # (4P,)
     print(f"\nAsync recall, N={cfg.demo_units}, P={cfg.demo_patterns}, {len(cues)} cues with "
-          f"{cfg.demo_cue_noise:.0%} flipped bits:")
-    print(f"  single-unit updates checked : {n_updates}")
-    print(f"  energy increases            : {n_up}   (any real increase would be >= 2/N = {2 / cfg.demo_units:.3f})")
-    print(f"  sweeps to a fixed point     : mean {recall.steps.double().mean():.1f}, max {int(recall.steps.max())}")
-    print(f"  exact recall                : {(retrieved == 1).double().mean():.1%}   mean overlap "
-          f"{retrieved.mean():.3f}")
+          f"{cfg.demo_cue_noise:.0%} flipped bits: {n_up} energy increases in {n_updates} single-unit updates "
+          f"(a real one would be >= 2/N = {2 / cfg.demo_units:.3f})\n  sweeps to a fixed point: mean "
+          f"{recall.steps.double().mean():.1f}, max {int(recall.steps.max())}; exact recall "
+          f"{(retrieved == 1).double().mean():.1%}, mean overlap {retrieved.mean():.3f}")
 
     # A hand-made 2-unit example: W_12 = +1. Synchronous updates from (+1, -1) swap the two units forever.
     W_two = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=DTYPE)
     two = sync_recall(W_two, torch.tensor([[1.0, -1.0]], dtype=DTYPE), max_steps=4)
     two_async = async_recall(W_two, torch.tensor([[1.0, -1.0]], dtype=DTYPE), generator=gen)
-    print("\nTwo units, W_12 = 1, start (+1, -1):")
-    print(f"  synchronous  : period {int(two.period[0])}, energies {two.energies[:, 0].tolist()}")
-    print(f"  asynchronous : ends at {two_async.states[0].tolist()} "
-          f"with E = {float(boltzmann_energy(W_two, None, two_async.states)[0]):+.0f}")
+    print(f"\nTwo units, W_12 = 1, start (+1, -1): synchronous: period {int(two.period[0])}, energies "
+          f"{two.energies[:, 0].tolist()}; asynchronous: ends at {two_async.states[0].tolist()} with E = "
+          f"{float(boltzmann_energy(W_two, None, two_async.states)[0]):+.0f}")
 
-    starts = random_patterns(cfg.random_starts, cfg.demo_units)
+    starts = random_patterns(cfg.random_starts, cfg.demo_units)  # (B, N)
     sync = sync_recall(W_demo, starts, max_steps=cfg.max_sweeps)
     n_cycle = int((sync.period == 2).sum())
     n_fixed = int((sync.period == 1).sum())
-    print(f"\nSynchronous updates from {cfg.random_starts} random states (same network):")
-    print(f"  fixed points {n_fixed:4d}   2-cycles {n_cycle:4d}   undecided after {cfg.max_sweeps} steps "
-          f"{cfg.random_starts - n_fixed - n_cycle:4d}")
+    print(f"\nSynchronous updates from {cfg.random_starts} random states (same network): fixed points {n_fixed}, "
+          f"2-cycles {n_cycle}, undecided after {cfg.max_sweeps} steps {cfg.random_starts - n_fixed - n_cycle}")
     run.metrics["sync_two_cycle_fraction"] = n_cycle / cfg.random_starts
     run.claim("sync_two_cycles_occur", "some synchronous runs end in a 2-cycle (fraction of random starts)",
               n_cycle / cfg.random_starts, ">", 0.0)
@@ -288,12 +277,10 @@ if run.section(1):
     swing = (sync.energies[ends, cycling] - sync.energies[ends - 1, cycling]).abs()  # E(x_a) - E(x_b) on the cycle
     cycling = cycling[swing.argsort(descending=True)][:4].tolist()  # show the cycles whose energy alternates most
     fixed = torch.nonzero(sync.period == 1).flatten()[:2].tolist()
-    for j in cycling:
-        axes[1].plot(sync.energies[: int(sync.steps[j]) + 3, j] / cfg.demo_units, "-o", ms=3, lw=0.9,
-                     label=f"start {j}: 2-cycle")
-    for j in fixed:
-        axes[1].plot(sync.energies[: int(sync.steps[j]) + 3, j] / cfg.demo_units, "--s", ms=3, lw=0.9,
-                     color="gray", label=f"start {j}: fixed point")
+    for j in cycling + fixed:
+        axes[1].plot(sync.energies[: int(sync.steps[j]) + 3, j] / cfg.demo_units, "-o" if j in cycling else "--s",
+                     ms=3, lw=0.9, color=None if j in cycling else "gray",
+                     label=f"start {j}: " + ("2-cycle" if j in cycling else "fixed point"))
     axes[1].set(xlabel="synchronous step", ylabel="E(x) / N",
                 title=f"synchronous: {n_cycle}/{cfg.random_starts} random starts end in a 2-cycle")
     axes[1].legend()
@@ -301,22 +288,19 @@ if run.section(1):
 
 # %% [markdown]
 # **What to notice.**
-# - Every asynchronous curve is a staircase that only goes down (flat steps are units that did not
-#   flip): the printed count of increases is exactly 0, checked on every single update.
-# - Synchronous updates reach the same fixed points most of the time, but some runs end in a
-#   2-cycle: two states swap forever and the energy alternates between their two values (often
-#   equal ones), so $E$ is no longer being minimised. With symmetric $W$ the only limits of
-#   synchronous dynamics are fixed points and 2-cycles (Goles 1985); longer cycles cannot occur.
+# - Every asynchronous curve is a staircase that only goes down (flat steps: units that did not flip);
+#   the count of increases is exactly 0, checked on every single update.
+# - Some synchronous runs end in a 2-cycle: two states swap forever and $E$ alternates between their
+#   values. With symmetric $W$ the only limits are fixed points and 2-cycles (Goles 1985; claims).
 
 # %% [markdown]
 # ## 2. Storing and recalling pictures
 #
 # Binarised 8x8 digits give $N = 64$ units. We store one prototype per class (the pixel-wise majority
 # of the class) and recall them from cues with a fraction of pixels flipped, or with the bottom rows
-# blanked. Digits are strongly correlated: any two prototypes share ~50% more pixels than chance
-# (overlap $m = \xi^\mu \cdot \xi^\nu / N \approx 0.5$ instead of $\approx 1/\sqrt{N} = 0.125$). The Hebbian
-# crosstalk term $\sum_{\nu \ne \mu} \xi^\nu m_{\mu\nu}$ then swamps the signal, so we also store them with
-# the pseudo-inverse rule $W = X^+ X$, which projects onto the span of the patterns and makes every
+# blanked. Digits are strongly correlated (overlap $m = \xi^\mu \cdot \xi^\nu / N \approx 0.5$ instead of
+# $\approx 1/\sqrt{N} = 0.125$), so the Hebbian crosstalk $\sum_{\nu \ne \mu} \xi^\nu m_{\mu\nu}$ swamps the
+# signal. The pseudo-inverse rule $W = X^+ X$ projects onto the span of the patterns and makes every
 # linearly independent pattern an exact fixed point, correlated or not.
 
 # %%
@@ -346,10 +330,10 @@ if run.section(2):
     print(f"\nDigit prototypes {cfg.digit_classes}: pairwise overlaps mean {off_diagonal.mean():.2f}, "
           f"max {off_diagonal.max():.2f} (random patterns: ~{1 / math.sqrt(64):.2f})")
 
-    noisy_cue = flip_bits(prototypes, cfg.digit_noise, gen)
+    noisy_cue = flip_bits(prototypes, cfg.digit_noise, gen)  # (P, 64)
     occluded_cue = prototypes.clone().reshape(-1, 8, 8)
     occluded_cue[:, 8 - cfg.occluded_rows :, :] = -1.0  # blank (background) rows
-    occluded_cue = occluded_cue.reshape(-1, 64)
+    occluded_cue = occluded_cue.reshape(-1, 64)  # (P, 64)
     digit_results, digit_exact = {}, {}
     print(f"{'rule':<16}{'cue':<10}{'fixed points':>14}{'exact recall':>14}{'mean overlap':>14}{'E increases':>13}")
     for rule in ("hebbian", "pseudo_inverse"):
@@ -357,9 +341,7 @@ if run.section(2):
         digit_exact[rule] = {}
         for cue_name, cue in (("noisy", noisy_cue), ("occluded", occluded_cue)):
             rec = async_recall(W, cue, generator=gen, max_sweeps=cfg.max_sweeps, track_energy=True)
-            n_updates, n_up = count_energy_increases(rec.energies)
-            checked["updates"] += n_updates
-            checked["increases"] += n_up
+            n_up = count_energy_increases(rec.energies)[1]
             exact = (rec.states == prototypes).all(1).double().mean().item()
             m = (rec.states * prototypes).mean(1)
             digit_results[rule, cue_name] = rec
@@ -419,15 +401,11 @@ if run.section(2):
 
 # %% [markdown]
 # **What to notice.**
-# - Hebbian storage of correlated digits fails even for a handful of them: recalls converge to a
-#   blend that looks like the "average digit" (the shared background plus common strokes).
-# - With the pseudo-inverse rule every prototype is a fixed point (a claim), and the cues are
-#   recalled exactly: over 10 fresh sets of cues and update orders the pseudo-inverse recalls all
-#   of them and Hebbian none (claims, one per cue type). Those energy curves (one colour per digit)
-#   fall monotonically to the stored picture's energy, 0 on this scale. The Hebbian curves end
-#   BELOW 0 (a claim): the blend has a lower energy than the digits themselves.
-# - A blanked bottom is a much bigger corruption than a few flipped pixels, yet it is corrected,
-#   because the top rows already agree with only one stored digit.
+# - Hebbian recall of correlated digits converges to a blend, the "average digit", and its energy
+#   curves end BELOW 0 (a claim): the blend is a deeper valley than the digits themselves.
+# - With the pseudo-inverse every prototype is a fixed point and the cues are recalled better than
+#   with Hebbian over 10 fresh sets of cues and update orders (claims); its energy curves fall to the
+#   stored picture's energy, 0 here. A blanked bottom is corrected too: the top rows match one digit.
 
 # %% [markdown]
 # ## 3. Capacity: how many random patterns fit in N units?
@@ -438,16 +416,12 @@ if run.section(2):
 # $$p = \Phi\!\left(-\sqrt{(N-1)/(P-1)}\right) \approx \Phi(-1/\sqrt{\alpha}),$$
 #
 # and a pattern is an EXACT fixed point with probability $\approx (1 - p)^N$, which vanishes already at
-# $P \approx N/(2 \ln N)$ (McEliece et al. 1987). Amit, Gutfreund & Sompolinsky (AGS, 1985) asked instead
-# whether a stable state NEAR the pattern survives: it does, with overlap $m \approx 0.97$, up to
-# $\alpha_c \approx 0.138$. Derivations: docs/derivations/hopfield_capacity_and_temperature.md.
-#
-# Our estimator: start async recall at every stored pattern and call $\alpha_c$ the first load where the
-# mean final overlap falls below `--overlap-threshold` (0.9: about one pattern in ten lost), linearly
-# interpolated; its standard error comes from the `--n-trials` independent sweeps. Recall from a cue with
-# 10% flipped bits shows the basins of attraction. Three rules: Hebbian; Storkey (1997), which subtracts
-# the local fields of the patterns already stored; and the pseudo-inverse, whose patterns are fixed points
-# for any $P < N$. All trials of one load run as one batched computation (K networks x P cues).
+# $P \approx N/(2 \ln N)$. A stable state NEAR the pattern ($m \approx 0.97$) survives up to
+# $\alpha_c \approx 0.138$ (Amit, Gutfreund & Sompolinsky, AGS 1985). We call $\alpha_c$ the first load where
+# the mean overlap after recall from the stored patterns falls below `--overlap-threshold` (0.9),
+# interpolated, with a standard error over `--n-trials` sweeps; recall from 10%-noisy cues shows the
+# basins. Derivations: docs/derivations/hopfield_capacity_and_temperature.md. Three rules: Hebbian;
+# Storkey (1997), which subtracts the local fields of the patterns already stored; the pseudo-inverse.
 
 # %%
 AGS_ALPHA_C = 0.138  # Amit, Gutfreund & Sompolinsky (1985), N -> infinity
@@ -484,6 +458,11 @@ def capacity_point(rule: str, alpha: float) -> dict:
     }
 
 
+def curve(points: dict, field: str, trial=None) -> list[float]:
+    """{alpha: point} -> the mean of ``field`` at each load (over all trials, or over one trial's patterns)."""
+    return [float((p[field] if trial is None else p[field][trial]).mean()) for p in points.values()]
+
+
 def fmt(value, se=None):
     if value is None:
         return f"not reached below alpha = {max(cfg.alphas):.2f}"
@@ -518,43 +497,32 @@ if run.section(3):
     # alpha_c per rule (pooled curve) and its spread over the independent trials
     alpha_c, alpha_c_se, alpha_c_trials = {}, {}, {}
     for rule, points in capacity.items():
-        a = list(points)
-        alpha_c[rule] = crossing(a, [float(p["overlap"].mean()) for p in points.values()], cfg.overlap_threshold)
-        per_trial = [crossing(a, [float(p["overlap"][k].mean()) for p in points.values()], cfg.overlap_threshold)
+        alpha_c[rule] = crossing(list(points), curve(points, "overlap"), cfg.overlap_threshold)
+        per_trial = [crossing(list(points), curve(points, "overlap", k), cfg.overlap_threshold)
                      for k in range(cfg.n_trials)]
-        per_trial = [v for v in per_trial if v is not None]
-        alpha_c_trials[rule] = per_trial
+        alpha_c_trials[rule] = per_trial = [v for v in per_trial if v is not None]
         alpha_c_se[rule] = float(np.std(per_trial, ddof=1) / math.sqrt(len(per_trial))) if len(per_trial) > 1 else None
     hebb = capacity["hebbian"]
-    alpha_half = crossing(list(hebb), [float(p["stable"].mean()) for p in hebb.values()], 0.5)
+    alpha_half = crossing(list(hebb), curve(hebb, "stable"), 0.5)
     p_values = np.arange(2, int(0.3 * n))
     theory_stable = (1 - norm.cdf(-np.sqrt((n - 1) / (p_values - 1)))) ** n
     alpha_half_theory = float(p_values[np.argmax(theory_stable < 0.5)] / n)
 
-    print(f"\nalpha_c (mean overlap from the stored pattern < {cfg.overlap_threshold}, interpolated), N = {n}:")
-    print(f"  Hebbian         {fmt(alpha_c['hebbian'], alpha_c_se['hebbian'])}    theory (N -> inf): 0.138 (AGS 1985)")
-    print(f"  Storkey         {fmt(alpha_c['storkey'], alpha_c_se['storkey'])}")
-    print(f"  pseudo-inverse  {fmt(alpha_c['pseudo_inverse'])}    theory: every pattern is a fixed point for P < N")
-    print("Half of the Hebbian patterns are exact fixed points at")
-    print(f"  measured {fmt(alpha_half)}   (1-p)^N curve {alpha_half_theory:.3f}   leading order 1/(2 ln N) = "
-          f"{1 / (2 * math.log(n)):.3f}")
+    print(f"\nalpha_c (mean overlap from the stored pattern < {cfg.overlap_threshold}, interpolated), N = {n}:\n"
+          f"  Hebbian {fmt(alpha_c['hebbian'], alpha_c_se['hebbian'])} (AGS, N -> inf: 0.138); Storkey "
+          f"{fmt(alpha_c['storkey'], alpha_c_se['storkey'])}; pseudo-inverse {fmt(alpha_c['pseudo_inverse'])}\n"
+          f"Half of the Hebbian patterns are exact fixed points at {fmt(alpha_half)} (measured), "
+          f"{alpha_half_theory:.3f} ((1-p)^N curve), {1 / (2 * math.log(n)):.3f} (leading order 1/(2 ln N))")
 
     run.metrics["alphas"] = alphas
     for key, field in (("mean_overlap_by_alpha", "overlap"), ("noisy_overlap_by_alpha", "noisy_overlap"),
                        ("stable_fraction_by_alpha", "stable")):
-        run.metrics[key] = {r: {f"{a:g}": p[field].mean() for a, p in pts.items()} for r, pts in capacity.items()}
-    run.metrics["alpha_c_hebbian"] = alpha_c["hebbian"]
-    run.metrics["alpha_c_hebbian_se"] = alpha_c_se["hebbian"]
-    run.metrics["alpha_c_storkey"] = alpha_c["storkey"]
-    run.metrics["alpha_c_storkey_se"] = alpha_c_se["storkey"]
-    run.metrics["alpha_c_pseudo_inverse"] = alpha_c["pseudo_inverse"]
-    run.metrics["alpha_c_estimator"] = (f"first load where the mean overlap after async recall started at the stored "
-                                        f"pattern drops below {cfg.overlap_threshold}, linear interpolation, N={n}")
-    run.metrics["alpha_half_stable_hebbian"] = alpha_half
-    pinv_noisy = crossing(list(capacity["pseudo_inverse"]),
-                          [float(p["noisy_overlap"].mean()) for p in capacity["pseudo_inverse"].values()],
-                          cfg.overlap_threshold)
-    run.metrics["alpha_c_pseudo_inverse_noisy_cue"] = pinv_noisy
+        run.metrics[key] = {r: dict(zip((f"{a:g}" for a in pts), curve(pts, field))) for r, pts in capacity.items()}
+    pinv = capacity["pseudo_inverse"]
+    pinv_noisy = crossing(list(pinv), curve(pinv, "noisy_overlap"), cfg.overlap_threshold)
+    run.metrics.update({f"alpha_c_{rule}": alpha_c[rule] for rule in capacity})
+    run.metrics.update({"alpha_c_hebbian_se": alpha_c_se["hebbian"], "alpha_c_storkey_se": alpha_c_se["storkey"],
+                        "alpha_half_stable_hebbian": alpha_half, "alpha_c_pseudo_inverse_noisy_cue": pinv_noisy})
     if alpha_c["hebbian"] is not None:
         run.claim("alpha_c_near_ags", f"Hebbian alpha_c at N = {n} is near 0.138 (within 0.02)", alpha_c["hebbian"],
                   "within", AGS_ALPHA_C, 0.02, reference_label="(AGS, N -> inf)")
@@ -569,7 +537,7 @@ if run.section(3):
             run.claim("storkey_about_triple", "Storkey roughly triples the Hebbian alpha_c (ratio within 20 % of 3)",
                       storkey_trials.mean / hebbian_trials.mean, "within_rel", 3.0, 0.2)
     run.claim("pinv_patterns_fixed", f"pseudo-inverse: every pattern is a fixed point up to alpha = {max(alphas):g}",
-              min(float(p["stable"].mean()) for p in capacity["pseudo_inverse"].values()), "within", 1.0, 0)
+              min(curve(pinv, "stable")), "within", 1.0, 0)
     if pinv_noisy is not None:
         run.claim("pinv_basins_shrink", f"pseudo-inverse from {cfg.capacity_cue_noise:.0%}-noisy cues fails near "
                   "alpha 0.5", pinv_noisy, "within", 0.5, 0.05)
@@ -578,18 +546,15 @@ if run.section(3):
                   alpha_half, "<", alpha_c["hebbian"], reference_label="(alpha_c)")
         run.claim("stable_fraction_theory", "the fixed-point fraction follows (1-p)^N: load of 1/2, within 0.01",
                   alpha_half, "within", alpha_half_theory, 0.01, reference_label="(theory)")
-        m_at_half = float(np.interp(alpha_half, list(hebb), [float(p["overlap"].mean()) for p in hebb.values()]))
+        m_at_half = float(np.interp(alpha_half, list(hebb), curve(hebb, "overlap")))
         run.claim("recall_repairs_unstable_bits", "where half the patterns are no fixed points, recall ends at "
                   "m > 0.98", m_at_half, ">", 0.98)
 
     fig, axes = plotting.figure(3, title=f"Capacity of N={n} units ({cfg.n_trials} trials per load)")
     for c, (rule, points) in enumerate(capacity.items()):
-        a = list(points)
-        axes[0].plot(a, [p["overlap"].mean() for p in points.values()], "-o", ms=3, color=f"C{c}",
-                     label=RULE_NAMES[rule])
-        axes[0].plot(a, [p["noisy_overlap"].mean() for p in points.values()], "--", color=f"C{c}")
-        axes[1].plot(a, [p["stable"].mean() for p in points.values()], "-o", ms=3, color=f"C{c}",
-                     label=RULE_NAMES[rule])
+        axes[0].plot(list(points), curve(points, "overlap"), "-o", ms=3, color=f"C{c}", label=RULE_NAMES[rule])
+        axes[0].plot(list(points), curve(points, "noisy_overlap"), "--", color=f"C{c}")
+        axes[1].plot(list(points), curve(points, "stable"), "-o", ms=3, color=f"C{c}", label=RULE_NAMES[rule])
         if alpha_c[rule] is not None:
             axes[0].axvline(alpha_c[rule], color=f"C{c}", lw=0.8, alpha=0.6)
     axes[0].axvline(0.138, color="k", lw=1.2, ls=":", label=r"AGS $\alpha_c$ = 0.138")
@@ -616,23 +581,16 @@ if run.section(3):
 
 # %% [markdown]
 # **What to notice.**
-# - Exact fixed points disappear before retrieval fails (a claim: half are gone at $\alpha = 0.12$,
-#   $\alpha_c$ is 0.15): there a Hebbian pattern has a few unstable bits, but the dynamics flips them
-#   and stops less than one percent away (a claim: $m > 0.98$; 0.991 in the default run). The
-#   measured fraction follows the $(1-p)^N$ curve (a claim: the load where it crosses 1/2 is within
-#   0.01 of the formula's): one bad bit out of $N$ is enough.
-# - The histogram is bimodal: each pattern is either retrieved ($m$ near 0.97-1) or lost ($m$ ~ 0.3-0.5).
-#   Near $\alpha_c$ the mixture shifts from the first bump to the second; the 0.9 threshold on the mean
-#   marks the load where about one pattern in ten is lost.
-# - At $N = 500$ the estimate is near the $N \to \infty$ value 0.138 (a claim: within 0.02) but above it
-#   by several standard errors (a claim over the 6 trials: 0.151 ± 0.002 in the default run): the
-#   drop is smoothed at finite $N$ and fluctuations let some patterns survive past $\alpha_c$. Exercise 1
-#   measures how the estimate moves with $N$.
-# - Storkey roughly triples the Hebbian capacity (claims: above Hebbian on every count, ratio within
-#   20 % of 3; 3.15 in the default run) with a rule that is still local and incremental; the
-#   pseudo-inverse keeps every pattern a fixed point up to the largest load (a claim), but its basins
-#   (dashed) shrink: from a 10% noisy cue it fails near $\alpha = 0.5$ (a claim: crossing within 0.05
-#   of 0.5) with the diagonal removed.
+# - Exact fixed points disappear before retrieval fails (a claim), as the $(1-p)^N$ curve predicts (a
+#   claim): one bad bit in $N$ is enough. The dynamics flips those few bits and stops less than one
+#   percent away (a claim: $m > 0.98$ where half the patterns are no fixed points).
+# - The histogram is bimodal: each pattern is either retrieved ($m$ near 0.97-1) or lost ($m$ ~ 0.3-0.5);
+#   the 0.9 threshold on the mean marks the load where about one pattern in ten is lost.
+# - At $N = 500$ the estimate is within 0.02 of 0.138 but above it (claims): at finite $N$ the drop is
+#   smoothed and some patterns survive past $\alpha_c$ (exercise 1 varies $N$).
+# - Storkey roughly triples the Hebbian capacity (claims) with a rule that is still local; the
+#   pseudo-inverse keeps every pattern a fixed point (a claim), but its basins (dashed) shrink: from a
+#   10%-noisy cue it fails near $\alpha = 0.5$ (a claim).
 
 # %% [markdown]
 # ## 4. Spurious states: minima nobody stored
@@ -671,15 +629,14 @@ if run.section(4):
     triples = torch.tensor([[a, (a + 1) % n_sp, (a + 2) % n_sp] for a in range(n_sp)])  # (n_sp, 3)
     mixtures = torch.sign(X_sp[triples].sum(1))  # (n_sp, N); a sum of three +-1 values is never 0
     candidates = {"pattern": X_sp, "reversed pattern": -X_sp, "3-mixture": mixtures}
-    theory = {"pattern": -0.5 + 1 / (2 * n), "reversed pattern": -0.5 + 1 / (2 * n),
-              "3-mixture": -3 / 8 + 3 / (8 * n)}
-    print(f"\nSpurious states, Hebbian N={n}, P={n_sp} (alpha = {n_sp / n:.3f}):")
-    print(f"  {'state':<18}{'E/N before':>11}{'theory':>9}{'fixed pt':>10}{'E/N after recall':>18}"
+    theory = {"pattern": -0.5 + 1 / (2 * n), "reversed pattern": -0.5 + 1 / (2 * n), "3-mixture": -3 / 8 + 3 / (8 * n)}
+    print(f"\nSpurious states, Hebbian N={n}, P={n_sp} (alpha = {n_sp / n:.3f}):\n"
+          f"  {'state':<18}{'E/N before':>11}{'theory':>9}{'fixed pt':>10}{'E/N after recall':>18}"
           f"{'overlaps after':>22}")
     spurious_energy, spurious_se, fixed_fraction = {}, {}, {}
     for name, states in candidates.items():
         rec = async_recall(W_sp, states, generator=gen, max_sweeps=cfg.max_sweeps)
-        e_before = boltzmann_energy(W_sp, None, states) / n
+        e_before = boltzmann_energy(W_sp, None, states) / n  # (P,)
         e_after = boltzmann_energy(W_sp, None, rec.states) / n
         top3 = overlaps(rec.states, X_sp).abs().topk(3, dim=1).values.mean(0)  # mean of the 3 largest |m|
         spurious_energy[name] = float(e_before.mean())
@@ -692,7 +649,7 @@ if run.section(4):
     rand_rec = async_recall(W_sp, random_patterns(cfg.random_starts, n), generator=gen, max_sweeps=cfg.max_sweeps)
     m_final = overlaps(rand_rec.states, X_sp)  # (B, P)
     kind = classify_attractors(m_final)
-    e_rand = (boltzmann_energy(W_sp, None, rand_rec.states) / n).numpy()
+    e_rand = (boltzmann_energy(W_sp, None, rand_rec.states) / n).numpy()  # (B,)
     print(f"  attractors reached from {cfg.random_starts} random states:")
     for name in ATTRACTOR_KINDS:
         sel = kind == name
@@ -730,22 +687,18 @@ if run.section(4):
     example = torch.nonzero(torch.from_numpy(kind == "3-mixture")).flatten()
     j = int(example[0]) if len(example) else 0
     axes[1].bar(np.arange(1, n_sp + 1), m_final[j].numpy(), color="C2")
-    axes[1].axhline(0.5, color="k", ls=":", lw=1)
-    axes[1].axhline(-0.5, color="k", ls=":", lw=1)
+    axes[1].hlines([-0.5, 0.5], 0.5, n_sp + 0.5, color="k", ls=":", lw=1)
     axes[1].set(xlabel=r"stored pattern $\mu$", ylabel=r"overlap $m_\mu$",
                 title=f"one attractor ({kind[j]}): overlaps with the patterns")
     run.savefig(fig, "fig04_spurious_states")
 
 # %% [markdown]
 # **What to notice.**
-# - Reversed patterns have exactly the energy of the patterns (a claim): the network cannot tell $\xi$
-#   from $-\xi$.
-# - 3-mixtures sit at $-3/8$ instead of $-1/2$ per unit (a claim, like the patterns' $-1/2$: within 3 SE
-#   of the expected value) and are all fixed points at this small load (a claim); their overlaps
-#   with the three parents are close to $\pm 1/2$ (printed), as the theory says.
-# - Random starts land in all of these valleys, and in "other" states (mixtures of more patterns
-#   or spin-glass states) that lie well above the patterns (a claim; about level with the
-#   3-mixtures in the default run): a memory is only retrieved when the cue starts inside its basin.
+# - Reversed patterns have exactly the patterns' energy (a claim): the network cannot tell $\xi$ from $-\xi$.
+# - 3-mixtures sit at $-3/8$ instead of $-1/2$ per unit and are all fixed points at this small load
+#   (claims); their overlaps with the three parents are close to $\pm 1/2$ (printed).
+# - Random starts land in all of these valleys, and in "other" states (mixtures of more patterns,
+#   spin-glass states) that lie above the patterns (a claim): a memory is retrieved only from its basin.
 
 # %% [markdown]
 # ## 5. Temperature: Glauber dynamics, the bridge to Boltzmann machines
@@ -756,13 +709,11 @@ if run.section(4):
 #
 # This heat-bath (Glauber) update leaves $p(x) = e^{-E(x)/T} / Z$ invariant, so the Hopfield network at
 # $T > 0$ IS a Boltzmann machine with Hebbian weights (lesson 03 learns $W$ instead). With one pattern the
-# overlap obeys $m = \tanh(m / T)$ as $N \to \infty$: retrieval survives up to $T = 1$. Above it a finite
-# network keeps Gaussian fluctuations, $\langle |m| \rangle = \sqrt{2/\pi} \sqrt{T / (N (T - 1))}$, not 0. With
-# $P$ patterns the crosstalk adds noise and memories melt earlier, at $T_M(\alpha) \approx 1 - 1.95 \sqrt{\alpha}$
-# (AGS 1985). Derivations: docs/derivations/hopfield_capacity_and_temperature.md. Each chain starts at
-# pattern 1; we average $|m|$ after a burn-in (a finite network near $T = 1$ hops between $\xi$ and $-\xi$,
-# the same memory). `glauber_sweep` is `common.boltzmann.gibbs_sweep(spins=True)` in random order with one
-# temperature per chain, so all temperatures run as one batch.
+# overlap obeys $m = \tanh(m / T)$ as $N \to \infty$: retrieval survives up to $T = 1$; above it a finite
+# network keeps $\langle |m| \rangle = \sqrt{2/\pi} \sqrt{T / (N (T - 1))}$. With $P$ patterns memories melt
+# earlier, at $T_M(\alpha) \approx 1 - 1.95 \sqrt{\alpha}$ (AGS 1985; derivations in the same document). Each
+# chain starts at pattern 1; we average $|m|$ after a burn-in. `glauber_sweep` is
+# `common.boltzmann.gibbs_sweep(spins=True)` with one temperature per chain: all $T$ run as one batch.
 
 # %%
 
@@ -813,13 +764,12 @@ if run.section(5):
     for t, T in enumerate(cfg.temperatures):
         print(f"  {T:5.2f}{mean_field_overlap(T):15.3f}{paramagnet_overlap(T, n):16.3f}"
               + "".join(f"{float(glauber[P][0][t]):10.3f}" for P in glauber))
-    for P in cfg.glauber_patterns:
-        print(f"  P={P:<3d} alpha={P / n:.3f}   melting temperature 1 - 1.95 sqrt(alpha) = "
-              f"{melting_temperature(P):.2f}")
-    run.metrics["paramagnet_overlap_by_T"] = {f"{T:g}": paramagnet_overlap(T, n) for T in cfg.temperatures}
-    run.metrics["glauber_overlap_by_T"] = {f"P={P}": {f"{T:g}": m for T, m in zip(cfg.temperatures, glauber[P][0])}
-                                           for P in glauber}
-    run.metrics["mean_field_overlap_by_T"] = {f"{T:g}": mean_field_overlap(T) for T in cfg.temperatures}
+    print("  melting temperature 1 - 1.95 sqrt(alpha): "
+          + ", ".join(f"P={P} (alpha={P / n:.3f}) {melting_temperature(P):.2f}" for P in cfg.glauber_patterns))
+    run.metrics.update({"paramagnet_overlap_by_T": {f"{T:g}": paramagnet_overlap(T, n) for T in cfg.temperatures},
+                        "mean_field_overlap_by_T": {f"{T:g}": mean_field_overlap(T) for T in cfg.temperatures},
+                        "glauber_overlap_by_T": {f"P={P}": {f"{T:g}": float(m) for T, m in
+                                                            zip(cfg.temperatures, glauber[P][0])} for P in glauber}})
     away = [t for t, T in enumerate(cfg.temperatures) if abs(T - 1) > 0.05]  # T = 1 is critical: N rounds it off
     if 1 in glauber and away:
         run.claim("glauber_follows_theory", "one pattern: Glauber <|m|> = theory (max |difference| over T != 1)",
@@ -860,15 +810,10 @@ if run.section(5):
 # %% [markdown]
 # **What to notice.**
 # - With one pattern the simulation follows $m = \tanh(m/T)$ below $T = 1$ and the finite-$N$ value above
-#   (a claim: within 0.03 away from $T = 1$): below $T = 1$ the state stays near the pattern with a
-#   fraction $(1 - m)/2$ of units flipped by the noise; above $T = 1$ it is random.
-# - Near $T = 1$ the overlap fluctuates widely and relaxes slowly (critical slowing down), and finite
-#   $N$ rounds the transition off.
-# - With more patterns the memory melts earlier (a claim: between the two melting temperatures the
-#   $P = 25$ overlap is below half the $P = 1$ overlap); the dotted line is the AGS estimate
-#   $1 - 1.95 \sqrt{\alpha}$. The crosstalk of the other memories adds to the thermal noise. AGS also
-#   show that shallow spurious valleys (3-mixtures) melt first, which is why a little temperature
-#   can help retrieval (not measured here).
+#   (a claim: within 0.03 away from $T = 1$). Near $T = 1$ the overlap fluctuates widely and relaxes
+#   slowly (critical slowing down), and finite $N$ rounds the transition off.
+# - With more patterns the crosstalk adds to the thermal noise and the memory melts earlier (a claim:
+#   between the two melting temperatures the $P = 25$ overlap is below half the $P = 1$ overlap).
 
 # %% [markdown]
 # ## 6. Modern (dense) Hopfield networks
@@ -883,9 +828,8 @@ if run.section(5):
 # $$\xi \leftarrow X^\top \mathrm{softmax}(\beta X \xi).$$
 #
 # This is attention: query = state, keys = values = stored patterns, scale = $\beta$. Large $\beta$ picks the
-# single most similar pattern (retrieval); small $\beta$ averages many (a metastable mixture). Its
-# capacity grows exponentially in $N$, and it copes with correlated patterns as long as the cue is most
-# similar to the right one. We retrieve with one update and compare $\mathrm{sign}(\xi)$ to the pattern.
+# most similar pattern; small $\beta$ averages many. Capacity grows exponentially in $N$. We retrieve
+# with one update and compare $\mathrm{sign}(\xi)$ to the pattern.
 
 # %%
 
@@ -903,12 +847,10 @@ def exact_rate(states: torch.Tensor, targets: torch.Tensor) -> float:
 
 if run.section(6):
     gen = run.generator("modern")  # this section's own stream: other sections' flags leave it alone
-    X_check = random_patterns(7, 16)
-    q = random_patterns(3, 16)
+    X_check = random_patterns(7, 16)  # (7, 16): 7 keys = values
+    q = random_patterns(3, 16)  # (3, 16): 3 queries
     sdpa = torch.nn.functional.scaled_dot_product_attention(q[None], X_check[None], X_check[None], scale=0.3)[0]
     attention_gap = float((modern_update(X_check, q, 0.3) - sdpa).abs().max())
-    print(f"\nmodern_update vs torch scaled_dot_product_attention(q, K=X, V=X, scale=beta): "
-          f"max |difference| = {attention_gap:.1e}")
     run.claim("modern_is_attention", "one modern update = scaled_dot_product_attention(q, K=X, V=X)", attention_gap,
               "<", 1e-12)
 
@@ -926,9 +868,8 @@ if run.section(6):
     for load, P, a_c, a_m in rows:
         print(f"  {load:6.2f}{P:6d}{a_c:28.1%}{a_m:20.1%}")
     top_load, _, acc_classical_top, acc_modern_top = rows[-1]
-    run.metrics["modern_retrieval_accuracy"] = acc_modern_top
-    run.metrics["modern_retrieval_P_over_N"] = top_load
-    run.metrics["classical_retrieval_accuracy_same_load"] = acc_classical_top
+    run.metrics.update({"modern_retrieval_accuracy": acc_modern_top, "modern_retrieval_P_over_N": top_load,
+                        "classical_retrieval_accuracy_same_load": acc_classical_top})
     run.claim("modern_retrieves_at_top_load", f"one modern update retrieves random patterns at P/N = {top_load:g}",
               acc_modern_top, ">", 0.99)
     run.claim("classical_fails_at_top_load", f"the classical Hebbian network retrieves none at P/N = {top_load:g}",
@@ -940,41 +881,29 @@ if run.section(6):
     acc_beta_random = [float(modern_retrieval(X_big, cue_big, b).double().mean()) for b in cfg.betas]
 
     # correlated patterns: individual digit images, many per class
-    memories = spins[: cfg.digit_memories]  # (P, 64)
-    memories = torch.unique(memories, dim=0)  # drop duplicate images (their retrieval is ambiguous)
-    dig_cue = flip_bits(memories, cfg.digit_noise, gen)
-    nearest = (dig_cue @ memories.T).argmax(1)  # what beta -> infinity would return
+    memories = torch.unique(spins[: cfg.digit_memories], dim=0)  # (P, 64): duplicates dropped (ambiguous)
+    dig_cue = flip_bits(memories, cfg.digit_noise, gen)  # (P, 64)
+    nearest = (dig_cue @ memories.T).argmax(1)  # (P,): what beta -> infinity would return
     ceiling = float((nearest == torch.arange(len(memories))).double().mean())
     acc_beta_digits = [float(modern_retrieval(memories, dig_cue, b).double().mean()) for b in cfg.betas]
     pinv_digits = async_recall(pseudo_inverse_weights(memories), dig_cue, generator=gen, max_sweeps=cfg.max_sweeps)
     hebb_digits = async_recall(hebbian_weights(memories), dig_cue, generator=gen, max_sweeps=cfg.max_sweeps)
     acc_pinv, acc_hebb = exact_rate(pinv_digits.states, memories), exact_rate(hebb_digits.states, memories)
-    # P > N does not make X^+ X the identity: X^+ X projects onto the row space of X, of rank <= 64
-    pattern_rank = int(torch.linalg.matrix_rank(memories.double()))
-    projector_dev = float((torch.linalg.pinv(memories.double()) @ memories.double() - torch.eye(64)).abs().max())
-    pinv_unchanged = exact_rate(pinv_digits.states, dig_cue)
-    print(f"  pseudo-inverse: pattern matrix ({len(memories)} x 64) has rank {pattern_rank}, max |X^+X - I| = "
-          f"{projector_dev:.2f}; {pinv_unchanged:.1%} of cues come back unchanged")
-    run.metrics.update({"digit_pattern_rank": pattern_rank, "digit_pinv_projector_max_dev": projector_dev,
-                        "digit_pinv_cue_unchanged": pinv_unchanged})
     m_dig = overlaps(memories, memories)
-    print(f"\n{len(memories)} distinct digit images (N=64, P/N={len(memories) / 64:.1f}; pairwise overlap "
-          f"mean {m_dig[~torch.eye(len(memories), dtype=torch.bool)].mean():.2f}), {cfg.digit_noise:.0%} flipped "
-          "pixels:")
-    print(f"  classical Hebbian {acc_hebb:6.1%}   classical pseudo-inverse {acc_pinv:6.1%}   "
+    print(f"\n{len(memories)} distinct digit images (N=64, P/N={len(memories) / 64:.1f}; pairwise overlap mean "
+          f"{m_dig[~torch.eye(len(memories), dtype=torch.bool)].mean():.2f}), {cfg.digit_noise:.0%} flipped pixels:\n"
+          f"  classical Hebbian {acc_hebb:6.1%}   classical pseudo-inverse {acc_pinv:6.1%}   "
           f"nearest stored pattern (beta -> inf, exact ceiling) {ceiling:6.1%}")
     print(f"  {'beta':>7}{'random P/N=' + f'{top_load:g}':>18}{'digits':>10}")
     for b, a_r, a_d in zip(cfg.betas, acc_beta_random, acc_beta_digits):
         print(f"  {b:7.3f}{a_r:18.1%}{a_d:10.1%}")
-    run.metrics["modern_accuracy_by_beta_random"] = {f"{b:g}": a for b, a in zip(cfg.betas, acc_beta_random)}
-    run.metrics["modern_digit_accuracy_by_beta"] = {f"{b:g}": a for b, a in zip(cfg.betas, acc_beta_digits)}
-    run.metrics["digit_nearest_pattern_ceiling"] = ceiling
-    run.metrics["digit_classical_accuracy"] = {"hebbian": acc_hebb, "pseudo_inverse": acc_pinv}
+    run.metrics.update({"modern_accuracy_by_beta_random": dict(zip((f"{b:g}" for b in cfg.betas), acc_beta_random)),
+                        "modern_digit_accuracy_by_beta": dict(zip((f"{b:g}" for b in cfg.betas), acc_beta_digits)),
+                        "digit_nearest_pattern_ceiling": ceiling,
+                        "digit_classical_accuracy": {"hebbian": acc_hebb, "pseudo_inverse": acc_pinv}})
     run.claim("beta_reaches_ceiling", f"digits: at beta = {max(cfg.betas):g} retrieval reaches the nearest-pattern "
               "ceiling", acc_beta_digits[cfg.betas.index(max(cfg.betas))], "within", ceiling, 0.01,
               reference_label="(ceiling)")
-    run.claim("digit_pinv_rank_deficient", "the digits' pattern matrix has rank below 64 (constant border pixels)",
-              pattern_rank, "<", 64)
     run.claim("digit_classical_fail", "no classical rule recalls its own digit among the stored images (best rule)",
               max(acc_hebb, acc_pinv), "<", 0.01)
 
@@ -997,13 +926,11 @@ if run.section(6):
 
 # %% [markdown]
 # **What to notice.**
-# - The classical network collapses above $P/N \approx 0.14$ (a claim: it retrieves none at the largest
-#   load); one modern update retrieves every random pattern exactly at $P/N = 10$ (a claim): the
-#   exponential separation $e^{\beta (m_\text{true} - m_\text{other}) N}$ beats the number of competitors.
-# - Small $\beta$ returns a blur (the softmax spreads over many patterns: the average digit); as $\beta$
-#   grows, retrieval climbs to the nearest-pattern ceiling (a claim at the largest $\beta$). For similar
-#   digits that ceiling is below 100%: when the noisy cue is closer to another stored "3", no memory can
-#   know better.
+# - The classical network retrieves none at the largest load; one modern update retrieves every random
+#   pattern at $P/N = 10$ (claims): the separation $e^{\beta (m_\text{true} - m_\text{other}) N}$ beats the
+#   number of competitors.
+# - Small $\beta$ returns a blur (the average digit); as $\beta$ grows, retrieval climbs to the
+#   nearest-pattern ceiling (a claim), below 100% for digits: a noisy "3" may be closer to another "3".
 
 # %%
 if run.section(6):
@@ -1021,42 +948,31 @@ if run.section(6):
     print("  modern energy along 3 updates (mean over the shown cues):")
     for b in betas_shown:
         print(f"    beta = {b:<6g} " + "  ".join(f"{float(e.mean()):9.3f}" for e in e_seq[b]))
-    fig = plotting.figure(1)[0]
-    fig.clf()
-    fig.set_size_inches(11, 4.2)
-    grid = fig.add_gridspec(1, 2, width_ratios=[1.6, 1])
-    ax = fig.add_subplot(grid[0])
+    fig, (ax, ax_energy) = plotting.figure(2, panel_size=(5.5, 4.2), gridspec_kw={"width_ratios": [1.6, 1]})
     images = [memories[show], dig_cue[show], torch.sign(hebb_digits.states[show]),
               state_seq[betas_shown[0]][1], torch.sign(state_seq[betas_shown[1]][1])]
     plotting.image_grid(ax, (torch.cat(images) + 1) / 2, shape=(8, 8), nrow=len(show))
     label_rows(ax, ["stored", "cue", "Hebbian", f"modern b={betas_shown[0]:g}", f"modern b={betas_shown[1]:g}"])
     ax.set_title(f"{len(memories)} stored digits, {cfg.digit_noise:.0%} flipped pixels")
-    ax = fig.add_subplot(grid[1])
     for c, b in enumerate(betas_shown):
         for j in range(len(show)):
-            ax.plot(e_seq[b][:, j], "-o", ms=3, lw=0.8, color=f"C{c}", label=rf"$\beta$ = {b:g}" if j == 0 else None)
-    ax.set(xlabel="modern update", ylabel=r"$E(\xi)$", title="energy never rises (CCCP step)")
-    ax.legend(fontsize=10)
+            ax_energy.plot(e_seq[b][:, j], "-o", ms=3, lw=0.8, color=f"C{c}",
+                           label=rf"$\beta$ = {b:g}" if j == 0 else None)
+    ax_energy.set(xlabel="modern update", ylabel=r"$E(\xi)$", title="energy never rises (CCCP step)")
+    ax_energy.legend(fontsize=10)
     run.savefig(fig, "fig07_modern_digits")
 
 # %% [markdown]
 # **What to notice.**
 # - The classical rules have no answer for 197 digits in 64 units (a claim: neither recalls a single
-#   one): Hebbian crosstalk is huge. The pseudo-inverse does not become $W = I$ either: the border pixels
-#   are off in every image, so the pattern matrix has rank 50, not 64 (a claim: below 64), and $X^+ X$
-#   projects onto a 50-dimensional subspace (max $|X^+X - I|$ = 0.93 in the default run). Inside that
-#   subspace $W$ acts as the identity, so it holds no structure that pulls a cue towards one digit rather
-#   than another: 20.3% of the cues come back unchanged, the others settle on other states, and none on
-#   its own digit (0.0%).
+#   one): Hebbian crosstalk is huge, and the pseudo-inverse projects onto the span of the digits, where
+#   it holds no pull towards one digit rather than another (exercise 7).
 # - The modern energy never rises along its updates (a claim), and one update is exactly one attention
 #   head with the stored patterns as keys and values (a claim against `scaled_dot_product_attention`).
 
 # %%
 if checked["updates"]:  # sections 1 and 2 checked every single async update they made
-    run.metrics["async_energy_increases"] = checked["increases"]
-    run.metrics["async_updates_checked"] = checked["updates"]
-    print(f"\nAsync energy check over the whole lesson: {checked['increases']} increases in {checked['updates']} "
-          "updates")
+    run.metrics.update({"async_energy_increases": checked["increases"], "async_updates_checked": checked["updates"]})
     run.claim("async_energy_never_increases", f"asynchronous updates never raise E ({checked['updates']} updates "
               "checked)", checked["increases"], "within", 0, 0)
 
@@ -1065,10 +981,8 @@ if checked["updates"]:  # sections 1 and 2 checked every single async update the
 #
 # - A Hopfield network is an energy model: asynchronous sign updates are exact coordinate descent on
 #   $E(x) = -\frac12 x^\top W x - b^\top x$, so recall always ends in a minimum; synchronous updates may 2-cycle.
-# - Hebbian storage holds about $0.14 N$ random patterns in the sense of retrieval with a few wrong bits
-#   ($0.15 N$ at $N = 500$, slightly above the $N \to \infty$ value 0.138); exact fixed points vanish
-#   earlier, as $(1 - p)^N$ predicts (~$N / (2 \ln N)$ to leading order). Correlated patterns need better
-#   rules (Storkey, pseudo-inverse) or a better energy.
+# - Hebbian storage holds about $0.14 N$ random patterns (retrieval with a few wrong bits); exact fixed
+#   points vanish earlier, as $(1 - p)^N$ predicts. Correlated patterns need better rules or a better energy.
 # - The energy landscape has minima nobody stored: reversed patterns, 3-mixtures, spin-glass states.
 # - At temperature $T$ the Glauber dynamics samples $e^{-E/T}$: a Boltzmann machine with fixed weights;
 #   memories melt at $T = 1$ (for $P \ll N$).
@@ -1080,8 +994,8 @@ if checked["updates"]:  # sections 1 and 2 checked every single async update the
 # needs (EXERCISES above) and then its stub; add the flags the exercise names.
 #
 # **Exercise 1 (predict-then-tweak, easy): finite-size effects on alpha_c**
-# Predict first: with `--n-units 1000 --n-trials 2 --section 3`, does the estimated alpha_c_hebbian move
-# towards 0.138 or away from it? Is the drop of m(alpha) sharper or softer? Then try `--n-units 200`.
+# With `--n-units 1000 --n-trials 2 --section 3`, does alpha_c_hebbian move towards 0.138 or away, and is
+# the drop of m(alpha) sharper or softer? Predict, run, then try `--n-units 200`.
 #
 # **Exercise 2 (predict-then-tweak, medium): the estimator**
 # Predict how alpha_c_hebbian changes with `--overlap-threshold 0.7` and `--overlap-threshold 0.95` (add
@@ -1089,24 +1003,24 @@ if checked["updates"]:  # sections 1 and 2 checked every single async update the
 # threshold "right" at finite N?
 #
 # **Exercise 3 (think, medium): fixed points versus retrieval**
-# Using p = Phi(-1/sqrt(alpha)), how many wrong bits does a Hebbian pattern at alpha = 0.1 have on
-# average in a network of N = 10^4 units, and how likely is it to be an exact fixed point? Why does
-# the dynamics still retrieve it? (`--exercise 3` prints the measured unstable-bit rate at N = 500.)
+# With p = Phi(-1/sqrt(alpha)): how many wrong bits has a Hebbian pattern at alpha = 0.1 with N = 10^4, how
+# likely is it a fixed point, and why is it still retrieved? (`--exercise 3`: the measured rate at N = 500.)
 #
 # **Exercise 4 (extend, medium): biased patterns**
-# Run with `--exercise 4` to store patterns with 80% of the units at -1. Watch them collapse onto one
-# "background" attractor, then fix it: store (xi - a) with a = the mean activity and add a
-# threshold (bias) b. Measure the capacity before and after.
+# `--exercise 4` stores patterns with 80% of the units at -1: they collapse onto one "background"
+# attractor. Fix it (store xi - a, a = the mean activity, and add a bias b); measure capacity before and after.
 #
 # **Exercise 5 (predict-then-tweak, easy): when do 3-mixtures stop being minima?**
-# Theory says symmetric 3-mixtures are stable at T = 0 only for alpha below ~0.03. Predict the
-# "fixed pt" column of the 3-mixture row in section 4 for `--spurious-patterns 25 --section 4`
-# (alpha = 0.05 at N = 500), and whether random starts still end in 3-mixtures. Then run it.
+# Theory: 3-mixtures are stable at T = 0 only for alpha below ~0.03. Predict the 3-mixture "fixed pt" column
+# for `--spurious-patterns 25 --section 4` (alpha = 0.05), and whether random starts still end in them.
 #
 # **Exercise 6 (think, hard): the modern energy and attention**
-# Show that the modern update is the gradient step xi <- xi - grad E(xi) with unit step, and that
-# one step of it is softmax attention (`--exercise 6` checks the first with autograd). What plays the role
-# of 1/sqrt(d_k) in a transformer?
+# Show that the modern update is the unit gradient step xi <- xi - grad E(xi) and one softmax attention
+# step (`--exercise 6` checks the first with autograd). What plays the role of 1/sqrt(d_k)?
+#
+# **Exercise 7 (think, medium): why the pseudo-inverse fails on 197 digits**
+# With P > N one might expect W = X^+ X = I. Predict the rank of the stored digits' pattern matrix, then run
+# `--exercise 7` (rank, max |X^+X - I|, cues returned unchanged). Why does W hold no pull towards any digit?
 
 # %%
 if run.stub(1):
@@ -1142,5 +1056,12 @@ if run.stub(6):
     (grad_e,) = torch.autograd.grad(modern_energy(memories, xi, cfg.beta).sum(), xi)
     step_gap = float((xi.detach() - grad_e - modern_update(memories, dig_cue[:4], cfg.beta)).abs().max())
     print(f"\nExercise 6: max |(xi - grad E(xi)) - modern_update(xi)| = {step_gap:.1e} at beta = {cfg.beta:g}")
+
+if run.stub(7):
+    # X^+ X projects onto the row space of X (P x 64): the identity only if that space is all of R^64
+    pattern_rank = int(torch.linalg.matrix_rank(memories))
+    projector_dev = float((torch.linalg.pinv(memories) @ memories - torch.eye(64, dtype=DTYPE)).abs().max())
+    print(f"\nExercise 7: {len(memories)} x 64 digit patterns, rank {pattern_rank}; max |X^+X - I| = "
+          f"{projector_dev:.2f}; {exact_rate(pinv_digits.states, dig_cue):.1%} of cues come back unchanged")
 
 run.finish()
