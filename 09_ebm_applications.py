@@ -1,13 +1,10 @@
 """Lesson 09 -- What energies are good for: OOD detection, restoration, robustness, composition, structure.
 
-An energy scores how compatible a configuration is with what the model has seen; that one number,
-and its gradient, can be used for much more than generating samples. This lesson trains small models
-on 8x8 digits in seconds -- a plain classifier and a JEM-style classifier that is also an energy of
-p(x), three of each (three seeds) -- and uses them to flag inputs the model has never seen, to restore
-damaged images, and to purify adversarial attacks, each time next to the baselines a statistician would
-try first (nearest neighbours, a kernel density, the linear-Gaussian answer). On 2-D energies with exact
-answers it composes concepts by adding energies; it ends with prediction as argmin_y E(x, y), for a
-scalar y with two right answers and for a chain of labels that depend on each other.
+One number -- how compatible an input is with what a model has seen -- and its gradient do more than
+generate samples. Small models on 8x8 digits (a plain classifier and a JEM, three seeds each) flag inputs
+the model has never seen, restore damaged images and purify adversarial attacks, each next to the baseline a
+statistician would try first (nearest neighbours, a kernel density, the linear-Gaussian answer). Energies on
+the plane compose concepts with exact checks, and prediction becomes argmin_y E(x, y).
 
 You will learn
 - why -logsumexp f(x) of any classifier is an energy, how it compares with max-softmax, a trained
@@ -152,12 +149,12 @@ class Config:
 
 
 QUICK = {
-    "n_seeds": 2, "clf_steps": 100, "jem_steps": 60, "img_hidden": 128, "sgld_steps": 10, "img_buffer": 500,
-    "n_ood": 100, "restore_steps_sweep": (0, 5, 10), "restore_chains": 2, "data_weights": (0.1,), "knn_ks": (1, 5),
-    "blur_sigmas": (0.5, 1.2), "attack_eps": (0.0, 0.2), "pgd_steps": 4, "purify_steps": 8, "eot_samples": 2,
-    "exact_pgd_steps": 2, "exact_eot_samples": 1, "converge_eps": 0.2, "n_attack": 30, "compose_chains": 400,
-    "compose_steps": 100, "or_steps": 200, "digit_steps": 20, "struct_train": 500, "struct_steps": 60,
-    "struct_grid": 31, "descent_steps": 100, "chain_length": 8, "chain_sequences": 100,
+    "n_seeds": 2, "clf_steps": 60, "jem_steps": 40, "img_hidden": 64, "sgld_steps": 10, "img_buffer": 500,
+    "n_ood": 50, "restore_steps_sweep": (0, 5, 10), "restore_chains": 2, "data_weights": (0.1,), "knn_ks": (1, 5),
+    "blur_sigmas": (0.5, 1.2), "attack_eps": (0.0, 0.2), "pgd_steps": 3, "purify_steps": 5, "eot_samples": 2,
+    "exact_pgd_steps": 2, "exact_eot_samples": 1, "converge_eps": 0.2, "n_attack": 20, "compose_chains": 200,
+    "compose_steps": 60, "or_steps": 120, "tv_bins": 15, "digit_steps": 10, "struct_train": 300, "struct_steps": 40,
+    "struct_grid": 21, "descent_steps": 60, "chain_length": 8, "chain_sequences": 50,
 }
 
 
@@ -518,20 +515,13 @@ if run.section(1):
 
 # %% [markdown]
 # **What to notice.** The energy score beats max-softmax on the held-out digits (default run, 3 seeds: AUROC
-# 0.972 ± 0.003 vs 0.938 ± 0.004), as Liu et al. found on CIFAR-10. But a pixel-space density beats every
-# network score on the three sets closest to the data: the KDE (bandwidth 0.3, chosen by validation
-# log-likelihood) scores 0.994 on held-out digits against 0.979 ± 0.004 for the best network score, 0.952 vs
-# 0.910 on data-matched Gaussian noise, 1.000 vs 0.997 on blurred digits; the kNN distance is close behind on
-# held-out digits (0.984) but not on the Gaussian noise (0.891). The JEM's trained $\log p(x)$ is the weakest
-# network score on held-out digits (0.72 ± 0.04). That is a poorly fitted density, not a law about densities:
-# the KDE is a density too, and the best detector here. Where a density does rank OOD data above the data,
-# this lesson can show why: the Gaussian gives its own samples (the data-matched Gaussian set) a higher
-# density than the digits (AUROC 0.24), because digits are far from typical for a Gaussian, which fits them
-# badly. Nothing here shows a *good* density preferring simple inputs to the data, the effect Nalisnick et al.
-# (2019) saw between CIFAR-10 and SVHN: on 8x8 digits with 566 training images, distances in pixel space are
-# hard to beat. The colour of fig03 is $1 - \text{AUROC}$ on a log scale, so 0.99 and 0.999 look different.
-# A density score is also only as good as its training: in the `--quick` run the score norm ranks every set
-# backwards (exercise 4).
+# 0.972 ± 0.003 vs 0.938 ± 0.004), as Liu et al. found on CIFAR-10. But the pixel-space KDE beats every network
+# score on the three sets closest to the data (held-out digits 0.994, data-matched Gaussian noise 0.952, blurred
+# digits 1.000), and the JEM's trained $\log p(x)$ is the weakest network score on held-out digits (0.72): a
+# poorly fitted density, not a law about densities -- the KDE is a density too. Where a density does rank OOD
+# data above the data, we can see why: the Gaussian ranks its own samples above the digits (AUROC 0.24), because
+# digits are far from typical for a Gaussian. On 8x8 digits with 566 training images, distances in pixel space
+# are hard to beat. fig03's colour is $1 - \text{AUROC}$ on a log scale, so 0.99 and 0.999 look different.
 
 # %% [markdown]
 # ## 2. Denoising and inpainting with an energy prior
@@ -742,19 +732,15 @@ if run.section(2):
     restoration_figures(restored, restore_stats, by_steps)
 
 # %% [markdown]
-# **What to notice.** The EBM helps (17.4 ± 0.1 dB against 16.0 for the noisy input, steps chosen on the
-# validation digits: 20-40) but loses to the Wiener filter (18.5) and to the kNN mean (18.6), and its
-# inpainting (10.6 ± 0.1 dB) is no better than filling the mean image, 3 dB below the Gaussian conditional
-# mean and 5 dB below kNN. Why: at $T = 5\cdot 10^{-5}$ the data term $T\lVert x - y\rVert^2/(2\sigma^2)$ weighs
-# ~1.6e-4 and the chain is "descend the prior from the observation", stopped early. The noise $s = 0.01$ is
-# tiny, so the `--restore-chains` chains stay close to one descent: they differ by 0.03 per pixel, where draws
-# of the Gaussian posterior differ by 0.22 (the claim that they differ by under a tenth of it FAILS: it is a
-# seventh). Their average is close to a point estimate, not the posterior mean that PSNR rewards and that the
-# Wiener filter and kNN compute. A data term with a real weight does not close the gap (validation picks the
-# smallest $\lambda$ on the grid, and it is no better: that claim FAILS). What would close it is a prior whose
-# density is right at $T = 1$ -- sampled at $T = 1$ and averaged over many draws -- which a CD-trained JEM on
-# 566 digits is not (section 1: its $\log p(x)$ is the weakest OOD score). Say so when you present EBM
-# restoration.
+# **What to notice.** The EBM helps (17.4 ± 0.1 dB against 16.0 for the noisy input, 20-40 steps chosen on
+# validation) but loses to the Wiener filter (18.5) and to kNN (18.6); its inpainting (10.6 dB) is no better
+# than the mean image, 3 dB below the Gaussian conditional mean. Why: at $T = 5\cdot 10^{-5}$ the data term
+# weighs ~1.6e-4, so the chain is "descend the prior from the observation", stopped early, and with $s = 0.01$
+# the chains are near-copies of one descent (spread 0.03 per pixel against the Gaussian posterior's 0.22; the
+# claim "under a tenth" FAILS: it is a seventh). Their average is a point estimate, not the posterior mean that
+# PSNR rewards. A weighted data term does not close the gap (validation picks the smallest $\lambda$; that claim
+# FAILS). Closing it needs a prior whose density is right at $T = 1$, which a CD-trained JEM on 566 digits is
+# not (section 1). Say so when you present EBM restoration.
 
 # %% [markdown]
 # ## 3. Adversarial robustness: PGD, purification, and the worst of several attacks
@@ -899,17 +885,13 @@ if run.section(3):
     robustness_figures(robust, robust_runs[0][1], robust_runs[0][2][:4])
 
 # %% [markdown]
-# **What to notice** (default run, 100 digits x 3 seeds): no single attack dominates. At $\varepsilon = 0.3$ the
-# naive attack leaves 0.58 ± 0.03 of the purified digits right, BPDA + EOT 0.61 ± 0.03 (so the claim that it
-# beats the naive attack FAILS), and the exact gradient through the 30 Langevin steps only 0.85: it is the
-# weakest, its gradient through a contracting chain is small. Each succeeds on different digits, so the worst
-# case (0.48 ± 0.02) is well below all three; that it is below the naive number holds by construction and
-# proves nothing. The convergence check FAILS: doubling the PGD steps lowers the worst case to 0.42 ± 0.02, so
-# these numbers are upper bounds on the true robust accuracy, and a longer attack would go lower still. Against
-# the undefended classifier: at $\varepsilon = 0.1$ the purifier *hurts* (0.89 vs 0.95: it costs ~4 points of
-# clean accuracy, more than a weak attack costs), at 0.2 the gain is within the noise (0.71 ± 0.02 vs
-# 0.67 ± 0.01), and at 0.3 it is 0.42 vs 0.36 against an attack that has not converged (that claim holds by a
-# hair). A defence evaluated like this is not shown to work. fig07 shows $\varepsilon = 0.3$.
+# **What to notice** (default run, 100 digits x 3 seeds): no single attack dominates. At $\varepsilon = 0.3$
+# naive leaves 0.58 ± 0.03 of the purified digits right, BPDA + EOT 0.61 ± 0.03 (the claim that it beats naive
+# FAILS), the exact gradient through the 30 contracting Langevin steps only 0.85. Each succeeds on different
+# digits, so the worst case (0.48 ± 0.02) is below all three. The convergence check FAILS: doubling the PGD
+# steps lowers it to 0.42, so these numbers are upper bounds. Against the undefended classifier the purifier
+# *hurts* at 0.1 (0.89 vs 0.95: it costs clean accuracy), is within noise at 0.2 and ahead by a hair at 0.3,
+# against an attack that has not converged. A defence evaluated like this is not shown to work.
 
 # %% [markdown]
 # ## 4. Composing energies
@@ -1088,20 +1070,19 @@ if run.section(4):
               not_check["not"]["logit_a"], ">", not_check["data_max_logit_a"])
 
 # %% [markdown]
-# **What to notice.** AND keeps the part of the ring inside the blob, OR is both at once, NOT carves the blob out
-# of the ring. AND and NOT land at the TV floor (ratios 0.98 and 1.13 in the default run). OR needs the weight
-# check: started uniformly on the box, the chains fall into the ring more often than into the blob and cross
-# over slowly, so after 1000 steps the blob's share is 0.46 ± 0.01 against the exact 0.502 -- not mixed,
-# although its TV (which passes a 0.40/0.60 mixture) would look fine. After 4000 steps it is 0.502 ± 0.009.
+# **What to notice.** AND keeps the part of the ring inside the blob, OR is both, NOT carves the blob out of
+# the ring; AND and NOT land at the TV floor (ratios 0.98 and 1.13). OR needs the weight check: the chains fall
+# into the ring more often than into the blob and cross over slowly, so after 1000 steps the blob's share is
+# 0.46 ± 0.01 against the exact 0.502 -- not mixed, though a TV that passes a 0.40/0.60 mixture would look
+# fine. After 4000 steps it is 0.502 ± 0.009.
 #
 # On digits there is no exact check. "1 AND 4" and "1 OR 4" give strokes the plain classifier splits between
 # the classes. "1 NOT 4" is not unnormalisable here (exercise 5's failure): the sampler clamps every pixel to
-# $[-1, 1]$, a bounded box, so $e^{-E}$ is normalisable whatever $\gamma$ is. The printed check shows where the
-# chains go instead: 88 % of their pixels sit at the box's edge (23 % for the class-1 samples), and the 16
-# chains end at nearly one black-and-white image (mean distance 1.7 between samples, 4.7 for class 1): the
-# minimum of $-f(x)[1] + 0.5 f(x)[4]$ inside the box is a corner far from every digit. They do not get there by
-# making the image more "1" (that claim FAILS: $f(x)[1]$ is -0.8, below the class-1 samples' 0.1): they lower
-# $f(x)[4]$. The plain classifier's "1" on them is a verdict off the data, where nothing trained the network.
+# $[-1, 1]$, so $e^{-E}$ is normalisable whatever $\gamma$ is. The chains go instead to a corner of the box
+# far from every digit: 88 % of their pixels at the edge (23 % for class-1 samples), all 16 at nearly one
+# black-and-white image (mean distance 1.7 between samples, 4.7 for class 1). They do not get there by making
+# the image more "1" (that claim FAILS: $f(x)[1]$ is -0.8, below the class-1 samples' 0.1) but by lowering
+# $f(x)[4]$: the plain classifier's "1" on them is a verdict off the data, where nothing trained the network.
 
 # %% [markdown]
 # ## 5. Structured prediction as inference
