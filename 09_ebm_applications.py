@@ -92,9 +92,9 @@ class Config:
     jem_steps: int = count(1200)  # Adam steps of the JEM; below ~200 its energy ranks noise as data (exercise 4)
     img_batch: int = count(64)  # images per step of both models; larger = smoother gradients, slower steps
     img_lr: float = positive(1e-3)  # Adam rate of both models; above ~3e-3 the JEM's energies run away (guard)
-    cd_alpha: float = nonnegative(0.1)  # energy-magnitude penalty alpha (E+^2 + E-^2); 0 lets the energies drift
+    cd_alpha: float = nonnegative(0.1)  # energy penalty alpha (E+^2 + E-^2); 0 lets the energies drift off
     sgld_steps: int = count(20)  # Langevin steps per negative batch; fewer = negatives closer to the buffer's noise
-    sgld_step_size: float = positive(1.0)  # Langevin step h of training and of every image sampler below
+    sgld_step_size: float = positive(1.0)  # Langevin step h of every image sampler; larger moves further, T falls
     sgld_noise: float = positive(0.01)  # Langevin noise s; T = s^2/(2h) = 5e-5 (noisy descent); larger = hotter
     img_buffer: int = count(5000)  # replay-buffer capacity (5 % fresh noise per draw); smaller = less persistent chains
     # -- section 1: OOD
@@ -102,25 +102,25 @@ class Config:
     smooth_sigma: float = positive(1.5)  # blur (pixels) of "smoothed noise" and "blurred digits"; smaller = harder sets
     patch_zoom: int = between(4, 1, 16)  # photo patches: (8 zoom)^2 pixels averaged to 8x8; larger = smoother patches
     knn_neighbors: int = count(5)  # k of the kNN-distance OOD score; larger = smoother, less local score
-    kde_bandwidths: tuple[float, ...] = positive((0.1, 0.15, 0.2, 0.3, 0.5))  # KDE: best validation log-lik wins
+    kde_bandwidths: tuple[float, ...] = positive((0.1, 0.15, 0.2, 0.3, 0.5))  # KDE widths; validation picks
     # -- section 2: restoration
     noise_sigma: float = positive(0.4)  # std of the noise added to test digits (range [-1, 1]); larger = harder (ex. 2)
-    restore_steps_sweep: tuple[int, ...] = count((0, 5, 10, 20, 40, 80), minimum=0)  # step counts; validation picks
+    restore_steps_sweep: tuple[int, ...] = count((0, 5, 10, 20, 40, 80), minimum=0)  # steps tried; validation picks
     restore_chains: int = count(4)  # chains averaged per image (~ posterior mean); more = costlier, barely better here
-    data_weights: tuple[float, ...] = nonnegative((0.01, 0.1, 1.0))  # lambda of E + lambda |x-y|^2/(2 sigma^2) tried
-    blur_sigmas: tuple[float, ...] = positive((0.5, 0.8, 1.2))  # blur baseline: validation picks one
-    knn_ks: tuple[int, ...] = count((1, 3, 5, 10, 20))  # kNN restoration: validation picks k
+    data_weights: tuple[float, ...] = nonnegative((0.01, 0.1, 1.0))  # lambda of E + lambda|x-y|^2/(2 sigma^2) tried
+    blur_sigmas: tuple[float, ...] = positive((0.5, 0.8, 1.2))  # blur baseline's sigmas tried; validation picks one
+    knn_ks: tuple[int, ...] = count((1, 3, 5, 10, 20))  # kNN restoration's k tried; validation picks one
     missing_rows: int = between(4, 1, 7)  # inpainting: the bottom rows that are missing; more = harder
-    inpaint_start_noise: float = nonnegative(0.3)  # chains start at the pixel mean plus this noise; 0 = deterministic
+    inpaint_start_noise: float = nonnegative(0.3)  # noise on the mean-filled start; 0 = every chain starts alike
     # -- section 3: adversarial robustness
-    attack_eps: tuple[float, ...] = nonnegative((0.0, 0.1, 0.2, 0.3))  # L-inf radii (pixels span 2); 0.5 ~ chance
+    attack_eps: tuple[float, ...] = nonnegative((0.0, 0.1, 0.2, 0.3))  # L-inf radii (pixels span 2); ~0.5 = chance
     pgd_steps: int = count(20)  # PGD steps (step 2.5 eps / steps); more = stronger attack, lower worst case
     purify_steps: int = count(30)  # Langevin steps of the purifier; more = stronger and costlier defence
     purify_noise: float = nonnegative(0.2)  # noise std added before purifying; more washes out attacks and accuracy
     eot_samples: int = count(4)  # EOT: purifier draws averaged per BPDA step; more = less noisy attack gradient
     exact_pgd_steps: int = count(10)  # PGD steps through the exact purifier gradient (slow: backprop through K steps)
-    exact_eot_samples: int = count(2)  # purifier draws per step of the exact-gradient attack
-    converge_eps: float = nonnegative(0.3)  # radius of the convergence check (2x PGD steps); pick a mid-range one
+    exact_eot_samples: int = count(2)  # purifier draws per exact-attack step; more = costlier, steadier
+    converge_eps: float = nonnegative(0.3)  # radius of the 2x-steps convergence check; keep mid-range
     n_attack: int = count(100, minimum=10)  # test images attacked per seed; more = smaller SE, slower (the slow part)
     # -- section 4: composition
     compose_gamma: float = between(0.5, 0, 1)  # NOT weight gamma in E1 - gamma E2; above 8.2 not normalisable (ex. 5)
@@ -134,14 +134,14 @@ class Config:
     struct_noise: float = positive(0.05)  # noise of y = +-sqrt(x) + noise; larger merges the branches near x = 0
     struct_train: int = count(2000, minimum=50)  # training pairs; fewer = a rougher E(x, y)
     struct_steps: int = count(500)  # Adam steps of E(x, y) and of the least-squares net; fewer = blurrier valleys
-    struct_batch: int = count(128)  # pairs per step; the NLL evaluates E on batch x --struct-grid points
-    struct_hidden: int = count(48)  # hidden width of both networks of section 5
+    struct_batch: int = count(128)  # pairs per step; cost grows as batch x --struct-grid
+    struct_hidden: int = count(48)  # hidden width of both networks of section 5; smaller = smoother E(x, y)
     struct_grid: int = count(61, minimum=11)  # y-grid points for the exact log Z(x); fewer = a cruder likelihood
     struct_starts: int = count(8, minimum=2)  # starts of descent on y per test x; fewer may miss a branch
     struct_lr: float = positive(3e-3)  # Adam rate of both networks of section 5; the guard names it if it diverges
     descent_steps: int = count(200)  # gradient-descent steps on y at inference; fewer stop short of the valley floor
     descent_step_size: float = positive(2e-3)  # descent step on y; at or above 2 struct_noise^2 it oscillates
-    branch_tol: float = positive(0.15)  # a prediction "hits" a branch when within this distance of it
+    branch_tol: float = positive(0.15)  # a prediction "hits" a branch within this distance; larger = more lenient
     chain_length: int = between(12, 2, 16)  # labels per chain; enumeration checks all 2^L outputs (16: 65536, slow)
     chain_stay: float = between(0.9, 0.5, 0.999)  # P(y_{i+1} = y_i); closer to 1 = stronger coupling J (exercise 6)
     chain_noise: float = positive(1.0)  # x_i = y_i + this much noise; smaller = each label decides alone (exercise 6)
