@@ -7,22 +7,19 @@ statistician would try first (nearest neighbours, a kernel density, the linear-G
 the plane compose concepts with exact checks, and prediction becomes argmin_y E(x, y).
 
 You will learn
-- why -logsumexp f(x) of any classifier is an energy, how it compares with max-softmax, a trained
-  density and plain pixel-space detectors (kNN distance, kernel density, Gaussian) as an OOD score;
-- denoising and inpainting with an energy prior, and why at the image-EBM temperature (T = 5e-5) it
-  loses to the Wiener filter and to nearest neighbours here;
-- PGD attacks, Langevin purification, and evaluating a defence by the worst of several attacks
-  (naive, BPDA + EOT, EOT through the exact gradient), with a convergence check;
+- why -logsumexp f(x) of any classifier is an energy, and how it compares as an OOD score with max-softmax,
+  a trained density and pixel-space detectors (kNN distance, kernel density, Gaussian);
+- denoising and inpainting with an energy prior, and why at T = 5e-5 it loses to the Wiener filter and kNN;
+- PGD attacks, Langevin purification, and a defence judged by the worst of several attacks;
 - AND / OR / NOT of energies, checked by the exact component weight, not only a histogram distance;
-- inference as argmin_y E(x, y): two branches of y = +-sqrt(x), and an exact minimum by dynamic
-  programming over a chain of labels where coordinate-wise descent gets stuck.
+- inference as argmin_y E(x, y): two branches of y = +-sqrt(x), and an exact chain minimum by dynamic programming.
 
 Prerequisites: lesson 01 (energies, Langevin), lesson 07 (neural EBMs, replay buffer), lesson 08 (JEM).
 The models are small MLPs on 8x8 digits: a laptop CPU runs it all (torchvision is optional).
 
 Run:  python 09_ebm_applications.py             (default; runtime: docs/results.md)
       python 09_ebm_applications.py --quick     (seconds; every code path runs, numbers not meaningful)
-      python 09_ebm_applications.py --section 5 (one section; 1-4 train the models they need first)
+      python 09_ebm_applications.py --section 5 (one section; 1-3 train the models they need first)
       python 09_ebm_applications.py --help      (every hyperparameter, with advice)
 
 Figures and metrics.json keys: FIGURES and METRICS below.
@@ -38,7 +35,6 @@ FIGURES = {
     "fig06_robust_accuracy": "accuracy against the PGD radius: undefended, purified (naive, worst of all attacks)",
     "fig07_adversarial_examples": "clean, attacked and purified digits at the radius the text discusses",
     "fig08_composition_2d": "AND / OR / NOT of two 2-D energies: exact density, Langevin samples, OR's blob share",
-    "fig09_composed_digits": "Langevin samples of composed class energies of the JEM model",
     "fig10_structured_prediction": "y = +-sqrt(x) by descent on E(x, y); a label chain: exact minimum vs ICM",
 }
 METRICS = {
@@ -59,8 +55,6 @@ METRICS = {
     "composition_tv": "{and, or, not}: TV between the Langevin histogram and the exact grid density",
     "composition_tv_floor": "{and, or, not}: the TV of as many EXACT samples (the best a sampler can do)",
     "or_blob_share": "{steps, share, se, exact}: OR's blob weight along the chains",
-    "not_digit_check": "{not, class: {edge_pixels, logit_a, spread}, data_max_logit_a}: where 'a NOT b' lies",
-    "composed_digit_classes": "{composition: fraction of samples the plain classifier puts in each class}",
     "structured_branch_hit_rate": "{ebm, mse}: fraction of predictions within --branch-tol of a true branch",
     "structured_both_branches": "fraction of test x for which the EBM's descents found both branches",
     "chain_results": "{method: {error, optimal, excess}} for the label chain, mean over seeds",
@@ -129,7 +123,7 @@ class Config:
     or_steps: int = count(4000)  # Langevin steps of OR: the chains need ~4000 at h = 0.01 to share ring and blob
     compose_step_size: float = positive(0.01)  # Langevin step h at T = 1; larger mixes faster but biases the density
     tv_bins: int = count(30, minimum=4)  # histogram cells per axis for the TV; more cells = higher noise floor
-    digit_steps: int = count(60)  # Langevin steps of the composed digit energies from noise; fewer = noisier digits
+    digit_steps: int = count(60)  # exercise 5: Langevin steps of composed digit energies; fewer = noisier digits
     # -- section 5: structured prediction
     struct_noise: float = positive(0.05)  # noise of y = +-sqrt(x) + noise; larger merges the branches near x = 0
     struct_train: int = count(2000, minimum=50)  # training pairs; fewer = a rougher E(x, y)
@@ -234,18 +228,15 @@ def blur(x, kernel_size, sigma):
 # %% [markdown]
 # ## The data and the models
 #
-# Training digits are the classes $0..C-1$ ($C$ = `--in-classes`, 5 by default); the other classes are kept
-# back as *near* out-of-distribution data. `--n-val` training digits are held out as a validation set:
-# every bandwidth, $k$ and step count below is chosen on them, never on the test digits. Two MLP classifiers
-# $f(x) \in \mathbb{R}^C$ are trained per seed (three seeds by default, so that every comparison has an error bar):
+# Training digits are the classes $0..C-1$ ($C$ = `--in-classes`, 5 by default); the other classes are
+# *near* out-of-distribution data. Every bandwidth, $k$ and step count is chosen on `--n-val` held-out training
+# digits, never on the test digits. Two MLPs $f(x) \in \mathbb{R}^C$ are trained per seed (3 seeds: error bars):
 #
 # - **plain**: cross-entropy only -- the classifier a practitioner already has;
-# - **JEM** (Grathwohl et al. 2020, lesson 08): the same network read as $p(x, y) = e^{f(x)[y]} / Z$, trained
-#   on cross-entropy *plus* the contrastive-divergence loss of $E(x) = -\log\sum_y e^{f(x)[y]}$, with negatives
-#   from a replay buffer moved by Langevin at $h = 1$, $s = 0.01$: $T = s^2/(2h) = 5\cdot 10^{-5}$, the usual
-#   image-EBM regime (noisy gradient descent, not sampling at $T = 1$).
-#
-# Sections 1-3 use every seed's pair; section 4 uses seed 0's only, so `--section 4` trains one pair.
+# - **JEM** (Grathwohl et al. 2020, lesson 08): $p(x, y) = e^{f(x)[y]} / Z$, trained on cross-entropy *plus*
+#   contrastive divergence on $E(x) = -\log\sum_y e^{f(x)[y]}$, negatives from a replay buffer moved by Langevin
+#   at $h = 1$, $s = 0.01$: $T = s^2/(2h) = 5\cdot 10^{-5}$, noisy gradient descent, not sampling at $T = 1$.
+#   Sections 1-3 use every seed's pair; sections 4 and 5 train their own small models.
 
 # %%
 data = load_signed_images("digits")
@@ -310,7 +301,7 @@ def accuracy(model, x, y):
         return float((model.logits(x).argmax(1) == y).float().mean())
 
 
-n_pairs = cfg.n_seeds if any(run.section(n) for n in (1, 2, 3)) else int(run.section(4))
+n_pairs = cfg.n_seeds if any(run.section(n) for n in (1, 2, 3)) else 0  # exercise 5 trains its own pair
 models = [train_pair(i) for i in range(n_pairs)]
 if models:
     acc = {"plain": stats([{"a": accuracy(p, x_test, y_test)} for p, _ in models], "a"),
@@ -321,16 +312,14 @@ if models:
 # %% [markdown]
 # ## 1. Out-of-distribution detection
 #
-# For a classifier with logits $f(x)$, $p(y \mid x) = \mathrm{softmax}\, f(x)$ hides a free constant: adding $c(x)$
-# to every logit changes nothing. Reading the logits as negative energies, $E(x, y) = -f(x)[y]$, fixes it and
-# gives the marginal energy
+# Softmax hides a free constant: adding $c(x)$ to every logit changes nothing. Reading the logits as negative
+# energies, $E(x, y) = -f(x)[y]$, fixes it and gives the marginal energy, up to one constant $Z$
+# ([derivation](docs/derivations/energy_score_ood.md)):
 #
-# $$E(x) = -\log \sum_y e^{f(x)[y]}, \qquad p(x) = e^{-E(x)} / Z$$
+# $$E(x) = -\log \sum_y e^{f(x)[y]}, \qquad p(x) = e^{-E(x)} / Z.$$
 #
-# up to the one constant $Z$ ([derivation](docs/derivations/energy_score_ood.md)). Liu et al. (2020) score
-# inputs by $-E(x)$ instead of $\max_y \mathrm{softmax}\, f(x)[y]$: on CIFAR-10 their FPR95 drops from 51.0 % to
-# 33.0 %. We compare seven scores, each "higher = more in-distribution": four from the networks and three that
-# a statistician tries first, fitted to the same training digits in pixel space:
+# Liu et al. (2020) score inputs by $-E(x)$ instead of max-softmax (CIFAR-10 FPR95: 51.0 % -> 33.0 %). We
+# compare seven scores ("higher = more in-distribution"), four from the networks and three in pixel space:
 #
 # | score | from | formula |
 # |---|---|---|
@@ -342,9 +331,8 @@ if models:
 # | KDE | pixels | log of a Gaussian kernel density, bandwidth chosen by validation log-likelihood |
 # | Gaussian | pixels | $\log \mathcal{N}(x; m, C)$, Ledoit-Wolf covariance of the training digits |
 #
-# The OOD sets need no download: the held-out digit classes, uniform noise, Gaussian noise with the training
-# digits' mean and covariance, inverted digits ($-x$), blurred test digits, constant images, smoothed noise,
-# and 8x8 grey patches of the two photographs that scikit-learn ships.
+# The OOD sets need no download: held-out digit classes, uniform noise, Gaussian noise with the digits' mean and
+# covariance, inverted ($-x$) and blurred digits, constant images, smoothed noise, patches of two photographs.
 
 # %%
 def photo_patches(n, gen):
@@ -535,15 +523,13 @@ if run.section(1):
 #
 # $$x \leftarrow x - h\,\nabla_x\big[E(x) + \lambda \lVert x - y\rVert^2/(2\sigma^2)\big] + s\,\xi,\qquad \lambda = T.$$
 #
-# For inpainting the observed pixels are clamped and only the missing ones move. The restoration is the
-# average of `--restore-chains` chains, and the number of steps is chosen on the validation digits. The
-# baselines are the ones a statistician tries first, all fitted to the same training digits:
-#
-# - **Wiener filter**: with the training mean $m$ and (Ledoit-Wolf) covariance $C$, the posterior mean under a
-#   Gaussian prior, $\hat x = m + C (C + \sigma^2 I)^{-1} (y - m)$;
-# - **Gaussian conditional mean** for inpainting: $\hat x_m = m_m + C_{mo} C_{oo}^{-1} (x_o - m_o)$;
-# - **kNN**: the mean of the $k$ training digits nearest to the noisy image (or to the observed rows), $k$
-#   chosen on validation; a Gaussian blur ($\sigma$ chosen on validation) and the mean image as the weak ones.
+# ([derivation](docs/derivations/purification_bpda_eot.md)). For inpainting the observed pixels are clamped
+# and only the missing ones move. The restoration averages `--restore-chains` chains; the step count is chosen
+# on the validation digits. Baselines, fitted to the same training digits: the **Wiener filter**
+# $\hat x = m + C (C + \sigma^2 I)^{-1} (y - m)$ (training mean $m$, Ledoit-Wolf covariance $C$: the posterior
+# mean under a Gaussian prior); for inpainting the **Gaussian conditional mean**
+# $\hat x_m = m_m + C_{mo} C_{oo}^{-1} (x_o - m_o)$; **kNN** (the mean of the $k$ nearest training digits); and
+# as weak ones a Gaussian blur and the mean image. Every $k$ and $\sigma$ is chosen on validation.
 
 # %%
 mask = torch.ones(1, 1, 8, 8, device=device)  # 1 = observed, 0 = missing
@@ -750,16 +736,14 @@ if run.section(2):
 # $$x' \leftarrow \Pi_{\lVert x' - x\rVert_\infty \le \varepsilon}(x' + \alpha\,\mathrm{sign}\,\nabla_{x'} L(x')),
 # \qquad \alpha = 2.5\,\varepsilon / K_{\text{PGD}}.$$
 #
-# A purifier moves the attacked image back towards the data by $K$ Langevin steps on the JEM energy (after
-# adding noise of std `--purify-noise`), then the plain classifier answers (Hill et al. 2021 do this with a
-# larger EBM). This is posterior sampling again, with the attacked image as the observation. Three attacks,
-# each a different guess of the gradient ([derivation](docs/derivations/purification_bpda_eot.md)): **naive**
-# (PGD on the plain classifier, then purified), **BPDA + EOT** (through the purifier with its Jacobian replaced
-# by the identity, the loss averaged over `--eot-samples` purifier draws) and **exact + EOT** (through the $K$
-# Langevin steps by autograd, second derivatives of $E$ included; fewer PGD steps because it is expensive).
-# The defence is worth the accuracy on images that survive *all* of them. That worst case is at most every
-# single attack's number by construction, so "worst < naive" is no finding; what is measured is how far each
-# attack gets, and whether doubling the attacks moves the worst case at a radius where accuracy is mid-range.
+# A purifier adds noise (`--purify-noise`) and runs $K$ Langevin steps on the JEM energy, then the plain
+# classifier answers (Hill et al. 2021): posterior sampling again, with the attacked image as the observation.
+# Three attacks guess its gradient differently ([derivation](docs/derivations/purification_bpda_eot.md)):
+# **naive** (PGD on the plain classifier), **BPDA + EOT** (the purifier's Jacobian replaced by the identity,
+# the loss averaged over `--eot-samples` draws) and **exact + EOT** (autograd through the $K$ steps). The
+# defence is worth the accuracy on images that survive *all* of them -- at most each attack's number by
+# construction, so what is measured is how far each attack gets, and whether doubling the attacks moves the
+# worst case at a radius where accuracy is mid-range.
 
 # %%
 def purifier(jem, gen, differentiable=False):
@@ -792,35 +776,31 @@ def robustness(i):
     def ce_loss(x):
         return F.cross_entropy(plain.logits(x), y_att, reduction="none")
 
-    def attack(loss_fn, eps, steps):
-        return pgd_linf(loss_fn, x_att, eps, 2.5 * eps / steps, steps, clamp=CLAMP)
+    def attacks(eps, more=1):  # naive, BPDA + EOT, exact + EOT; more = 2: twice the PGD steps at half the step
+        def pgd(loss_fn, steps):
+            return pgd_linf(loss_fn, x_att, eps, 2.5 * eps / (more * steps), more * steps, clamp=CLAMP)
+        return {"naive": pgd(ce_loss, cfg.pgd_steps),
+                "BPDA+EOT": pgd(eot_bpda_loss(ce_loss, purify, cfg.eot_samples), cfg.pgd_steps),
+                "exact+EOT": pgd(exact_eot_loss(ce_loss, purify_exact, cfg.exact_eot_samples), cfg.exact_pgd_steps)}
 
     def survives(x):
         with torch.no_grad():
             return plain.logits(purify(x)).argmax(1) == y_att
 
-    result, examples = {}, {}
-    for eps in cfg.attack_eps:
-        if eps == 0:
-            ok = survives(x_att)
-            result[eps] = {"undefended": accuracy(plain, x_att, y_att), **dict.fromkeys(
-                ("naive", "BPDA+EOT", "exact+EOT", "worst"), float(ok.float().mean()))}
-            continue
-        x_naive = attack(ce_loss, eps, cfg.pgd_steps)
-        x_bpda = attack(eot_bpda_loss(ce_loss, purify, cfg.eot_samples), eps, cfg.pgd_steps)
-        x_exact = attack(exact_eot_loss(ce_loss, purify_exact, cfg.exact_eot_samples), eps, cfg.exact_pgd_steps)
-        ok = {"naive": survives(x_naive), "BPDA+EOT": survives(x_bpda), "exact+EOT": survives(x_exact)}
+    result = {0.0: {"undefended": accuracy(plain, x_att, y_att), **dict.fromkeys(("naive", "BPDA+EOT", "exact+EOT",
+                    "worst"), float(survives(x_att).float().mean()))}} if 0 in cfg.attack_eps else {}
+    for eps in [e for e in cfg.attack_eps if e > 0]:
+        x_adv = attacks(eps)
+        ok = {k: survives(x) for k, x in x_adv.items()}
         worst = ok["naive"] & ok["BPDA+EOT"] & ok["exact+EOT"]
-        result[eps] = {"undefended": accuracy(plain, x_naive, y_att),
+        result[eps] = {"undefended": accuracy(plain, x_adv["naive"], y_att),
                        **{k: float(v.float().mean()) for k, v in ok.items()}, "worst": float(worst.float().mean())}
-        if eps == cfg.converge_eps:
-            # the convergence check: both adaptive attacks again with 2x the PGD steps (half the step size)
-            strong_bpda = attack(eot_bpda_loss(ce_loss, purify, cfg.eot_samples), eps, 2 * cfg.pgd_steps)
-            strong_exact = attack(exact_eot_loss(ce_loss, purify_exact, cfg.exact_eot_samples), eps,
-                                  2 * cfg.exact_pgd_steps)
-            result["stronger"] = float((worst & survives(strong_bpda) & survives(strong_exact)).float().mean())
-            examples = {"clean": x_att, "PGD (naive)": x_naive, "naive, purified": purify(x_naive),
-                        "BPDA + EOT": x_bpda, "BPDA + EOT, purified": purify(x_bpda)}
+        if eps == cfg.converge_eps:  # the convergence check: both adaptive attacks again, twice as long
+            stronger = attacks(eps, more=2)
+            result["stronger"] = float((worst & survives(stronger["BPDA+EOT"]) & survives(stronger["exact+EOT"]))
+                                       .float().mean())
+            examples = {"clean": x_att, "PGD (naive)": x_adv["naive"], "naive, purified": purify(x_adv["naive"]),
+                        "BPDA + EOT": x_adv["BPDA+EOT"], "BPDA + EOT, purified": purify(x_adv["BPDA+EOT"])}
     result["clean purified"] = float(survives(x_att).float().mean())
     return result, examples, y_att
 
@@ -906,12 +886,11 @@ if run.section(3):
 # | OR | $-\log(e^{-E_1} + e^{-E_2})$ | $p \propto p_1 + p_2$ (normalised $E_i$: an equal-weight mixture) |
 # | NOT | $E_1 - \gamma E_2$ | $p \propto p_1 / p_2^\gamma$ (normalisable only while $E_1$ outgrows $\gamma E_2$) |
 #
-# In 2-D every composed density can be normalised on a grid, so Langevin samples ($T = 1$, true sampling) can be
-# checked exactly. Two checks: the TV between their histogram and the grid probabilities, next to the TV that
-# as many exact samples reach; and, for OR, the weight of each component directly. The TV is blind to a
-# 0.40/0.60 mixture at 2000 samples (`tests/test_composition_weights.py`); the weight is not: the blob's share
-# $\mathbb{E}[\sigma(E_1 - E_2)]$ is exactly 1/2 under the composed density and has a standard error.
-# $E_1$ is a ring of radius 2.5 (width 0.35), $E_2$ a unit Gaussian at (2, 1).
+# In 2-D a composed density is normalised on a grid, so Langevin samples ($T = 1$) are checked exactly: the TV
+# of their histogram, next to the TV of as many exact samples; and for OR the blob's share
+# $\mathbb{E}[\sigma(E_1 - E_2)]$, exactly 1/2, with a standard error -- the TV is blind to a 0.40/0.60 mixture
+# at 2000 samples (`tests/test_composition_weights.py`). $E_1$: a ring of radius 2.5 (width 0.35); $E_2$: a unit
+# Gaussian at (2, 1).
 
 # %%
 from common.composition import compose_and, compose_not, compose_or, grid_cells
@@ -1010,104 +989,33 @@ if run.section(4):
     composition_figure(composed, tv, tv_floor, samples, share, exact_share)
 
 # %% [markdown]
-# On digits the JEM's class energies $E(x, y) = -f(x)[y]$ compose the same way. There is no exact answer here;
-# the plain classifier reports what the samples look like to it, and a second check says where the "a NOT b"
-# chains go: the fraction of pixels at the box's edge, the class-$a$ logit, and how far apart the samples are.
-
-# %%
-def composed_digits(plain, jem, a, b, gen):
-    """Langevin samples (from noise) of class energies and their compositions; what the plain classifier says."""
-    def class_energy(y):
-        return lambda x: jem.joint_energy(x, torch.full((len(x),), y, device=device, dtype=torch.long))
-
-    energies = {f"{a}": class_energy(a), f"{b}": class_energy(b),
-                f"{a} AND {b}": compose_and(class_energy(a), class_energy(b)),
-                f"{a} OR {b}": compose_or(class_energy(a), class_energy(b)),
-                f"{a} NOT {b}": compose_not(class_energy(a), class_energy(b), cfg.compose_gamma)}
-    samples, fractions = {}, {}
-    for name, energy_fn in energies.items():
-        samples[name], _ = langevin(energy_fn, noise_images(16, gen), cfg.digit_steps, cfg.sgld_step_size,
-                                    noise_scale=cfg.sgld_noise, clamp=CLAMP, generator=gen)  # (16, 1, 8, 8)
-        with torch.no_grad():
-            predicted = plain.logits(samples[name]).argmax(1)
-        fractions[name] = torch.bincount(predicted, minlength=cfg.in_classes).float() / len(predicted)
-    return samples, fractions
-
-
-def where(jem, x, a):
-    """Pixels at the box edge, mean class-a logit, mean distance between samples."""
-    with torch.no_grad():
-        return {"edge_pixels": float((x.abs() > 0.999).float().mean()), "logit_a": float(jem.logits(x)[:, a].mean()),
-                "spread": float(torch.pdist(x.flatten(1)).mean())}
-
-
-if run.section(4):
-    (plain, jem), a, b = models[0], min(1, cfg.in_classes - 2), cfg.in_classes - 1  # a, b = 1, 4 by default
-    digit_samples, class_fractions = composed_digits(plain, jem, a, b, seeded("composed-digits", 0))
-    fig, axes = plotting.figure(len(digit_samples), panel_size=(2.6, 2.9), title=f"Langevin samples "
-                                f"({cfg.digit_steps} steps from noise, $T$ = {T_IMG:.0e}) of composed JEM class "
-                                f"energies $E(x, y)$, $\\gamma$ = {cfg.compose_gamma:g}; what the plain classifier "
-                                "calls them")
-    for ax, (name, x) in zip(axes, digit_samples.items()):
-        top = int(class_fractions[name].argmax())
-        show_digits(ax, x, 4, f"{'class ' if name.isdigit() else ''}{name}\n"
-                              f"{float(class_fractions[name][top]):.0%} called {top}")
-    print("   composed digit energies, fraction of samples per class (plain classifier): " +
-          "; ".join(f"{k}: [{', '.join(f'{p:.2f}' for p in v.tolist())}]" for k, v in class_fractions.items()))
-    run.metrics["composed_digit_classes"] = class_fractions
-    run.savefig(fig, "fig09_composed_digits")
-    with torch.no_grad():
-        not_check = {"not": where(jem, digit_samples[f"{a} NOT {b}"], a), "class": where(jem, digit_samples[f"{a}"], a),
-                     "data_max_logit_a": float(jem.logits(x_test)[:, a].max())}
-    print(f"   '{a} NOT {b}' vs class {a} samples: pixels at +-1 {not_check['not']['edge_pixels']:.2f} vs "
-          f"{not_check['class']['edge_pixels']:.2f}; f(x)[{a}] {not_check['not']['logit_a']:.1f} vs "
-          f"{not_check['class']['logit_a']:.1f} (test digits' highest {not_check['data_max_logit_a']:.1f}); mean "
-          f"distance between samples {not_check['not']['spread']:.2f} vs {not_check['class']['spread']:.2f}")
-    run.metrics["not_digit_check"] = not_check
-    run.claim("not_box_edge", f"'{a} NOT {b}' samples sit at the box's edge, unlike class-{a} samples",
-              not_check["not"]["edge_pixels"], ">", not_check["class"]["edge_pixels"] + 0.2,
-              reference_label="(class samples + 0.2)")
-    run.claim("not_extrapolates", f"'{a} NOT {b}' pushes f(x)[{a}] above every test digit's",
-              not_check["not"]["logit_a"], ">", not_check["data_max_logit_a"])
-
-# %% [markdown]
 # **What to notice.** AND keeps the part of the ring inside the blob, OR is both, NOT carves the blob out of
 # the ring; AND and NOT land at the TV floor (ratios 1.02 and 1.12). OR needs the weight check: the chains fall
 # into the ring more often than into the blob and cross over slowly, so after 1000 steps the blob's share is
 # 0.46 ± 0.01 against the exact 0.502 -- not mixed, though a TV that passes a 0.40/0.60 mixture would look
-# fine. After 4000 steps it is 0.502 ± 0.009.
-#
-# On digits there is no exact check. "1 AND 4" and "1 OR 4" give strokes the plain classifier splits between
-# the classes. "1 NOT 4" is not unnormalisable here (exercise 5's failure): the sampler clamps every pixel to
-# $[-1, 1]$, so $e^{-E}$ is normalisable whatever $\gamma$ is. The chains go instead to a corner of the box
-# far from every digit: 88 % of their pixels at the edge (23 % for class-1 samples), all 16 at nearly one
-# black-and-white image (mean distance 1.7 between samples, 4.7 for class 1). They do not get there by making
-# the image more "1" (that claim FAILS: $f(x)[1]$ is -0.9, below the class-1 samples' 0.1) but by lowering
-# $f(x)[4]$: the plain classifier's "1" on them is a verdict off the data, where nothing trained the network.
+# fine. After 4000 steps it is 0.502 ± 0.009. The JEM's class energies $E(x, y) = -f(x)[y]$ compose the same
+# way, with no exact check; exercise 5 samples "1 AND 4", "1 OR 4" and "1 NOT 4" and asks where NOT goes.
 
 # %% [markdown]
 # ## 5. Structured prediction as inference
 #
-# LeCun et al.'s view (2006, "A tutorial on energy-based learning"): predict by $y^* = \arg\min_y E(x, y)$.
-# Two cases. (a) A one-to-many mapping: $y = \pm\sqrt{x} + \text{noise}$, both signs equally likely. Least
-# squares predicts $\mathbb{E}[y \mid x] = 0$ -- on neither branch, by construction, so "the EBM hits the
-# branches and least squares does not" is no finding; what is checked is that descent on $y$ finds *both*
-# branches. With a 1-D $y$ we train $E$ by exact maximum likelihood, with no sampler:
+# Predict by $y^* = \arg\min_y E(x, y)$ (LeCun et al. 2006, "A tutorial on energy-based learning"). (a) A
+# one-to-many mapping, $y = \pm\sqrt{x}$ + noise: least squares predicts $\mathbb{E}[y \mid x] = 0$, on neither
+# branch by construction, so what is checked is that descent on $y$ finds *both* branches. With a 1-D $y$ we
+# train $E$ by exact maximum likelihood on a grid, with no sampler:
 #
 # $$\log p(y \mid x) = -E(x, y) - \log \sum_{y' \in \text{grid}} e^{-E(x, y')}\,\Delta y.$$
 #
-# (b) An output with parts that depend on each other: a chain of $L$ labels $y_i \in \{-1, +1\}$ (a sticky
-# Markov chain, $P(y_{i+1} = y_i)$ = `--chain-stay`), observed as $x_i = y_i + s\,\xi_i$. Its negative
-# log-posterior is an energy,
+# (b) A chain of $L$ labels $y_i \in \{-1, +1\}$ (sticky: $P(y_{i+1} = y_i)$ = `--chain-stay`), observed as
+# $x_i = y_i + s\,\xi_i$. Its negative log-posterior is an energy with a coupling $J$ between neighbours,
 #
-# $$E(y; x) = \sum_i \frac{(x_i - y_i)^2}{2 s^2} - J \sum_i y_i y_{i+1},$$
+# $$E(y; x) = \sum_i \frac{(x_i - y_i)^2}{2 s^2} - J \sum_i y_i y_{i+1}, \qquad
+# J = \tfrac12 \log\frac{\text{stay}}{1 - \text{stay}}.$$
 #
-# with $J = \frac12 \log(\text{stay} / (1 - \text{stay}))$, so a stronger stay means a stronger coupling.
-#
-# The argmin over the $2^L$ outputs is exact by dynamic programming (`common/structured.py`), which we check by
-# enumerating all of them; labelling each part on its own ($y_i = \mathrm{sign}\, x_i$) ignores the coupling,
-# and iterated conditional modes (one label at a time, downhill) or gradient descent on a relaxed
-# $y \in [-1, 1]^L$ can stop in a local minimum.
+# Its argmin over the $2^L$ outputs is exact by dynamic programming (`common/structured.py`; we check it by
+# enumerating all of them). Labelling each part alone ($y_i = \mathrm{sign}\, x_i$) ignores $J$; iterated
+# conditional modes (ICM: one label at a time, downhill) and gradient descent on a relaxed $y \in [-1, 1]^L$
+# can stop in a local minimum ([derivation](docs/derivations/structured_prediction_chain.md)).
 
 # %%
 def branch_pairs(n, gen):
@@ -1182,7 +1090,7 @@ def chain_results(i):
     return out, (x[j], y_true[j], {m: y[j] for m, y in answers.items()})
 
 
-def structured_figure(pair_energy, train_pairs, x_eval, y_found, descent_path, y_mse, chain, example):
+def structured_figure(pair_energy, train_pairs, x_eval, y_found, y_mse, chain, example):
     fig, (ax, ax2) = plotting.figure(2, panel_size=(7.0, 5.6), title=f"(left) $E(x, y)$ learned on "
                                      f"{cfg.struct_train} pairs $y = \\pm\\sqrt{{x}}$ + noise ({cfg.struct_noise:g}), "
                                      f"descent on $y$ from {cfg.struct_starts} starts; (right) a label chain: exact "
@@ -1192,12 +1100,7 @@ def structured_figure(pair_energy, train_pairs, x_eval, y_found, descent_path, y
         ee = pair_energy(xx.reshape(-1, 1).to(device), yy.reshape(-1, 1).to(device)).reshape(xx.shape).cpu()
     contour = ax.contourf(xx, yy, ee.clamp(max=float(ee.quantile(0.9))), 30, cmap="viridis")
     plotting.colorbar(ax, contour, "$E(x, y)$ (clipped at its 90 % quantile)")
-    xs, ys = train_pairs
-    plotting.scatter_samples(ax, torch.stack([xs[:400, 0], ys[:400, 0]], 1), label="training pairs", size=8)
-    for i in range(0, len(x_eval), 5 * cfg.struct_starts):
-        for j in range(cfg.struct_starts):
-            ax.plot(x_eval[i + j].cpu().expand(descent_path.shape[0]), descent_path[:, i + j, 0].cpu(),
-                    color="#ff7f0e", lw=1, label="descent paths on $y$ (every 5th $x$)" if i == j == 0 else None)
+    plotting.scatter_samples(ax, torch.cat([t[:400] for t in train_pairs], 1), label="training pairs", size=8)
     ax.plot(x_eval[:, 0].cpu(), y_found[:, 0].cpu(), "o", color="#ff7f0e", ms=4, mec="k", mew=0.3,
             label="$\\mathrm{arg\\,min}_y\\, E(x, y)$ (descent ends)")
     ax.plot(x_eval[::cfg.struct_starts, 0].cpu(), y_mse[:, 0].cpu(), "r-", lw=2, label="least squares")
@@ -1206,9 +1109,8 @@ def structured_figure(pair_energy, train_pairs, x_eval, y_found, descent_path, y
     x0, y0, answers = example
     positions = np.arange(cfg.chain_length)
     ax2.plot(positions, x0, "o", color="gray", label="observed $x_i$")
-    for (name, y), offset, color in zip(answers.items(), (0.0, 0.08, 0.16, 0.24),
-                                        ("k", "#1f77b4", "#d62728", "#2ca02c")):
-        ax2.step(positions, y * (1 + offset), where="mid", color=color, lw=2,
+    for k, (name, y) in enumerate(answers.items()):  # lines offset by 8 % each, to be seen
+        ax2.step(positions, y * (1 + 0.08 * k), where="mid", lw=2, color=("k", "#1f77b4", "#d62728", "#2ca02c")[k],
                  label=f"{name}: error {chain[name]['error'].mean:.3f}, optimal {chain[name]['optimal'].mean:.2f}")
     ax2.step(positions, y0, where="mid", color="#ff7f0e", ls=":", lw=2, label="true labels")
     ax2.set(xlabel="position $i$", ylabel="$y_i$ (lines offset to be seen)",
@@ -1222,74 +1124,62 @@ if run.section(5):
     x_eval = torch.linspace(0.1, 1.0, 40, device=device)[:, None].repeat_interleave(cfg.struct_starts, 0)  # (40 S, 1)
     y_start = torch.linspace(-1.2, 1.2, cfg.struct_starts, device=device).repeat(40)[:, None]  # (40 S, 1)
     # y* = argmin_y E(x, y): plain gradient descent on y (T = 0: no noise), one chain per start
-    y_found, descent_path = langevin(lambda y: pair_energy(x_eval, y), y_start, cfg.descent_steps,
-                                     cfg.descent_step_size, temperature=0.0, keep_every=10)
+    y_found, _ = langevin(lambda y: pair_energy(x_eval, y), y_start, cfg.descent_steps, cfg.descent_step_size,
+                          temperature=0.0)
     with torch.no_grad():
         y_mse = mse_net(x_eval[::cfg.struct_starts])  # (40, 1)
-    hit_ebm = branch_distance(x_eval, y_found) < cfg.branch_tol
-    hit_mse = branch_distance(x_eval[::cfg.struct_starts], y_mse) < cfg.branch_tol
-    upper = (hit_ebm & (y_found > 0)).reshape(40, -1).any(1)
-    lower = (hit_ebm & (y_found < 0)).reshape(40, -1).any(1)
-    hit_rate = {"ebm": float(hit_ebm.float().mean()), "mse": float(hit_mse.float().mean())}
-    both = float((upper & lower).float().mean())
-    print(f"\n5. Structured prediction, y = +-sqrt(x) + {cfg.struct_noise:g} noise; 40 test x in [0.1, 1], "
-          f"{cfg.struct_starts} descents each")
-    print(f"   branch-hit rate (within {cfg.branch_tol:g}): EBM {hit_rate['ebm']:.3f}   least squares "
-          f"{hit_rate['mse']:.3f}   both branches found by the EBM: {both:.3f} of the x")
+    hit_ebm = branch_distance(x_eval, y_found) < cfg.branch_tol  # (40 S, 1)
+    found = [(hit_ebm & (sign * y_found > 0)).reshape(40, -1).any(1) for sign in (1, -1)]  # upper, lower branch
+    hit_rate = {"ebm": float(hit_ebm.float().mean()),
+                "mse": float((branch_distance(x_eval[::cfg.struct_starts], y_mse) < cfg.branch_tol).float().mean())}
+    both = float((found[0] & found[1]).float().mean())
+    print(f"\n5. Structured prediction, y = +-sqrt(x) + {cfg.struct_noise:g} noise, 40 test x, {cfg.struct_starts} "
+          f"descents each: branch-hit rate (within {cfg.branch_tol:g}) EBM {hit_rate['ebm']:.3f}, least squares "
+          f"{hit_rate['mse']:.3f}; both branches found for {both:.3f} of the x")
     run.metrics["structured_branch_hit_rate"] = hit_rate
     run.metrics["structured_both_branches"] = both
     run.claim("branches_both", "descent on y finds both branches for most x", both, ">", 0.9)
 
     chain_runs = [chain_results(i) for i in SEEDS]
     chain = {m: {k: stats([r[0] for r in chain_runs], m, k) for k in ("error", "optimal", "excess")}
-             for m in ("exact (DP)", "independent", "ICM", "relaxed descent")}
+             for m in chain_runs[0][1][2]}
     print(f"   label chain, L = {cfg.chain_length}, stay {cfg.chain_stay:g}, noise {cfg.chain_noise:g}; "
           f"{cfg.chain_sequences} chains x {cfg.n_seeds} seeds (mean +- SE):")
     for m, r in chain.items():
-        print(f"   {m:<16} label error {r['error']}   at the exact minimum {r['optimal']}   "
-              f"energy excess {r['excess']}")
+        print(f"   {m:<16} label error {r['error']}   at the exact minimum {r['optimal']}   excess {r['excess']}")
     run.metrics["chain_results"] = {m: {k: v.mean for k, v in r.items()} for m, r in chain.items()}
     run.claim("chain_dp_exact", f"DP finds the exact minimum of all 2^{cfg.chain_length} outputs",
               chain_runs[0][0]["dp_vs_enum"], "within", 0.0, 1e-9)
     run.claim("chain_icm_stuck", "ICM stops above the minimum on some chains", chain["ICM"]["excess"], ">", 0.0)
     run.claim("chain_structure_helps", "the joint argmin makes fewer label errors than labelling each part alone",
               chain["exact (DP)"]["error"], "<", chain["independent"]["error"])
-    structured_figure(pair_energy, train_pairs, x_eval, y_found, descent_path, y_mse, chain, chain_runs[0][1])
+    structured_figure(pair_energy, train_pairs, x_eval, y_found, y_mse, chain, chain_runs[0][1])
 
 # %% [markdown]
 # **What to notice.** Descent from starts above 0 lands on $+\sqrt{x}$, from below on $-\sqrt{x}$, for every
 # $x$. On the label chain, dynamic programming returns the exact minimum (checked against all 4096 outputs), and
 # the joint argmin makes half the label errors of labelling each part alone (0.069 vs 0.157). ICM, started from
-# those independent labels, stops above the minimum on 29 % of the chains: flipping one label inside a run of
-# wrong labels breaks two bonds ($+4J$), more than one label's evidence gains, so the run is a local minimum
-# that only a move of the whole run (which DP considers) escapes. Gradient descent on the relaxed $y$, rounded,
-# reaches the minimum on only 54 % of chains yet makes as few errors (0.070): the argmin of the posterior energy
-# is the most probable *output*, not the answer with the fewest wrong labels (that needs the marginals, by the
-# sum-product version of the same dynamic programme).
+# those independent labels, stops above the minimum on 29 % of the chains: inside a wrong run of two or more
+# labels every single flip goes uphill, and only a move of the whole run (which DP considers) escapes. Relaxed
+# descent reaches the minimum on only 54 % of chains yet makes as few errors (0.070): the argmin is the most
+# probable *output*, not the one with the fewest wrong labels. Both arguments are in the derivation.
 
 # %% [markdown]
 # ## Summary
 #
-# 1. Any classifier carries an energy, $-\log\sum_y e^{f(x)[y]}$, and here it beats max-softmax on held-out
-#    digits. But on these 8x8 digits a plain kernel density in pixel space beats every network score on the
-#    three sets closest to the data. The JEM's weak $\log p(x)$ is a poorly fitted density, not a law about
-#    densities; a density ranks OOD data above the data here only where it visibly misfits (the Gaussian
-#    ranks its own samples above the digits).
-# 2. Restoration with an energy prior at $T = 5\cdot 10^{-5}$ is "descend the prior from the observation": the
-#    data term weighs nothing and the step count is the only regulariser. It loses to the Wiener filter and kNN.
+# 1. Any classifier carries an energy, $-\log\sum_y e^{f(x)[y]}$, which beats max-softmax on held-out digits; but
+#    on 8x8 digits a pixel-space kernel density beats every network score on the three hardest sets.
+# 2. Restoration with an energy prior at $T = 5\cdot 10^{-5}$ is "descend the prior from the observation", and
+#    loses to the Wiener filter and kNN.
 # 3. A stochastic, iterative defence must be attacked through itself, by several attacks, and reported as the
-#    worst case with a convergence check. Here the check fails and the gain is within noise at
-#    $\varepsilon$ = 0.2 and 0.3: this purifier is not shown to work.
-# 4. Energies compose by arithmetic (AND, OR, NOT); in 2-D the result can be checked exactly -- by a check that
-#    can fail (the component weight), with chains run until it passes.
+#    worst case with a convergence check. Here the check fails: this purifier is not shown to work.
+# 4. Energies compose by arithmetic (AND, OR, NOT); in 2-D the result is checked exactly by a check that can
+#    fail (the component weight).
 # 5. Prediction as $\arg\min_y E(x, y)$ represents several right answers and couples the parts of an output; on
 #    a chain the argmin is exact by dynamic programming, where local descent stops early.
 #
-# Every claim is printed with its verdict where its section prints its numbers, again at the end of the run,
-# and recorded in metrics.json (`claims`). The default run's numbers, misses included (the weighted data term,
-# the chain spread below a tenth, BPDA + EOT vs naive, attack convergence, purification at every
-# $\varepsilon$, "1 NOT 4" raising $f(x)[1]$), are tabulated in docs/solutions/09_ebm_applications.md;
-# runtimes are on docs/results.md.
+# Every claim prints its verdict in its section and at the end, and is recorded in metrics.json (`claims`); the
+# default run's numbers, misses included, are tabulated in docs/solutions/09_ebm_applications.md.
 
 # %% [markdown]
 # ## Exercises
@@ -1317,6 +1207,10 @@ if run.section(5):
 # **Exercise 5 (extend, medium): NOT beyond its limit.**
 # `--exercise 5` samples $E_1 - \gamma E_2$ for $\gamma$ = 4 and 10 with the section 4 energies. For which
 # $\gamma$ does the composed density stop being normalisable on the plane, and what do the chains do then?
+# It then composes the JEM's class energies $E(x, y) = -f(x)[y]$ (seed 0) into "1 AND 4", "1 OR 4" and
+# "1 NOT 4" and prints what the plain classifier calls the samples, the fraction of pixels at $\pm 1$, the
+# class-1 logit and the distance between samples. The sampler clamps pixels to $[-1, 1]$, so "1 NOT 4" is
+# normalisable whatever $\gamma$: where do its chains go, and is the classifier's answer there worth anything?
 #
 # **Exercise 6 (think, hard): a stronger coupling.**
 # Predict how the ICM and independent rows of the chain table change with `--section 5 --chain-stay 0.97` and
@@ -1347,5 +1241,25 @@ if run.stub(5):
                         cfg.compose_step_size, generator=torch.Generator().manual_seed(run.seed))
         print(f"\nExercise 5 stub: gamma {gamma:g}: mean |x| {float(x.norm(dim=1).mean()):.2f}, "
               f"max |x| {float(x.norm(dim=1).max()):.2f}")
+    (plain, jem), a, b = models[0] if models else train_pair(0), min(1, cfg.in_classes - 2), cfg.in_classes - 1
+    gen = seeded("composed-digits", 0)
+
+    def class_energy(y):  # E(x, y) = -f(x)[y]
+        return lambda x: jem.joint_energy(x, torch.full((len(x),), y, device=device, dtype=torch.long))
+
+    with torch.no_grad():
+        print(f"Exercise 5 stub, digits ({cfg.digit_steps} Langevin steps from noise, gamma {cfg.compose_gamma:g}; "
+              f"test digits' highest f(x)[{a}] {float(jem.logits(x_test)[:, a].max()):.2f}):")
+    for name, energy_fn in {f"{a}": class_energy(a), f"{b}": class_energy(b),
+                            f"{a} AND {b}": compose_and(class_energy(a), class_energy(b)),
+                            f"{a} OR {b}": compose_or(class_energy(a), class_energy(b)),
+                            f"{a} NOT {b}": compose_not(class_energy(a), class_energy(b), cfg.compose_gamma)}.items():
+        x, _ = langevin(energy_fn, noise_images(16, gen), cfg.digit_steps, cfg.sgld_step_size,
+                        noise_scale=cfg.sgld_noise, clamp=CLAMP, generator=gen)  # (16, 1, 8, 8)
+        with torch.no_grad():
+            called = torch.bincount(plain.logits(x).argmax(1), minlength=cfg.in_classes).float() / len(x)
+            print(f"   {name:<8} called {[round(p, 2) for p in called.tolist()]}   pixels at +-1 "
+                  f"{float((x.abs() > 0.999).float().mean()):.2f}   f(x)[{a}] {float(jem.logits(x)[:, a].mean()):.2f}"
+                  f"   mean distance {float(torch.pdist(x.flatten(1)).mean()):.2f}")
 
 run.finish()
