@@ -424,11 +424,9 @@ def ood_figures(auroc, seed0):
     from matplotlib.colors import LogNorm
 
     scores_in, scores_out, sets0 = seed0[2], seed0[3], seed0[4]
-    fig, axes = plotting.figure(3, math.ceil((len(sets0) + 1) / 3), panel_size=(2.6, 2.7),
-                                title=f"Out-of-distribution sets (8x8, pixels in [-1, 1])\n"
-                                f"the models saw digits 0-{cfg.in_classes - 1}")
-    show_digits(axes[0], x_test[:9], 3, f"test digits 0-{cfg.in_classes - 1} (in)")
-    for ax, (name, x) in zip(axes[1:], sets0.items()):
+    fig, axes = plotting.figure(3, math.ceil((len(sets0) + 1) / 3), panel_size=(2.6, 2.7), title="Out-of-distribution "
+                                f"sets (8x8, pixels in [-1, 1])\nthe models saw digits 0-{cfg.in_classes - 1}")
+    for ax, (name, x) in zip(axes, {f"test digits 0-{cfg.in_classes - 1} (in)": x_test, **sets0}.items()):
         show_digits(ax, x[:9], 3, name)
     for ax in axes[len(sets0) + 1:]:
         ax.remove()
@@ -638,15 +636,12 @@ def choose(r):
 def restoration_figures(restored, restore_stats, by_steps):
     res, inp = restored[0]["test"]["images"]
     ebm_t, ebm_i, knn_d, knn_i = restored[0]["picked"]
-    t0 = restored[0]["test"]
-    panel_rows = [(res["noisy"], "noisy", t0["denoise"]["noisy"]),
-                  (res[ebm_t], f"EBM, {ebm_t.split()[-1]} steps", t0["denoise"][ebm_t]),
-                  (res["Wiener"], "Wiener filter", t0["denoise"]["Wiener"]),
-                  (res[knn_d], f"kNN, k = {knn_d.split()[-1]}", t0["denoise"][knn_d]), (x_test, "true", None),
-                  (inp["mean fill"], f"{cfg.missing_rows} rows masked", t0["inpaint"]["mean fill"]),
-                  (inp[ebm_i], f"EBM, {ebm_i.split()[-1]} steps", t0["inpaint"][ebm_i]),
-                  (inp["Gaussian"], "Gaussian cond. mean", t0["inpaint"]["Gaussian"]),
-                  (inp[knn_i], f"kNN, k = {knn_i.split()[-1]}", t0["inpaint"][knn_i]), (x_test, "true", None)]
+    t0, true = restored[0]["test"], (x_test, "true", None)
+    panel_rows = [*((res[k], name, t0["denoise"][k]) for k, name in (
+        ("noisy", "noisy"), (ebm_t, f"EBM, {ebm_t.split()[-1]} steps"), ("Wiener", "Wiener filter"),
+        (knn_d, f"kNN, k = {knn_d.split()[-1]}"))), true, *((inp[k], name, t0["inpaint"][k]) for k, name in (
+        ("mean fill", f"{cfg.missing_rows} rows masked"), (ebm_i, f"EBM, {ebm_i.split()[-1]} steps"),
+        ("Gaussian", "Gaussian cond. mean"), (knn_i, f"kNN, k = {knn_i.split()[-1]}"))), true]
     fig, ax = plotting.figure(1, panel_size=(8.5, 7.6), title=f"Denoising ($\\sigma$ = {cfg.noise_sigma:g}, top) "
                               f"and inpainting (bottom), seed {run.seed}\nPSNR over all {len(x_test)} test digits "
                               "in brackets (inpainting: missing pixels only)")
@@ -760,10 +755,6 @@ def purifier(jem, gen, differentiable=False):
     return purify
 
 
-def exact_eot_loss(loss_fn, purify, n_eot):
-    return lambda x: torch.stack([loss_fn(purify(x)) for _ in range(n_eot)]).mean(0)
-
-
 def robustness(i):
     from common.adversarial import eot_bpda_loss, pgd_linf
 
@@ -781,7 +772,8 @@ def robustness(i):
             return pgd_linf(loss_fn, x_att, eps, 2.5 * eps / (more * steps), more * steps, clamp=CLAMP)
         return {"naive": pgd(ce_loss, cfg.pgd_steps),
                 "BPDA+EOT": pgd(eot_bpda_loss(ce_loss, purify, cfg.eot_samples), cfg.pgd_steps),
-                "exact+EOT": pgd(exact_eot_loss(ce_loss, purify_exact, cfg.exact_eot_samples), cfg.exact_pgd_steps)}
+                "exact+EOT": pgd(lambda x: torch.stack([ce_loss(purify_exact(x)) for _ in range(cfg.exact_eot_samples)])
+                                 .mean(0), cfg.exact_pgd_steps)}  # EOT through the exact gradient
 
     def survives(x):
         with torch.no_grad():
