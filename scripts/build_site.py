@@ -57,7 +57,7 @@ header.ebm-header a { color: #1a4f8b; }
 .ebm-claims td { border-top: 1px solid #e3e3e3; padding: 4px 6px; vertical-align: top; }
 .ebm-claims td.mark { font-size: 18px; width: 1.5em; text-align: center; }
 .holds { color: #1a7f37; } .fails { color: #b00000; }
-.celltag_notice .jp-RenderedMarkdown { background: #eef5fc; border-left: 4px solid #1f77b4;
+.jp-RenderedMarkdown.celltag_notice { background: #eef5fc; border-left: 4px solid #1f77b4;
   padding: 6px 14px; border-radius: 3px; }
 .jp-OutputArea-output img { max-width: 100%; height: auto; }
 main.ebm-doc { margin: 0 auto; font: 16px/1.6 system-ui, sans-serif; }
