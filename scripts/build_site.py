@@ -60,6 +60,8 @@ header.ebm-header a { color: #1a4f8b; }
 .jp-RenderedMarkdown.celltag_notice { background: #eef5fc; border-left: 4px solid #1f77b4;
   padding: 6px 14px; border-radius: 3px; }
 .jp-OutputArea-output img { max-width: 100%; height: auto; }
+pre.ebm-intro { white-space: pre-wrap; font: 15px/1.5 system-ui, sans-serif; background: #fafafa;
+  border: 1px solid #e3e3e3; padding: 10px 14px; }
 main.ebm-doc { margin: 0 auto; font: 16px/1.6 system-ui, sans-serif; }
 .ebm-doc pre { background: #f5f5f5; padding: 10px; overflow-x: auto; }
 .ebm-doc code { background: #f3f3f3; padding: 0 3px; }
@@ -169,11 +171,32 @@ def images_as_files(cell_index: int, cell, files: Path, lesson: Path) -> None:
         output["data"] = {"text/html": f'<img src="{files.name}/{name}" alt="{html.escape(alt)}">'}
 
 
+def docstring_as_prose(notebook) -> None:
+    """The lesson's docstring (its first cell) shown as text, not as a string literal in a code cell."""
+    import ast
+
+    import nbformat
+
+    first = next((c for c in notebook.cells if c.cell_type == "code"), None)
+    if first is None or not first.source.lstrip().startswith('"""'):
+        return
+    module = ast.parse(first.source)
+    doc = ast.get_docstring(module)
+    if doc is None:
+        return
+    rest = "\n".join(first.source.splitlines()[module.body[0].end_lineno:]).strip()
+    body = doc.split("\n", 1)[1].strip() if "\n" in doc else ""
+    intro = nbformat.v4.new_markdown_cell("<pre class=\"ebm-intro\">" + html.escape(body) + "</pre>")
+    index = notebook.cells.index(first)
+    notebook.cells[index:index + 1] = [intro] + ([nbformat.v4.new_code_cell(rest)] if rest else [])
+
+
 def marked_for_the_page(notebook, lesson: Path, files: Path):
     """A copy with the page's marks: "What to notice" cells tagged as notes, claim verdicts with check marks,
     images written to ``files/``."""
     notebook = copy.deepcopy(notebook)
     notebook.metadata.pop("widgets", None)
+    docstring_as_prose(notebook)
     for i, cell in enumerate(notebook.cells):
         if cell.cell_type == "markdown" and "What to notice" in cell.source:
             cell.metadata.setdefault("tags", []).append("notice")
@@ -196,11 +219,14 @@ def claims_table(metrics: dict) -> str:
         text = re.sub(r"\s+(HOLDS|FAILS)$", "", text)
         mark = '<td class="mark holds">✓</td>' if claim["holds"] else '<td class="mark fails">✗</td>'
         rows.append(f"<tr>{mark}<td>{html.escape(text)}</td></tr>")
-    quick = " (a quick run: the verdicts are not meaningful)" if metrics.get("provenance", {}).get("quick") else ""
+    quick = bool(metrics.get("provenance", {}).get("quick"))
+    note = " (a quick run: the verdicts are not meaningful)" if quick else ""
+    table = f"<table>{''.join(rows)}</table>"
+    if quick:  # folded: a quick run's verdicts only show that the code runs
+        table = f"<details><summary>the {len(claims)} claims</summary>{table}</details>"
     return (f'<section class="ebm-claims"><h2 id="claims">Claims this run checks</h2>'
-            f"<p><b>{held} of {len(claims)} hold</b>{quick}. Each line is printed with its verdict where the "
-            f"lesson measures it; the sentence is what the prose relies on.</p>"
-            f"<table>{''.join(rows)}</table></section>")
+            f"<p><b>{held} of {len(claims)} hold</b>{note}. Each line is printed with its verdict where the "
+            f"lesson measures it; the sentence is what the prose relies on.</p>{table}</section>")
 
 
 def table_of_contents(page: str) -> str:
