@@ -17,6 +17,7 @@ what changed otherwise (``outputs/<lesson>/quick/``, ``.../step-size=0.05/``); `
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -264,6 +265,8 @@ class LessonRun:
         if key:
             self.metrics["key_figures"] = [*self.metrics.get("key_figures", []), path.name]
         print(f"  [figure] {shown_path(path)}")
+        if isinstance(sys.stdout, ConsoleLog):
+            sys.stdout.figure(path)
         if running_in_notebook():
             _display_file(path)  # the saved file itself, so the page shows exactly what outputs/ holds
         elif self.show:
@@ -279,6 +282,8 @@ class LessonRun:
         self._check_declared(Path(path).stem)
         self.figures.append(Path(path))
         print(f"  [animation] {shown_path(path)}")
+        if isinstance(sys.stdout, ConsoleLog):
+            sys.stdout.figure(Path(path))
         if running_in_notebook():
             _display_file(Path(path))
 
@@ -322,6 +327,8 @@ class LessonRun:
             print(f"\n[{QUICK_MARK}] --quick only checks that every code path runs; "
                   "run without --quick for the lesson's real numbers.")
         print(f"\nDone. {len(self.figures)} figures and metrics.json are in {shown_path(self.outdir)}/")
+        if isinstance(sys.stdout, ConsoleLog):
+            sys.stdout.save(self.outdir / "console.json")
 
     def missing_outputs(self) -> list[str]:
         """Declared figures and metrics a complete run did not write (empty after --section/--exercise runs)."""
@@ -330,6 +337,51 @@ class LessonRun:
         written = {p.stem for p in self.figures}
         missing = sorted(set(self.declared_figures or ()) - written)
         return missing + sorted(set(self.metrics.declared or ()) - set(self.metrics))
+
+
+class ConsoleLog:
+    """Standard output as the lesson prints it, each piece tagged with the lesson's line that printed it.
+
+    A script run has no cells, but its file does (``# %%``): ``scripts/build_site.py`` puts each printed
+    line and each figure back under the cell whose top-level line produced it, so a lesson's web page is
+    assembled from the run a lecturer prepared, without running the lesson again in a kernel. Written to
+    ``<outdir>/console.json`` when the run finishes.
+    """
+
+    def __init__(self, stream, lesson_file: str):
+        self.stream, self.lesson_file = stream, lesson_file
+        self.events: list[list] = []  # [line, "text" | "figure", payload]
+
+    def line(self) -> int | None:
+        """The line of the lesson's module-level statement running now (the outermost lesson frame)."""
+        frame, found = sys._getframe(1), None
+        while frame is not None:
+            if frame.f_code.co_filename == self.lesson_file and frame.f_code.co_name == "<module>":
+                found = frame.f_lineno
+            frame = frame.f_back
+        return found
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        line = self.line()
+        if self.events and self.events[-1][1] == "text" and self.events[-1][0] == line:
+            self.events[-1][2] += text  # the rest of the same print, or the next print of the same statement
+        else:
+            self.events.append([line, "text", text])
+        return len(text)
+
+    def figure(self, path: Path) -> None:
+        self.events.append([self.line(), "figure", Path(path).name])
+
+    def save(self, path: Path) -> None:
+        source = Path(self.lesson_file).read_bytes()
+        path.write_text(json.dumps({"lesson_sha256": hashlib.sha256(source).hexdigest(), "events": self.events}))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
 def _display_file(path: Path) -> None:
@@ -380,7 +432,7 @@ def resolve_outdir(flags) -> Path:
 
 
 # what the course writes into an output folder; a folder holding anything else is someone else's
-COURSE_FILES = ("fig[0-9][0-9]_*", "anim_*", "metrics.json", "*.pt")
+COURSE_FILES = ("fig[0-9][0-9]_*", "anim_*", "metrics.json", "*.pt", "console.json")
 
 
 def foreign_files(folder: Path) -> list[str]:
@@ -470,6 +522,9 @@ def start_lesson(config, flags, *, cpu_only: str | None = None, figures: dict[st
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(flags.threads)
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main_file and not running_in_notebook() and not isinstance(sys.stdout, ConsoleLog):
+        sys.stdout = ConsoleLog(sys.stdout, main_file)  # a script run: remember which line printed what
     run = LessonRun(name, config, flags, device, outdir, figures=figures, metrics=metrics)
     print(f"{name}  |  device={device}  threads={flags.threads}  seed={flags.seed}  outdir={shown_path(outdir)}")
     if flags.quick:

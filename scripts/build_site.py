@@ -99,13 +99,64 @@ def source_hash(lesson: Path, args: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def executed_notebook(lesson: Path, quick: bool, rerun: bool, timeout: float):
-    """The lesson as a notebook, executed in a kernel (or from the cache when nothing it depends on changed)."""
+def assembled_notebook(lesson: Path, outdir: Path):
+    """The lesson as a notebook with the outputs of the run already in ``outdir``, or None if there is none.
+
+    A script run records what each top-level line printed and which figures it saved (``console.json``,
+    ``common.lesson.ConsoleLog``); each goes under the cell that holds that line. Refused (None) when the
+    lesson changed since that run, or when jupytext's cells do not match the file's ``# %%`` markers.
+    """
+    import base64
+    import bisect
+
+    import jupytext
+    import nbformat
+
+    log_file = outdir / "console.json"
+    if not log_file.exists() or not (outdir / "metrics.json").exists():
+        return None
+    log = json.loads(log_file.read_text())
+    if log.get("lesson_sha256") != hashlib.sha256(lesson.read_bytes()).hexdigest():
+        return None
+    lines = lesson.read_text(encoding="utf-8").splitlines()
+    starts = [i + 1 for i, line in enumerate(lines) if line.startswith("# %%")]  # 1-based marker lines
+    before = 1 if starts and any(line.strip() for line in lines[: starts[0] - 1]) else 0
+    notebook = jupytext.read(lesson)
+    if not starts or len(notebook.cells) != len(starts) + before:
+        return None
+    for line, kind, payload in log["events"]:
+        if line is None:
+            continue
+        cell = notebook.cells[bisect.bisect_right(starts, line) - 1 + before]
+        if cell.cell_type != "code":
+            continue
+        outputs = cell.setdefault("outputs", [])
+        if kind == "text" and outputs and outputs[-1].output_type == "stream":
+            outputs[-1].text += payload
+        elif kind == "text":
+            outputs.append(nbformat.v4.new_output("stream", name="stdout", text=payload))
+        elif (outdir / payload).exists():
+            mime = "image/gif" if payload.endswith(".gif") else "image/png"
+            data = base64.b64encode((outdir / payload).read_bytes()).decode()
+            outputs.append(nbformat.v4.new_output("display_data", data={mime: data},
+                                                  metadata={"ebm_figure": payload}))
+    notebook.metadata["ebm_site"] = {"assembled_from": shown(outdir), "quick": outdir.name == "quick"}
+    return notebook
+
+
+def executed_notebook(lesson: Path, quick: bool, rerun: bool, timeout: float, execute: bool = False):
+    """The lesson as a notebook with its outputs: assembled from the prepared run in ``outputs/<lesson>/``
+    when there is one for this version of the lesson, else executed in a kernel (cached)."""
     import jupytext
     import nbclient
     import nbformat
 
     args, outdir = run_args(lesson, quick)
+    if not (execute or rerun):
+        assembled = assembled_notebook(lesson, outdir)
+        if assembled is not None:
+            print(f"  {lesson.stem}: from the run in {shown(outdir)}/")
+            return assembled, outdir
     key = source_hash(lesson, args)
     cache = OUTPUTS / "site"
     cached = cache / f"{lesson.stem}{'-quick' if quick else ''}.ipynb"
@@ -403,6 +454,8 @@ def main(argv=None) -> int:
     parser.add_argument("--site", default=str(ROOT / "site"), help="where the site goes (default: site/)")
     parser.add_argument("--outputs", help="where the runs write (default: outputs/)")
     parser.add_argument("--rerun", action="store_true", help="execute the lessons even when the cache is current")
+    parser.add_argument("--execute", action="store_true", help="run each lesson in a kernel even when "
+                        "outputs/<lesson>/ holds a run of this version of it (the default uses that run)")
     parser.add_argument("--jobs", type=int, default=1, help="lessons executed at the same time (one kernel each)")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds one notebook cell may take")
     args = parser.parse_args(argv)
@@ -416,14 +469,14 @@ def main(argv=None) -> int:
 
     def build(lesson: Path) -> None:
         try:
-            notebook, outdir = executed_notebook(lesson, args.quick, args.rerun, args.timeout)
+            notebook, outdir = executed_notebook(lesson, args.quick, args.rerun, args.timeout, args.execute)
         except Exception as err:  # a lesson that fails in the kernel: report it, build the others
             failed.append(f"{lesson.stem}: {type(err).__name__}: {str(err).strip().splitlines()[-1][:300]}")
             return
         downloads(lesson, site)
         page = lesson_page(lesson, notebook, outdir, site, args.quick)
         cpu = notebook.metadata["ebm_site"].get("cpu_s")
-        print(f"  {lesson.stem}: page {shown(page)} (kernel: {cpu} s CPU)", flush=True)
+        print(f"  {lesson.stem}: page {shown(page)}" + (f" (kernel: {cpu} s CPU)" if cpu else ""), flush=True)
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         list(pool.map(build, lesson_files(args.lessons)))
