@@ -54,8 +54,7 @@ METRICS = {
     "toy_grades": "per dataset and mode, over seeds: NLL - floor, MMD^2 / floor; 8 Gaussians: mode KL, in-mode",
     "toy_floors": "per dataset: the entropy (NLL floor) and the MMD^2 noise floor at N = eval_samples",
     "toy_8g_persistent_nll_over_training": "per seed: NLL - floor of the raw weights at the snapshot steps",
-    "longrun": "per dataset and mode, over seeds: MMD^2 / floor after n K steps from noise; thin-region fractions",
-    "longrun_data_thin_mass": "per dataset: the data's own mass where it is thin (the reference)",
+    "longrun": "per dataset and mode, over seeds: MMD^2 / floor after n K steps from noise",
     "gp_quadratic": "per lambda: closed-form and Adam curvature, NLL cost, ULA IATs at fixed and matched h",
     "gp_neural": "per lambda, over seeds: median curvature on data, IAT of E(x) at fixed and matched h, NLL gap",
     "digits_fd": "Frechet distances at one N: samples, floor, dequantised held-out, Gaussian, noise",
@@ -65,7 +64,7 @@ METRICS = {
     "digits_gap_by_thirds": "E(samples) - E(data) per third of training: all, persistent (mean, median), fresh",
 }
 SECTIONS = {1: "a neural energy, its sign, the ML update", 2: "samplers against theory (T_eff, MALA, momentum)",
-            3: "2-D toys: persistent vs short-run", 4: "long chains and spurious minima", 5: "gradient penalty",
+            3: "2-D toys: persistent vs short-run", 4: "long chains: the short-run pathology", 5: "gradient penalty",
             6: "an energy on 8x8 digits", 7: "reading EBM training curves"}
 EXERCISES = {1: (1,), 3: (), 5: (3,)}  # exercise: the sections its stub needs (3 loads the digits itself)
 LESSON = "07_neural_ebms"  # outputs go to outputs/07_neural_ebms/
@@ -125,6 +124,8 @@ class Config:
         # exploring but makes the negatives less converged
     toy_alpha: float = nonnegative(0.01)  # energy-magnitude penalty alpha (E+^2 + E-^2); larger biases the fit
     toy_grad_clip: float = positive(1.0)  # clip of the parameter gradient's norm; smaller slows training
+    floor_samples: int = count(20000, minimum=100)  # samples of the entropy estimate (the NLL floor); its SE
+        # grows like 1/sqrt(n) with fewer
     eval_samples: int = count(1000, minimum=10)  # N for MMD, its floor, mode weights, NLL and the long chains;
         # smaller raises every noise floor
     grid_n: int = count(300)  # grid points per axis for log Z (the midpoint rule's error is ~1e-4 here)
@@ -132,14 +133,13 @@ class Config:
     longrun_factors: tuple[int, ...] = count((1, 10, 100))  # chain lengths in units of K for the pathology;
         # must contain 1; longer chains show more drift
     gif_frames: int = count(24, minimum=2)  # frames of the animated chains (each costs a render)
-    thin_density: float = probability(0.01)  # section 4: "where the data is thin" = density below this x peak;
-        # smaller looks further from the data
     # -- section 5: gradient penalty
     gp_lambdas: tuple[float, ...] = nonnegative((0.0, 0.1, 1.0))  # penalty weights lambda |grad_x E|^2; the
         # claims compare the first with the last
     gp_ah: float = positive(0.2)  # a h of the matched step h = c/curvature (section 3's toys sit near 0.2)
-    gp_quad_lr: float = positive(0.05)  # Adam lr of the exact quadratic fits (400 steps); at 0.005 they stop
-        # short of the closed form
+    gp_quad_lr: float = positive(0.05)  # Adam lr of the exact quadratic fits; at 0.005 they stop short of the
+        # closed form within gp_quad_iters steps (the gp_adam claim fails)
+    gp_quad_iters: int = count(400)  # Adam steps per quadratic fit; fewer stop short of the closed form
     gp_variances: tuple[float, ...] = positive((1.0, 0.01))  # the ill-conditioned Gaussian's two variances
     gp_sim_iats: int = count(200, minimum=10)  # length of the simulated quadratic ULA chains, in IATs; fewer
         # make the measured IATs noisier than the 10 % claim allows
@@ -171,10 +171,10 @@ class Config:
 QUICK = {
     "loop_iters": 5, "sign_iters": 10, "theory_chains": 1000, "theory_steps": 60, "cold_demo_steps": 50,
     "mix_chains": 8, "mix_steps": 800, "n_seeds": 2, "toy_hidden": 16, "toy_iters": 12, "toy_batch": 64,
-    "toy_langevin_steps": 5, "toy_buffer": 500, "eval_samples": 200, "grid_n": 50, "mmd_repeats": 2,
-    "longrun_factors": (1, 3), "gif_frames": 2, "gp_sim_iats": 20, "gp_iters": 8, "gp_hidden": 16, "gp_chains": 8,
-    "gp_chain_steps": 50, "img_hidden": 64, "img_iters": 20, "sgld_steps": 10, "img_buffer": 1000,
-    "classifier_epochs": 1, "img_fd_samples": 300,
+    "toy_langevin_steps": 5, "toy_buffer": 500, "floor_samples": 2000, "eval_samples": 200, "grid_n": 50,
+    "mmd_repeats": 2, "longrun_factors": (1, 3), "gif_frames": 2, "gp_sim_iats": 20, "gp_quad_iters": 60,
+    "gp_iters": 8, "gp_hidden": 16, "gp_chains": 8, "gp_chain_steps": 50, "img_hidden": 64, "img_iters": 20,
+    "sgld_steps": 10, "img_buffer": 1000, "classifier_epochs": 1, "img_fd_samples": 300,
 }
 
 
@@ -193,30 +193,43 @@ def check(cfg):
 
 cfg, flags = parse_flags(Config, LESSON, __doc__, quick=QUICK, check=check, exercises=EXERCISES, sections=SECTIONS)
 
-import copy  # noqa: E402  (heavy imports after the flags, so --help answers at once)
-import math  # noqa: E402
-import zlib  # noqa: E402
+# heavy imports after the flags, so --help answers at once
+import copy
+import math
+import zlib
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from common import plotting  # noqa: E402
-from common.claims import over_seeds  # noqa: E402
-from common.datasets import dequantize, load_signed_images, toy_dataset, uniform_box  # noqa: E402
-from common.evaluation import grid_nll, kl_weights, mmd_bandwidths, mmd_multiscale, mmd_noise_floor  # noqa: E402
-from common.evaluation import mode_kl_threshold, mode_weights, nll_floor  # noqa: E402
-from common.lesson import start_lesson  # noqa: E402
-from common.nets import CNNEnergy, MLPEnergy  # noqa: E402
-from common.sampler_theory import ar1_iat, integrated_autocorrelation_time, ula_contraction  # noqa: E402
-from common.sampler_theory import ula_effective_temperature, ula_stationary_variance  # noqa: E402
-from common.sampler_theory import underdamped_autocorrelation, underdamped_contraction, underdamped_iat  # noqa: E402
-from common.samplers import ReplayBuffer, effective_temperature, energy_and_grad, langevin, mala  # noqa: E402
-from common.samplers import underdamped_langevin  # noqa: E402
-from common.training import Trainer, contrastive_divergence_loss, draw_negatives  # noqa: E402
+from common import plotting
+from common import sampler_theory as theory  # exact ULA/underdamped values: IATs, contraction, T_eff
+from common.claims import over_seeds
+from common.datasets import dequantize, load_signed_images, toy_dataset, uniform_box
+from common.evaluation import (
+    grid_nll,
+    kl_weights,
+    mmd_bandwidths,
+    mmd_multiscale,
+    mmd_noise_floor,
+    mode_kl_threshold,
+    mode_weights,
+    nll_floor,
+)
+from common.lesson import start_lesson
+from common.nets import CNNEnergy, MLPEnergy
+from common.samplers import (
+    ReplayBuffer,
+    effective_temperature,
+    energy_and_grad,
+    langevin,
+    mala,
+    underdamped_langevin,
+)
+from common.training import Trainer, contrastive_divergence_loss, draw_negatives
 
 run = start_lesson(cfg, flags, figures=FIGURES, metrics=METRICS)
-device = torch.device("cpu")  # sections 1-5 (1-D chains, 2-D toys) are tiny and run on the CPU whatever --device says
-TOY = {name: toy_dataset(name) for name in ("8gaussians", "two_moons")}  # built once (the moons' density is a quadrature)
+device = torch.device("cpu")  # sections 1-5 (1-D chains, 2-D toys) are tiny: the CPU, whatever --device says
+TOY = {name: toy_dataset(name) for name in ("8gaussians", "two_moons")}  # built once (the moons: a quadrature)
 toy8 = TOY["8gaussians"]
 gen = run.cpu_generator("sign")
 x8 = toy8.sample(20000, gen)  # (20000, 2) 8-Gaussians data for sections 1-2
@@ -306,7 +319,8 @@ if run.section(1):
     twin_optimizer.step()
     Trainer(twin_trainer, run, lr=cfg.toy_lr, betas=(0.0, 0.999), blame="toy_lr").step(
         contrastive_divergence_loss(twin_trainer(x_pos_check), twin_trainer(x_neg_check))[0])
-    loop_vs_trainer = max(float((a - b).abs().max()) for a, b in zip(twin_loop.parameters(), twin_trainer.parameters()))
+    loop_vs_trainer = max(float((a - b).detach().abs().max())
+                          for a, b in zip(twin_loop.parameters(), twin_trainer.parameters()))
 
 
     trainer_first = Trainer(energy_first, run, lr=cfg.toy_lr, betas=(0.0, 0.999), grad_clip=cfg.toy_grad_clip,
@@ -342,13 +356,20 @@ if run.section(1):
 # ## 2. The sampler is part of the model
 #
 # ### 2a. ULA has a temperature of its own; MALA does not
-# On E = a x^2/2 the ULA chain x' = (1 - a h) x + sqrt(2 T h) xi is an AR(1) recursion with stationary
-# variance 2T/(a(2 - a h)) -- the variance of exp(-E/T_eff) with T_eff = 2T/(2 - a h) (derivation:
-# docs/derivations/langevin_discretisation.md). MALA adds an accept/reject step and keeps T/a exactly.
-# We measure both on many independent chains; the standard error of a sample variance is
-# var * sqrt(2/(n - 1)).
+# On $E(x) = a x^2/2$ the ULA chain $x' = (1 - ah)\,x + \sqrt{2Th}\,\xi$ is an AR(1) recursion with stationary
+# variance
+#
+# $$\sigma^2_\infty = \frac{2T}{a(2 - ah)} = \frac{T_{\mathrm{eff}}}{a}, \qquad T_{\mathrm{eff}} = \frac{2T}{2 - ah},$$
+#
+# the variance of $e^{-E/T_{\mathrm{eff}}}$ (derivation: docs/derivations/langevin_discretisation.md). MALA adds
+# an accept/reject step and keeps $T/a$ exactly. We measure both on many independent chains; the standard
+# error of a sample variance is $\sigma^2 \sqrt{2/(n - 1)}$.
 
 # %%
+def quadratic_energy(x, a=1.0):
+    return 0.5 * a * (x**2).sum(1)  # E = a x^2 / 2, per row
+
+
 if run.section(2):
     gen = run.cpu_generator("teff")
     a_quad, temperature = 1.0, 1.0
@@ -358,17 +379,16 @@ if run.section(2):
           f"{'accept':>7}")
     for ah in cfg.ah_grid:
         h = ah / a_quad
-        x0 = torch.zeros(cfg.theory_chains, 1, device=device)
-        x_ula, _ = langevin(lambda x: 0.5 * a_quad * (x**2).sum(1), x0, cfg.theory_steps, h, temperature, generator=gen)
-        x_mala, _, acc = mala(lambda x: 0.5 * a_quad * (x**2).sum(1), x0, cfg.theory_steps, h, temperature, generator=gen)
-        # var_inf = 2T / (a (2 - a h))
-        theory = ula_stationary_variance(a_quad, h, temperature)
+        x0 = torch.zeros(cfg.theory_chains, 1)  # (n, 1)
+        x_ula, _ = langevin(quadratic_energy, x0, cfg.theory_steps, h, temperature, generator=gen)
+        x_mala, _, acc = mala(quadratic_energy, x0, cfg.theory_steps, h, temperature, generator=gen)
+        expected = theory.ula_stationary_variance(a_quad, h, temperature)  # 2T / (a (2 - a h))
         measured, mala_var = float(x_ula.double().var()), float(x_mala.double().var())
-        se = theory * math.sqrt(2 / (cfg.theory_chains - 1))
-        row = dict(theory=theory, measured=measured, se=se, rel_error=measured / theory - 1, mala_variance=mala_var,
+        se = expected * math.sqrt(2 / (cfg.theory_chains - 1))
+        row = dict(theory=expected, measured=measured, se=se, rel_error=measured / expected - 1, mala_variance=mala_var,
                    mala_rel_error=mala_var * a_quad / temperature - 1, mala_acceptance=acc)
         teff_rows[f"{ah:g}"] = row
-        print(f"   {ah:5.2f} | {theory:10.4f} {measured:10.4f} {se:8.4f} {row['rel_error']:+8.2%} | {mala_var:8.4f} "
+        print(f"   {ah:5.2f} | {expected:10.4f} {measured:10.4f} {se:8.4f} {row['rel_error']:+8.2%} | {mala_var:8.4f} "
               f"{row['mala_rel_error']:+8.2%} {acc:7.2f}")
     run.metrics["teff_table"] = teff_rows
     run.metrics["mala_variance_rel_error"] = max(abs(r["mala_rel_error"]) for r in teff_rows.values())
@@ -381,142 +401,145 @@ if run.section(2):
 
     fig, axes = plotting.figure(2, title=f"$E = a x^2/2$, $a$ = {a_quad:g}, $T$ = {temperature:g}: "
                                          rf"{cfg.theory_chains} chains $\times$ {cfg.theory_steps} steps")
-    ahs = np.array(cfg.ah_grid)
+    ahs, rows = np.array(cfg.ah_grid), list(teff_rows.values())
     dense = np.linspace(0.02, 1.95, 200)
     axes[0].semilogy(dense, 2 * temperature / (a_quad * (2 - dense)), "k-", lw=1, label="ULA theory $2T/(a(2 - ah))$")
     axes[0].axhline(temperature / a_quad, color="gray", ls="--", label="target $T/a$")
-    axes[0].errorbar(ahs, [r["measured"] for r in teff_rows.values()], yerr=[3 * r["se"] for r in teff_rows.values()],
-                     fmt="o", ms=6, label="ULA measured (±3 SE)")
-    axes[0].plot(ahs, [r["mala_variance"] for r in teff_rows.values()], "s", ms=6, label="MALA measured")
+    axes[0].errorbar(ahs, [r["measured"] for r in rows], yerr=[3 * r["se"] for r in rows], fmt="o", ms=6,
+                     label="ULA measured (±3 SE)")
+    axes[0].plot(ahs, [r["mala_variance"] for r in rows], "s", ms=6, label="MALA measured")
     axes[0].set(xlabel="$ah$", ylabel="stationary variance", title="ULA is hotter; MALA is exact")
     axes[0].legend()
-    rel_se = [300 * math.sqrt(2 / (cfg.theory_chains - 1))] * len(ahs)  # 3 SE of a sample variance, in %
-    axes[1].bar(np.arange(len(ahs)) - 0.2, [100 * r["rel_error"] for r in teff_rows.values()], 0.4, yerr=rel_se,
-                capsize=3, label="ULA vs its theory (±3 SE)")
-    axes[1].bar(np.arange(len(ahs)) + 0.2, [100 * r["mala_rel_error"] for r in teff_rows.values()], 0.4, yerr=rel_se,
-                capsize=3, label="MALA vs $T/a$ (±3 SE)")
+    for offset, key, label in ((-0.2, "rel_error", "ULA vs its theory"), (0.2, "mala_rel_error", "MALA vs $T/a$")):
+        axes[1].bar(np.arange(len(ahs)) + offset, [100 * r[key] for r in rows], 0.4, yerr=100 * three_se, capsize=3,
+                    label=f"{label} (±3 SE)")
     axes[1].axhspan(-2, 2, color="green", alpha=0.1, label="±2 %")
-    axes[1].set_xticks(np.arange(len(ahs)), [f"{v:g}\n({r['mala_acceptance']:.2f})" for v, r in
-                                             zip(ahs, teff_rows.values())])
+    axes[1].set_xticks(np.arange(len(ahs)), [f"{v:g}\n({r['mala_acceptance']:.2f})" for v, r in zip(ahs, rows)])
     axes[1].set(xlabel="$ah$ (MALA's acceptance rate)", ylabel="relative error (%)", title="measured vs theory")
     plotting.legend_outside(axes[1])  # off the error bars
     run.savefig(fig, "fig02_teff_table")
 
 # %% [markdown]
-# **What to notice:** ULA's variance follows 2T/(a(2 - a h)) and is 20x too large at a h = 1.9 -- the chain
-# samples exp(-E/T_eff), not exp(-E/T). MALA's variance stays on T/a at every step size; what it pays
-# is its acceptance rate, which falls as a h grows.
+# **What to notice:** ULA's variance follows $2T/(a(2 - ah))$ and is 20x too large at $ah = 1.9$ -- the chain
+# samples $e^{-E/T_{\mathrm{eff}}}$, not $e^{-E/T}$. MALA's variance stays on $T/a$ at every step size; what it
+# pays is its acceptance rate, which falls as $ah$ grows.
 
 # %% [markdown]
-# ### 2b. The settings image EBMs use: T = s^2/(2h) ~ 1e-6
-# Image-EBM code writes the step as x <- x - h grad E + s xi with h and s chosen separately. Matching
-# it to sqrt(2 T h) gives T = s^2/(2h); with h = 10 and s = 0.005 that is 1.25e-6. Such a chain is
-# noisy gradient descent: it finds the wells of E and stays in their bottoms. We show it on the TRUE
-# 8-Gaussians energy, with a stable step (h = --toy-step-size, 0.05) and the noise s = sqrt(2 T h) that
-# gives the same T = 1.25e-6 at that step (s = 3.5e-4).
+# ### 2b. The settings image EBMs use: $T = s^2/(2h) \approx 10^{-6}$
+# Image-EBM code writes the step as $x \leftarrow x - h\nabla_x E + s\,\xi$ with $h$ and $s$ chosen separately.
+# Matching it to $\sqrt{2Th}\,\xi$ gives
+#
+# $$T = \frac{s^2}{2h}, \qquad h = 10,\ s = 0.005 \;\Rightarrow\; T = 1.25 \times 10^{-6}.$$
+#
+# Such a chain is noisy gradient descent: it finds the wells of $E$ and stays in their bottoms. We show it on
+# the TRUE 8-Gaussians energy, with a stable step ($h$ = `--toy-step-size`, 0.05) and the noise
+# $s = \sqrt{2Th}$ that gives the same $T$ at that step ($s = 3.5 \times 10^{-4}$).
 
 # %%
+def spread(x):
+    # RMS distance to the nearest mode centre; exp(-E/T) around a centre of std 0.5 has RMS 0.5 sqrt(2 T)
+    return float(torch.cdist(x, centres).min(1).values.pow(2).mean().sqrt())
+
+
 if run.section(2):
     gen = run.cpu_generator("image-temperature")
     t_image = effective_temperature(cfg.recipe_sgld_step_size, cfg.recipe_sgld_noise)
     h_show = cfg.toy_step_size
-    start = uniform_box(2000, toy8.bounds, gen)
-    x_hot, _ = langevin(toy8.energy, start, cfg.cold_demo_steps, h_show, generator=gen)
-    x_cold, _ = langevin(toy8.energy, start, cfg.cold_demo_steps, h_show, noise_scale=math.sqrt(2 * t_image * h_show),
-                         generator=gen)
-    centres = 4.0 * torch.stack([torch.cos(torch.arange(8) * math.pi / 4), torch.sin(torch.arange(8) * math.pi / 4)], 1)
-
-    def spread(x):
-        # RMS distance to the nearest mode centre; exp(-E/T) around a centre has RMS sqrt(2 T) * 0.5
-        return float(torch.cdist(x.cpu(), centres).min(1).values.pow(2).mean().sqrt())
-
-    spread_hot, spread_cold, spread_data = spread(x_hot), spread(x_cold), spread(x8[:2000])
     noise_show = math.sqrt(2 * t_image * h_show)  # the noise that gives T = t_image at step h_show
-    print(f"\n2b. Image-EBM settings h = {cfg.recipe_sgld_step_size:g}, s = {cfg.recipe_sgld_noise:g}: T = s^2/(2h) = {t_image:.3g}")
+    start = uniform_box(2000, toy8.bounds, gen)  # (2000, 2)
+    x_hot, _ = langevin(toy8.energy, start, cfg.cold_demo_steps, h_show, generator=gen)
+    x_cold, _ = langevin(toy8.energy, start, cfg.cold_demo_steps, h_show, noise_scale=noise_show, generator=gen)
+    spread_hot, spread_cold, spread_data = spread(x_hot), spread(x_cold), spread(x8[:2000])
+    print(f"\n2b. Image-EBM settings h = {cfg.recipe_sgld_step_size:g}, s = {cfg.recipe_sgld_noise:g}: "
+          f"T = s^2/(2h) = {t_image:.3g}")
     print(f"   on 8 Gaussians (std 0.5), {cfg.cold_demo_steps} steps of h = {h_show:g}: RMS distance to the nearest "
           f"centre {spread_hot:.3f} at T = 1 (data {spread_data:.3f}) vs {spread_cold:.2e} at s = {noise_show:.2g} "
           f"(T = {t_image:.3g})")
-    run.metrics["image_ebm_temperature"] = {"temperature": t_image, "spread_t1": spread_hot, "spread_image_t": spread_cold,
-                                            "spread_data": spread_data}
+    run.metrics["image_ebm_temperature"] = {"temperature": t_image, "spread_t1": spread_hot,
+                                            "spread_image_t": spread_cold, "spread_data": spread_data}
     # exp(-E/T) around a centre of std 0.5 has RMS distance 0.5 sqrt(2 T); ULA at T = 1 samples T_eff = 2/(2 - a h)
     run.claim("image_t_cold", "at the image-EBM temperature the chains sit 0.5 sqrt(2T) from the centres",
               spread_cold, "within_rel", 0.5 * math.sqrt(2 * t_image), 0.1, reference_label="= 0.5 sqrt(2T)")
     run.claim("image_t_hot", "at T = 1 they fill the wells as ULA's T_eff predicts",
-              spread_hot, "within_rel", spread_data * math.sqrt(ula_effective_temperature(4.0, h_show)), 0.03,
+              spread_hot, "within_rel", spread_data * math.sqrt(theory.ula_effective_temperature(4.0, h_show)), 0.03,
               reference_label="= data x sqrt(T_eff)")
 
     fig, axes = plotting.figure(2, title=f"Langevin on the true 8-Gaussians energy, $h$ = {h_show:g}, "
                                          f"{cfg.cold_demo_steps} steps, 2000 chains from uniform noise")
     for ax, x, label, size in ((axes[0], x_hot, r"$T = 1$ ($s = \sqrt{2h}$)", 4),
-                               (axes[1], x_cold, rf"$s$ = {noise_show:.1e}: $T = s^2/(2h)$ = {t_image:.2g}", 60)):
+                               (axes[1], x_cold, rf"$s$ = {noise_show:.1e}: $T = s^2/(2h)$ = {t_image:.2g}"
+                                                 f"\nall 2000 chains on 8 points (RMS {spread_cold:.0e})", 60)):
         plotting.energy_contours(ax, toy8.energy, toy8.bounds, label="$E(x)$")
-        ax.scatter(*x.cpu().T, s=size, c="white", edgecolors="red", linewidths=1.2, zorder=3)
+        ax.scatter(*x.T, s=size, c="white", edgecolors="red", linewidths=1.2, zorder=3)
         ax.set_title(label)
-    axes[1].set_title(f"{axes[1].get_title()}\nall 2000 chains on 8 points (RMS {spread_cold:.0e})")
     run.savefig(fig, "fig03_image_temperature")
 
 # %% [markdown]
-# **What to notice:** at T = 1 the chains fill each well as the data do; at the image-EBM temperature all
+# **What to notice:** at $T = 1$ the chains fill each well as the data do; at the image-EBM temperature all
 # 2000 chains sit on 8 points. Image EBMs trained this way learn an energy whose *short-run, nearly
-# noiseless descent* makes good images -- they are not samplers of exp(-E). (Every regime in this
-# lesson is named: sections 1, 3-5 sample at T = 1; the digits of section 6 at T = 5e-5.)
+# noiseless descent* makes good images -- they are not samplers of $e^{-E}$. (Every regime in this lesson is
+# named: sections 1, 3-5 sample at $T = 1$; the digits of section 6 at $T = 5 \times 10^{-5}$.)
 
 # %% [markdown]
 # ### 2c. Momentum: faster only with the right friction
 # Underdamped Langevin (the sampler behind SGHMC) carries a velocity:
-#     v' = (1 - h gamma) v - h grad E + sqrt(2 gamma h) xi,
-# x' = x + h v'. On E = a x^2/2 this is a 2x2 linear recursion z' = M z + noise; the spectral radius of M
-# is the contraction factor per step, and the exact autocorrelation is rho_t = (M^t S)_xx / S_xx
-# (`common.sampler_theory`). For ULA the factor is 1 - a h. On an ill-conditioned Gaussian (one stiff,
-# one flat direction) the stiff one limits h, and the flat one then mixes in ~1/(a_flat h) steps.
-# Momentum with the friction that critically damps the flat direction needs only ~1/(sqrt(a_flat) h).
-# In continuous time that friction is 2 sqrt(a); for the discrete recursion it is where the two
-# eigenvalues of M meet, (2 - h^2 a - h gamma)^2 = 4 (1 - h gamma), i.e. gamma* = 2 sqrt(a) - a h (0.273
-# here, not 0.283). With gamma = 1/h the velocity is forgotten at every step and the sampler IS ULA with
-# step h^2 -- slower than ULA. We measure the IAT of the flat coordinate x and of x^2 (its energy; for a
-# Gaussian chain its autocorrelation is rho_t^2), the number of steps one independent draw costs.
+#
+# $$v' = (1 - h\gamma)\,v - h\nabla_x E + \sqrt{2\gamma h}\,\xi, \qquad x' = x + h v'.$$
+#
+# On an ill-conditioned Gaussian the stiff direction limits $h$, and ULA then needs $\sim 1/(a_{\mathrm{flat}} h)$
+# steps per independent draw along the flat one; momentum with the friction that critically damps the flat
+# direction needs only $\sim 1/(\sqrt{a_{\mathrm{flat}}}\,h)$. For the discrete recursion that friction is
+#
+# $$\gamma^* = 2\sqrt{a} - ah \quad (0.273 \text{ here, not the continuous-time } 2\sqrt{a} = 0.283),$$
+#
+# where the two eigenvalues of the $2 \times 2$ update meet; with $\gamma = 1/h$ the velocity is forgotten at
+# every step and the sampler IS ULA with step $h^2$ -- slower than ULA. Derivation, and why the IAT of $x$
+# and the contraction factor disagree below $\gamma^*$: docs/derivations/underdamped_langevin_mixing.md. We
+# measure the IAT of the flat coordinate $x$ and of $x^2$ against the exact values (`common.sampler_theory`).
 
 # %%
+def flat_exact(gamma, a, h):
+    """Contraction factor, IAT of x and IAT of x^2 on E = a x^2/2: ULA (gamma None) or underdamped."""
+    if gamma is None:  # ULA: AR(1) with rho = 1 - a h; x^2 has rho^2
+        return theory.ula_contraction(a, h), theory.ar1_iat(1 - a * h), theory.ar1_iat((1 - a * h) ** 2)
+    iat_x = theory.underdamped_iat(a, h, gamma)
+    rho_long = theory.underdamped_autocorrelation(a, h, gamma, 50 * int(iat_x + 100))
+    iat_x2 = float(1 + 2 * (rho_long[1:] ** 2).sum())  # tau(x^2) = 1 + 2 sum rho_t^2
+    return theory.underdamped_contraction(a, h, gamma), iat_x, iat_x2
+
+
 if run.section(2):
     gen = run.cpu_generator("momentum")
     a_flat, a_stiff, h_mix = cfg.flat_curvature, cfg.stiff_curvature, cfg.mix_step_size
-    curvatures = torch.tensor([a_flat, a_stiff], device=device)
+    curvatures = torch.tensor([a_flat, a_stiff])
 
     def ill_conditioned(x):
         return 0.5 * (curvatures * x**2).sum(1)  # E = (a_flat x1^2 + a_stiff x2^2)/2
 
-    gamma_star = 2 * math.sqrt(a_flat) - a_flat * h_mix  # discrete critical damping: M's eigenvalues coincide
-    frictions = {"underdamped tuned": gamma_star, "underdamped high friction": cfg.high_friction}
-    x0 = torch.randn(cfg.mix_chains, 2, generator=gen, device=device) / curvatures.sqrt()  # stationary start
-    burn = cfg.mix_steps // 10
+    gamma_star = 2 * math.sqrt(a_flat) - a_flat * h_mix  # discrete critical damping: the eigenvalues coincide
+    frictions = {"ULA": None, "underdamped tuned": gamma_star, "underdamped high friction": cfg.high_friction}
+    x0 = torch.randn(cfg.mix_chains, 2, generator=gen) / curvatures.sqrt()  # (chains, 2) stationary start
+    burn, max_lag = cfg.mix_steps // 10, 400
     paths = {"ULA": langevin(ill_conditioned, x0, cfg.mix_steps, h_mix, generator=gen, keep_every=1)[1]}
-    for name, gamma in frictions.items():
-        paths[name] = underdamped_langevin(ill_conditioned, x0, cfg.mix_steps, h_mix, gamma, generator=gen, keep_every=1)[1]
-    flat = {name: p[burn:, :, 0].T.cpu().double().numpy() for name, p in paths.items()}  # (chains, draws)
-    max_lag = 400
-    exact_rho = {"ULA": (1 - a_flat * h_mix) ** np.arange(max_lag)}
-    exact_rho.update({name: underdamped_autocorrelation(a_flat, h_mix, g, max_lag) for name, g in frictions.items()})
+    for name, gamma in list(frictions.items())[1:]:
+        paths[name] = underdamped_langevin(ill_conditioned, x0, cfg.mix_steps, h_mix, gamma, generator=gen,
+                                           keep_every=1)[1]  # (steps, chains, 2)
+    flat = {name: p[burn:, :, 0].T.double().numpy() for name, p in paths.items()}  # (chains, draws)
+    exact_rho = {name: (1 - a_flat * h_mix) ** np.arange(max_lag) if g is None else
+                 theory.underdamped_autocorrelation(a_flat, h_mix, g, max_lag) for name, g in frictions.items()}
     iat_rows = {}
-    print(f"\n2c. Flat coordinate of E = ({a_flat:g} x1^2 + {a_stiff:g} x2^2)/2, h = {h_mix:g}, {cfg.mix_chains} chains x "
-          f"{cfg.mix_steps} steps (T = 1)")
+    print(f"\n2c. Flat coordinate of E = ({a_flat:g} x1^2 + {a_stiff:g} x2^2)/2, h = {h_mix:g}, {cfg.mix_chains} "
+          f"chains x {cfg.mix_steps} steps (T = 1)")
     print(f"   {'sampler':<27}{'gamma':>7}{'contraction':>12}{'IAT x exact':>12}{'measured':>10}{'IAT x^2 exact':>14}"
           f"{'measured':>10}")
     for name, chains in flat.items():
-        gamma = frictions.get(name)
-        if gamma is None:  # ULA: AR(1) with rho = 1 - a h
-            contraction, iat_x = ula_contraction(a_flat, h_mix), ar1_iat(1 - a_flat * h_mix)
-            iat_x2 = ar1_iat((1 - a_flat * h_mix) ** 2)
-        else:
-            contraction, iat_x = underdamped_contraction(a_flat, h_mix, gamma), underdamped_iat(a_flat, h_mix, gamma)
-            rho_long = underdamped_autocorrelation(a_flat, h_mix, gamma, 50 * int(iat_x + 100))
-            iat_x2 = float(1 + 2 * (rho_long[1:] ** 2).sum())  # tau(x^2) = 1 + 2 sum rho_t^2
-        centred = chains - chains.mean()
-        row = dict(friction=gamma, contraction=contraction, iat_x_exact=iat_x,
-                   iat_x=integrated_autocorrelation_time(chains),
-                   iat_x2_exact=iat_x2, iat_x2=integrated_autocorrelation_time(centred**2))
+        contraction, iat_x, iat_x2 = flat_exact(frictions[name], a_flat, h_mix)
+        row = dict(friction=frictions[name], contraction=contraction, iat_x_exact=iat_x,
+                   iat_x=theory.integrated_autocorrelation_time(chains), iat_x2_exact=iat_x2,
+                   iat_x2=theory.integrated_autocorrelation_time((chains - chains.mean()) ** 2))
         iat_rows[name] = row
-        print(f"   {name:<27}{gamma or 0:7.3f}{contraction:12.4f}{iat_x:12.1f}{row['iat_x']:10.1f}{iat_x2:14.1f}"
-              f"{row['iat_x2']:10.1f}")
+        print(f"   {name:<27}{frictions[name] or 0:7.3f}{contraction:12.4f}{iat_x:12.1f}{row['iat_x']:10.1f}"
+              f"{iat_x2:14.1f}{row['iat_x2']:10.1f}")
     run.metrics["iat_flat"] = iat_rows
     worst = max(abs(r["iat_x"] / r["iat_x_exact"] - 1) for r in iat_rows.values())
     run.claim("iat_exact", "measured IATs of x follow the exact 2x2-recursion values, worst relative error", worst,
@@ -525,30 +548,32 @@ if run.section(2):
               iat_rows["ULA"]["iat_x"] / iat_rows["underdamped tuned"]["iat_x"], ">", 3.0)
     run.claim("momentum_high_friction", "with gamma = 1/h momentum is slower than ULA (IAT ratio)",
               iat_rows["underdamped high friction"]["iat_x"] / iat_rows["ULA"]["iat_x"], ">", 1.0)
-    rho_min = float(exact_rho["underdamped tuned"].min())
-    print(f"   at gamma* = {gamma_star:.3f} the exact ACF's minimum is {rho_min:.1e} (eigenvalues real: no dip below 0); "
-          f"contraction {underdamped_contraction(a_flat, h_mix, gamma_star):.4f} vs "
-          f"{underdamped_contraction(a_flat, h_mix, 2 * math.sqrt(a_flat)):.4f} at 2 sqrt(a)")
+    print(f"   at gamma* = {gamma_star:.3f} the exact ACF's minimum is {exact_rho['underdamped tuned'].min():.1e} "
+          f"(eigenvalues real: no dip below 0); contraction "
+          f"{theory.underdamped_contraction(a_flat, h_mix, gamma_star):.4f} vs "
+          f"{theory.underdamped_contraction(a_flat, h_mix, 2 * math.sqrt(a_flat)):.4f} at 2 sqrt(a)")
 
     fig, axes = plotting.figure(2, title=f"Flat direction $a$ = {a_flat:g} (stiff $a$ = {a_stiff:g}), "
                                          f"same step $h$ = {h_mix:g}")
     lags = np.arange(max_lag)
     for (name, chains), color in zip(flat.items(), ("#1f77b4", "#2ca02c", "#d62728")):
         centred = chains - chains.mean()
-        acf = [1.0] + [float((centred[:, t:] * centred[:, :-t]).mean() / (centred**2).mean()) for t in lags[1::10][1:]]
+        acf = [1.0] + [float((centred[:, t:] * centred[:, :-t]).mean() / (centred**2).mean()) for t in lags[10::10]]
         axes[0].plot(lags[::10], acf, "o", ms=3, color=color)
         axes[0].plot(lags, exact_rho[name], color=color, lw=1.2,
                      label=name.replace("underdamped ", "underdamped, ").replace("high friction", "high γ"))
     axes[0].axhline(0, color="gray", lw=0.8)
-    axes[0].set(xlabel="lag $t$ (steps)", ylabel="autocorrelation of $x_1$", title="ACF: exact (lines), measured (dots)")
+    axes[0].set(xlabel="lag $t$ (steps)", ylabel="autocorrelation of $x_1$",
+                title="ACF: exact (lines), measured (dots)")
     axes[0].legend(loc="upper right")
     gammas = np.geomspace(0.02, 1 / h_mix, 40)
-    axes[1].loglog(gammas, [underdamped_iat(a_flat, h_mix, g) for g in gammas], "k-", label="underdamped, IAT of $x_1$")
-    axes[1].loglog(gammas, [1 / (1 - underdamped_contraction(a_flat, h_mix, g)) for g in gammas], "k:",
+    axes[1].loglog(gammas, [theory.underdamped_iat(a_flat, h_mix, g) for g in gammas], "k-",
+                   label="underdamped, IAT of $x_1$")
+    axes[1].loglog(gammas, [1 / (1 - theory.underdamped_contraction(a_flat, h_mix, g)) for g in gammas], "k:",
                    label="underdamped, 1/(1 - contraction)")
     axes[1].axhline(iat_rows["ULA"]["iat_x_exact"], color="#1f77b4", ls="--", label="ULA, IAT of $x_1$")
     for name, color in (("underdamped tuned", "#2ca02c"), ("underdamped high friction", "#d62728")):
-        axes[1].plot(iat_rows[name]["friction"], iat_rows[name]["iat_x"], "o", ms=8, color=color, label=f"{name}, measured")
+        axes[1].plot(frictions[name], iat_rows[name]["iat_x"], "o", ms=8, color=color, label=f"{name}, measured")
     axes[1].axvline(gamma_star, color="gray", lw=0.8)
     axes[1].set(xlabel="friction γ", ylabel="steps", title=r"IAT vs friction (grey: $\gamma^*$)")
     plotting.legend_outside(axes[1])
@@ -556,32 +581,28 @@ if run.section(2):
 
 # %% [markdown]
 # **What to notice:** the tuned sampler's ACF falls to zero within ~80 steps without going negative (at
-# gamma* both eigenvalues of M are real and equal: critical damping), ULA's decays like (1 - a h)^t, the
-# high-friction one slower still. The right panel shows the price of small friction: below gamma* the
-# eigenvalues are complex, the ACF oscillates and the IAT of x keeps falling as gamma -> 0 (anti-correlated
-# swings cancel), but the contraction factor (dotted: 1/(1 - rho) steps to forget the start) grows again
-# -- the chain rings. The contraction factor is smallest exactly at gamma* = 2 sqrt(a) - a h, the discrete
-# critical damping; tune it to the flattest direction.
+# $\gamma^*$ the eigenvalues are real and equal: critical damping), ULA's decays like $(1 - ah)^t$, the
+# high-friction one slower still. Right panel: below $\gamma^*$ the IAT of $x$ keeps falling (anti-correlated
+# swings cancel) while the contraction factor (dotted) grows again -- the chain rings. The contraction is
+# best exactly at $\gamma^*$: tune the friction to the flattest direction (exercise 4).
 
 # %% [markdown]
 # ## 3. Training on 2-D toys: persistent chains vs short-run chains
 #
-# Two ways to get the negatives x- for the loss of section 1 (`common.training.draw_negatives`):
-# - **persistent** (PCD, Du & Mordatch 2019): chains live in a replay buffer; each step takes a batch of
-#   them (95 %; 5 % are replaced by fresh uniform noise so the buffer keeps exploring), runs K Langevin
-#   steps and puts them back. Over training each chain runs for hundreds of steps, so the negatives
-#   approach exp(-E).
-# - **short-run** (Nijkamp et al. 2019): K steps from fresh noise every time. The model then learns an
-#   energy whose K-step descent from noise looks like data -- a generator, not necessarily a density.
+# Two ways to get the negatives $x^-$ for the loss of section 1 (`common.training.draw_negatives`):
+# - **persistent** (PCD, Du & Mordatch 2019): chains live in a replay buffer; each step takes a batch of them
+#   (95 %; 5 % are replaced by fresh uniform noise so the buffer keeps exploring), runs $K$ Langevin steps and
+#   puts them back. Over training each chain runs for hundreds of steps, so the negatives approach $e^{-E}$.
+# - **short-run** (Nijkamp et al. 2019): $K$ steps from fresh noise every time. The model then learns an energy
+#   whose $K$-step descent from noise looks like data -- a generator, not necessarily a density.
 #
-# Both sample at T = 1 (s = sqrt(2h), h = --toy-step-size). Every number is a mean ± SE over --n-seeds
-# independent replicates (seed, seed + 1, ...), and each is one that cannot flatter: the exact NLL,
-# normalising exp(-E) on a grid (`common.evaluation.grid_nll`), next to its floor, the true entropy
-# -E_p log p (no model can go below it); the multi-bandwidth MMD^2 (kernels at 1/16, 1/4 and 1 x the data's
-# median distance, `common.evaluation.mmd_multiscale`) as a multiple of its noise floor (data against fresh
-# data at the same N); on 8 Gaussians the per-mode weights (nearest centre, within one std) and the in-mode
-# fraction, 1 - exp(-1/2) = 0.393 for the data. tests/test_metrics_can_fail.py shows these reject a missing
-# mode, a ring, 2:1 weights and too-wide modes; the single median-bandwidth MMD used before passes a ring.
+# Both sample at $T = 1$ ($s = \sqrt{2h}$, $h$ = `--toy-step-size`). Every number is a mean ± SE over
+# `--n-seeds` replicates, and each is one that cannot flatter: the exact NLL, normalising $e^{-E}$ on a grid
+# (`common.evaluation.grid_nll`), next to its floor, the entropy $-\mathbb{E}_p \log p$ (no model goes
+# below it); the multi-bandwidth MMD$^2$ (`common.evaluation.mmd_multiscale`) as a multiple of its noise floor
+# (data against fresh data at the same $N$); on 8 Gaussians the per-mode weights and the in-mode fraction
+# (within one std of a centre: $1 - e^{-1/2} = 0.393$ for the data). tests/test_metrics_can_fail.py shows
+# these reject a missing mode, a ring, 2:1 weights and too-wide modes.
 
 # %%
 TOYS = ("8gaussians", "two_moons")
@@ -688,23 +709,25 @@ if run.section(3) or run.section(4):  # section 4 runs these models' chains long
         x_a, x_b = dataset.sample(cfg.eval_samples, gen), dataset.sample(cfg.eval_samples, gen)
         bandwidths = mmd_bandwidths(x_b)
         toy_ref[ds_name] = {"nll_points": x_a, "mmd_points": x_b, "bandwidths": bandwidths,
-                            "nll_floor": nll_floor(dataset, 20000, gen),
+                            "nll_floor": nll_floor(dataset, cfg.floor_samples, gen),
                             "mmd_floor": mmd_noise_floor(lambda n, d=dataset: d.sample(n, gen), cfg.eval_samples,
                                                          cfg.mmd_repeats, bandwidths)}
     toy_stats = over_seeds(toy_one_seed, range(cfg.n_seeds))
 
+def mmd_words(ratio):
+    return "within noise" if ratio < 1 else f"{ratio:.1f}× floor"
+
+
 if run.section(3):
-    print(f"\n3. 2-D toys, MLP 2-{cfg.toy_hidden}-{cfg.toy_hidden}-1, {cfg.toy_iters} steps, K = {cfg.toy_langevin_steps}, "
-          f"h = {toy_step('8gaussians'):g} (8 Gaussians), {toy_step('two_moons'):g} (two moons), T = 1, EMA "
-          f"{cfg.toy_ema:g}; mean ± SE over {cfg.n_seeds} seeds, N = {cfg.eval_samples}")
-    print(f"   {'dataset':<13}{'mode':<12}{'NLL - floor':>16}{'MMD^2 / floor':>16}{'mode-weight KL':>17}{'in-mode':>16}")
-    for ds_name in TOYS:
-        for mode in MODES:
-            key = f"{ds_name} {mode}"
-            extra = (f"{str(toy_stats[key + ' mode kl']):>17}{str(toy_stats[key + ' in-mode']):>16}"
-                     if ds_name == "8gaussians" else "")
-            print(f"   {NAMES[ds_name]:<13}{mode:<12}{str(toy_stats[key + ' nll gap']):>16}"
-                  f"{str(toy_stats[key + ' mmd']):>16}{extra}")
+    print(f"\n3. 2-D toys, MLP 2-{cfg.toy_hidden}-{cfg.toy_hidden}-1, {cfg.toy_iters} steps, "
+          f"K = {cfg.toy_langevin_steps}, h = {toy_step('8gaussians'):g} (8 Gaussians), {toy_step('two_moons'):g} "
+          f"(two moons), T = 1, EMA {cfg.toy_ema:g}; mean ± SE over {cfg.n_seeds} seeds, N = {cfg.eval_samples}")
+    print(f"   {'dataset':<13}{'mode':<12}{'NLL - floor':>16}{'MMD^2 / floor':>16}{'mode-weight KL':>17}"
+          f"{'in-mode':>16}")
+    for ds_name, mode in [(d, m) for d in TOYS for m in MODES]:
+        key = f"{ds_name} {mode} "
+        print(f"   {NAMES[ds_name]:<13}{mode:<12}" + "".join(f"{str(toy_stats[key + k]):>{w}}" for k, w in (
+            ("nll gap", 16), ("mmd", 16), ("mode kl", 17), ("in-mode", 16)) if key + k in toy_stats))
     print("   entropy floors: " + ", ".join(f"{NAMES[d]} {toy_ref[d]['nll_floor'][0]:.3f} ± "
                                           f"{toy_ref[d]['nll_floor'][1]:.3f}" for d in TOYS)
           + "; data's in-mode fraction 1 - exp(-1/2) = 0.393")
@@ -727,13 +750,9 @@ if run.section(3):
     run.claim("toy_width_8g", "8 Gaussians, persistent: modes as narrow as the data's (in-mode fraction)",
               toy_stats["8gaussians persistent in-mode"], "within", 1 - math.exp(-0.5), 0.05)
     for ds_name in TOYS:
-        run.claim(f"toy_nll_modes_{ds_name}", f"{NAMES[ds_name]}: persistent training gives a better NLL than short-run",
+        run.claim(f"toy_nll_modes_{ds_name}",
+                  f"{NAMES[ds_name]}: persistent training gives a better NLL than short-run",
                   toy_stats[f"{ds_name} persistent nll gap"], "<", toy_stats[f"{ds_name} short-run nll gap"])
-
-
-    def mmd_words(ratio):
-        return "within noise" if ratio < 1 else f"{ratio:.1f}× floor"
-
 
     fig, axes = plotting.figure(3, 2, title=f"Learned densities $e^{{-E}}/Z$ (grid-normalised), seed {run.seed} of "
                                             f"{cfg.n_seeds}, {cfg.toy_iters} steps, $K$ = {cfg.toy_langevin_steps}, "
@@ -744,7 +763,7 @@ if run.section(3):
         axes[3 * row].set_title(f"{NAMES[ds_name]}: true density")
         for col, mode in enumerate(MODES, start=1):
             energy, _ = toy_models[0, ds_name, mode]
-            image = plotting.density_image(axes[3 * row + col], lambda z, e=energy: -e(z), dataset.bounds, device=device)
+            image = plotting.density_image(axes[3 * row + col], lambda z, e=energy: -e(z), dataset.bounds)
             key = f"{ds_name} {mode}"
             axes[3 * row + col].set_title(f"{mode}: NLL − floor {toy_stats[key + ' nll gap'].mean:.2f},\n"
                                           f"MMD² {mmd_words(toy_stats[key + ' mmd'].mean)}")
@@ -764,207 +783,169 @@ if run.section(3):
 
     energy8, buffer8 = toy_models[0, "8gaussians", "persistent"]
     _, gif_path = langevin(energy8, uniform_box(300, toy8.bounds, gen), 200, cfg.toy_step_size, generator=gen,
-                           keep_every=5)  # the GIF labels frame i as step 5 i
+                           keep_every=5)  # (41, 300, 2); the GIF labels frame i as step 5 i
     plotting.animate_chains_on_axes(run.outdir / "anim_chains.gif", energy8, gif_path, toy8.bounds, keep_every=5,
-                                    step_size=cfg.toy_step_size, device=device, max_frames=cfg.gif_frames,
+                                    step_size=cfg.toy_step_size, max_frames=cfg.gif_frames,
                                     title="learned 8-Gaussians energy, 300 chains from noise, $T = 1$")
     run.saved_animation(run.outdir / "anim_chains.gif")
 
 # %% [markdown]
 # **What to notice:** the grid-normalised NLL is an honest score -- it punishes mass in the wrong place and
-# missing mass alike, and it cannot go below the floor. On the two moons persistent training wins over
-# the seeds (NLL ~0.12 nats above the floor against ~0.5 for short-run; both sets of samples within MMD
-# noise, so the samples alone could not tell them apart). On 8 Gaussians the default budget shows the
-# failure persistent training can get stuck in: the model is still a ring, or only partly carved into
-# wells (fig05, fig06), so the 0.15-nat and 2x-MMD targets FAIL and short-run does better here. The mode
-# weights pass (a ring is uniform in angle); the in-mode fraction is what catches it. The measured cause
-# is in the printed NLL over training: every run sits on a plateau (raw weights ~0.5 nats above the floor)
-# from step 200 to the end; the runs leave it only later, each at a step of its own (exercise 2).
-# Two details that matter: the evaluated model is an EMA of the weights (the raw weights' NLL jumps from
-# step to step), and the step size is scaled with the data's width -- at h = 0.05 the two moons (noise 0.2,
-# curvature ~25) have a h ~ 1.25, and training fails completely (NLL ~7 nats above the floor when we tried
-# it). Fig06 shows the plateau: by step 200 the energy is a ring, and at this budget it stays one.
+# missing mass alike, and it cannot go below the floor. On the two moons persistent training wins over the
+# seeds (NLL ~0.12 nats above the floor against ~0.5 for short-run; both sets of samples within MMD noise, so
+# the samples alone could not tell them apart). On 8 Gaussians the default budget shows the failure
+# persistent training can get stuck in: the model is still a ring, or only partly carved into wells (fig05,
+# fig06), so the 0.15-nat and 2x-MMD targets FAIL and short-run does better here. The mode weights pass (a ring
+# is uniform in angle); the in-mode fraction catches it. The printed NLL over training shows the cause: every
+# run sits on a plateau (raw weights ~0.5 nats above the floor) from step 200 to the end; runs leave it only
+# later, each at a step of its own (exercise 2). Two details matter: the evaluated model is an EMA of the
+# weights (the raw weights' NLL jumps from step to step), and $h$ is scaled with the data's width -- at
+# $h = 0.05$ the two moons (noise 0.2, curvature ~25) have $ah \approx 1.25$, and training fails (NLL ~7 nats
+# above the floor when we tried it).
 
 # %% [markdown]
-# ## 4. Long chains: the short-run pathology, and spurious minima
+# ## 4. Long chains: the short-run pathology
 #
-# A short-run model is trained so that K steps from noise look like data. Nothing constrains what the
-# chain does after K steps: run it 10 K or 100 K steps and the samples may drift into wells the energy
-# has where the K-step chains never were -- seed 004's "spurious minima": the negative phase raises the
-# energy only where the sampler goes. A persistent model's chains have run for hundreds of steps, so we
-# expect less drift from it, not none. Same start (uniform noise), same h, T = 1, both models, every seed;
-# MMD^2 as a multiple of its floor. To look for spurious minima directly we measure, on the grid, the
-# mass the model puts where the data has almost none (density below 1/1000 of its peak), next to the
-# fraction of the model's own K-step samples that land there: mass where the chains do not go is mass
-# the training never pushed up.
+# A short-run model is trained so that $K$ steps from noise look like data. Nothing constrains what the chain
+# does after $K$ steps: run it $10K$ or $100K$ steps and the samples may drift to where the model's own
+# density $e^{-E}$ really is. A persistent model's chains have run for hundreds of steps, so we expect less
+# drift from it, not none. Same start (uniform noise), same $h$, $T = 1$, both models, every seed; MMD$^2$
+# as a multiple of its floor. (Seed 004's "spurious minima" -- wells where the short chains never go -- are
+# looked for directly in exercise 7.)
 
 # %%
+def longrun_one_seed(i):
+    """Replicate i: chains from noise on each model, graded by MMD^2 / floor after each multiple of K steps."""
+    out, g = {}, seed_generator("pathology", i)
+    for ds_name in TOYS:
+        ref = toy_ref[ds_name]
+        for mode in MODES:
+            energy, _ = toy_models[i, ds_name, mode]
+            x, done = uniform_box(cfg.eval_samples, TOY[ds_name].bounds, g), 0  # (N, 2)
+            for factor in sorted(cfg.longrun_factors):
+                x, _ = langevin(energy, x, factor * cfg.toy_langevin_steps - done, toy_step(ds_name), generator=g)
+                done = factor * cfg.toy_langevin_steps
+                out[f"{ds_name} {mode} {factor}K"] = (mmd_multiscale(x, ref["mmd_points"], ref["bandwidths"])
+                                                      / ref["mmd_floor"])
+                if i == 0:
+                    long_samples[ds_name, mode, factor] = x
+    return out
+
+
 if run.section(4):
-    gen = run.cpu_generator("pathology")
-    factors = sorted(cfg.longrun_factors)
-    long_samples = {}
-
-    def thin_region(ds_name):
-        """A function marking points where the data density is below --thin-density times its peak."""
-        dataset = TOY[ds_name]
-        peak = float(dataset.log_density(toy_ref[ds_name]["mmd_points"]).max())
-        return lambda x: dataset.log_density(x) < peak + math.log(cfg.thin_density)
-
-    thin_grid = {}  # per dataset: the grid's thin-region mask, computed once (the two-moons density is a quadrature)
-
-    def mass_in_thin_region(log_density_fn, ds_name):
-        # the mass of exp(log_density)/Z in the thin region, normalised on the grid (model and data alike)
-        X, Y, L = plotting.evaluate_on_grid(log_density_fn, TOY[ds_name].bounds, cfg.grid_n, device)
-        if ds_name not in thin_grid:
-            points = torch.tensor(np.stack([X.ravel(), Y.ravel()], 1), dtype=torch.float32)
-            thin_grid[ds_name] = thin_region(ds_name)(points).numpy()
-        p = np.exp(L.ravel() - L.max())
-        return float(p[thin_grid[ds_name]].sum() / p.sum())
-
-    def longrun_one_seed(i):
-        out, g = {}, seed_generator("pathology", i)
-        for ds_name in TOYS:
-            dataset, ref, is_thin = TOY[ds_name], toy_ref[ds_name], thin_region(ds_name)
-            for mode in MODES:
-                energy, _ = toy_models[i, ds_name, mode]
-                x, done, key = uniform_box(cfg.eval_samples, dataset.bounds, g), 0, f"{ds_name} {mode}"
-                for factor in factors:
-                    x, _ = langevin(energy, x, factor * cfg.toy_langevin_steps - done, toy_step(ds_name), generator=g)
-                    done = factor * cfg.toy_langevin_steps
-                    out[f"{key} {factor}K"] = mmd_multiscale(x, ref["mmd_points"], ref["bandwidths"]) / ref["mmd_floor"]
-                    out[f"{key} thin {factor}K"] = float(is_thin(x).double().mean())
-                    if i == 0:
-                        long_samples[ds_name, mode, factor] = x
-                out[f"{key} thin mass"] = mass_in_thin_region(lambda z, e=energy: -e(z), ds_name)
-        return out
-
+    factors, long_samples = sorted(cfg.longrun_factors), {}
     long_stats = over_seeds(longrun_one_seed, range(cfg.n_seeds))
-    data_thin = {d: mass_in_thin_region(TOY[d].log_density, d) for d in TOYS}
     top = f"{factors[-1]}K"
-    print(f"\n4. Chains from noise after n x K steps (K = {cfg.toy_langevin_steps}), mean ± SE over {cfg.n_seeds} seeds; "
-          f"'thin': where the data density is below {cfg.thin_density:g} x its peak")
-    print(f"   {'dataset':<13}{'mode':<12}" + "".join(f"{f'MMD^2/floor {f} K':>18}" for f in factors)
-          + f"{'in thin: K-step':>17}{top + ' chains':>17}{'model mass':>17}{'data mass':>11}")
+    print(f"\n4. Chains from noise after n x K steps (K = {cfg.toy_langevin_steps}), MMD^2 / floor, mean ± SE over "
+          f"{cfg.n_seeds} seeds")
+    print(f"   {'dataset':<13}{'mode':<12}" + "".join(f"{f'{f} K':>18}" for f in factors))
     for ds_name in TOYS:
         for mode in MODES:
-            key = f"{ds_name} {mode}"
-            print(f"   {NAMES[ds_name]:<13}{mode:<12}" + "".join(f"{str(long_stats[f'{key} {f}K']):>18}" for f in factors)
-                  + f"{str(long_stats[f'{key} thin 1K']):>17}{str(long_stats[f'{key} thin {top}']):>17}"
-                  f"{str(long_stats[f'{key} thin mass']):>17}{data_thin[ds_name]:11.4f}")
+            print(f"   {NAMES[ds_name]:<13}{mode:<12}"
+                  + "".join(f"{str(long_stats[f'{ds_name} {mode} {f}K']):>18}" for f in factors))
     run.metrics["longrun"] = {k: v.to_json() for k, v in long_stats.items()}
-    run.metrics["longrun_data_thin_mass"] = data_thin
     for ds_name in TOYS:
         short, pers = f"{ds_name} short-run", f"{ds_name} persistent"
         run.claim(f"drift_shortrun_{ds_name}", f"{NAMES[ds_name]}: short-run samples drift, MMD^2/floor {top} vs K",
                   long_stats[f"{short} {top}"], ">", long_stats[f"{short} 1K"])
-        run.claim(f"drift_compare_{ds_name}", f"{NAMES[ds_name]}: after {top} steps persistent is closer than short-run",
+        run.claim(f"drift_compare_{ds_name}",
+                  f"{NAMES[ds_name]}: after {top} steps persistent is closer than short-run",
                   long_stats[f"{pers} {top}"], "<", long_stats[f"{short} {top}"])
-        run.claim(f"spurious_{ds_name}", f"{NAMES[ds_name]}: short-run model has more mass where data is thin than data",
-                  long_stats[f"{short} thin mass"], ">", data_thin[ds_name], reference_label="(data)")
-        run.claim(f"spurious_vs_persistent_{ds_name}", f"{NAMES[ds_name]}: ... and more there than the persistent model",
-                  long_stats[f"{short} thin mass"], ">", long_stats[f"{pers} thin mass"])
 
-    shown = TOY["two_moons"]
+    moons = TOY["two_moons"]
     fig, axes = plotting.figure(len(factors), 2, title=r"Two moons: chains from noise after $n \times K$ steps "
-                                                       f"($K$ = {cfg.toy_langevin_steps}, $h$ = {toy_step(shown.name):g}, "
-                                                       f"$T = 1$, seed {run.seed}); background: the model's own density;"
-                                                       " numbers: mean over seeds")
+                                f"($K$ = {cfg.toy_langevin_steps}, $h$ = {toy_step(moons.name):g}, $T = 1$, seed "
+                                f"{run.seed}); background: the model's own density; numbers: mean over seeds")
     for row, mode in enumerate(MODES):
-        energy, _ = toy_models[0, shown.name, mode]
+        energy, _ = toy_models[0, moons.name, mode]
         for col, factor in enumerate(factors):
             ax = axes[row * len(factors) + col]
-            plotting.density_image(ax, lambda z, e=energy: -e(z), shown.bounds, device=device)
-            plotting.scatter_samples(ax, long_samples[shown.name, mode, factor][:600], size=3)
-            ratio = long_stats[f"two_moons {mode} {factor}K"].mean
-            ax.set(title=f"{mode}, {factor}$K$ steps: MMD² {mmd_words(ratio)}", xlim=shown.bounds[:2],
-                   ylim=shown.bounds[2:])
+            plotting.density_image(ax, lambda z, e=energy: -e(z), moons.bounds)
+            plotting.scatter_samples(ax, long_samples[moons.name, mode, factor][:600], size=3)
+            ax.set(title=f"{mode}, {factor}$K$ steps: MMD² {mmd_words(long_stats[f'two_moons {mode} {factor}K'].mean)}",
+                   xlim=moons.bounds[:2], ylim=moons.bounds[2:])
     run.savefig(fig, "fig07_shortrun_pathology", key=True)
 
 # %% [markdown]
-# What to notice (read the table by rows; fig07 shows the two moons): the short-run models are right at K
-# steps, the length they were trained for, and drift when their chains run on -- on the two moons from
-# within noise to ~45x the MMD floor at 100 K, on every seed; the persistent two-moons model stays within
-# a few floors (its 1 K entry is high because 20 steps from noise are not how its negatives are made). The
-# background says where the chains go: to the model's own density, and the short-run model's exp(-E) is
-# not the data's -- it misses the moons' tips and joins the arcs by a bridge; its K-step chains reach the
-# tips only because they stop before settling. On 8 Gaussians the short-run chains drift too (4 -> 14x),
-# but the persistent models are no better at 100 K: they are the rings of section 3.
-# Seed 004's spurious minima, measured as mass where the data density is below 1 % of its peak: the
-# short-run models put 2.6x (8 Gaussians) and ~13x (two moons) the data's own mass there, but (the
-# last claims) not more than the persistent models do, and their K-step chains pass through that region
-# about as often as the model puts mass there. So in these toys the long-run failure is a wrong density
-# near the data, not wells in regions the short chains never visit; we do not see the seed's mechanism.
+# **What to notice** (read the table by rows; fig07 shows the two moons): the short-run models are right at
+# $K$ steps, the length they were trained for, and drift when their chains run on -- on the two moons from
+# within noise to ~45x the MMD floor at $100K$, on every seed; the persistent two-moons model stays within a
+# few floors (its $1K$ entry is high because 20 steps from noise are not how its negatives are made). The
+# background says where the chains go: to the model's own density, and the short-run model's $e^{-E}$ is not
+# the data's -- it misses the moons' tips and joins the arcs by a bridge; its $K$-step chains reach the tips
+# only because they stop before settling. On 8 Gaussians the short-run chains drift too (4 -> 14x), but the
+# persistent models are no better at $100K$: they are the rings of section 3.
 
 # %% [markdown]
 # ## 5. The regularisation-sampling trade-off, and when it is not one
 #
-# A gradient penalty lambda E_data |grad_x E|^2 smooths the energy (it is used to stabilise training).
-# The quadratic case is exact: for data with variance s^2 and E = a x^2/2, the penalised NLL
-# 1/2 log(2 pi/a) + a s^2/2 + lambda a^2 s^2 is minimised where 4 lambda s^2 a^2 + s^2 a - 1 = 0:
-#     a*(lambda) = (sqrt(s^4 + 16 lambda s^2) - s^2)/(8 lambda s^2)      (a* = 1/s^2 at lambda = 0),
-# and its price in likelihood is NLL(a*) - NLL(1/s^2) = (r - 1 - ln r)/2 nats with r = a* s^2 < 1.
-# Whether the smoother energy samples more slowly depends on what is held fixed:
-# - **fixed step h** (seed 004's trade-off): ULA contracts by 1 - a* h, IAT (2 - a* h)/(a* h): smaller
-#   curvature, more steps per independent draw;
-# - **step matched to the curvature** (h = c/a*, as section 3 scales h with the data's width): a* h = c,
-#   the IAT (2 - c)/c and ULA's bias T_eff = 2/(2 - c) do not depend on lambda at all;
-# - **an ill-conditioned Gaussian** (variances s_1^2 >> s_2^2) at equal ULA bias (a_stiff h = c): the flat
-#   direction's IAT is ~2 kappa/c with kappa = a_2*/a_1*, and the penalty shrinks kappa (for large lambda
-#   a* ~ 1/(2 s sqrt(lambda)), so kappa -> s_1/s_2 = sqrt of its value at lambda = 0): it SPEEDS mixing.
+# A gradient penalty $\lambda\,\mathbb{E}_{\mathrm{data}}\|\nabla_x E\|^2$ smooths the energy (it is used to
+# stabilise training). For data of variance $s^2$ and $E = a x^2/2$ the penalised NLL is minimised at
+#
+# $$a^*(\lambda) = \frac{\sqrt{s^4 + 16\lambda s^2} - s^2}{8\lambda s^2} \qquad (a^* = 1/s^2 \text{ at } \lambda = 0),$$
+#
+# at a price of $(r - 1 - \ln r)/2$ nats of likelihood, $r = a^* s^2 < 1$ (derivation and the three cases below:
+# docs/derivations/gradient_penalty_quadratic.md). Whether the smoother energy samples more slowly depends on
+# what is held fixed: at a **fixed step** $h$, ULA's IAT $(2 - a^*h)/(a^*h)$ grows as $a^*$ falls (seed 004's
+# trade-off); with the **step matched** to the curvature, $h = c/a^*$, it does not change; on an
+# **ill-conditioned Gaussian** at equal ULA bias the penalty shrinks the condition number and SPEEDS mixing.
 # We measure each IAT on simulated ULA chains next to its exact value, then train neural energies with the
 # penalty over seeds.
 
 # %%
+def quadratic_curvature(lam, var=1.0):
+    # the root of 4 lam s^2 a^2 + s^2 a - 1 = 0
+    return 1 / var if lam == 0 else (math.sqrt(var**2 + 16 * lam * var) - var) / (8 * lam * var)
+
+
+def penalised_nll(log_a, lam, var=1.0):
+    # exact: 1/2 log(2 pi / a) + a s^2 / 2 + lam a^2 s^2   (Z = sqrt(2 pi / a) is known)
+    a = log_a.exp()
+    return 0.5 * torch.log(2 * math.pi / a) + a * var / 2 + lam * a**2 * var
+
+
+def nll_cost(a, var):
+    r = a * var  # NLL(a) - NLL(1/s^2) = (r - 1 - ln r)/2 per direction
+    return 0.5 * (r - 1 - math.log(r))
+
+
+def ula_iat_measured(a, h, rng, n_chains=32):
+    # ULA on a x^2/2 is x' = (1 - a h) x + sqrt(2h) xi: an AR(1) filter, stationary chains of gp_sim_iats IATs
+    from scipy.signal import lfilter
+
+    rho, n = 1 - a * h, max(2000, int(cfg.gp_sim_iats * theory.ar1_iat(1 - a * h)))
+    xi = math.sqrt(2 * h) * rng.standard_normal((n_chains, n))
+    x_start = math.sqrt(theory.ula_stationary_variance(a, h)) * rng.standard_normal((n_chains, 1))
+    return theory.integrated_autocorrelation_time(lfilter([1.0], [1.0, -rho], xi, axis=1, zi=rho * x_start)[0])
+
+
+def quadratic_row(lam, h, c, variances, rng):
+    """Closed-form curvature (and Adam's), NLL cost, ULA IATs exact and simulated: fixed h, matched, equal bias."""
+    log_a = torch.zeros((), requires_grad=True)
+    Trainer([log_a], run, lr=cfg.gp_quad_lr, blame="gp_quad_lr", name="quadratic").fit(
+        lambda step: (penalised_nll(log_a, lam), {}), cfg.gp_quad_iters, desc="quadratic", progress=False)
+    a_star, a_ill = quadratic_curvature(lam), [quadratic_curvature(lam, v) for v in variances]
+    h_ill = c / max(a_ill)  # equal ULA bias: the stiff direction always at a h = c
+    return {"curvature": a_star, "curvature_by_adam": log_a.exp().item(), "nll_cost": nll_cost(a_star, 1.0),
+            "iat_fixed_h": theory.ar1_iat(1 - a_star * h), "iat_fixed_h_measured": ula_iat_measured(a_star, h, rng),
+            "iat_matched_h": theory.ar1_iat(1 - c), "iat_matched_h_measured": ula_iat_measured(a_star, c / a_star, rng),
+            "kappa": max(a_ill) / min(a_ill), "iat_flat_equal_bias": theory.ar1_iat(1 - min(a_ill) * h_ill),
+            "iat_flat_equal_bias_measured": ula_iat_measured(min(a_ill), h_ill, rng),
+            "nll_cost_ill": sum(nll_cost(a, v) for a, v in zip(a_ill, variances))}
+
+
 if run.section(5):
     gen = run.cpu_generator("gradient-penalty")
-    s2, h_gp, c_gp = 1.0, cfg.toy_step_size, cfg.gp_ah
+    h_gp, c_gp, variances = cfg.toy_step_size, cfg.gp_ah, tuple(cfg.gp_variances)
     lambdas = sorted(set(cfg.gp_lambdas))
     rng = np.random.default_rng(int(gen.initial_seed() % 2**32))
-
-    def quadratic_curvature(lam, var=s2):
-        # the root of 4 lam s^2 a^2 + s^2 a - 1 = 0
-        return 1 / var if lam == 0 else (math.sqrt(var**2 + 16 * lam * var) - var) / (8 * lam * var)
-
-    def penalised_nll(log_a, lam):
-        # exact: 1/2 log(2 pi / a) + a s^2 / 2 + lam a^2 s^2   (Z = sqrt(2 pi / a) is known)
-        a = log_a.exp()
-        return 0.5 * torch.log(2 * math.pi / a) + a * s2 / 2 + lam * a**2 * s2
-
-    def nll_cost(a, var):
-        r = a * var  # NLL(a) - NLL(1/s^2) = (r - 1 - ln r)/2 per direction
-        return 0.5 * (r - 1 - math.log(r))
-
-    def ula_iat_measured(a, h):
-        # ULA on a x^2/2 is x' = (1 - a h) x + sqrt(2h) xi: an AR(1) filter, 32 stationary chains of 200 IATs
-        from scipy.signal import lfilter
-
-        rho, n = 1 - a * h, max(2000, int(cfg.gp_sim_iats * ar1_iat(1 - a * h)))
-        xi = math.sqrt(2 * h) * rng.standard_normal((32, n))
-        x_start = math.sqrt(ula_stationary_variance(a, h)) * rng.standard_normal((32, 1))
-        return integrated_autocorrelation_time(lfilter([1.0], [1.0, -rho], xi, axis=1, zi=rho * x_start)[0])
-
-    variances = tuple(cfg.gp_variances)  # the ill-conditioned Gaussian: flat and stiff direction
-    gp_quadratic = {}
-    print(f"\n5. Gradient penalty lambda |grad_x E|^2. Quadratic, data variance {s2:g}: fixed h = {h_gp:g} vs matched "
+    print(f"\n5. Gradient penalty lambda |grad_x E|^2. Quadratic, data variance 1: fixed h = {h_gp:g} vs matched "
           f"h = {c_gp:g}/a*; ill-conditioned variances {variances} at equal ULA bias (a_stiff h = {c_gp:g})")
     print(f"   {'lambda':>7}{'a* closed':>10}{'by Adam':>9}{'NLL cost':>9} | {'IAT fixed h':>16}{'IAT matched h':>16}"
           f" | {'kappa':>6}{'IAT flat, equal bias':>22}{'NLL cost':>9}")
-    for lam in lambdas:
-        log_a = torch.zeros((), requires_grad=True)
-        fit = Trainer([log_a], run, lr=0.05, blame="gp_lambdas", name="quadratic")
-        fit.fit(lambda step, lam=lam, log_a=log_a: (penalised_nll(log_a, lam), {}), 400, desc="quadratic",
-                progress=False)
-        a_star = quadratic_curvature(lam)
-        a_ill = [quadratic_curvature(lam, v) for v in variances]
-        h_ill = c_gp / max(a_ill)  # equal ULA bias: the stiff direction always at a h = c
-        row = {"curvature": a_star, "curvature_by_adam": log_a.exp().item(), "nll_cost": nll_cost(a_star, s2),
-               "iat_fixed_h": ar1_iat(1 - a_star * h_gp), "iat_fixed_h_measured": ula_iat_measured(a_star, h_gp),
-               "iat_matched_h": ar1_iat(1 - c_gp), "iat_matched_h_measured": ula_iat_measured(a_star, c_gp / a_star),
-               "kappa": max(a_ill) / min(a_ill), "iat_flat_equal_bias": ar1_iat(1 - min(a_ill) * h_ill),
-               "iat_flat_equal_bias_measured": ula_iat_measured(min(a_ill), h_ill),
-               "nll_cost_ill": sum(nll_cost(a, v) for a, v in zip(a_ill, variances))}
-        gp_quadratic[f"{lam:g}"] = row
-        print(f"   {lam:7g}{a_star:10.4f}{row['curvature_by_adam']:9.4f}{row['nll_cost']:9.3f} | "
+    gp_quadratic = {f"{lam:g}": quadratic_row(lam, h_gp, c_gp, variances, rng) for lam in lambdas}
+    for lam, row in gp_quadratic.items():
+        print(f"   {lam:>7}{row['curvature']:10.4f}{row['curvature_by_adam']:9.4f}{row['nll_cost']:9.3f} | "
               f"{row['iat_fixed_h']:7.1f} ({row['iat_fixed_h_measured']:6.1f}){row['iat_matched_h']:7.1f} "
               f"({row['iat_matched_h_measured']:6.1f}) | {row['kappa']:6.1f}{row['iat_flat_equal_bias']:11.0f} "
               f"({row['iat_flat_equal_bias_measured']:6.0f}){row['nll_cost_ill']:12.3f}   (measured)")
@@ -982,37 +963,52 @@ if run.section(5):
     run.claim("gp_ill_conditioned", "ill-conditioned, equal ULA bias: the penalty SPEEDS mixing (flat IAT)",
               q1["iat_flat_equal_bias_measured"], "<", q0["iat_flat_equal_bias_measured"])
 
-    def max_hessian_eigenvalue(energy, x):
-        # lambda_max of the 2x2 Hessian of E at each point (reverse-over-reverse, vmapped over the points)
-        hessians = torch.vmap(torch.func.jacrev(torch.func.jacrev(lambda z: energy(z[None])[0])))(x)  # (N, 2, 2)
-        a, b, c = hessians[:, 0, 0], hessians[:, 0, 1], hessians[:, 1, 1]
-        return (a + c) / 2 + torch.sqrt(((a - c) / 2) ** 2 + b**2)  # the larger root of a 2x2 symmetric matrix
 
-    def energy_iat(energy, start, step_size, generator):
-        # IAT of E(x) along Langevin chains from the model's own samples (burn-in: the first 10 %)
-        _, path = langevin(energy, start, cfg.gp_chain_steps, step_size, generator=generator, keep_every=1)
-        trace = energy(path.flatten(0, 1)).detach().view(len(path), -1).T.cpu().numpy()  # (chains, steps)
-        return integrated_autocorrelation_time(trace[:, len(path) // 10:])
+# %%
+def max_hessian_eigenvalue(energy, x):
+    # lambda_max of the 2x2 Hessian of E at each point (reverse-over-reverse, vmapped over the points)
+    hessians = torch.vmap(torch.func.jacrev(torch.func.jacrev(lambda z: energy(z[None])[0])))(x)  # (N, 2, 2)
+    a, b, c = hessians[:, 0, 0], hessians[:, 0, 1], hessians[:, 1, 1]
+    return (a + c) / 2 + torch.sqrt(((a - c) / 2) ** 2 + b**2)  # (N,) the larger root of a 2x2 symmetric matrix
 
-    x_eval = toy8.sample(256, gen).to(device)
+
+def energy_iat(energy, start, step_size, generator):
+    # IAT of E(x) along Langevin chains from the model's own samples (burn-in: the first 10 %)
+    _, path = langevin(energy, start, cfg.gp_chain_steps, step_size, generator=generator, keep_every=1)
+    trace = energy(path.flatten(0, 1)).detach().view(len(path), -1).T.numpy()  # (chains, steps)
+    return theory.integrated_autocorrelation_time(trace[:, len(path) // 10:])
+
+
+def gp_one_seed(i):
+    """One replicate: a persistent 8-Gaussians energy per lambda; curvature, IATs (fixed, matched h), NLL gap."""
+    out = {}
+    for lam in lambdas:
+        g = seed_generator("gradient-penalty", i)
+        energy, _, buffer = train_toy(toy8, "persistent", g, hidden=cfg.gp_hidden, iters=cfg.gp_iters,
+                                      grad_penalty=lam, name=f"seed {run.seed + i}, lambda {lam:g}")
+        curvature = float(max_hessian_eigenvalue(energy, x_eval).detach().median())
+        start = buffer.states[: cfg.gp_chains]
+        out[f"curvature {lam:g}"] = curvature
+        out[f"iat fixed {lam:g}"] = energy_iat(energy, start, h_gp, g)
+        out[f"iat matched {lam:g}"] = energy_iat(energy, start, c_gp / curvature, g)
+        out[f"nll gap {lam:g}"] = grid_nll(energy, x_nll, toy8.bounds, cfg.grid_n) - floor8
+    return out
+
+
+def seed_dots(ax, key, offset=0.0, color="C0", label=None):
+    """Each seed's value (dots) and the mean ± SE (squares) per lambda."""
+    stats, pos = [gp_seeds[f"{key} {v:g}"] for v in lambdas], np.arange(len(lambdas))
+    for p, st in zip(pos, stats):
+        ax.plot(np.full(st.n, p + offset), st.values, ".", color=color, alpha=0.5, ms=8)
+    ax.errorbar(pos + offset, [st.mean for st in stats], yerr=[st.se for st in stats], fmt="s", color=color,
+                capsize=4, ms=7, label=label)
+    ax.set_xticks(pos, [f"{v:g}" for v in lambdas])
+
+
+if run.section(5):
+    x_eval = toy8.sample(256, gen)  # (256, 2) where the curvature is read
     x_nll = toy8.sample(cfg.eval_samples, gen)
-    floor8 = nll_floor(toy8, 20000, gen)[0]
-
-    def gp_one_seed(i):
-        """One replicate: a persistent 8-Gaussians energy per lambda; curvature, IATs (fixed, matched h), NLL gap."""
-        out = {}
-        for lam in lambdas:
-            g = seed_generator("gradient-penalty", i)
-            energy, _, buffer = train_toy(toy8, "persistent", g, hidden=cfg.gp_hidden, iters=cfg.gp_iters,
-                                          grad_penalty=lam, name=f"seed {run.seed + i}, lambda {lam:g}")
-            curvature = float(max_hessian_eigenvalue(energy, x_eval).detach().median())
-            start = buffer.states[: cfg.gp_chains]
-            out[f"curvature {lam:g}"] = curvature
-            out[f"iat fixed {lam:g}"] = energy_iat(energy, start, h_gp, g)
-            out[f"iat matched {lam:g}"] = energy_iat(energy, start, c_gp / curvature, g)
-            out[f"nll gap {lam:g}"] = grid_nll(energy, x_nll, toy8.bounds, cfg.grid_n) - floor8
-        return out
-
+    floor8 = nll_floor(toy8, cfg.floor_samples, gen)[0]
     gp_seeds = over_seeds(gp_one_seed, range(cfg.n_seeds))
     print(f"   neural energy (8 Gaussians, MLP 2-{cfg.gp_hidden}-{cfg.gp_hidden}-1, persistent, {cfg.gp_iters} steps), "
           f"mean ± SE over {cfg.n_seeds} seeds")
@@ -1028,39 +1024,33 @@ if run.section(5):
     run.claim("gp_neural_fixed_h", f"neural, fixed h: the penalty slows ULA (IAT of E(x), lambda {hi} vs {lo})",
               gp_seeds[f"iat fixed {hi}"], ">", gp_seeds[f"iat fixed {lo}"])
     run.claim("gp_neural_matched_h", f"neural, h = c/curvature: the IAT rises by < 10 % (lambda {hi} vs {lo})",
-              gp_seeds[f"iat matched {hi}"], "<", gp_seeds[f"iat matched {lo}"], 0.1 * gp_seeds[f"iat matched {lo}"].mean)
+              gp_seeds[f"iat matched {hi}"], "<", gp_seeds[f"iat matched {lo}"],
+              0.1 * gp_seeds[f"iat matched {lo}"].mean)
     run.claim("gp_neural_nll", f"neural: the penalty costs likelihood (NLL gap, lambda {hi} vs {lo})",
               gp_seeds[f"nll gap {hi}"], ">", gp_seeds[f"nll gap {lo}"])
 
-    fig, axes = plotting.figure(2, 2, title=rf"Gradient penalty $\lambda \|\nabla_x E\|^2$: quadratic (exact) and neural "
-                                            rf"({cfg.n_seeds} seeds), fixed $h$ = {h_gp:g}, matched $ah$ = {c_gp:g}")
+    fig, axes = plotting.figure(2, 2, title=rf"Gradient penalty $\lambda \|\nabla_x E\|^2$: quadratic (exact) and "
+                                rf"neural ({cfg.n_seeds} seeds), fixed $h$ = {h_gp:g}, matched $ah$ = {c_gp:g}")
     lam_dense = np.geomspace(1e-3, 10, 100)
     curv = np.array([quadratic_curvature(v) for v in lam_dense])
     ill = np.array([[quadratic_curvature(v, var) for var in variances] for v in lam_dense])
-    axes[0].loglog(lam_dense, [ar1_iat(1 - c * h_gp) for c in curv], "C0-", label=f"fixed $h$ = {h_gp:g}")
-    axes[0].loglog(lam_dense, np.full_like(lam_dense, ar1_iat(1 - c_gp)), "C1-", label=f"matched $h = {c_gp:g}/a^*$")
-    axes[0].loglog(lam_dense, [ar1_iat(1 - a.min() * c_gp / a.max()) for a in ill], "C2-",
+    axes[0].loglog(lam_dense, [theory.ar1_iat(1 - c * h_gp) for c in curv], "C0-", label=f"fixed $h$ = {h_gp:g}")
+    axes[0].loglog(lam_dense, np.full_like(lam_dense, theory.ar1_iat(1 - c_gp)), "C1-",
+                   label=f"matched $h = {c_gp:g}/a^*$")
+    axes[0].loglog(lam_dense, [theory.ar1_iat(1 - a.min() * c_gp / a.max()) for a in ill], "C2-",
                    label=f"ill-conditioned {variances}, equal bias")
+    positive_lambdas = [v for v in lambdas if v > 0]
     for key, color in (("iat_fixed_h", "C0"), ("iat_matched_h", "C1"), ("iat_flat_equal_bias", "C2")):
-        axes[0].plot([v for v in lambdas if v > 0], [gp_quadratic[f"{v:g}"][key + "_measured"] for v in lambdas if v > 0],
-                     "o", color=color, ms=7)
-    axes[0].set(xlabel=r"$\lambda$", ylabel="ULA IAT (steps)", title="quadratic energies: lines exact, dots simulated")
-    axes[0].set_ylim(top=8000)  # head room for the legend above the curves
+        axes[0].plot(positive_lambdas, [gp_quadratic[f"{v:g}"][key + "_measured"] for v in positive_lambdas], "o",
+                     color=color, ms=7)
+    axes[0].set(xlabel=r"$\lambda$", ylabel="ULA IAT (steps)", title="quadratic energies: lines exact, dots simulated",
+                ylim=(None, 8000))  # head room for the legend above the curves
     axes[0].legend(fontsize=10, loc="upper center")
-    axes[1].semilogx(lam_dense, [nll_cost(c, s2) for c in curv], "k-", label=f"quadratic, variance {s2:g}")
+    axes[1].semilogx(lam_dense, [nll_cost(c, 1.0) for c in curv], "k-", label="quadratic, variance 1")
     axes[1].semilogx(lam_dense, [sum(nll_cost(a, v) for a, v in zip(row, variances)) for row in ill], "C2-",
                      label=f"ill-conditioned {variances}")
     axes[1].set(xlabel=r"$\lambda$", ylabel="NLL cost (nats)", title="what the penalty costs in likelihood (exact)")
     axes[1].legend()
-    pos = np.arange(len(lambdas))
-
-    def seed_dots(ax, key, offset=0.0, color="C0", label=None):
-        stats = [gp_seeds[f"{key} {v:g}"] for v in lambdas]
-        for p, st in zip(pos, stats):
-            ax.plot(np.full(st.n, p + offset), st.values, ".", color=color, alpha=0.5, ms=8)
-        ax.errorbar(pos + offset, [st.mean for st in stats], yerr=[st.se for st in stats], fmt="s", color=color,
-                    capsize=4, ms=7, label=label)
-
     seed_dots(axes[2], "curvature")
     axes[2].set(xlabel=r"$\lambda$", ylabel=r"median $\lambda_{\max}(\nabla_x^2 E)$ on data",
                 title="neural: curvature (dots: seeds; squares: mean ± SE)")
@@ -1068,41 +1058,40 @@ if run.section(5):
     seed_dots(axes[3], "iat matched", 0.1, "C1", rf"matched $h = {c_gp:g}/\lambda_{{\max}}$")
     axes[3].set(xlabel=r"$\lambda$", ylabel="IAT of $E(x)$ (steps)", title="neural: IAT of the energy along ULA chains")
     axes[3].legend()
-    for ax in axes[2:]:
-        ax.set_xticks(pos, [f"{v:g}" for v in lambdas])
     run.savefig(fig, "fig08_gradient_penalty", key=True)
 
 # %% [markdown]
-# **What to notice:** top left, the three readings of the same closed form. At a fixed h the penalty's smaller
-# curvature costs steps (blue rises like lambda^(1/2)); matched to the curvature the sampler does not care
-# (the flat line); on the ill-conditioned Gaussian at equal bias it helps (green falls with kappa, 100 ->
-# 12.5 at lambda = 1). Top right: every one of these smoother models pays in likelihood. Bottom: the neural
-# energies (small ones: 250 steps, width 32, so their NLL is far from the floor at every lambda) follow
-# the same pattern over the seeds -- curvature on the data falls ~4.5x from lambda = 0 to 1, the IAT of E(x)
-# at the fixed h rises ~3.5x, and at h matched to each model's curvature it does not rise. So "smoother
-# energies sample more slowly" is a statement about a fixed step; before calling a penalty slow to sample,
-# compare at matched steps -- what remains certain is its cost in likelihood.
+# **What to notice:** top left, the three readings of the same closed form. At a fixed $h$ the penalty's
+# smaller curvature costs steps (blue rises like $\lambda^{1/2}$); matched to the curvature the sampler does
+# not care (the flat line); on the ill-conditioned Gaussian at equal bias it helps (green falls with the
+# condition number, 100 -> 12.5 at $\lambda = 1$). Top right: every one of these smoother models pays in
+# likelihood. Bottom: the neural energies (small ones: 250 steps, width 32, so their NLL is far from the floor
+# at every $\lambda$) follow the same pattern over the seeds -- curvature on the data falls ~4.5x from
+# $\lambda = 0$ to 1, the IAT of $E(x)$ at the fixed $h$ rises ~3.5x, and at $h$ matched to each model's
+# curvature it does not rise. So "smoother energies sample more slowly" is a statement about a fixed step;
+# compare penalties at matched steps -- what remains certain is the cost in likelihood.
 
 # %% [markdown]
 # ## 6. Images: an energy on 8x8 digits
 #
-# The same loss, an MLP energy 64-h-h-1 on digits scaled to [-1, 1] (dequantised: each of the 17 grey
-# levels spread over its bin, so a density cannot pile infinite mass on grid points), negatives by SGLD
-# from a replay buffer of uniform noise with the image-EBM stabilisers: each input-gradient coordinate
-# clamped to +-`--sgld-input-clip`, samples clamped to [-1, 1], Adam with beta1 = 0, parameter
-# gradients clipped. **Regime:** h = --sgld-step-size, s = --sgld-noise, so T = s^2/(2h) = 5e-5 by
-# default -- like the published recipes, this is low-temperature descent, not sampling of exp(-E).
-# `--img-dataset mnist` trains the convolutional energy image EBMs use (`common.nets.CNNEnergy`) on 28x28
-# images instead (`--img-energy` picks the network; the MLP stays the default for the 8x8 digits budget).
+# The same loss, an MLP energy 64-h-h-1 on digits scaled to $[-1, 1]$ (dequantised: each of the 17 grey levels
+# spread over its bin, so a density cannot pile infinite mass on grid points), negatives by SGLD from a replay
+# buffer of uniform noise with the image-EBM stabilisers: each input-gradient coordinate clamped to
+# $\pm$`--sgld-input-clip`, samples clamped to $[-1, 1]$, Adam with $\beta_1 = 0$, parameter gradients clipped:
 #
-# Quality, every number on the same N images (the held-out split's size, 359 digits; the FD's bias falls
-# with N): the Fréchet distance (FD) between Gaussians fitted to classifier features of samples and of the
-# training digits (`common.evaluation.FrechetScorer`), with the classifier trained here. Its floor is
-# held-out digits against training digits; dequantised held-out digits are what a perfect model of the
-# dequantised training data would score; two baselines: a full-covariance Gaussian fitted to the pixels,
-# and uniform noise. And the entropy H of the classifier's labels of the samples, against the line
-# ln 10 - chi2_9(0.999)/(2N): below it the labels are not uniform over the ten digits (a G-test).
-# tests/test_image_metrics_can_fail.py shows both rejecting noise, one digit, a missing digit and blur at N.
+# $$x \leftarrow \mathrm{clamp}\big(x - h\,\mathrm{clip}(\nabla_x E(x)) + s\,\xi,\ -1,\ 1\big).$$
+#
+# **Regime:** $h$ = `--sgld-step-size`, $s$ = `--sgld-noise`, so $T = s^2/(2h) = 5 \times 10^{-5}$ by default --
+# like the published recipes, low-temperature descent, not sampling of $e^{-E}$. `--img-dataset mnist` trains
+# the convolutional energy image EBMs use (`common.nets.CNNEnergy`) on 28x28 images instead.
+#
+# Quality, every number on the same $N$ images (the held-out split's size, 359 digits; the FD's bias falls
+# with $N$): the Fréchet distance (FD) between Gaussians fitted to classifier features of samples and of the
+# training digits (`common.evaluation.FrechetScorer`); its floor is held-out digits against training digits;
+# baselines: dequantised held-out digits, a full-covariance Gaussian fitted to the pixels, uniform noise. And
+# the entropy $H$ of the classifier's labels of the samples against the G-test line
+# $\ln 10 - \chi^2_9(0.999)/(2N)$: below it the labels are not uniform over the ten digits.
+# tests/test_image_metrics_can_fail.py shows both rejecting noise, one digit, a missing digit and blur at $N$.
 
 # %%
 device = run.device  # the digits EBM runs on --device (the classifier and the FD on the CPU)
@@ -1209,7 +1198,8 @@ if run.section(6):
 
     with torch.no_grad():
         energy_sets = {"training digits": energy_img(x_train[:n_fd]), "held-out digits": energy_img(x_test[:n_fd]),
-                       "buffer samples": energy_img(samples_img.to(device)), "uniform noise": energy_img(image_noise(n_fd))}
+                       "buffer samples": energy_img(samples_img.to(device)),
+                       "uniform noise": energy_img(image_noise(n_fd))}
     fig, axes = plotting.figure(2, title=rf"Energies under the digits EBM ($\alpha$ = {cfg.img_alpha:g}), "
                                          f"{n_fd} images per set; low = likely")
     names = list(energy_sets)
@@ -1239,11 +1229,11 @@ if run.section(6):
 # %% [markdown]
 # ## 7. Reading EBM training curves
 #
-# The loss E(x+) - E(x-) is not a likelihood: it is near 0 whenever the sampler keeps up with the model,
-# and it says little about quality. A gap near 0 is necessary for converged training, not sufficient: a
+# The loss $\bar E(x^+) - \bar E(x^-)$ is not a likelihood: it is near 0 whenever the sampler keeps up with
+# the model, and it says little about quality. A gap near 0 is necessary for converged training, not sufficient: a
 # model whose sampler has collapsed onto a few images has a gap near 0 too. What to watch instead:
-# - E(data) and E(samples) should track each other; a growing gap means the sampler has fallen behind
-#   (raise K or h), a joint drift of both means the additive constant is loose (raise --img-alpha).
+# - $E$(data) and $E$(samples) should track each other; a growing gap means the sampler has fallen behind
+#   (raise $K$ or $h$), a joint drift of both means the additive constant is loose (raise `--img-alpha`).
 #   Split E(samples) by where each chain came from before reading it: 5 % of the chains start from fresh
 #   noise each step and end 20 steps later far above the data, so they move the MEAN of E(samples) by
 #   themselves; the median and the persistent chains alone say what the buffer is doing;
@@ -1286,22 +1276,23 @@ if run.section(7):
         values = np.asarray(values)
         return np.convolve(values, np.ones(width) / width, mode="valid") if len(values) > width else values
 
-    n_smooth = len(smooth(hist_img["loss"]))
-    steps_smooth = np.arange(len(hist_img["loss"]) - n_smooth, len(hist_img["loss"]))  # a running mean ends at its step
-    plotting.training_curves(axes[0], {"$E$(data)": smooth(hist_img["e_pos"]), "$E$(samples)": smooth(hist_img["e_neg"])},
+    n_steps = len(hist_img["loss"])
+    steps_smooth = np.arange(n_steps - len(smooth(hist_img["loss"])), n_steps)  # a running mean ends at its step
+    plotting.training_curves(axes[0], {"$E$(data)": smooth(hist_img["e_pos"]),
+                                       "$E$(samples)": smooth(hist_img["e_neg"])},
                              ylabel="mean energy (running mean of 25)", x=steps_smooth)
-    axes[0].set_title("energies of data and negatives")
+    axes[0].set(title="energies of data and negatives")
     fresh_filled = np.where(np.isnan(gap_fresh), np.nanmean(gap_fresh), gap_fresh)
     plotting.training_curves(axes[1], {"all chains (mean)": smooth(gap_mean), "persistent (median)": smooth(gap_median),
                                        r"fresh $\times$ 0.05 (mean)": smooth(cfg.reinit_fraction * fresh_filled)},
                              ylabel=r"$E$(samples) $-$ $E$(data), running mean", x=steps_smooth)
     axes[1].axhline(0, color="k", lw=0.8)
-    axes[1].set_title("the gap, split by chain origin")
+    axes[1].set(title="the gap, split by chain origin")
     grad_label = r"$\|\nabla_\theta\, \mathrm{loss}\|$ (before clipping)"
     plotting.training_curves(axes[2], {grad_label: hist_img["grad_norm"]}, logy=True)
     axes[2].axhline(cfg.img_grad_clip, color="k", ls="--", lw=0.8)
     axes[2].yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decades only: readable ticks
-    axes[2].set_title(f"gradient norm (dashed: clip at {cfg.img_grad_clip:g})")
+    axes[2].set(title=f"gradient norm (dashed: clip at {cfg.img_grad_clip:g})")
     run.savefig(fig, "fig11_training_curves", key=True)
 
 # %% [markdown]
@@ -1314,53 +1305,57 @@ if run.section(7):
 
 # %% [markdown]
 # ## Summary
-# - The ML loss of an EBM is mean E(data) - mean E(samples) in the energy convention; code that stores
-#   f = -E writes mean f(samples) - mean f(data) and ascends f. Same model, both signs flipped.
-# - The sampler is part of the model: ULA samples exp(-E/T_eff), T_eff = 2T/(2 - a h), MALA is exact,
-#   and the image-EBM settings (h = 10, s = 0.005) are T ~ 1e-6 -- descent, not sampling.
-# - Momentum helps only when the friction is tuned to the flattest direction: at the discrete critical
-#   damping gamma* = 2 sqrt(a) - a h it needs ~3.7x fewer steps per independent draw than ULA; gamma = 1/h
-#   makes it ULA with step h^2, slower than ULA.
-# - Long chains are the test of a density. Short-run samples drift when their chains run 10-100x longer
-#   (both toys, every seed); on the two moons persistent training gives the better likelihood and long
-#   chains that stay near the data; on 8 Gaussians, at this budget, persistent training is stuck in a
-#   ring on most seeds and does not. Grade with numbers that can fail -- grid NLL against the entropy, a
-#   multi-bandwidth MMD against its floor, mode weights AND the in-mode fraction -- over seeds.
-# - A gradient penalty slows ULA at a fixed step (exactly so for a quadratic; the neural energies agree),
-#   not at a step matched to the learned curvature, and on an ill-conditioned Gaussian at equal ULA bias
-#   it speeds mixing. It always costs likelihood.
-# - Read training curves by chain origin: late in the digits run the mean E(samples) - E(data) rises
-#   because of the 5 % of chains restarted from noise; the persistent chains' median gap stays at 0.
+# - The ML loss of an EBM is $\bar E(\mathrm{data}) - \bar E(\mathrm{samples})$ in the energy convention; code that
+#   stores $f = -E$ writes $\bar f(\mathrm{samples}) - \bar f(\mathrm{data})$ and ascends $f$. Section 1 writes the
+#   update out; `common.training.Trainer` is the same step plus clipping, EMA and the divergence guard.
+# - The sampler is part of the model: ULA samples $e^{-E/T_{\mathrm{eff}}}$, $T_{\mathrm{eff}} = 2T/(2 - ah)$, MALA
+#   is exact, and the image-EBM settings ($h = 10$, $s = 0.005$) are $T \approx 10^{-6}$ -- descent, not sampling.
+# - Momentum helps only when the friction is tuned to the flattest direction: at $\gamma^* = 2\sqrt{a} - ah$ it
+#   needs ~3.7x fewer steps per independent draw than ULA; $\gamma = 1/h$ makes it ULA with step $h^2$, slower.
+# - Long chains are the test of a density. Short-run samples drift when their chains run 10-100x longer (both
+#   toys, every seed); on the two moons persistent training gives the better likelihood and long chains that
+#   stay near the data; on 8 Gaussians, at this budget, persistent training is stuck in a ring on most seeds.
+#   Grade with numbers that can fail -- grid NLL against the entropy, a multi-bandwidth MMD against its floor,
+#   mode weights AND the in-mode fraction -- over seeds.
+# - A gradient penalty slows ULA at a fixed step (exactly so for a quadratic; the neural energies agree), not at
+#   a step matched to the learned curvature, and on an ill-conditioned Gaussian at equal ULA bias it speeds
+#   mixing. It always costs likelihood.
+# - Read training curves by chain origin: late in the digits run the mean gap rises because of the 5 % of
+#   chains restarted from noise; the persistent chains' median gap stays at 0.
 
 # %% [markdown]
 # ## Exercises
 # Solutions and hints: docs/solutions/07_neural_ebms.md.
 #
-# **Exercise 1 (extend, easy): the f = -E convention.** Write the Langevin step and the loss for a
-# network f(x) = -E(x) the way UvA tutorial 8 does (ascend f; loss = mean f(x-) - mean f(x+)) and check
-# that it gives the same negatives and the same loss as section 1 on the same noise.
-# Run `python 07_neural_ebms.py --exercise 1` for the stub.
+# **Exercise 1 (extend, easy): the $f = -E$ convention.** Write the Langevin step and the loss for a network
+# $f(x) = -E(x)$ the way UvA tutorial 8 does (ascend $f$; loss $= \bar f(x^-) - \bar f(x^+)$) and check that it
+# gives the same negatives and the same loss as section 1 on the same noise. Stub: `--exercise 1`.
 #
-# **Exercise 2 (predict-then-tweak, easy): longer training, shorter chains.** (a) The 8-Gaussians
-# persistent model is a ring on most seeds at 600 steps. Predict what `--toy-iters 1000` does to its NLL
-# over training (printed per seed in section 3), then run it. (b) Predict, then run with
-# `--toy-langevin-steps 5`: how do the short-run model's NLL and its MMD after 100 K steps change?
+# **Exercise 2 (predict-then-tweak, easy): longer training, shorter chains.** (a) The 8-Gaussians persistent
+# model is a ring on most seeds at 600 steps. Predict what `--toy-iters 1000` does to its NLL over training
+# (printed per seed in section 3), then run `--section 3 --toy-iters 1000`. (b) Predict, then run
+# `--section 4 --toy-langevin-steps 5`: how do the short-run model's NLL and its MMD after $100K$ steps change?
 #
-# **Exercise 3 (extend, medium): make training diverge on purpose.** Train the digits EBM with
-# `--img-alpha 0` and a learning rate 50x larger, read the divergence guard's message, then give the
-# `Trainer` `restarts=2` and watch it recover. Stub: `--exercise 3`.
+# **Exercise 3 (extend, medium): make training diverge on purpose.** Train the digits EBM with alpha = 0 and
+# a learning rate 50x `--img-lr`, read the divergence guard's message, then give the `Trainer` `restarts=2`
+# and watch it recover. Stub: `--exercise 3` (it loads the digits itself; no section runs first).
 #
-# **Exercise 4 (think, medium): IAT or contraction?** In fig04 the IAT of x keeps falling as the friction
-# goes to 0, but the contraction factor gets worse. Which of the two decides (a) the error of a mean
-# estimated from a long chain, (b) how many steps a chain started from noise needs, and (c) the IAT of
-# x^2? Use the exact numbers printed in section 2c.
+# **Exercise 4 (think, medium): IAT or contraction?** In fig04 the IAT of $x$ keeps falling as the friction
+# goes to 0, but the contraction factor gets worse. Which of the two decides (a) the error of a mean estimated
+# from a long chain, (b) how many steps a chain started from noise needs, and (c) the IAT of $x^2$? Use the
+# exact numbers printed in section 2c.
 #
-# **Exercise 5 (extend, medium): MALA negatives.** Replace ULA by `common.samplers.mala` for the
-# persistent 8-Gaussians model (same h) and compare the NLL gap and the acceptance rate. At the default
-# h = 0.05 do you expect a visible difference? And at h = 0.2? Stub: `--exercise 5`.
+# **Exercise 5 (extend, medium): MALA negatives.** Replace ULA by `common.samplers.mala` for the persistent
+# 8-Gaussians model (same $h$) and compare the NLL gap and the acceptance rate. At the default $h = 0.05$ do
+# you expect a visible difference? And at $h = 0.2$? Stub: `--exercise 5`.
 #
-# **Exercise 6 (predict-then-tweak, medium): a hot digits sampler.** With `--sgld-noise 0.2`
-# (T = 0.02 at h = 1), predict what happens to the buffer samples and to the FD, then run it.
+# **Exercise 6 (predict-then-tweak, medium): a hot digits sampler.** With `--sgld-noise 0.2` ($T = 0.02$ at
+# $h = 1$), predict what happens to the buffer samples and to the FD, then run `--section 6 --sgld-noise 0.2`.
+#
+# **Exercise 7 (extend, medium): look for spurious minima.** Seed 004 says the negative phase raises the energy
+# only where the sampler goes, so a short-run model may keep wells where its $K$-step chains never are. Measure
+# it: on the grid, the model's mass where the data density is below 1 % of its peak, next to the data's own
+# mass there and the fraction of the model's $K$-step samples that land there, for both modes and both toys.
 
 # %%
 if run.stub(1):
@@ -1381,7 +1376,7 @@ if run.stub(1):
     x_pos = next_batch()
     loss_e, _ = contrastive_divergence_loss(energy_first(x_pos), energy_first(x_e))
     loss_f = torch.zeros(())  # TODO: mean f(x-) - mean f(x+)
-    print(f"Exercise 1: max |x_E - x_f| = {float((x_e - x_f).abs().max()):.2e},  "
+    print(f"Exercise 1: max |x_E - x_f| = {float((x_e - x_f).detach().abs().max()):.2e},  "
           f"loss_E = {float(loss_e):+.4f}, loss_f = {float(loss_f):+.4f}")
 
 if run.stub(3):
