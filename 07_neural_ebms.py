@@ -87,62 +87,45 @@ class Config:
     loop_iters: int = count(40)  # steps of the written-out ML loop; the printed loss settles near 0 by ~30
     sign_iters: int = count(200)  # further Trainer steps on the same model; more sharpens its eight wells
     # -- section 2: samplers against theory
-    ah_grid: tuple[float, ...] = positive((0.1, 0.5, 1.0, 1.5, 1.9))  # a*h values of the T_eff table; must
-        # stay below 2 (ULA explodes there); near 2 the variance error is largest
-    theory_chains: int = count(50000, minimum=100)  # independent chains; the variance's SE is var*sqrt(2/n),
-        # so fewer chains widen the claims' 3-SE tolerance
+    ah_grid: tuple[float, ...] = positive((0.1, 0.5, 1.0, 1.5, 1.9))  # a h of the T_eff table; < 2 (ULA explodes)
+    theory_chains: int = count(50000, minimum=100)  # chains; SE of the variance = var sqrt(2/n): fewer, looser
     theory_steps: int = count(300)  # steps per chain; |1 - a h| <= 0.9 forgets the start in ~100, fewer biases
-    recipe_sgld_step_size: float = positive(10.0)  # a published image-EBM step h (Du & Mordatch, UvA 8);
-        # larger h at the same noise gives an even colder T = s^2/(2h)
+    recipe_sgld_step_size: float = positive(10.0)  # published image-EBM h (Du & Mordatch); larger: colder T
     recipe_sgld_noise: float = positive(0.005)  # the matching noise s; T = s^2/(2h) grows with its square
-    cold_demo_steps: int = count(1000)  # Langevin steps of the T = 1 vs image-temperature demonstration;
-        # fewer leave the cold chains short of the well bottoms
-    flat_curvature: float = positive(0.02)  # a of the flat direction; smaller makes ULA's IAT (~2/(a h)) longer
-        # and momentum's advantage (~1/sqrt(a)) larger
+    cold_demo_steps: int = count(1000)  # steps of the T = 1 vs image-T demo; fewer stop short of the wells
+    flat_curvature: float = positive(0.02)  # a of the flat direction; smaller widens momentum's lead (~1/sqrt a)
     stiff_curvature: float = positive(1.0)  # a of the stiff direction; it limits the step: h < 2/a
-    mix_step_size: float = positive(0.5)  # one step size for ULA and underdamped Langevin; larger speeds both
-        # until h * stiff curvature reaches 2
+    mix_step_size: float = positive(0.5)  # h of ULA and underdamped; larger speeds both up to h a_stiff = 2
     high_friction: float = positive(2.0)  # gamma = 1/h turns underdamped Langevin into ULA with step h^2
     mix_chains: int = count(64, minimum=2)  # chains per sampler for the IAT; fewer make it noisier (cheap)
     mix_steps: int = count(12000, minimum=100)  # steps per chain; at 8000 (20 IATs) the IAT of 400 reads 8 % low
     # -- sections 3-4: 2-D toys
-    n_seeds: int = count(3, minimum=2)  # replicates of every comparison (sections 3-5): mean ± SE over seeds;
-        # more narrows the SE and costs one full set of models each
+    n_seeds: int = count(3, minimum=2)  # replicates of sections 3-5's comparisons; each costs a set of models
     toy_hidden: int = count(64)  # width of the 2-h-h-1 SiLU energy; 128 costs ~1.3x per step
-    toy_iters: int = count(600)  # training steps per toy model (2 datasets x 2 modes x seeds); 1000 lets two
-        # of three 8-Gaussians runs leave the ring (exercise 2)
+    toy_iters: int = count(600)  # steps per toy model; more lets 8-Gaussians runs leave the ring (exercise 2)
     toy_batch: int = count(256)  # data points and negative samples per step; smaller makes the gradient noisier
-    toy_lr: float = positive(1e-2)  # Adam lr (beta1 = 0, as in image-EBM recipes); at 3e-3 600 steps leave the
-        # 8-Gaussians modes too wide (NLL ~0.4 nats above the floor in our tries)
-    toy_langevin_steps: int = count(20)  # K: Langevin steps per training step; fewer make short-run a transport
-        # map rather than a density (exercise 2b)
+    toy_lr: float = positive(1e-2)  # Adam lr (beta1 = 0); at 3e-3 the 8-Gaussians modes stay too wide
+    toy_langevin_steps: int = count(20)  # K: Langevin steps per training step; for fewer, see exercise 2b
     toy_step_size: float = positive(0.05)  # Langevin step h at T = 1 on 8 Gaussians (blobs of std 0.5); 0.02
         # explores too little. Other data scale it by (width/0.5)^2, which keeps a h ~ 0.2 (section 2a)
     toy_ema: float = probability(0.99)  # EMA of the weights that is evaluated; raw weights' NLL jumps by ~0.2
     toy_buffer: int = count(2000)  # replay-buffer size; smaller: each chain is revisited (and moved) more often
-    reinit_fraction: float = probability(0.05)  # fraction of buffer draws replaced by fresh noise; more keeps
-        # exploring but makes the negatives less converged
+    reinit_fraction: float = probability(0.05)  # buffer draws restarted from noise; more explores, less converges
     toy_alpha: float = nonnegative(0.01)  # energy-magnitude penalty alpha (E+^2 + E-^2); larger biases the fit
     toy_grad_clip: float = positive(1.0)  # clip of the parameter gradient's norm; smaller slows training
-    floor_samples: int = count(20000, minimum=100)  # samples of the entropy estimate (the NLL floor); its SE
-        # grows like 1/sqrt(n) with fewer
-    eval_samples: int = count(1000, minimum=10)  # N for MMD, its floor, mode weights, NLL and the long chains;
-        # smaller raises every noise floor
+    floor_samples: int = count(20000, minimum=100)  # samples of the entropy (NLL floor); SE ~ 1/sqrt(n)
+    eval_samples: int = count(1000, minimum=10)  # N of every toy grade and the long chains; smaller: higher floors
     grid_n: int = count(300)  # grid points per axis for log Z (the midpoint rule's error is ~1e-4 here)
     mmd_repeats: int = count(10, minimum=2)  # data-vs-fresh-data draws for the MMD noise floor; fewer: noisier
-    longrun_factors: tuple[int, ...] = count((1, 10, 100))  # chain lengths in units of K for the pathology;
-        # must contain 1; longer chains show more drift
+    longrun_factors: tuple[int, ...] = count((1, 10, 100))  # long-chain lengths / K (must hold 1); longer: more drift
     gif_frames: int = count(24, minimum=2)  # frames of the animated chains (each costs a render)
     # -- section 5: gradient penalty
-    gp_lambdas: tuple[float, ...] = nonnegative((0.0, 0.1, 1.0))  # penalty weights lambda |grad_x E|^2; the
-        # claims compare the first with the last
+    gp_lambdas: tuple[float, ...] = nonnegative((0.0, 0.1, 1.0))  # penalty weights; claims: first vs last
     gp_ah: float = positive(0.2)  # a h of the matched step h = c/curvature (section 3's toys sit near 0.2)
-    gp_quad_lr: float = positive(0.05)  # Adam lr of the exact quadratic fits; at 0.005 they stop short of the
-        # closed form within gp_quad_iters steps (the gp_adam claim fails)
+    gp_quad_lr: float = positive(0.05)  # Adam lr of the quadratic fits; at 0.005 they stop 8 % short (gp_adam)
     gp_quad_iters: int = count(400)  # Adam steps per quadratic fit; fewer stop short of the closed form
     gp_variances: tuple[float, ...] = positive((1.0, 0.01))  # the ill-conditioned Gaussian's two variances
-    gp_sim_iats: int = count(200, minimum=10)  # length of the simulated quadratic ULA chains, in IATs; fewer
-        # make the measured IATs noisier than the 10 % claim allows
+    gp_sim_iats: int = count(200, minimum=10)  # simulated ULA chain length in IATs; fewer: noisier than 10 %
     gp_iters: int = count(250)  # training steps per lambda and seed; more brings the NLL closer to the floor
     gp_hidden: int = count(32)  # width of the section-5 energies
     gp_chains: int = count(32, minimum=2)  # chains for the IAT of E(x) on each trained model
@@ -156,25 +139,22 @@ class Config:
     img_lr: float = positive(2e-4)  # Adam learning rate (beta1 = 0); above ~1e-3 the energies run away
     img_alpha: float = nonnegative(0.1)  # energy-magnitude penalty alpha; 0 lets the energies drift (exercise 3)
     img_buffer: int = count(8192)  # replay-buffer size; smaller revisits each chain more often
-    img_grad_clip: float = positive(0.1)  # clip of the parameter gradient's norm (UvA tutorial 8); larger lets
-        # single batches throw the weights
+    img_grad_clip: float = positive(0.1)  # clip of the parameter-gradient norm (UvA 8); larger: bigger jumps
     sgld_steps: int = count(20)  # SGLD steps per training step, from the replay buffer; more cost linearly
     sgld_step_size: float = positive(1.0)  # SGLD step h (Nijkamp et al. use 1, the UvA tutorial 10)
-    sgld_noise: float = positive(0.01)  # SGLD noise s: T = s^2/(2h) = 5e-5, a low-temperature regime; 0.2 gives
-        # T = 0.02 and speckled samples (exercise 6)
-    sgld_input_clip: float = positive(0.03)  # clamp of each input-gradient coordinate (UvA tutorial 8); it caps
-        # how far a pixel moves per step
+    sgld_noise: float = positive(0.01)  # SGLD noise s: T = s^2/(2h) = 5e-5; hotter samples: exercise 6
+    sgld_input_clip: float = positive(0.03)  # clamp per input-gradient coordinate: caps a pixel's move per step
     classifier_epochs: int = count(30)  # epochs of the feature classifier for the Fréchet distance
     img_fd_samples: int = count(1000, minimum=100)  # N of the FD; capped at the held-out split (359 digits)
 
 
 QUICK = {
-    "loop_iters": 5, "sign_iters": 10, "theory_chains": 1000, "theory_steps": 60, "cold_demo_steps": 50,
-    "mix_chains": 8, "mix_steps": 800, "n_seeds": 2, "toy_hidden": 16, "toy_iters": 12, "toy_batch": 64,
-    "toy_langevin_steps": 5, "toy_buffer": 500, "floor_samples": 2000, "eval_samples": 200, "grid_n": 50,
-    "mmd_repeats": 2, "longrun_factors": (1, 3), "gif_frames": 2, "gp_sim_iats": 20, "gp_quad_iters": 60,
-    "gp_iters": 8, "gp_hidden": 16, "gp_chains": 8, "gp_chain_steps": 50, "img_hidden": 64, "img_iters": 20,
-    "sgld_steps": 10, "img_buffer": 1000, "classifier_epochs": 1, "img_fd_samples": 300,
+    "loop_iters": 5, "sign_iters": 5, "theory_chains": 500, "theory_steps": 30, "cold_demo_steps": 20,
+    "mix_chains": 4, "mix_steps": 400, "n_seeds": 2, "toy_hidden": 16, "toy_iters": 8, "toy_batch": 64,
+    "toy_langevin_steps": 3, "toy_buffer": 300, "floor_samples": 1000, "eval_samples": 100, "grid_n": 30,
+    "mmd_repeats": 2, "longrun_factors": (1, 2), "gif_frames": 2, "gp_sim_iats": 10, "gp_quad_iters": 30,
+    "gp_iters": 5, "gp_hidden": 16, "gp_chains": 4, "gp_chain_steps": 30, "img_hidden": 32, "img_iters": 10,
+    "sgld_steps": 4, "img_buffer": 300, "classifier_epochs": 1, "img_fd_samples": 100,
 }
 
 
