@@ -1,12 +1,9 @@
 """Lesson 07 -- Neural energy-based models: the sampler is part of the model.
 
 A neural network E_theta(x) can be any energy, and maximum likelihood trains it with one line,
-mean E(data) - mean E(samples) -- provided a sampler supplies the samples. This lesson measures that
-sampler against theory first (ULA's effective temperature, MALA's exactness, momentum's speed-up and
-its price), then trains neural energies on 2-D toys and 8x8 digits and grades them, over seeds, with
-numbers that can fail: exact grid-normalised likelihoods, a multi-bandwidth MMD against its noise floor,
-per-mode weights, Fréchet distances and label entropies at one sample size. Every result the text relies
-on is a claim the run checks (HOLDS/FAILS in the output and in metrics.json).
+mean E(data) - mean E(samples) -- provided a sampler supplies the samples. This lesson measures that sampler
+against theory (ULA's temperature, MALA, momentum), then trains neural energies on 2-D toys and 8x8 digits
+and grades them over seeds with numbers that can fail; every result the text relies on is a checked claim.
 
 You will learn
 - the sign convention of the ML loss, and how it maps to code that stores f = -E;
