@@ -81,7 +81,7 @@ from common.config import choice, count, nonnegative, parse_flags, positive, pro
 @dataclass
 class Config:
     # -- section 1: a first neural energy
-    loop_iters: int = count(40)  # steps of the written-out ML loop; the printed loss settles near 0 by ~30
+    loop_iters: int = count(40)  # steps of the written-out ML loop (loss printed every 10); the Trainer goes on
     sign_iters: int = count(200)  # further Trainer steps on the same model; more sharpens its eight wells
     # -- section 2: samplers against theory
     ah_grid: tuple[float, ...] = positive((0.1, 0.5, 1.0, 1.5, 1.9))  # a h of the T_eff table; < 2 (ULA explodes)
