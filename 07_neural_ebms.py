@@ -1311,7 +1311,7 @@ if run.section(7):
 # **Exercise 2 (predict-then-tweak, easy): longer training, shorter chains.** (a) The 8-Gaussians persistent
 # model is a ring on most seeds at 600 steps. Predict what `--toy-iters 1000` does to its NLL over training
 # (printed per seed in section 3), then run `--section 3 --toy-iters 1000`. (b) Predict, then run
-# `--section 4 --toy-langevin-steps 5`: how do the short-run model's NLL and its MMD after $100K$ steps change?
+# `--section 3,4 --toy-langevin-steps 5`: how do the short-run model's NLL and its MMD after $100K$ steps change?
 #
 # **Exercise 3 (extend, medium): make training diverge on purpose.** Train the digits EBM with alpha = 0 and
 # a learning rate 50x `--img-lr`, read the divergence guard's message, then give the `Trainer` `restarts=2`
