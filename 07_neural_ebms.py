@@ -11,14 +11,13 @@ You will learn
   (step 10, noise 0.005) mean T ~ 1e-6: noisy gradient descent, not sampling;
 - when momentum (underdamped Langevin) mixes faster than ULA and when it is slower;
 - persistent chains with a replay buffer vs short-run chains from noise, and what long chains reveal;
-- when a gradient penalty slows sampling (fixed step) and when it does not (matched step, ill-conditioning);
-  how to read EBM training curves, split by where the chains came from.
+- when a gradient penalty slows sampling, and how to read EBM training curves split by chain origin.
 
 Prerequisites: lesson 01 (energies, Langevin), lesson 05 (CD and persistent chains), lesson 06 helps.
 Sections 1-5 run on the CPU by design (1-D chains and 2-D toys are too small for a GPU); --device cuda moves
-the image EBM of sections 6-7. --img-dataset mnist trains the convolutional energy (common.nets.CNNEnergy)
-on 28x28 images (IDX files in $EBM_DATA_DIR/MNIST/raw); at `--img-dataset mnist --img-iters 300
---img-batch 64` the samples are noisy silhouettes (both claims of section 6 fail; 300 steps are far too few).
+the image EBM of sections 6-7. --img-dataset mnist trains common.nets.CNNEnergy on 28x28 images (IDX files
+in $EBM_DATA_DIR/MNIST/raw); at --img-iters 300 --img-batch 64 its samples are noisy silhouettes (both claims
+of section 6 fail).
 
 Run:  python 07_neural_ebms.py            (default; measured runtimes: docs/results.md)
       python 07_neural_ebms.py --quick    (seconds; every code path runs)
@@ -29,13 +28,13 @@ Figures and metrics.json keys: FIGURES and METRICS below.
 """
 FIGURES = {
     "fig01_energy_sign": "a first neural energy: E, exp(-E), and f = -E of the same model",
-    "fig02_teff_table": "ULA's stationary variance vs a h against 2T/(a(2 - a h)); MALA keeps T/a",
+    "fig02_teff_table": "ULA's stationary variance vs a h against 2T/(a(2 - a h)); MALA keeps T/a (acceptance)",
     "fig03_image_temperature": "Langevin at T = 1 vs the image-EBM temperature on 8 Gaussians",
-    "fig04_momentum": "ULA vs underdamped Langevin on an ill-conditioned Gaussian: ACF, IAT vs friction",
+    "fig04_momentum": "ULA vs underdamped Langevin on an ill-conditioned Gaussian: autocorrelation, exact and measured",
     "fig05_toy_models": "learned densities exp(-E)/Z on 8 Gaussians and two moons, persistent vs short-run",
     "fig06_landscape_over_training": "the persistent 8-Gaussians energy at four moments of training",
     "fig07_shortrun_pathology": "two moons: chains from noise after K, 10 K and 100 K steps on each model",
-    "fig08_gradient_penalty": "the penalty at fixed and matched step (quadratic, exact), its NLL cost, neural",
+    "fig08_gradient_penalty": "ULA's IAT on penalised quadratics at fixed and matched step, ill-conditioned",
     "fig09_digit_samples": "digits: data, replay-buffer samples and chains evolving from noise",
     "fig10_digit_energies": "energies of training, held-out, sampled and noise images",
     "fig11_training_curves": "digits training: energies, the gap split by chain origin, gradient norm",
@@ -47,13 +46,12 @@ METRICS = {
     "teff_table": "per a h: ULA variance theory, measured, SE, relative error; MALA variance, acceptance",
     "mala_variance_rel_error": "max over a h of |MALA variance - T/a| / (T/a)",
     "image_ebm_temperature": "T = s^2/(2h) of the image settings, and the spread it gives vs T = 1",
-    "iat_flat": "IAT of the flat coordinate (x and x^2) per sampler: measured, exact, contraction factor",
+    "iat_flat": "IAT of the flat coordinate x per sampler: measured, exact, contraction factor",
     "toy_grades": "per dataset and mode, over seeds: NLL - floor, MMD^2 / floor; 8 Gaussians: mode KL, in-mode",
     "toy_floors": "per dataset: the entropy (NLL floor) and the MMD^2 noise floor at N = eval_samples",
     "toy_8g_persistent_nll_over_training": "per seed: NLL - floor of the raw weights at the snapshot steps",
     "longrun": "per dataset and mode, over seeds: MMD^2 / floor after n K steps from noise",
     "gp_quadratic": "per lambda: closed-form and Adam curvature, NLL cost, ULA IATs at fixed and matched h",
-    "gp_neural": "per lambda, over seeds: median curvature on data, IAT of E(x) at fixed and matched h, NLL gap",
     "digits_fd": "Frechet distances at one N: samples, floor, dequantised held-out, Gaussian, noise",
     "digits_label_entropy": "label entropy of the samples and of held-out digits, and the G-test line",
     "digits_classifier_accuracy": "test accuracy of the feature classifier",
@@ -63,7 +61,7 @@ METRICS = {
 SECTIONS = {1: "a neural energy, its sign, the ML update", 2: "samplers against theory (T_eff, MALA, momentum)",
             3: "2-D toys: persistent vs short-run", 4: "long chains: the short-run pathology", 5: "gradient penalty",
             6: "an energy on 8x8 digits", 7: "reading EBM training curves"}
-EXERCISES = {1: (1,), 3: (), 5: (3,)}  # exercise: the sections its stub needs (3 loads the digits itself)
+EXERCISES = {1: (1,), 3: (), 4: (), 5: (3,), 8: ()}  # exercise: the sections its stub needs (3, 4, 8: none)
 LESSON = "07_neural_ebms"  # outputs go to outputs/07_neural_ebms/
 
 # %% [markdown]
@@ -182,26 +180,10 @@ from common import plotting
 from common import sampler_theory as theory  # exact ULA/underdamped values: IATs, contraction, T_eff
 from common.claims import over_seeds
 from common.datasets import dequantize, load_signed_images, toy_dataset, uniform_box
-from common.evaluation import (
-    grid_nll,
-    kl_weights,
-    mmd_bandwidths,
-    mmd_multiscale,
-    mmd_noise_floor,
-    mode_kl_threshold,
-    mode_weights,
-    nll_floor,
-)
+from common.evaluation import grid_nll, kl_weights, mmd_multiscale, mode_kl_threshold, mode_weights, nll_floor
 from common.lesson import start_lesson
 from common.nets import CNNEnergy, MLPEnergy
-from common.samplers import (
-    ReplayBuffer,
-    effective_temperature,
-    energy_and_grad,
-    langevin,
-    mala,
-    underdamped_langevin,
-)
+from common.samplers import ReplayBuffer, effective_temperature, energy_and_grad, langevin, mala, underdamped_langevin
 from common.training import Trainer, contrastive_divergence_loss, draw_negatives
 
 run = start_lesson(cfg, flags, figures=FIGURES, metrics=METRICS)
@@ -211,6 +193,9 @@ toy8 = TOY["8gaussians"]
 gen = run.cpu_generator("sign")
 x8 = toy8.sample(20000, gen)  # (20000, 2) 8-Gaussians data for sections 1-2
 centres = 4.0 * torch.stack([torch.cos(torch.arange(8) * math.pi / 4), torch.sin(torch.arange(8) * math.pi / 4)], 1)
+
+
+WIDE = (8.0, 5.0)  # inches: a one-panel figure with a two-line title
 
 
 def data_stream(x, batch, generator):
@@ -269,11 +254,9 @@ if run.section(1):
             print(f"   step {step:3d}   loss = E(data) - E(samples) = {loss.item():+.3f}")
 
 # %% [markdown]
-# The same update, with gradient clipping, an EMA of the weights, a learning-rate schedule and the divergence
-# guard, is `common.training.Trainer`; every later section uses it, and the loss as
-# `common.training.contrastive_divergence_loss`. We check both on one batch: the loss against the inline one
-# (and against the $f = -E$ form), and one Trainer step against one step of the loop above, from the same
-# weights. Then the Trainer continues training this model.
+# The same update, with gradient clipping, an EMA of the weights, a schedule and the divergence guard, is
+# `common.training.Trainer` (loss: `common.training.contrastive_divergence_loss`); every later section uses
+# it. We check on one batch that its loss and one Trainer step equal the loop's, then let it train on.
 
 # %%
 def sign_loss(step):
@@ -298,8 +281,6 @@ if run.section(1):
         contrastive_divergence_loss(twin_trainer(x_pos_check), twin_trainer(x_neg_check))[0])
     loop_vs_trainer = max(float((a - b).detach().abs().max())
                           for a, b in zip(twin_loop.parameters(), twin_trainer.parameters()))
-
-
     trainer_first = Trainer(energy_first, run, lr=cfg.toy_lr, betas=(0.0, 0.999), grad_clip=cfg.toy_grad_clip,
                             blame="toy_lr", name="first energy")
     hist_first = trainer_first.fit(sign_loss, cfg.sign_iters, desc="first energy")
@@ -325,22 +306,19 @@ if run.section(1):
     run.savefig(fig, "fig01_energy_sign")
 
 # %% [markdown]
-# **What to notice:** the same network read three ways. Where $E$ has wells, $e^{-E}$ has bumps and $f = -E$
-# has peaks. Code in the $f$ convention ascends $f$ during sampling; code in ours descends $E$. A mixed-up
-# sign trains a model that puts the data at the energy MAXIMA: the samples then run away from the data.
+# **What to notice:** where $E$ has wells, $e^{-E}$ has bumps and $f = -E$ has peaks. A mixed-up sign trains
+# a model with the data at the energy MAXIMA: the samples then run away from the data.
 
 # %% [markdown]
 # ## 2. The sampler is part of the model
 #
 # ### 2a. ULA has a temperature of its own; MALA does not
-# On $E(x) = a x^2/2$ the ULA chain $x' = (1 - ah)\,x + \sqrt{2Th}\,\xi$ is an AR(1) recursion with stationary
-# variance
+# On $E(x) = a x^2/2$ the ULA chain $x' = (1 - ah)\,x + \sqrt{2Th}\,\xi$ is AR(1) with stationary variance
 #
-# $$\sigma^2_\infty = \frac{2T}{a(2 - ah)} = \frac{T_{\mathrm{eff}}}{a}, \qquad T_{\mathrm{eff}} = \frac{2T}{2 - ah},$$
+# $$\sigma^2_\infty = \frac{2T}{a(2 - ah)} = \frac{T_{\mathrm{eff}}}{a}, \qquad T_{\mathrm{eff}} = \frac{2T}{2 - ah}$$
 #
-# the variance of $e^{-E/T_{\mathrm{eff}}}$ (derivation: docs/derivations/langevin_discretisation.md). MALA adds
-# an accept/reject step and keeps $T/a$ exactly. We measure both on many independent chains; the standard
-# error of a sample variance is $\sigma^2 \sqrt{2/(n - 1)}$.
+# (docs/derivations/langevin_discretisation.md). MALA's accept/reject step keeps $T/a$ exactly. We measure
+# both on many independent chains; a sample variance has standard error $\sigma^2 \sqrt{2/(n - 1)}$.
 
 # %%
 def quadratic_energy(x, a=1.0):
@@ -376,41 +354,32 @@ if run.section(2):
     run.claim("mala_exact", "MALA keeps T/a at every step size, worst relative error",
               run.metrics["mala_variance_rel_error"], "<", max(0.02, three_se), reference_label="(2 % or 3 SE)")
 
-    fig, axes = plotting.figure(2, title=f"$E = a x^2/2$, $a$ = {a_quad:g}, $T$ = {temperature:g}: "
-                                         rf"{cfg.theory_chains} chains $\times$ {cfg.theory_steps} steps")
+    fig, ax = plotting.figure(1, panel_size=WIDE, title=f"$E = a x^2/2$, $a$ = {a_quad:g}, $T$ = {temperature:g}: "
+                                                        f"{cfg.theory_chains} chains x {cfg.theory_steps} steps")
     ahs, rows = np.array(cfg.ah_grid), list(teff_rows.values())
     dense = np.linspace(0.02, 1.95, 200)
-    axes[0].semilogy(dense, 2 * temperature / (a_quad * (2 - dense)), "k-", lw=1, label="ULA theory $2T/(a(2 - ah))$")
-    axes[0].axhline(temperature / a_quad, color="gray", ls="--", label="target $T/a$")
-    axes[0].errorbar(ahs, [r["measured"] for r in rows], yerr=[3 * r["se"] for r in rows], fmt="o", ms=6,
-                     label="ULA measured (±3 SE)")
-    axes[0].plot(ahs, [r["mala_variance"] for r in rows], "s", ms=6, label="MALA measured")
-    axes[0].set(xlabel="$ah$", ylabel="stationary variance", title="ULA is hotter; MALA is exact")
-    axes[0].legend()
-    for offset, key, label in ((-0.2, "rel_error", "ULA vs its theory"), (0.2, "mala_rel_error", "MALA vs $T/a$")):
-        axes[1].bar(np.arange(len(ahs)) + offset, [100 * r[key] for r in rows], 0.4, yerr=100 * three_se, capsize=3,
-                    label=f"{label} (±3 SE)")
-    axes[1].axhspan(-2, 2, color="green", alpha=0.1, label="±2 %")
-    axes[1].set_xticks(np.arange(len(ahs)), [f"{v:g}\n({r['mala_acceptance']:.2f})" for v, r in zip(ahs, rows)])
-    axes[1].set(xlabel="$ah$ (MALA's acceptance rate)", ylabel="relative error (%)", title="measured vs theory")
-    plotting.legend_outside(axes[1])  # off the error bars
+    ax.semilogy(dense, 2 * temperature / (a_quad * (2 - dense)), "k-", lw=1, label="ULA theory $2T/(a(2 - ah))$")
+    ax.axhline(temperature / a_quad, color="gray", ls="--", label="target $T/a$")
+    ax.errorbar(ahs, [r["measured"] for r in rows], yerr=[3 * r["se"] for r in rows], fmt="o", ms=6,
+                label="ULA measured (±3 SE)")
+    ax.plot(ahs, [r["mala_variance"] for r in rows], "s", ms=6, label="MALA measured (acceptance below)")
+    for x, r in zip(ahs, rows):
+        ax.annotate(f"{r['mala_acceptance']:.2f}", (x, r["mala_variance"]), xytext=(0, -16),
+                    textcoords="offset points", ha="center", fontsize=10)
+    ax.set(xlabel="$ah$", ylabel="stationary variance", title="ULA is hotter; MALA is exact")
+    ax.legend(loc="upper left")
     run.savefig(fig, "fig02_teff_table")
 
 # %% [markdown]
-# **What to notice:** ULA's variance follows $2T/(a(2 - ah))$ and is 20x too large at $ah = 1.9$ -- the chain
-# samples $e^{-E/T_{\mathrm{eff}}}$, not $e^{-E/T}$. MALA's variance stays on $T/a$ at every step size; what it
-# pays is its acceptance rate, which falls as $ah$ grows.
+# **What to notice:** ULA samples $e^{-E/T_{\mathrm{eff}}}$, not $e^{-E/T}$: 20x too wide at $ah = 1.9$. MALA
+# stays on $T/a$ at every step size and pays with its acceptance rate, which falls as $ah$ grows.
 
 # %% [markdown]
 # ### 2b. The settings image EBMs use: $T = s^2/(2h) \approx 10^{-6}$
-# Image-EBM code writes the step as $x \leftarrow x - h\nabla_x E + s\,\xi$ with $h$ and $s$ chosen separately.
-# Matching it to $\sqrt{2Th}\,\xi$ gives
-#
-# $$T = \frac{s^2}{2h}, \qquad h = 10,\ s = 0.005 \;\Rightarrow\; T = 1.25 \times 10^{-6}.$$
-#
-# Such a chain is noisy gradient descent: it finds the wells of $E$ and stays in their bottoms. We show it on
-# the TRUE 8-Gaussians energy, with a stable step ($h$ = `--toy-step-size`, 0.05) and the noise
-# $s = \sqrt{2Th}$ that gives the same $T$ at that step ($s = 3.5 \times 10^{-4}$).
+# Image-EBM code writes the step as $x \leftarrow x - h\nabla_x E + s\,\xi$, $h$ and $s$ chosen separately.
+# Matching it to $\sqrt{2Th}\,\xi$ gives $T = s^2/(2h)$: $h = 10$, $s = 0.005$ is $T = 1.25 \times 10^{-6}$,
+# noisy gradient descent into the wells of $E$. We show it on the TRUE 8-Gaussians energy at a stable step
+# ($h$ = `--toy-step-size`) with the noise $s = \sqrt{2Th}$ that gives the same $T$.
 
 # %%
 def spread(x):
@@ -453,9 +422,9 @@ if run.section(2):
 
 # %% [markdown]
 # **What to notice:** at $T = 1$ the chains fill each well as the data do; at the image-EBM temperature all
-# 2000 chains sit on 8 points. Image EBMs trained this way learn an energy whose *short-run, nearly
-# noiseless descent* makes good images -- they are not samplers of $e^{-E}$. (Every regime in this lesson is
-# named: sections 1, 3-5 sample at $T = 1$; the digits of section 6 at $T = 5 \times 10^{-5}$.)
+# 2000 chains sit on 8 points. Image EBMs trained this way learn an energy whose short, nearly noiseless
+# descent makes good images; they do not sample $e^{-E}$. (Sections 1, 3-5 sample at $T = 1$; section 6 at
+# $T = 5 \times 10^{-5}$.)
 
 # %% [markdown]
 # ### 2c. Momentum: faster only with the right friction
@@ -463,28 +432,14 @@ if run.section(2):
 #
 # $$v' = (1 - h\gamma)\,v - h\nabla_x E + \sqrt{2\gamma h}\,\xi, \qquad x' = x + h v'.$$
 #
-# On an ill-conditioned Gaussian the stiff direction limits $h$, and ULA then needs $\sim 1/(a_{\mathrm{flat}} h)$
-# steps per independent draw along the flat one; momentum with the friction that critically damps the flat
-# direction needs only $\sim 1/(\sqrt{a_{\mathrm{flat}}}\,h)$. For the discrete recursion that friction is
-#
-# $$\gamma^* = 2\sqrt{a} - ah \quad (0.273 \text{ here, not the continuous-time } 2\sqrt{a} = 0.283),$$
-#
-# where the two eigenvalues of the $2 \times 2$ update meet; with $\gamma = 1/h$ the velocity is forgotten at
-# every step and the sampler IS ULA with step $h^2$ -- slower than ULA. Derivation, and why the IAT of $x$
-# and the contraction factor disagree below $\gamma^*$: docs/derivations/underdamped_langevin_mixing.md. We
-# measure the IAT of the flat coordinate $x$ and of $x^2$ against the exact values (`common.sampler_theory`).
+# On an ill-conditioned Gaussian the stiff direction limits $h$; ULA then needs $\sim 1/(a_{\mathrm{flat}} h)$
+# steps per independent draw along the flat direction, momentum with the friction that critically damps it,
+# $\gamma^* = 2\sqrt{a} - ah$ (0.273 here), only $\sim 1/(\sqrt{a_{\mathrm{flat}}}\,h)$. With $\gamma = 1/h$ the
+# velocity is forgotten every step and the sampler IS ULA with step $h^2$. Derivations:
+# docs/derivations/underdamped_langevin_mixing.md. We measure the IAT of the flat coordinate against its exact
+# value (`common.sampler_theory`).
 
 # %%
-def flat_exact(gamma, a, h):
-    """Contraction factor, IAT of x and IAT of x^2 on E = a x^2/2: ULA (gamma None) or underdamped."""
-    if gamma is None:  # ULA: AR(1) with rho = 1 - a h; x^2 has rho^2
-        return theory.ula_contraction(a, h), theory.ar1_iat(1 - a * h), theory.ar1_iat((1 - a * h) ** 2)
-    iat_x = theory.underdamped_iat(a, h, gamma)
-    rho_long = theory.underdamped_autocorrelation(a, h, gamma, 50 * int(iat_x + 100))
-    iat_x2 = float(1 + 2 * (rho_long[1:] ** 2).sum())  # tau(x^2) = 1 + 2 sum rho_t^2
-    return theory.underdamped_contraction(a, h, gamma), iat_x, iat_x2
-
-
 if run.section(2):
     gen = run.cpu_generator("momentum")
     a_flat, a_stiff, h_mix = cfg.flat_curvature, cfg.stiff_curvature, cfg.mix_step_size
@@ -507,16 +462,18 @@ if run.section(2):
     iat_rows = {}
     print(f"\n2c. Flat coordinate of E = ({a_flat:g} x1^2 + {a_stiff:g} x2^2)/2, h = {h_mix:g}, {cfg.mix_chains} "
           f"chains x {cfg.mix_steps} steps (T = 1)")
-    print(f"   {'sampler':<27}{'gamma':>7}{'contraction':>12}{'IAT x exact':>12}{'measured':>10}{'IAT x^2 exact':>14}"
-          f"{'measured':>10}")
+    print(f"   {'sampler':<27}{'gamma':>7}{'contraction':>12}{'IAT x exact':>12}{'measured':>10}")
     for name, chains in flat.items():
-        contraction, iat_x, iat_x2 = flat_exact(frictions[name], a_flat, h_mix)
-        row = dict(friction=frictions[name], contraction=contraction, iat_x_exact=iat_x,
-                   iat_x=theory.integrated_autocorrelation_time(chains), iat_x2_exact=iat_x2,
-                   iat_x2=theory.integrated_autocorrelation_time((chains - chains.mean()) ** 2))
+        gamma = frictions[name]
+        contraction = (theory.ula_contraction(a_flat, h_mix) if gamma is None else
+                       theory.underdamped_contraction(a_flat, h_mix, gamma))
+        # ULA is AR(1) with rho = 1 - a h; underdamped: the exact 2x2 recursion (common.sampler_theory)
+        iat_exact = (theory.ar1_iat(1 - a_flat * h_mix) if gamma is None else
+                     theory.underdamped_iat(a_flat, h_mix, gamma))
+        row = dict(friction=gamma, contraction=contraction, iat_x_exact=iat_exact,
+                   iat_x=theory.integrated_autocorrelation_time(chains))
         iat_rows[name] = row
-        print(f"   {name:<27}{frictions[name] or 0:7.3f}{contraction:12.4f}{iat_x:12.1f}{row['iat_x']:10.1f}"
-              f"{iat_x2:14.1f}{row['iat_x2']:10.1f}")
+        print(f"   {name:<27}{gamma or 0:7.3f}{contraction:12.4f}{iat_exact:12.1f}{row['iat_x']:10.1f}")
     run.metrics["iat_flat"] = iat_rows
     worst = max(abs(r["iat_x"] / r["iat_x_exact"] - 1) for r in iat_rows.values())
     run.claim("iat_exact", "measured IATs of x follow the exact 2x2-recursion values, worst relative error", worst,
@@ -525,61 +482,41 @@ if run.section(2):
               iat_rows["ULA"]["iat_x"] / iat_rows["underdamped tuned"]["iat_x"], ">", 3.0)
     run.claim("momentum_high_friction", "with gamma = 1/h momentum is slower than ULA (IAT ratio)",
               iat_rows["underdamped high friction"]["iat_x"] / iat_rows["ULA"]["iat_x"], ">", 1.0)
-    print(f"   at gamma* = {gamma_star:.3f} the exact ACF's minimum is {exact_rho['underdamped tuned'].min():.1e} "
-          f"(eigenvalues real: no dip below 0); contraction "
-          f"{theory.underdamped_contraction(a_flat, h_mix, gamma_star):.4f} vs "
-          f"{theory.underdamped_contraction(a_flat, h_mix, 2 * math.sqrt(a_flat)):.4f} at 2 sqrt(a)")
 
-    fig, axes = plotting.figure(2, title=f"Flat direction $a$ = {a_flat:g} (stiff $a$ = {a_stiff:g}), "
-                                         f"same step $h$ = {h_mix:g}")
+    fig, ax = plotting.figure(1, panel_size=WIDE, title=f"Flat direction $a$ = {a_flat:g} (stiff $a$ = {a_stiff:g}), "
+                                                        f"$h$ = {h_mix:g}\nACF: exact (lines), measured (dots)")
     lags = np.arange(max_lag)
     for (name, chains), color in zip(flat.items(), ("#1f77b4", "#2ca02c", "#d62728")):
         centred = chains - chains.mean()
         acf = [1.0] + [float((centred[:, t:] * centred[:, :-t]).mean() / (centred**2).mean()) for t in lags[10::10]]
-        axes[0].plot(lags[::10], acf, "o", ms=3, color=color)
-        axes[0].plot(lags, exact_rho[name], color=color, lw=1.2,
-                     label=name.replace("underdamped ", "underdamped, ").replace("high friction", "high γ"))
-    axes[0].axhline(0, color="gray", lw=0.8)
-    axes[0].set(xlabel="lag $t$ (steps)", ylabel="autocorrelation of $x_1$",
-                title="ACF: exact (lines), measured (dots)")
-    axes[0].legend(loc="upper right")
-    gammas = np.geomspace(0.02, 1 / h_mix, 40)
-    axes[1].loglog(gammas, [theory.underdamped_iat(a_flat, h_mix, g) for g in gammas], "k-",
-                   label="underdamped, IAT of $x_1$")
-    axes[1].loglog(gammas, [1 / (1 - theory.underdamped_contraction(a_flat, h_mix, g)) for g in gammas], "k:",
-                   label="underdamped, 1/(1 - contraction)")
-    axes[1].axhline(iat_rows["ULA"]["iat_x_exact"], color="#1f77b4", ls="--", label="ULA, IAT of $x_1$")
-    for name, color in (("underdamped tuned", "#2ca02c"), ("underdamped high friction", "#d62728")):
-        axes[1].plot(frictions[name], iat_rows[name]["iat_x"], "o", ms=8, color=color, label=f"{name}, measured")
-    axes[1].axvline(gamma_star, color="gray", lw=0.8)
-    axes[1].set(xlabel="friction γ", ylabel="steps", title=r"IAT vs friction (grey: $\gamma^*$)")
-    plotting.legend_outside(axes[1])
+        ax.plot(lags[::10], acf, "o", ms=3, color=color)
+        ax.plot(lags, exact_rho[name], color=color, lw=1.2, label=f"{name} (IAT {iat_rows[name]['iat_x']:.0f})")
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set(xlabel="lag $t$ (steps)", ylabel="autocorrelation of $x_1$")
+    ax.legend(loc="upper right")
     run.savefig(fig, "fig04_momentum")
 
 # %% [markdown]
 # **What to notice:** the tuned sampler's ACF falls to zero within ~80 steps without going negative (at
 # $\gamma^*$ the eigenvalues are real and equal: critical damping), ULA's decays like $(1 - ah)^t$, the
-# high-friction one slower still. Right panel: below $\gamma^*$ the IAT of $x$ keeps falling (anti-correlated
-# swings cancel) while the contraction factor (dotted) grows again -- the chain rings. The contraction is
-# best exactly at $\gamma^*$: tune the friction to the flattest direction (exercise 4).
+# high-friction one slower still. Below $\gamma^*$ the IAT of $x$ keeps falling while the chain forgets its
+# start ever more slowly: exercise 4 prints the sweep over the friction.
 
 # %% [markdown]
 # ## 3. Training on 2-D toys: persistent chains vs short-run chains
 #
 # Two ways to get the negatives $x^-$ for the loss of section 1 (`common.training.draw_negatives`):
 # - **persistent** (PCD, Du & Mordatch 2019): chains live in a replay buffer; each step takes a batch of them
-#   (95 %; 5 % are replaced by fresh uniform noise so the buffer keeps exploring), runs $K$ Langevin steps and
-#   puts them back. Over training each chain runs for hundreds of steps, so the negatives approach $e^{-E}$.
-# - **short-run** (Nijkamp et al. 2019): $K$ steps from fresh noise every time. The model then learns an energy
+#   (5 % replaced by fresh uniform noise so the buffer keeps exploring), runs $K$ Langevin steps and puts them
+#   back. Each chain runs for hundreds of steps over training, so the negatives approach $e^{-E}$.
+# - **short-run** (Nijkamp et al. 2019): $K$ steps from fresh noise every time. The model learns an energy
 #   whose $K$-step descent from noise looks like data -- a generator, not necessarily a density.
 #
-# Both sample at $T = 1$ ($s = \sqrt{2h}$, $h$ = `--toy-step-size`). Every number is a mean ± SE over
-# `--n-seeds` replicates, and each is one that cannot flatter: the exact NLL, normalising $e^{-E}$ on a grid
-# (`common.evaluation.grid_nll`), next to its floor, the entropy $-\mathbb{E}_p \log p$ (no model goes
-# below it); the multi-bandwidth MMD$^2$ (`common.evaluation.mmd_multiscale`) as a multiple of its noise floor
-# (data against fresh data at the same $N$); on 8 Gaussians the per-mode weights and the in-mode fraction
-# (within one std of a centre: $1 - e^{-1/2} = 0.393$ for the data). tests/test_metrics_can_fail.py shows
-# these reject a missing mode, a ring, 2:1 weights and too-wide modes.
+# Both at $T = 1$. Grades, mean ± SE over `--n-seeds` replicates, that cannot flatter: the exact NLL (grid-
+# normalised, `common.evaluation.grid_nll`) above its floor, the entropy; the multi-bandwidth MMD$^2$ as a
+# multiple of its noise floor (data vs fresh data, same $N$); on 8 Gaussians the per-mode weights and the
+# in-mode fraction (within one std of a centre: 0.393 for the data). tests/test_metrics_can_fail.py shows
+# they reject a missing mode, a ring, 2:1 weights and too-wide modes.
 
 # %%
 TOYS = ("8gaussians", "two_moons")
@@ -679,6 +616,8 @@ def toy_one_seed(i):
 
 
 if run.section(3) or run.section(4):  # section 4 runs these models' chains longer
+    from common.evaluation import mmd_bandwidths, mmd_noise_floor
+
     gen = run.cpu_generator("toys")
     # per dataset: held-out points for the NLL and the MMD, bandwidths, floors (one N for all)
     for ds_name in TOYS:
@@ -767,28 +706,23 @@ if run.section(3):
     run.saved_animation(run.outdir / "anim_chains.gif")
 
 # %% [markdown]
-# **What to notice:** the grid-normalised NLL is an honest score -- it punishes mass in the wrong place and
-# missing mass alike, and it cannot go below the floor. On the two moons persistent training wins over the
-# seeds (NLL ~0.12 nats above the floor against ~0.5 for short-run; both sets of samples within MMD noise, so
-# the samples alone could not tell them apart). On 8 Gaussians the default budget shows the failure
-# persistent training can get stuck in: the model is still a ring, or only partly carved into wells (fig05,
-# fig06), so the 0.15-nat and 2x-MMD targets FAIL and short-run does better here. The mode weights pass (a ring
-# is uniform in angle); the in-mode fraction catches it. The printed NLL over training shows the cause: every
-# run sits on a plateau (raw weights ~0.5 nats above the floor) from step 200 to the end; runs leave it only
-# later, each at a step of its own (exercise 2). Two details matter: the evaluated model is an EMA of the
-# weights (the raw weights' NLL jumps from step to step), and $h$ is scaled with the data's width -- at
-# $h = 0.05$ the two moons (noise 0.2, curvature ~25) have $ah \approx 1.25$, and training fails (NLL ~7 nats
-# above the floor when we tried it).
+# **What to notice:** the grid-normalised NLL punishes mass in the wrong place and missing mass alike, and
+# cannot go below the floor. On the two moons persistent training wins (NLL ~0.12 nats above the floor vs
+# ~0.5 for short-run, though both sample sets are within MMD noise). On 8 Gaussians persistent training is
+# stuck: the model is still a ring, or only partly carved into wells (fig05, fig06), so the NLL and MMD
+# targets FAIL and short-run does better. The mode weights pass (a ring is uniform in angle); the in-mode
+# fraction catches it. The printed NLL over training shows every run on a plateau (~0.5 nats above the floor)
+# from step 200 on; runs leave it later, each at its own step (exercise 2). The evaluated model is an EMA of
+# the weights, and $h$ is scaled with the data's width to keep $ah$ the same on both toys.
 
 # %% [markdown]
 # ## 4. Long chains: the short-run pathology
 #
-# A short-run model is trained so that $K$ steps from noise look like data. Nothing constrains what the chain
-# does after $K$ steps: run it $10K$ or $100K$ steps and the samples may drift to where the model's own
-# density $e^{-E}$ really is. A persistent model's chains have run for hundreds of steps, so we expect less
-# drift from it, not none. Same start (uniform noise), same $h$, $T = 1$, both models, every seed; MMD$^2$
-# as a multiple of its floor. (Seed 004's "spurious minima" -- wells where the short chains never go -- are
-# looked for directly in exercise 7.)
+# A short-run model is trained so that $K$ steps from noise look like data; nothing constrains the chain after
+# $K$ steps. Run it $10K$ or $100K$ steps and the samples may drift to where the model's own density $e^{-E}$
+# is. Persistent chains have run for hundreds of steps, so we expect less drift from them, not none. Same
+# start, same $h$, $T = 1$, every seed; MMD$^2$ as a multiple of its floor. (Seed 004's "spurious minima" --
+# wells where the short chains never go -- are looked for in exercise 7.)
 
 # %%
 def longrun_one_seed(i):
@@ -844,30 +778,26 @@ if run.section(4):
     run.savefig(fig, "fig07_shortrun_pathology", key=True)
 
 # %% [markdown]
-# **What to notice** (read the table by rows; fig07 shows the two moons): the short-run models are right at
-# $K$ steps, the length they were trained for, and drift when their chains run on -- on the two moons from
-# within noise to ~45x the MMD floor at $100K$, on every seed; the persistent two-moons model stays within a
-# few floors (its $1K$ entry is high because 20 steps from noise are not how its negatives are made). The
-# background says where the chains go: to the model's own density, and the short-run model's $e^{-E}$ is not
-# the data's -- it misses the moons' tips and joins the arcs by a bridge; its $K$-step chains reach the tips
-# only because they stop before settling. On 8 Gaussians the short-run chains drift too (4 -> 14x), but the
-# persistent models are no better at $100K$: they are the rings of section 3.
+# **What to notice:** the short-run models are right at $K$ steps, the length they were trained for, and drift
+# when their chains run on -- on the two moons from within noise to ~45x the MMD floor at $100K$; the
+# persistent two-moons model stays within a few floors (its $1K$ entry is high: 20 steps from noise are not how
+# its negatives are made). The chains go to the model's own density, and the short-run model's $e^{-E}$ (fig07,
+# background) misses the moons' tips and joins the arcs by a bridge. On 8 Gaussians the short-run chains drift
+# too (4 -> 14x), but the persistent models are no better at $100K$: they are the rings of section 3.
 
 # %% [markdown]
 # ## 5. The regularisation-sampling trade-off, and when it is not one
 #
-# A gradient penalty $\lambda\,\mathbb{E}_{\mathrm{data}}\|\nabla_x E\|^2$ smooths the energy (it is used to
-# stabilise training). For data of variance $s^2$ and $E = a x^2/2$ the penalised NLL is minimised at
+# A gradient penalty $\lambda\,\mathbb{E}_{\mathrm{data}}\|\nabla_x E\|^2$ smooths the energy (it stabilises
+# training). For data of variance $s^2$ and $E = a x^2/2$ the penalised NLL is minimised at
 #
 # $$a^*(\lambda) = \frac{\sqrt{s^4 + 16\lambda s^2} - s^2}{8\lambda s^2} \qquad (a^* = 1/s^2 \text{ at } \lambda = 0),$$
 #
-# at a price of $(r - 1 - \ln r)/2$ nats of likelihood, $r = a^* s^2 < 1$ (derivation and the three cases below:
-# docs/derivations/gradient_penalty_quadratic.md). Whether the smoother energy samples more slowly depends on
-# what is held fixed: at a **fixed step** $h$, ULA's IAT $(2 - a^*h)/(a^*h)$ grows as $a^*$ falls (seed 004's
-# trade-off); with the **step matched** to the curvature, $h = c/a^*$, it does not change; on an
-# **ill-conditioned Gaussian** at equal ULA bias the penalty shrinks the condition number and SPEEDS mixing.
-# We measure each IAT on simulated ULA chains next to its exact value, then train neural energies with the
-# penalty over seeds.
+# at a price of $(r - 1 - \ln r)/2$ nats, $r = a^* s^2 < 1$ (docs/derivations/gradient_penalty_quadratic.md).
+# Whether the smoother energy samples more slowly depends on what is held fixed: at a **fixed step** $h$,
+# ULA's IAT $(2 - a^*h)/(a^*h)$ grows as $a^*$ falls (seed 004's trade-off); with the **step matched** to the
+# curvature, $h = c/a^*$, it does not change; on an **ill-conditioned Gaussian** at equal ULA bias the penalty
+# shrinks the condition number and SPEEDS mixing. Each IAT is measured on simulated ULA chains.
 
 # %%
 def quadratic_curvature(lam, var=1.0):
@@ -940,135 +870,50 @@ if run.section(5):
     run.claim("gp_ill_conditioned", "ill-conditioned, equal ULA bias: the penalty SPEEDS mixing (flat IAT)",
               q1["iat_flat_equal_bias_measured"], "<", q0["iat_flat_equal_bias_measured"])
 
-
-# %%
-def max_hessian_eigenvalue(energy, x):
-    # lambda_max of the 2x2 Hessian of E at each point (reverse-over-reverse, vmapped over the points)
-    hessians = torch.vmap(torch.func.jacrev(torch.func.jacrev(lambda z: energy(z[None])[0])))(x)  # (N, 2, 2)
-    a, b, c = hessians[:, 0, 0], hessians[:, 0, 1], hessians[:, 1, 1]
-    return (a + c) / 2 + torch.sqrt(((a - c) / 2) ** 2 + b**2)  # (N,) the larger root of a 2x2 symmetric matrix
-
-
-def energy_iat(energy, start, step_size, generator):
-    # IAT of E(x) along Langevin chains from the model's own samples (burn-in: the first 10 %)
-    _, path = langevin(energy, start, cfg.gp_chain_steps, step_size, generator=generator, keep_every=1)
-    trace = energy(path.flatten(0, 1)).detach().view(len(path), -1).T.numpy()  # (chains, steps)
-    return theory.integrated_autocorrelation_time(trace[:, len(path) // 10:])
-
-
-def gp_one_seed(i):
-    """One replicate: a persistent 8-Gaussians energy per lambda; curvature, IATs (fixed, matched h), NLL gap."""
-    out = {}
-    for lam in lambdas:
-        g = seed_generator("gradient-penalty", i)
-        energy, _, buffer = train_toy(toy8, "persistent", g, hidden=cfg.gp_hidden, iters=cfg.gp_iters,
-                                      grad_penalty=lam, name=f"seed {run.seed + i}, lambda {lam:g}")
-        curvature = float(max_hessian_eigenvalue(energy, x_eval).detach().median())
-        start = buffer.states[: cfg.gp_chains]
-        out[f"curvature {lam:g}"] = curvature
-        out[f"iat fixed {lam:g}"] = energy_iat(energy, start, h_gp, g)
-        out[f"iat matched {lam:g}"] = energy_iat(energy, start, c_gp / curvature, g)
-        out[f"nll gap {lam:g}"] = grid_nll(energy, x_nll, toy8.bounds, cfg.grid_n) - floor8
-    return out
-
-
-def seed_dots(ax, key, offset=0.0, color="C0", label=None):
-    """Each seed's value (dots) and the mean ± SE (squares) per lambda."""
-    stats, pos = [gp_seeds[f"{key} {v:g}"] for v in lambdas], np.arange(len(lambdas))
-    for p, st in zip(pos, stats):
-        ax.plot(np.full(st.n, p + offset), st.values, ".", color=color, alpha=0.5, ms=8)
-    ax.errorbar(pos + offset, [st.mean for st in stats], yerr=[st.se for st in stats], fmt="s", color=color,
-                capsize=4, ms=7, label=label)
-    ax.set_xticks(pos, [f"{v:g}" for v in lambdas])
-
-
-if run.section(5):
-    x_eval = toy8.sample(256, gen)  # (256, 2) where the curvature is read
-    x_nll = toy8.sample(cfg.eval_samples, gen)
-    floor8 = nll_floor(toy8, cfg.floor_samples, gen)[0]
-    gp_seeds = over_seeds(gp_one_seed, range(cfg.n_seeds))
-    print(f"   neural energy (8 Gaussians, MLP 2-{cfg.gp_hidden}-{cfg.gp_hidden}-1, persistent, {cfg.gp_iters} steps), "
-          f"mean ± SE over {cfg.n_seeds} seeds")
-    print(f"   {'lambda':>7}{'median lambda_max(Hess E)':>27}{'IAT E(x), h fixed':>20}{'IAT, h = c/curv.':>20}"
-          f"{'NLL - floor':>20}")
-    for lam in lambdas:
-        print(f"   {lam:7g}" + "".join(f"{str(gp_seeds[f'{k} {lam:g}']):>{w}}" for k, w in
-                                       (("curvature", 27), ("iat fixed", 20), ("iat matched", 20), ("nll gap", 20))))
-    run.metrics["gp_neural"] = {k: v.to_json() for k, v in gp_seeds.items()}
-    lo, hi = f"{lambdas[0]:g}", f"{lambdas[-1]:g}"
-    run.claim("gp_neural_curvature", f"neural: the penalty lowers the curvature on data (lambda {hi} vs {lo})",
-              gp_seeds[f"curvature {hi}"], "<", gp_seeds[f"curvature {lo}"])
-    run.claim("gp_neural_fixed_h", f"neural, fixed h: the penalty slows ULA (IAT of E(x), lambda {hi} vs {lo})",
-              gp_seeds[f"iat fixed {hi}"], ">", gp_seeds[f"iat fixed {lo}"])
-    run.claim("gp_neural_matched_h", f"neural, h = c/curvature: the IAT rises by < 10 % (lambda {hi} vs {lo})",
-              gp_seeds[f"iat matched {hi}"], "<", gp_seeds[f"iat matched {lo}"],
-              0.1 * gp_seeds[f"iat matched {lo}"].mean)
-    run.claim("gp_neural_nll", f"neural: the penalty costs likelihood (NLL gap, lambda {hi} vs {lo})",
-              gp_seeds[f"nll gap {hi}"], ">", gp_seeds[f"nll gap {lo}"])
-
-    fig, axes = plotting.figure(2, 2, title=rf"Gradient penalty $\lambda \|\nabla_x E\|^2$: quadratic (exact) and "
-                                rf"neural ({cfg.n_seeds} seeds), fixed $h$ = {h_gp:g}, matched $ah$ = {c_gp:g}")
+    title = (r"Gradient penalty $\lambda \|\nabla_x E\|^2$ on quadratic energies"
+             "\nULA's IAT: lines exact, dots simulated")
+    fig, ax = plotting.figure(1, panel_size=WIDE, title=title)
     lam_dense = np.geomspace(1e-3, 10, 100)
-    curv = np.array([quadratic_curvature(v) for v in lam_dense])
     ill = np.array([[quadratic_curvature(v, var) for var in variances] for v in lam_dense])
-    axes[0].loglog(lam_dense, [theory.ar1_iat(1 - c * h_gp) for c in curv], "C0-", label=f"fixed $h$ = {h_gp:g}")
-    axes[0].loglog(lam_dense, np.full_like(lam_dense, theory.ar1_iat(1 - c_gp)), "C1-",
-                   label=f"matched $h = {c_gp:g}/a^*$")
-    axes[0].loglog(lam_dense, [theory.ar1_iat(1 - a.min() * c_gp / a.max()) for a in ill], "C2-",
-                   label=f"ill-conditioned {variances}, equal bias")
+    ax.loglog(lam_dense, [theory.ar1_iat(1 - quadratic_curvature(v) * h_gp) for v in lam_dense], "C0-",
+              label=f"fixed $h$ = {h_gp:g}")
+    ax.loglog(lam_dense, np.full_like(lam_dense, theory.ar1_iat(1 - c_gp)), "C1-", label=f"matched $h = {c_gp:g}/a^*$")
+    ax.loglog(lam_dense, [theory.ar1_iat(1 - a.min() * c_gp / a.max()) for a in ill], "C2-",
+              label=f"ill-conditioned {variances}, equal bias")
     positive_lambdas = [v for v in lambdas if v > 0]
     for key, color in (("iat_fixed_h", "C0"), ("iat_matched_h", "C1"), ("iat_flat_equal_bias", "C2")):
-        axes[0].plot(positive_lambdas, [gp_quadratic[f"{v:g}"][key + "_measured"] for v in positive_lambdas], "o",
-                     color=color, ms=7)
-    axes[0].set(xlabel=r"$\lambda$", ylabel="ULA IAT (steps)", title="quadratic energies: lines exact, dots simulated",
-                ylim=(None, 8000))  # head room for the legend above the curves
-    axes[0].legend(fontsize=10, loc="upper center")
-    axes[1].semilogx(lam_dense, [nll_cost(c, 1.0) for c in curv], "k-", label="quadratic, variance 1")
-    axes[1].semilogx(lam_dense, [sum(nll_cost(a, v) for a, v in zip(row, variances)) for row in ill], "C2-",
-                     label=f"ill-conditioned {variances}")
-    axes[1].set(xlabel=r"$\lambda$", ylabel="NLL cost (nats)", title="what the penalty costs in likelihood (exact)")
-    axes[1].legend()
-    seed_dots(axes[2], "curvature")
-    axes[2].set(xlabel=r"$\lambda$", ylabel=r"median $\lambda_{\max}(\nabla_x^2 E)$ on data",
-                title="neural: curvature (dots: seeds; squares: mean ± SE)")
-    seed_dots(axes[3], "iat fixed", -0.1, "C0", f"fixed $h$ = {h_gp:g}")
-    seed_dots(axes[3], "iat matched", 0.1, "C1", rf"matched $h = {c_gp:g}/\lambda_{{\max}}$")
-    axes[3].set(xlabel=r"$\lambda$", ylabel="IAT of $E(x)$ (steps)", title="neural: IAT of the energy along ULA chains")
-    axes[3].legend()
+        ax.plot(positive_lambdas, [gp_quadratic[f"{v:g}"][key + "_measured"] for v in positive_lambdas], "o",
+                color=color, ms=7)
+    ax.set(xlabel=r"$\lambda$", ylabel="ULA IAT (steps)", ylim=(None, 8000))  # head room for the legend
+    ax.legend(fontsize=10, loc="upper center")
     run.savefig(fig, "fig08_gradient_penalty", key=True)
 
 # %% [markdown]
-# **What to notice:** top left, the three readings of the same closed form. At a fixed $h$ the penalty's
-# smaller curvature costs steps (blue rises like $\lambda^{1/2}$); matched to the curvature the sampler does
-# not care (the flat line); on the ill-conditioned Gaussian at equal bias it helps (green falls with the
-# condition number, 100 -> 12.5 at $\lambda = 1$). Top right: every one of these smoother models pays in
-# likelihood. Bottom: the neural energies (small ones: 250 steps, width 32, so their NLL is far from the floor
-# at every $\lambda$) follow the same pattern over the seeds -- curvature on the data falls ~4.5x from
-# $\lambda = 0$ to 1, the IAT of $E(x)$ at the fixed $h$ rises ~3.5x, and at $h$ matched to each model's
-# curvature it does not rise. So "smoother energies sample more slowly" is a statement about a fixed step;
-# compare penalties at matched steps -- what remains certain is the cost in likelihood.
+# **What to notice:** three readings of the same closed form. At a fixed $h$ the penalty's smaller curvature
+# costs steps (blue rises like $\lambda^{1/2}$); matched to the curvature the sampler does not care (flat);
+# on the ill-conditioned Gaussian at equal bias it helps (green falls with the condition number, 100 -> 12.5 at
+# $\lambda = 1$). Every one of these models pays in likelihood (the printed NLL cost). "Smoother energies
+# sample more slowly" is a statement about a fixed step. Exercise 8: do neural energies follow suit?
 
 # %% [markdown]
 # ## 6. Images: an energy on 8x8 digits
 #
-# The same loss, an MLP energy 64-h-h-1 on digits scaled to $[-1, 1]$ (dequantised: each of the 17 grey levels
-# spread over its bin, so a density cannot pile infinite mass on grid points), negatives by SGLD from a replay
-# buffer of uniform noise with the image-EBM stabilisers: each input-gradient coordinate clamped to
-# $\pm$`--sgld-input-clip`, samples clamped to $[-1, 1]$, Adam with $\beta_1 = 0$, parameter gradients clipped:
+# The same loss, an MLP energy 64-h-h-1 on digits scaled to $[-1, 1]$ and dequantised (each of the 17 grey
+# levels spread over its bin, so no density piles infinite mass on grid points); negatives by SGLD from a
+# replay buffer with the image-EBM stabilisers -- input gradients clipped to $\pm$`--sgld-input-clip`, samples
+# clamped to $[-1, 1]$, Adam with $\beta_1 = 0$, parameter gradients clipped:
 #
 # $$x \leftarrow \mathrm{clamp}\big(x - h\,\mathrm{clip}(\nabla_x E(x)) + s\,\xi,\ -1,\ 1\big).$$
 #
-# **Regime:** $h$ = `--sgld-step-size`, $s$ = `--sgld-noise`, so $T = s^2/(2h) = 5 \times 10^{-5}$ by default --
-# like the published recipes, low-temperature descent, not sampling of $e^{-E}$. `--img-dataset mnist` trains
-# the convolutional energy image EBMs use (`common.nets.CNNEnergy`) on 28x28 images instead.
+# **Regime:** $T = s^2/(2h) = 5 \times 10^{-5}$ by default -- like the published recipes, low-temperature
+# descent, not sampling of $e^{-E}$.
 #
-# Quality, every number on the same $N$ images (the held-out split's size, 359 digits; the FD's bias falls
-# with $N$): the Fréchet distance (FD) between Gaussians fitted to classifier features of samples and of the
-# training digits (`common.evaluation.FrechetScorer`); its floor is held-out digits against training digits;
-# baselines: dequantised held-out digits, a full-covariance Gaussian fitted to the pixels, uniform noise. And
-# the entropy $H$ of the classifier's labels of the samples against the G-test line
-# $\ln 10 - \chi^2_9(0.999)/(2N)$: below it the labels are not uniform over the ten digits.
-# tests/test_image_metrics_can_fail.py shows both rejecting noise, one digit, a missing digit and blur at $N$.
+# Quality on $N$ = 359 images (the held-out split): the Fréchet distance (FD) between Gaussians fitted to
+# classifier features of samples and of training digits (`common.evaluation.FrechetScorer`), next to its floor
+# (held-out digits) and baselines (dequantised held-out digits, a Gaussian fitted to the pixels, uniform
+# noise); and the entropy of the samples' classifier labels against the G-test line
+# $\ln 10 - \chi^2_9(0.999)/(2N)$, below which the ten digits are not equally frequent.
+# tests/test_image_metrics_can_fail.py shows both rejecting noise, one digit, a missing digit and blur.
 
 # %%
 device = run.device  # the digits EBM runs on --device (the classifier and the FD on the CPU)
@@ -1177,47 +1022,34 @@ if run.section(6):
         energy_sets = {"training digits": energy_img(x_train[:n_fd]), "held-out digits": energy_img(x_test[:n_fd]),
                        "buffer samples": energy_img(samples_img.to(device)),
                        "uniform noise": energy_img(image_noise(n_fd))}
-    fig, axes = plotting.figure(2, title=rf"Energies under the digits EBM ($\alpha$ = {cfg.img_alpha:g}), "
-                                         f"{n_fd} images per set; low = likely")
+    fig, ax = plotting.figure(1, panel_size=WIDE, title=rf"Energies under the digits EBM, $\alpha$ = {cfg.img_alpha:g}"
+                                                        f"\n{n_fd} images per set; low = likely")
     names = list(energy_sets)
-    values = [energy_sets[k].cpu().numpy() for k in names]
-    axes[0].boxplot(values, orientation="horizontal", whis=(1, 99), showfliers=False)
-    axes[0].set_yticks(range(1, len(names) + 1), names)
-    axes[0].set(xlabel="energy $E(x)$ (box: quartiles, whiskers: 1-99 %)", title="all four sets")
-    low, high = np.quantile(np.concatenate(values[:2]), [0.01, 0.99])  # the digits' range, widened by its width
-    low, high = low - (high - low), high + (high - low)
-    bins = np.linspace(low, high, 40)
-    for name, v, color in zip(names[:3], values[:3], ("C0", "C1", "C2")):
-        axes[1].hist(v, bins=bins, histtype="step", lw=2, density=True, color=color,
-                     label=f"{name} (median {np.median(v):.2f})")
-    outside = float(np.mean(values[2] > high))
-    axes[1].set(xlabel="energy $E(x)$", ylabel="density",
-                title=f"zoom on the digits' range ({outside:.0%} of samples above it)")
-    axes[1].legend(loc="upper right", fontsize=10)
+    ax.boxplot([energy_sets[k].cpu().numpy() for k in names], orientation="horizontal", whis=(1, 99),
+               showfliers=False)
+    ax.set_yticks(range(1, len(names) + 1), [f"{k}\n(median {float(v.median()):+.2f})" for k, v in energy_sets.items()])
+    ax.set(xlabel="energy $E(x)$ (box: quartiles, whiskers: 1-99 %)")
     run.savefig(fig, "fig10_digit_energies")
     print("   median energies: " + ", ".join(f"{k} {float(v.median()):+.2f}" for k, v in energy_sets.items()))
 
 # %% [markdown]
-# **What to notice:** held-out digits get the same energies as training digits (no memorisation at this
-# size), uniform noise far above. The printed claims say whether the samples beat the pixel-Gaussian
-# baseline and cover the ten digits; the FD as a multiple of its floor says how far they are from real
-# digits -- tests/test_image_metrics_can_fail.py finds a set missing one digit at 1.8-5.7x the floor.
+# **What to notice:** held-out digits get the same energies as training digits (no memorisation at this size),
+# uniform noise far above. The claims say whether the samples beat the pixel-Gaussian baseline and cover the
+# ten digits; the FD as a multiple of its floor says how far they are from real digits
+# (tests/test_image_metrics_can_fail.py finds a set missing one digit at 1.8-5.7x the floor).
 
 # %% [markdown]
 # ## 7. Reading EBM training curves
 #
 # The loss $\bar E(x^+) - \bar E(x^-)$ is not a likelihood: it is near 0 whenever the sampler keeps up with
-# the model, and it says little about quality. A gap near 0 is necessary for converged training, not sufficient: a
-# model whose sampler has collapsed onto a few images has a gap near 0 too. What to watch instead:
+# the model -- also when the sampler has collapsed onto a few images. What to watch instead:
 # - $E$(data) and $E$(samples) should track each other; a growing gap means the sampler has fallen behind
-#   (raise $K$ or $h$), a joint drift of both means the additive constant is loose (raise `--img-alpha`).
-#   Split E(samples) by where each chain came from before reading it: 5 % of the chains start from fresh
-#   noise each step and end 20 steps later far above the data, so they move the MEAN of E(samples) by
-#   themselves; the median and the persistent chains alone say what the buffer is doing;
+#   (raise $K$ or $h$), a joint drift means the additive constant is loose (raise `--img-alpha`). Split
+#   E(samples) by chain origin first: the 5 % of chains restarted from noise end 20 steps later far above the
+#   data and move the MEAN by themselves; the median and the persistent chains show what the buffer does;
 # - the parameter-gradient norm: steady growth precedes divergence;
-# - the divergence guard (`common.training.Trainer`) checks the loss and every logged number every
-#   25 steps and stops the lesson with "... training diverged at step N: ... Try again and lower
-#   --img-lr", keeping the figures so far. Exercise 3 makes it fire on purpose.
+# - the divergence guard of `common.training.Trainer` checks every logged number every 25 steps and stops the
+#   lesson with "... training diverged at step N: ... lower --img-lr". Exercise 3 makes it fire.
 
 # %%
 if run.section(7):
@@ -1246,25 +1078,24 @@ if run.section(7):
     run.claim("gap_persistent", "last third: the persistent chains' median gap is near 0 (energy units)",
               float(np.nanmean(gap_median[last])), "within", 0.0, 0.05)
 
-    fig, axes = plotting.figure(3, title=rf"{images.name} EBM training: lr {cfg.img_lr:g}, "
-                                         rf"$\alpha$ = {cfg.img_alpha:g}, $K$ = {cfg.sgld_steps}")
-
-    def smooth(values, width=25):
+    def smooth(values, width=25):  # running mean; it is plotted at the step where its window ends
         values = np.asarray(values)
         return np.convolve(values, np.ones(width) / width, mode="valid") if len(values) > width else values
 
-    n_steps = len(hist_img["loss"])
-    steps_smooth = np.arange(n_steps - len(smooth(hist_img["loss"])), n_steps)  # a running mean ends at its step
-    plotting.training_curves(axes[0], {"$E$(data)": smooth(hist_img["e_pos"]),
-                                       "$E$(samples)": smooth(hist_img["e_neg"])},
-                             ylabel="mean energy (running mean of 25)", x=steps_smooth)
-    axes[0].set(title="energies of data and negatives")
+    fig, axes = plotting.figure(3, title=rf"{images.name} EBM training: lr {cfg.img_lr:g}, "
+                                         rf"$\alpha$ = {cfg.img_alpha:g}, $K$ = {cfg.sgld_steps}")
+    steps_smooth = np.arange(len(gap_mean))[-len(smooth(gap_mean)):]
     fresh_filled = np.where(np.isnan(gap_fresh), np.nanmean(gap_fresh), gap_fresh)
-    plotting.training_curves(axes[1], {"all chains (mean)": smooth(gap_mean), "persistent (median)": smooth(gap_median),
-                                       r"fresh $\times$ 0.05 (mean)": smooth(cfg.reinit_fraction * fresh_filled)},
-                             ylabel=r"$E$(samples) $-$ $E$(data), running mean", x=steps_smooth)
+    for ax, curves, ylabel, title in (
+            (axes[0], {"$E$(data)": hist_img["e_pos"], "$E$(samples)": hist_img["e_neg"]}, "mean energy",
+             "energies of data and negatives"),
+            (axes[1], {"all chains (mean)": gap_mean, "persistent (median)": gap_median,
+                       r"fresh $\times$ 0.05 (mean)": cfg.reinit_fraction * fresh_filled},
+             r"$E$(samples) $-$ $E$(data)", "the gap, split by chain origin")):
+        plotting.training_curves(ax, {k: smooth(v) for k, v in curves.items()}, ylabel=ylabel + " (running mean)",
+                                 x=steps_smooth)
+        ax.set(title=title)
     axes[1].axhline(0, color="k", lw=0.8)
-    axes[1].set(title="the gap, split by chain origin")
     grad_label = r"$\|\nabla_\theta\, \mathrm{loss}\|$ (before clipping)"
     plotting.training_curves(axes[2], {grad_label: hist_img["grad_norm"]}, logy=True)
     axes[2].axhline(cfg.img_grad_clip, color="k", ls="--", lw=0.8)
@@ -1274,31 +1105,26 @@ if run.section(7):
 
 # %% [markdown]
 # **What to notice:** early on both energies fall together (the model first learns "digits vs noise"), then
-# they track each other. The middle panel splits the gap: the fresh chains (scaled by their 5 % share)
-# carry the rise of the mean in the last third, while the persistent chains' median gap stays near 0 --
-# the buffer keeps up with the model; it is the 20-step chains from noise that cannot reach the data's
-# energy any more as the model sharpens. The claims above say whether that held in this run. The gradient
-# norm sits above the clip throughout: with beta1 = 0, Adam plus clipping makes every step about the same size.
+# track each other. In the last third the fresh chains (scaled by their 5 % share) carry the rise of the mean
+# gap while the persistent chains' median gap stays near 0: the buffer keeps up with the model; the 20-step
+# chains from noise no longer reach the data's energy as the model sharpens (the claims say whether that held).
+# The gradient norm sits above the clip throughout: with $\beta_1 = 0$ every Adam step is about the same size.
 
 # %% [markdown]
 # ## Summary
-# - The ML loss of an EBM is $\bar E(\mathrm{data}) - \bar E(\mathrm{samples})$ in the energy convention; code that
-#   stores $f = -E$ writes $\bar f(\mathrm{samples}) - \bar f(\mathrm{data})$ and ascends $f$. Section 1 writes the
-#   update out; `common.training.Trainer` is the same step plus clipping, EMA and the divergence guard.
+# - The ML loss of an EBM is $\bar E(\mathrm{data}) - \bar E(\mathrm{samples})$; code that stores $f = -E$ writes
+#   $\bar f(\mathrm{samples}) - \bar f(\mathrm{data})$. `common.training.Trainer` is section 1's loop plus
+#   clipping, EMA and the divergence guard.
 # - The sampler is part of the model: ULA samples $e^{-E/T_{\mathrm{eff}}}$, $T_{\mathrm{eff}} = 2T/(2 - ah)$, MALA
-#   is exact, and the image-EBM settings ($h = 10$, $s = 0.005$) are $T \approx 10^{-6}$ -- descent, not sampling.
-# - Momentum helps only when the friction is tuned to the flattest direction: at $\gamma^* = 2\sqrt{a} - ah$ it
-#   needs ~3.7x fewer steps per independent draw than ULA; $\gamma = 1/h$ makes it ULA with step $h^2$, slower.
-# - Long chains are the test of a density. Short-run samples drift when their chains run 10-100x longer (both
-#   toys, every seed); on the two moons persistent training gives the better likelihood and long chains that
-#   stay near the data; on 8 Gaussians, at this budget, persistent training is stuck in a ring on most seeds.
-#   Grade with numbers that can fail -- grid NLL against the entropy, a multi-bandwidth MMD against its floor,
-#   mode weights AND the in-mode fraction -- over seeds.
-# - A gradient penalty slows ULA at a fixed step (exactly so for a quadratic; the neural energies agree), not at
-#   a step matched to the learned curvature, and on an ill-conditioned Gaussian at equal ULA bias it speeds
-#   mixing. It always costs likelihood.
-# - Read training curves by chain origin: late in the digits run the mean gap rises because of the 5 % of
-#   chains restarted from noise; the persistent chains' median gap stays at 0.
+#   is exact, and the image-EBM settings are $T \approx 10^{-6}$ -- descent, not sampling. Momentum helps only
+#   with the friction tuned to the flattest direction (~3.7x fewer steps per draw); $\gamma = 1/h$ is slower.
+# - Long chains are the test of a density: short-run samples drift when their chains run 10-100x longer; on the
+#   two moons persistent training gives the better likelihood; on 8 Gaussians, at this budget, it is stuck in
+#   a ring. Grade with numbers that can fail (grid NLL vs entropy, MMD vs its floor, the in-mode fraction).
+# - A gradient penalty slows ULA at a fixed step, not at a step matched to the curvature, and speeds it on an
+#   ill-conditioned Gaussian at equal bias; it always costs likelihood.
+# - Read training curves by chain origin: the late rise of the mean gap comes from the chains restarted from
+#   noise; the persistent chains' median gap stays at 0.
 
 # %% [markdown]
 # ## Exercises
@@ -1317,10 +1143,10 @@ if run.section(7):
 # a learning rate 50x `--img-lr`, read the divergence guard's message, then give the `Trainer` `restarts=2`
 # and watch it recover. Stub: `--exercise 3` (it loads the digits itself; no section runs first).
 #
-# **Exercise 4 (think, medium): IAT or contraction?** In fig04 the IAT of $x$ keeps falling as the friction
-# goes to 0, but the contraction factor gets worse. Which of the two decides (a) the error of a mean estimated
-# from a long chain, (b) how many steps a chain started from noise needs, and (c) the IAT of $x^2$? Use the
-# exact numbers printed in section 2c.
+# **Exercise 4 (think, medium): IAT or contraction?** `--exercise 4` prints the exact contraction factor and the
+# IATs of $x$ and $x^2$ of section 2c's flat direction over a sweep of the friction: below $\gamma^*$ the IAT of
+# $x$ keeps falling while the contraction gets worse. Which of the two decides (a) the error of a mean from a
+# long chain, (b) how many steps a chain started from noise needs, and (c) the IAT of $x^2$?
 #
 # **Exercise 5 (extend, medium): MALA negatives.** Replace ULA by `common.samplers.mala` for the persistent
 # 8-Gaussians model (same $h$) and compare the NLL gap and the acceptance rate. At the default $h = 0.05$ do
@@ -1333,6 +1159,12 @@ if run.section(7):
 # only where the sampler goes, so a short-run model may keep wells where its $K$-step chains never are. Measure
 # it: on the grid, the model's mass where the data density is below 1 % of its peak, next to the data's own
 # mass there and the fraction of the model's $K$-step samples that land there, for both modes and both toys.
+#
+# **Exercise 8 (extend, medium): the penalty on neural energies.** Do trained energies follow section 5's
+# quadratic? `--exercise 8` trains a persistent 8-Gaussians energy per `--gp-lambdas` value over seeds and
+# prints the median curvature $\lambda_{\max}(\nabla_x^2 E)$ on the data, the IAT of $E(x)$ along ULA chains at
+# the fixed $h$, and the NLL gap. Predict each as $\lambda$ goes from 0 to 1, then add the IAT at the step
+# matched to each model's curvature, $h$ = `--gp-ah` / curvature (the TODO), and compare.
 
 # %%
 if run.stub(1):
@@ -1382,11 +1214,62 @@ if run.stub(3):
         run.metrics.pop("diverged", None)
         print(f"Exercise 3: the guard fired -- {stop}")
 
+if run.stub(4):
+    a_flat, h_mix = cfg.flat_curvature, cfg.mix_step_size
+    gamma_star = 2 * math.sqrt(a_flat) - a_flat * h_mix
+    print(f"Exercise 4: exact values, flat direction a = {a_flat:g}, h = {h_mix:g}; ULA: contraction "
+          f"{1 - a_flat * h_mix:.4f}, IAT x {theory.ar1_iat(1 - a_flat * h_mix):.1f}, IAT x^2 "
+          f"{theory.ar1_iat((1 - a_flat * h_mix) ** 2):.1f}")
+    print(f"   {'gamma':>7}{'contraction':>12}{'IAT x':>8}{'IAT x^2':>9}")
+    for gamma in (0.02, 0.05, 0.1, gamma_star, 2 * math.sqrt(a_flat), 0.5, 1.0, 1 / h_mix):
+        acf = theory.underdamped_autocorrelation(a_flat, h_mix, gamma, 20000)  # x^2 has ACF rho_t^2 (Gaussian)
+        print(f"   {gamma:7.3f}{theory.underdamped_contraction(a_flat, h_mix, gamma):12.4f}"
+              f"{theory.underdamped_iat(a_flat, h_mix, gamma):8.1f}{1 + 2 * (acf[1:] ** 2).sum():9.1f}"
+              + {gamma_star: "   gamma* = 2 sqrt(a) - a h", 1 / h_mix: "   1/h: ULA with step h^2"}.get(gamma, ""))
+
 if run.stub(5):
     gen = run.cpu_generator("exercise-5")
     # TODO: write the persistent loop with mala(energy, x0, K, h, generator=gen) instead of draw_negatives,
     # keep the acceptance rates, and compare grid_nll - floor with the ULA models' gap of section 3.
     print(f"Exercise 5: ULA persistent NLL gap = {toy_stats['8gaussians persistent nll gap']} nats (over seeds); "
           "now train with MALA negatives")
+
+if run.stub(8):
+    def max_hessian_eigenvalue(energy, x):
+        # lambda_max of the 2x2 Hessian of E at each point (reverse-over-reverse, vmapped over the points)
+        hessians = torch.vmap(torch.func.jacrev(torch.func.jacrev(lambda z: energy(z[None])[0])))(x)  # (N, 2, 2)
+        a, b, c = hessians[:, 0, 0], hessians[:, 0, 1], hessians[:, 1, 1]
+        return (a + c) / 2 + torch.sqrt(((a - c) / 2) ** 2 + b**2)  # (N,) the larger root of a 2x2 symmetric matrix
+
+    def energy_iat(energy, start, step_size, generator):
+        # IAT of E(x) along Langevin chains from the model's own samples (burn-in: the first 10 %)
+        _, path = langevin(energy, start, cfg.gp_chain_steps, step_size, generator=generator, keep_every=1)
+        trace = energy(path.flatten(0, 1)).detach().view(len(path), -1).T.numpy()  # (chains, steps)
+        return theory.integrated_autocorrelation_time(trace[:, len(path) // 10:])
+
+    gen = run.cpu_generator("gradient-penalty")
+    lambdas, h_gp, c_gp = sorted(set(cfg.gp_lambdas)), cfg.toy_step_size, cfg.gp_ah
+    x_eval, x_nll = toy8.sample(256, gen), toy8.sample(cfg.eval_samples, gen)  # (256, 2): where curvature is read
+    floor8 = nll_floor(toy8, cfg.floor_samples, gen)[0]
+
+    def gp_one_seed(i):
+        """One replicate: a persistent 8-Gaussians energy per lambda; curvature, IATs (fixed, matched h), NLL gap."""
+        out = {}
+        for lam in lambdas:
+            g = seed_generator("gradient-penalty", i)
+            energy, _, buffer = train_toy(toy8, "persistent", g, hidden=cfg.gp_hidden, iters=cfg.gp_iters,
+                                          grad_penalty=lam, name=f"seed {run.seed + i}, lambda {lam:g}")
+            curvature = float(max_hessian_eigenvalue(energy, x_eval).detach().median())
+            out[f"curvature {lam:g}"] = curvature
+            out[f"iat fixed {lam:g}"] = energy_iat(energy, buffer.states[: cfg.gp_chains], h_gp, g)
+            # TODO: the IAT at the step matched to this model's curvature, h = c_gp / curvature
+            out[f"nll gap {lam:g}"] = grid_nll(energy, x_nll, toy8.bounds, cfg.grid_n) - floor8
+        return out
+
+    gp_seeds = over_seeds(gp_one_seed, range(cfg.n_seeds))
+    print(f"Exercise 8: neural energies (8 Gaussians, MLP 2-{cfg.gp_hidden}-{cfg.gp_hidden}-1, persistent, "
+          f"{cfg.gp_iters} steps), mean ± SE over {cfg.n_seeds} seeds")
+    for key in sorted({k.rsplit(" ", 1)[0] for k in gp_seeds}):
+        print(f"   {key:<12}" + "".join(f"   lambda {lam:g}: {gp_seeds[f'{key} {lam:g}']}" for lam in lambdas))
 
 run.finish()
