@@ -95,7 +95,7 @@ class Config:
     mix_chains: int = count(64, minimum=2)  # chains per sampler for the IAT; fewer make it noisier (cheap)
     mix_steps: int = count(12000, minimum=100)  # steps per chain; at 8000 (20 IATs) the IAT of 400 reads 8 % low
     # -- sections 3-4: 2-D toys
-    n_seeds: int = count(3, minimum=2)  # replicates of sections 3-5's comparisons; each costs a set of models
+    n_seeds: int = count(3, minimum=2)  # replicates of sections 3-4 (and exercise 8); each costs a set of models
     toy_hidden: int = count(64)  # width of the 2-h-h-1 SiLU energy; 128 costs ~1.3x per step
     toy_iters: int = count(600)  # steps per toy model; more lets 8-Gaussians runs leave the ring (exercise 2)
     toy_batch: int = count(256)  # data points and negative samples per step; smaller makes the gradient noisier
@@ -114,16 +114,16 @@ class Config:
     mmd_repeats: int = count(10, minimum=2)  # data-vs-fresh-data draws for the MMD noise floor; fewer: noisier
     longrun_factors: tuple[int, ...] = count((1, 10, 100))  # long-chain lengths / K (must hold 1); longer: more drift
     gif_frames: int = count(24, minimum=2)  # frames of the animated chains (each costs a render)
-    # -- section 5: gradient penalty
+    # -- section 5 (quadratic) and exercise 8 (neural): gradient penalty
     gp_lambdas: tuple[float, ...] = nonnegative((0.0, 0.1, 1.0))  # penalty weights; claims: first vs last
     gp_ah: float = positive(0.2)  # a h of the matched step h = c/curvature (section 3's toys sit near 0.2)
     gp_quad_lr: float = positive(0.05)  # Adam lr of the quadratic fits; at 0.005 they stop 8 % short (gp_adam)
     gp_quad_iters: int = count(400)  # Adam steps per quadratic fit; fewer stop short of the closed form
     gp_variances: tuple[float, ...] = positive((1.0, 0.01))  # the ill-conditioned Gaussian's two variances
     gp_sim_iats: int = count(200, minimum=10)  # simulated ULA chain length in IATs; fewer: noisier than 10 %
-    gp_iters: int = count(250)  # training steps per lambda and seed; more brings the NLL closer to the floor
-    gp_hidden: int = count(32)  # width of the section-5 energies
-    gp_chains: int = count(32, minimum=2)  # chains for the IAT of E(x) on each trained model
+    gp_iters: int = count(250)  # exercise 8: steps per lambda and seed; more brings the NLL closer to the floor
+    gp_hidden: int = count(32)  # width of the exercise-8 energies; wider costs more per step
+    gp_chains: int = count(32, minimum=2)  # exercise 8: chains for the IAT of E(x); fewer make it noisier
     gp_chain_steps: int = count(1500)  # Langevin steps per chain; the IAT needs >> 10 IATs (~30 at lambda = 1)
     # -- sections 6-7: images (8x8 digits by default)
     img_dataset: str = choice("digits", ("digits", "mnist"))  # mnist needs the IDX files in $EBM_DATA_DIR
@@ -362,11 +362,9 @@ if run.section(2):
     ax.axhline(temperature / a_quad, color="gray", ls="--", label="target $T/a$")
     ax.errorbar(ahs, [r["measured"] for r in rows], yerr=[3 * r["se"] for r in rows], fmt="o", ms=6,
                 label="ULA measured (±3 SE)")
-    ax.plot(ahs, [r["mala_variance"] for r in rows], "s", ms=6, label="MALA measured (acceptance below)")
-    for x, r in zip(ahs, rows):
-        ax.annotate(f"{r['mala_acceptance']:.2f}", (x, r["mala_variance"]), xytext=(0, -16),
-                    textcoords="offset points", ha="center", fontsize=10)
-    ax.set(xlabel="$ah$", ylabel="stationary variance", title="ULA is hotter; MALA is exact")
+    ax.plot(ahs, [r["mala_variance"] for r in rows], "s", ms=6, label="MALA measured")
+    ax.set_xticks(ahs, [f"{v:g}\n({r['mala_acceptance']:.2f})" for v, r in zip(ahs, rows)])
+    ax.set(xlabel="$ah$ (MALA's acceptance rate)", ylabel="stationary variance", title="ULA is hotter; MALA is exact")
     ax.legend(loc="upper left")
     run.savefig(fig, "fig02_teff_table")
 
@@ -1078,24 +1076,25 @@ if run.section(7):
     run.claim("gap_persistent", "last third: the persistent chains' median gap is near 0 (energy units)",
               float(np.nanmean(gap_median[last])), "within", 0.0, 0.05)
 
-    def smooth(values, width=25):  # running mean; it is plotted at the step where its window ends
+    fig, axes = plotting.figure(3, title=rf"{images.name} EBM training: lr {cfg.img_lr:g}, "
+                                         rf"$\alpha$ = {cfg.img_alpha:g}, $K$ = {cfg.sgld_steps}")
+
+    def smooth(values, width=25):
         values = np.asarray(values)
         return np.convolve(values, np.ones(width) / width, mode="valid") if len(values) > width else values
 
-    fig, axes = plotting.figure(3, title=rf"{images.name} EBM training: lr {cfg.img_lr:g}, "
-                                         rf"$\alpha$ = {cfg.img_alpha:g}, $K$ = {cfg.sgld_steps}")
-    steps_smooth = np.arange(len(gap_mean))[-len(smooth(gap_mean)):]
+    n_steps = len(hist_img["loss"])
+    steps_smooth = np.arange(n_steps - len(smooth(hist_img["loss"])), n_steps)  # a running mean ends at its step
+    plotting.training_curves(axes[0], {"$E$(data)": smooth(hist_img["e_pos"]),
+                                       "$E$(samples)": smooth(hist_img["e_neg"])},
+                             ylabel="mean energy (running mean of 25)", x=steps_smooth)
+    axes[0].set(title="energies of data and negatives")
     fresh_filled = np.where(np.isnan(gap_fresh), np.nanmean(gap_fresh), gap_fresh)
-    for ax, curves, ylabel, title in (
-            (axes[0], {"$E$(data)": hist_img["e_pos"], "$E$(samples)": hist_img["e_neg"]}, "mean energy",
-             "energies of data and negatives"),
-            (axes[1], {"all chains (mean)": gap_mean, "persistent (median)": gap_median,
-                       r"fresh $\times$ 0.05 (mean)": cfg.reinit_fraction * fresh_filled},
-             r"$E$(samples) $-$ $E$(data)", "the gap, split by chain origin")):
-        plotting.training_curves(ax, {k: smooth(v) for k, v in curves.items()}, ylabel=ylabel + " (running mean)",
-                                 x=steps_smooth)
-        ax.set(title=title)
+    plotting.training_curves(axes[1], {"all chains (mean)": smooth(gap_mean), "persistent (median)": smooth(gap_median),
+                                       r"fresh $\times$ 0.05 (mean)": smooth(cfg.reinit_fraction * fresh_filled)},
+                             ylabel=r"$E$(samples) $-$ $E$(data), running mean", x=steps_smooth)
     axes[1].axhline(0, color="k", lw=0.8)
+    axes[1].set(title="the gap, split by chain origin")
     grad_label = r"$\|\nabla_\theta\, \mathrm{loss}\|$ (before clipping)"
     plotting.training_curves(axes[2], {grad_label: hist_img["grad_norm"]}, logy=True)
     axes[2].axhline(cfg.img_grad_clip, color="k", ls="--", lw=0.8)
@@ -1225,7 +1224,8 @@ if run.stub(4):
         acf = theory.underdamped_autocorrelation(a_flat, h_mix, gamma, 20000)  # x^2 has ACF rho_t^2 (Gaussian)
         print(f"   {gamma:7.3f}{theory.underdamped_contraction(a_flat, h_mix, gamma):12.4f}"
               f"{theory.underdamped_iat(a_flat, h_mix, gamma):8.1f}{1 + 2 * (acf[1:] ** 2).sum():9.1f}"
-              + {gamma_star: "   gamma* = 2 sqrt(a) - a h", 1 / h_mix: "   1/h: ULA with step h^2"}.get(gamma, ""))
+              + {gamma_star: "   gamma* = 2 sqrt(a) - a h", 2 * math.sqrt(a_flat): "   2 sqrt(a): the h -> 0 value",
+                 1 / h_mix: "   1/h: ULA with step h^2"}.get(gamma, ""))
 
 if run.stub(5):
     gen = run.cpu_generator("exercise-5")
