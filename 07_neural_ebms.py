@@ -193,8 +193,6 @@ toy8 = TOY["8gaussians"]
 gen = run.cpu_generator("sign")
 x8 = toy8.sample(20000, gen)  # (20000, 2) 8-Gaussians data for sections 1-2
 centres = 4.0 * torch.stack([torch.cos(torch.arange(8) * math.pi / 4), torch.sin(torch.arange(8) * math.pi / 4)], 1)
-
-
 WIDE = (8.0, 5.0)  # inches: a one-panel figure with a two-line title
 
 
@@ -401,7 +399,7 @@ if run.section(2):
           f"(T = {t_image:.3g})")
     run.metrics["image_ebm_temperature"] = {"temperature": t_image, "spread_t1": spread_hot,
                                             "spread_image_t": spread_cold, "spread_data": spread_data}
-    # exp(-E/T) around a centre of std 0.5 has RMS distance 0.5 sqrt(2 T); ULA at T = 1 samples T_eff = 2/(2 - a h)
+    # ULA at T = 1 samples T_eff = 2/(2 - a h): the spread grows by sqrt(T_eff) (curvature 4 = 1/0.5^2)
     run.claim("image_t_cold", "at the image-EBM temperature the chains sit 0.5 sqrt(2T) from the centres",
               spread_cold, "within_rel", 0.5 * math.sqrt(2 * t_image), 0.1, reference_label="= 0.5 sqrt(2T)")
     run.claim("image_t_hot", "at T = 1 they fill the wells as ULA's T_eff predicts",
