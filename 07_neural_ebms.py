@@ -36,7 +36,7 @@ FIGURES = {
     "fig07_shortrun_pathology": "two moons: chains from noise after K, 10 K and 100 K steps on each model",
     "fig08_gradient_penalty": "ULA's IAT on penalised quadratics at fixed and matched step, ill-conditioned",
     "fig09_digit_samples": "digits: data, replay-buffer samples and chains evolving from noise",
-    "fig10_digit_energies": "energies of training, held-out, sampled and noise images",
+    "fig10_digit_energies": "energies of training, held-out, sampled and noise images; zoom on the digits' range",
     "fig11_training_curves": "digits training: energies, the gap split by chain origin, gradient norm",
     "anim_chains": "persistent chains moving over the learned 8-Gaussians energy",
 }
@@ -1018,13 +1018,23 @@ if run.section(6):
         energy_sets = {"training digits": energy_img(x_train[:n_fd]), "held-out digits": energy_img(x_test[:n_fd]),
                        "buffer samples": energy_img(samples_img.to(device)),
                        "uniform noise": energy_img(image_noise(n_fd))}
-    fig, ax = plotting.figure(1, panel_size=WIDE, title=rf"Energies under the digits EBM, $\alpha$ = {cfg.img_alpha:g}"
-                                                        f"\n{n_fd} images per set; low = likely")
+    fig, axes = plotting.figure(2, title=rf"Energies under the digits EBM ($\alpha$ = {cfg.img_alpha:g}), "
+                                         f"{n_fd} images per set; low = likely")
     names = list(energy_sets)
-    ax.boxplot([energy_sets[k].cpu().numpy() for k in names], orientation="horizontal", whis=(1, 99),
-               showfliers=False)
-    ax.set_yticks(range(1, len(names) + 1), [f"{k}\n(median {float(v.median()):+.2f})" for k, v in energy_sets.items()])
-    ax.set(xlabel="energy $E(x)$ (box: quartiles, whiskers: 1-99 %)")
+    values = [energy_sets[k].cpu().numpy() for k in names]
+    axes[0].boxplot(values, orientation="horizontal", whis=(1, 99), showfliers=False)
+    axes[0].set_yticks(range(1, len(names) + 1), names)
+    axes[0].set(xlabel="energy $E(x)$ (box: quartiles, whiskers: 1-99 %)", title="all four sets")
+    low, high = np.quantile(np.concatenate(values[:2]), [0.01, 0.99])  # the digits' range, widened by its width
+    low, high = low - (high - low), high + (high - low)
+    bins = np.linspace(low, high, 40)
+    for name, v, color in zip(names[:3], values[:3], ("C0", "C1", "C2")):
+        axes[1].hist(v, bins=bins, histtype="step", lw=2, density=True, color=color,
+                     label=f"{name} (median {np.median(v):.2f})")
+    outside = float(np.mean(values[2] > high))
+    axes[1].set(xlabel="energy $E(x)$", ylabel="density",
+                title=f"zoom on the digits' range ({outside:.0%} of samples above it)")
+    axes[1].legend(loc="upper right", fontsize=10)
     run.savefig(fig, "fig10_digit_energies")
     print("   median energies: " + ", ".join(f"{k} {float(v.median()):+.2f}" for k, v in energy_sets.items()))
 
