@@ -205,20 +205,15 @@ def data_stream(x, batch, generator):
 # ## 1. A neural energy and its sign
 #
 # Maximum likelihood for $p_\theta(x) = e^{-E_\theta(x)}/Z_\theta$ has the gradient
-# (docs/derivations/mle_gradient.md)
-#
-# $$\nabla_\theta \mathrm{NLL} = \mathbb{E}_{\mathrm{data}}[\nabla_\theta E_\theta(x)]
-#   - \mathbb{E}_{p_\theta}[\nabla_\theta E_\theta(x)],$$
-#
-# so the loss whose gradient this is, with negatives $x^-$ from a sampler (treated as constants), is
+# $\mathbb{E}_{\mathrm{data}}[\nabla_\theta E_\theta] - \mathbb{E}_{p_\theta}[\nabla_\theta E_\theta]$
+# (docs/derivations/mle_gradient.md), so with negatives $x^-$ from a sampler (held constant) the loss is
 #
 # $$\mathcal{L}(\theta) = \frac{1}{B}\sum_i E_\theta(x^+_i) - \frac{1}{B}\sum_i E_\theta(x^-_i):$$
 #
 # push data energy DOWN, sample energy UP. **Sign convention of this course: $E$ is the energy, low =
-# likely.** Much public code (the UvA tutorial, JEM) stores $f_\theta(x) = -E_\theta(x)$, "the score of $x$",
-# and writes the same loss as $\bar f(x^-) - \bar f(x^+)$, with Langevin steps $x \leftarrow x + h\nabla_x f$.
-# Both signs flip; nothing else changes. Below, the whole maximum-likelihood update written out -- sample
-# negatives (Langevin from noise), loss, backward, Adam step -- for a few dozen steps.
+# likely.** Much public code (the UvA tutorial, JEM) stores $f_\theta = -E_\theta$ and writes the same loss as
+# $\bar f(x^-) - \bar f(x^+)$, with Langevin steps $x \leftarrow x + h\nabla_x f$: both signs flip, nothing else.
+# Below, the whole update written out -- negatives by Langevin from noise, loss, backward, Adam step.
 
 # %%
 def inline_negatives(energy_fn, x, n_steps, step_size, generator):
@@ -704,12 +699,11 @@ if run.section(3):
 # %% [markdown]
 # **What to notice:** the grid-normalised NLL punishes mass in the wrong place and missing mass alike, and
 # cannot go below the floor. On the two moons persistent training wins (NLL ~0.12 nats above the floor vs
-# ~0.5 for short-run, though both sample sets are within MMD noise). On 8 Gaussians persistent training is
-# stuck: the model is still a ring, or only partly carved into wells (fig05, fig06), so the NLL and MMD
-# targets FAIL and short-run does better. The mode weights pass (a ring is uniform in angle); the in-mode
-# fraction catches it. The printed NLL over training shows every run on a plateau (~0.5 nats above the floor)
-# from step 200 on; runs leave it later, each at its own step (exercise 2). The evaluated model is an EMA of
-# the weights, and $h$ is scaled with the data's width to keep $ah$ the same on both toys.
+# ~0.5 for short-run; both sample sets are within MMD noise). On 8 Gaussians persistent training is stuck in
+# a ring, or only partly carved into wells (fig05, fig06): the NLL and MMD targets FAIL, short-run does better,
+# the mode weights pass (a ring is uniform in angle) and the in-mode fraction catches it. Every run's printed
+# NLL sits on a plateau ~0.5 nats above the floor from step 200 on; runs leave it later, each at its own step
+# (exercise 2).
 
 # %% [markdown]
 # ## 4. Long chains: the short-run pathology
