@@ -119,3 +119,29 @@ def test_results_page_from_the_same_real_quick_run(built, tmp_path):
     page = results.read_text()
     assert "## 01_ebm_foundations" in page and "*From a `--quick` run: tiny settings" in page
     assert list((tmp_path / "docs" / "gallery").glob("01_fig*.png"))
+
+
+def test_a_page_assembled_from_a_script_run_puts_each_output_under_its_cell(tmp_path, capsys):
+    """The lecturer's prepared run (a plain script run) is the page's source: no kernel, no second run."""
+    import subprocess
+
+    build_site = load_script("build_site")
+    outputs, site = tmp_path / "outputs", tmp_path / "site"
+    run = subprocess.run([sys.executable, str(ROOT / f"{LESSON}.py"), "--quick", "--outdir",
+                          str(outputs / LESSON / "quick")], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                         env={**__import__("os").environ, "MPLBACKEND": "Agg"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    lesson = ROOT / f"{LESSON}.py"
+    build_site.OUTPUTS = outputs
+    notebook, _ = build_site.executed_notebook(lesson, quick=True, rerun=False, timeout=60)
+    assert "assembled_from" in notebook.metadata["ebm_site"]  # not executed again
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            figure = output.get("metadata", {}).get("ebm_figure", "")
+            if figure.startswith("fig"):  # each figure sits under the cell that saved it
+                assert f'"{figure.removesuffix(".png")}"' in cell.source, (figure, cell.source[-300:])
+    printed = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+    assert printed.count("claim ") >= 10 and "Done." in printed
+    assert build_site.main(["--quick", "--lessons", "01", "--site", str(site), "--outputs", str(outputs)]) == 0
+    assert "from the run in" in capsys.readouterr().out
+    assert (site / f"{LESSON}_files" / "fig09_langevin.png").exists()
