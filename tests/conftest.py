@@ -20,3 +20,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def broken_torchvision(monkeypatch):
+    """Inside the test, ``import torchvision`` fails the way a torchvision built for another torch does."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def broken(name, *args, **kwargs):
+        if name.startswith("torchvision"):
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", broken)
+    yield
+    monkeypatch.setattr(builtins, "__import__", real_import)

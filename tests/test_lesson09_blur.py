@@ -3,7 +3,6 @@ torchvision's answer: the "blurred digits" and "smoothed noise" OOD sets and the
 restoration section do not depend on whether torchvision imports."""
 
 import ast
-import builtins
 from pathlib import Path
 
 import pytest
@@ -23,20 +22,12 @@ def lesson_blur():
 
 
 @pytest.mark.parametrize("kernel_size, sigma", [(5, 0.5), (5, 1.2), (5, 1.5), (7, 1.5)])
-def test_blur_without_torchvision_matches_torchvision(monkeypatch, kernel_size, sigma):
+def test_blur_without_torchvision_matches_torchvision(request, kernel_size, sigma):
     gaussian_blur = pytest.importorskip("torchvision.transforms.functional").gaussian_blur
     blur = lesson_blur()
     x = 2 * torch.rand(20, 1, 8, 8, generator=torch.Generator().manual_seed(0)) - 1
     reference = gaussian_blur(x, kernel_size=kernel_size, sigma=sigma)
-    real_import = builtins.__import__
-
-    def broken(name, *args, **kwargs):
-        if name.startswith("torchvision"):
-            raise RuntimeError("operator torchvision::nms does not exist")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", broken)
+    request.getfixturevalue("broken_torchvision")  # from here on, torchvision does not import
     fallback = blur(x, kernel_size, sigma)
-    monkeypatch.setattr(builtins, "__import__", real_import)
     assert torch.allclose(fallback, reference, atol=1e-6)
     assert not torch.allclose(fallback, x, atol=1e-2)  # it did blur

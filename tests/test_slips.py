@@ -70,11 +70,9 @@ def test_settings_are_one_line_of_what_changed():
     assert "the defaults" in lesson.changed_flags_line(None, Namespace(quick=False, changed={}))
 
 
-def test_image_grids_work_without_torchvision(monkeypatch, capsys):
+def test_image_grids_work_without_torchvision(request, capsys):
     """A broken torchvision (built for another torch) must not stop a digits lesson: the fallback grid has
     torchvision's layout, pixel for pixel."""
-    import builtins
-
     import torch
     from torchvision.utils import make_grid as torchvision_grid
 
@@ -82,15 +80,7 @@ def test_image_grids_work_without_torchvision(monkeypatch, capsys):
 
     batch = torch.rand(23, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     reference = torchvision_grid(batch, nrow=10, padding=1, pad_value=0.5)
-    real_import = builtins.__import__
-
-    def broken(name, *args, **kwargs):
-        if name.startswith("torchvision"):
-            raise RuntimeError("operator torchvision::nms does not exist")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", broken)
+    request.getfixturevalue("broken_torchvision")  # from here on, torchvision does not import
     fallback = plotting.make_grid(batch, nrow=10, padding=1, pad_value=0.5)
-    monkeypatch.setattr(builtins, "__import__", real_import)
     assert torch.equal(fallback[0], reference[0])
     assert "only --dataset mnist needs torchvision" in capsys.readouterr().out
