@@ -242,22 +242,25 @@ device = run.device
 # %% [markdown]
 # ## 1. Forward vs reverse KL, and a critic that estimates a KL from samples
 #
-# Fit one Gaussian q = N(mu, sd^2) to a mixture p of two Gaussians. The two directions of the KL ask
-# different things (docs/derivations/donsker_varadhan.md, first part):
+# Fit one Gaussian $q = \mathcal N(\mu, \sigma^2)$ to a mixture $p$ of two Gaussians. The two directions of
+# the KL ask different things ([derivation](docs/derivations/donsker_varadhan.md), first part):
 #
-#     forward  KL(p || q) = E_p[log p - log q]   -- large where p has mass and q does not: q must COVER p
-#     reverse  KL(q || p) = E_q[log q - log p]   -- large where q has mass and p does not: q must stay INSIDE p
+# $$\mathrm{KL}(p \,\|\, q) = \mathbb E_p[\log p - \log q] \quad\text{(forward: large where $p$ has mass and
+# $q$ does not, so $q$ must cover $p$)},$$
+# $$\mathrm{KL}(q \,\|\, p) = \mathbb E_q[\log q - \log p] \quad\text{(reverse: large where $q$ has mass and
+# $p$ does not, so $q$ must stay inside $p$)}.$$
 #
-# Maximum likelihood minimises the forward KL (E_p log p is a constant), and for a Gaussian q that has a
-# closed form: match the mean and the variance of p (moment matching). The reverse KL has no closed
-# form; we minimise it by scipy quadrature from two starts and find two local optima, one per mode.
+# Maximum likelihood minimises the forward KL ($\mathbb E_p \log p$ is a constant), and for a Gaussian $q$
+# that has a closed form: match the mean and the variance of $p$ (moment matching). The reverse KL has no
+# closed form; we minimise it by scipy quadrature from two starts and find two local optima, one per mode.
 #
 # Then the reverse KL *from samples only*. Donsker and Varadhan's representation
 #
-#     KL(q || p) = sup_T  E_q[T(x)] - log E_p[e^T(x)],     attained at T* = log q/p + const,
+# $$\mathrm{KL}(q \,\|\, p) = \sup_T\; \mathbb E_q[T(x)] - \log \mathbb E_p\big[e^{T(x)}\big],
+# \qquad \text{attained at } T^* = \log \tfrac{q}{p} + \text{const},$$
 #
-# turns the divergence into a fit of a critic network T, trained by maximising the right-hand side on
-# samples of q and p, exactly like a GAN's discriminator (docs/derivations/donsker_varadhan.md).
+# turns the divergence into a fit of a critic network $T$, trained by maximising the right-hand side on
+# samples of $q$ and $p$, exactly like a GAN's discriminator.
 
 
 # %%
@@ -378,7 +381,7 @@ if run.section(1):
     run.savefig(fig, "fig01_forward_vs_reverse_kl")
 
 # %% [markdown]
-# **What to notice.** the maximum-likelihood Gaussian sits between the modes, where p has almost no mass,
+# **What to notice.** The maximum-likelihood Gaussian sits between the modes, where p has almost no mass,
 # because missing either mode would make log q very negative on data. The reverse-KL fits each hug one
 # mode (std close to s): q pays nothing for ignoring the other mode except -log w of the mode it sits on,
 # so the lighter mode's optimum is only a local one. A GAN-like sampler trained on a reverse-type
@@ -501,7 +504,7 @@ if run.section(1):
     run.savefig(fig, "fig02_dv_critic")
 
 # %% [markdown]
-# **What to notice.** where q has mass, the learned critic follows log q/p; where q has none it is free
+# **What to notice.** Where q has mass, the learned critic follows log q/p; where q has none it is free
 # (the bound does not care), which is why the curves part ways in the tails. The estimate is a LOWER
 # bound in expectation: an under-trained critic under-estimates the KL. Its spread is set by chi^2(q || p),
 # not by the KL: with the exact critic, Var = (Var_q[log q/p] + chi^2(q || p)) / M, and chi^2 >= e^KL - 1
@@ -513,25 +516,25 @@ if run.section(1):
 # %% [markdown]
 # ## 2. Cooperative training: the generator proposes, the energy revises
 #
-# Short Langevin chains from noise are the weak point of an energy model: K = 15 steps cannot carry
+# Short Langevin chains from noise are the weak point of an energy model: $K$ = 15 steps cannot carry
 # noise to the data, so the energy learns to be a *transport map* for those 15 steps rather than a
 # density (lesson 07). CoopNets (Xie et al. 2018) start the chains somewhere better: at the samples of a
-# generator x = G(z). Each iteration
+# generator $x = G(z)$. Each iteration
 #
-#     propose   x_0 = G(z),  z ~ N(0, I)
-#     revise    x_{k+1} = x_k - h grad E(x_k) + sqrt(2 T h) xi_k,   k < K     (Langevin on the energy, with noise)
-#     energy    loss_E = mean E(x_data) - mean E(x_K) + alpha (mean E(x_data)^2 + mean E(x_K)^2)
-#     generator loss_G = mean |G(z) - x_K|^2                       (learn to jump to where the revision went)
+# $$\text{propose}\quad x_0 = G(z),\ z \sim \mathcal N(0, I), \qquad
+# \text{revise}\quad x_{k+1} = x_k - h \nabla_x E(x_k) + \sqrt{2Th}\,\xi_k,\ k < K,$$
+# $$\mathcal L_E = \overline{E(x_\text{data})} - \overline{E(x_K)} + \alpha\big(\overline{E(x_\text{data})^2}
+# + \overline{E(x_K)^2}\big), \qquad \mathcal L_G = \overline{\lVert G(z) - x_K \rVert^2}$$
 #
-# The energy is trained by maximum likelihood with the revised samples as negatives; the generator
-# chases the revisions, so next time the chains start closer to the model. Nothing flows between the
-# two losses: x_K is a constant for both (detached), so one optimiser can step both networks.
-# The baseline is the same energy, same K, chains from uniform noise over the plotting box.
-# On the toy the sampler runs at T = 1 (noise sqrt(2h)): it samples exp(-E) in the limit of many steps.
-# Which method wins depends on the step h (lesson 07 finds h = 0.02 too small for chains to explore), so
-# both run at three steps and three seeds each, graded by the exact NLL (grid log Z) against the entropy
-# floor and by the multi-scale MMD^2 against its noise floor: both metrics reject a ring, a missing mode,
-# 2:1 weights and too-wide modes at n = 2000 (tests/test_metrics_can_fail.py, tests/test_lesson08_metrics.py).
+# (bars: batch means; the generator learns to jump to where the revision went).
+# The energy learns by maximum likelihood with the revised samples as negatives; the generator chases the
+# revisions, so next time the chains start closer to the model. $x_K$ is a constant (detached) in both
+# losses, so one optimiser steps both networks. The baseline: the same energy and $K$, chains from uniform
+# noise over the plotting box. On the toy the sampler runs at $T = 1$ (noise $\sqrt{2h}$). Which method
+# wins depends on $h$ (lesson 07 finds 0.02 too small to explore), so both run at three steps and three
+# seeds, graded by the exact NLL (grid $\log Z$) against the entropy floor and by the multi-scale MMD$^2$
+# against its noise floor; both reject a ring, a missing mode, 2:1 weights and too-wide modes at $n$ = 2000
+# (tests/test_metrics_can_fail.py, tests/test_lesson08_metrics.py).
 
 
 # %% [markdown]
@@ -751,15 +754,14 @@ if run.section(2):
     run.savefig(fig, "fig03_coop_toy", key=True)
 
 # %% [markdown]
-# **What to notice.** first, the failure. At this budget (500 iterations per run) neither energy is a good
+# **What to notice.** First, the failure. At this budget (500 iterations per run) neither energy is a good
 # density: the best mean NLL is 0.46 nats above the entropy floor (claim toy_nll_off_floor), both maps are
 # rings without the eight modes, and every MMD^2 is 40-100x its floor. Three times the iterations (seed 0,
 # h = 0.1) only reached 3.89 and 3.94 nats against a floor of 3.52; the cause is not measured here.
 # Between the two methods, at every step the energy trained from noise has the lower exact NLL (default
 # run: 3.99 vs 4.19 nats at h = 0.02, 4.01 vs 4.17 at 0.05, 3.97 vs 4.02 at 0.1, 3 seeds; claims
 # toy_nll_ebm_only_h*), and the gap shrinks as h grows. On the samples the MMD^2 names no winner at any
-# step (toy_mmd_no_winner): an earlier single-seed reading "CoopNets gives the better samples" was noise
-# measured with a metric that could not see modes. What the revision does is visible: its 15 steps halve
+# step (toy_mmd_no_winner). What the revision does is visible: its 15 steps halve
 # the generator's MMD^2 at every h (toy_revision_h*), and a larger step lowers both methods' MMD^2
 # (toy_mmd_step_*). The proposals (top left) cover the ring and its inside rather than the eight modes.
 
@@ -846,7 +848,7 @@ if run.section(3):
     run.savefig(fig, "fig04_coop_digits")
 
 # %% [markdown]
-# **What to notice.** read the FD against its floor and baselines, not on its own (all at the same n, the 359
+# **What to notice.** Read the FD against its floor and baselines, not on its own (all at the same n, the 359
 # test images; the FD rejects digits from half the classes and blurred digits at that n,
 # tests/test_lesson08_metrics.py). Cooperative training does NOT beat the energy alone at equal Langevin
 # budget (default run, one run each: FD 32.7 against 18.8; claim digits_ebm_only_wins); it even scores
@@ -863,13 +865,14 @@ if run.section(3):
 # ## 4. Energy-based GANs: an autoencoder as the energy
 #
 # EBGAN (Zhao et al. 2016) keeps the GAN game but makes the discriminator an energy: the reconstruction
-# error of an autoencoder, E(x) = |Dec(Enc(x)) - x|^2, low on data. With a margin m,
+# error of an autoencoder, $E(x) = \lVert \mathrm{Dec}(\mathrm{Enc}(x)) - x \rVert^2$, low on data. With a margin $m$,
 #
-#     discriminator   L_D = E(x_data) + [m - E(G(z))]^+      (push fakes up, but only until they reach m)
-#     generator       L_G = E(G(z)) + lambda_PT * PT(Enc(G(z)))
+# $$\mathcal L_D = E(x_\text{data}) + \big[m - E(G(z))\big]^+, \qquad
+# \mathcal L_G = E(G(z)) + \lambda_\text{PT}\, \mathrm{PT}\big(\mathrm{Enc}(G(z))\big).$$
 #
-# The hinge stops the energy of fakes from growing without bound (the EBM's divergence problem in GAN
-# form). The pulling-away term PT = mean_{i != j} cos^2(s_i, s_j) over the codes s = Enc(G(z)) of a batch
+# The hinge pushes fakes up only until they reach $m$, so their energy cannot grow without bound (the EBM's
+# divergence problem in GAN form). The pulling-away term $\mathrm{PT} = \frac{1}{N(N-1)}\sum_{i \ne j}
+# \cos^2(s_i, s_j)$ over the codes $s = \mathrm{Enc}(G(z))$ of a batch
 # penalises a generator whose samples all look alike to the encoder: a direct push against mode collapse.
 # The generator's loss is taken with the discriminator's weights held fixed (torch.func.functional_call
 # with detached weights), so one optimiser steps both players simultaneously.
@@ -1021,29 +1024,30 @@ if run.section(4):
     run.savefig(fig, "fig05_ebgan", key=True)
 
 # %% [markdown]
-# **What to notice.** the grade first. A point counts for a mode only within 1 std of its centre; fresh data
-# puts 1 - e^{-1/2} = 39 % of its points there with equal weights, a uniform ring (no modes at all) only 18 %
-# (claim ebgan_metric_sees_ring). The old count "within 3 std" gave that ring 8 of 8 modes. On this grade
-# EBGAN is a failure at this budget, and the figure shows it: both generators trace a thin curve through
-# the modes, with about 25 % of their samples in a mode (ebgan_too_wide) and mode weights far from equal
-# (KL 0.24 ± 0.13 without and 0.22 ± 0.09 with the pulling-away term, against 0.016 for right weights;
-# ebgan_weights_wrong). By the end the two settings do not differ (ebgan_final_same). What the pulling-away
-# term does measurably is even out the weights SOONER: KL averaged over training 0.32 ± 0.14 against
-# 0.90 ± 0.15 (3 seeds; ebgan_pt_sooner). A GAN is a game: the thin lines in the right panel are single
-# seeds, and the weights keep moving between checks, so look at the seeds, not only at the mean.
+# **What to notice.** The grade first. A point counts for a mode only within 1 std of its centre; fresh data puts
+# 1 - e^{-1/2} = 39 % of its points there with equal weights, a uniform ring (no modes at all) only 18 % (claim
+# ebgan_metric_sees_ring). On this grade EBGAN is a failure at this budget, and the figure shows it: both
+# generators trace a thin curve through the modes, with about 25 % of their samples in a mode (ebgan_too_wide) and
+# mode weights far from equal (KL 0.24 ± 0.13 without and 0.22 ± 0.09 with the pulling-away term, against 0.016
+# for right weights; ebgan_weights_wrong). By the end the two settings do not differ (ebgan_final_same). What the
+# pulling-away term does measurably is even out the weights SOONER: KL averaged over training 0.32 ± 0.14 against
+# 0.90 ± 0.15 (3 seeds; ebgan_pt_sooner). A GAN is a game: the thin lines in the right panel are single seeds, and
+# the weights keep moving between checks, so look at the seeds, not only at the mean.
 
 # %% [markdown]
 # ## 5. JEM: the classifier is secretly an energy model
 #
-# Any classifier with logits f(x) defines a joint energy model (Grathwohl et al. 2020):
+# Any classifier with logits $f(x)$ defines a joint energy model (Grathwohl et al. 2020):
 #
-#     p(x, y) = exp(f(x)[y]) / Z,   E(x, y) = -f(x)[y],   E(x) = -logsumexp_y f(x)[y],
-#     p(y | x) = p(x, y) / p(x) = softmax(f(x))[y]          (Z cancels: the ordinary classifier)
+# $$p(x, y) = \frac{e^{f(x)[y]}}{Z},\quad E(x, y) = -f(x)[y],\quad E(x) = -\log\sum_y e^{f(x)[y]},\quad
+# p(y \mid x) = \frac{p(x, y)}{p(x)} = \mathrm{softmax}(f(x))[y]$$
 #
-# so log p(x, y) = log p(y | x) + log p(x) (docs/derivations/jem_decomposition.md). JEM trains both terms:
-# cross-entropy for log p(y|x), and the maximum-likelihood gradient of log p(x),
+# ($Z$ cancels: the ordinary classifier), so $\log p(x, y) = \log p(y \mid x) + \log p(x)$
+# ([derivation](docs/derivations/jem_decomposition.md)). JEM trains both terms: cross-entropy for
+# $\log p(y \mid x)$, and the maximum-likelihood gradient of $\log p(x)$,
 #
-#     grad_theta [-log p(x)] = grad E(x_data) - E_{p_theta}[grad E(x)],
+# $$\nabla_\theta \big[-\log p_\theta(x)\big] = \nabla_\theta E_\theta(x_\text{data})
+# - \mathbb E_{p_\theta}\big[\nabla_\theta E_\theta(x)\big],$$
 #
 # whose model expectation comes from SGLD on E(x) with a replay buffer: JEM's 20 steps of step 1 and noise
 # 0.01 (T = 5e-5: noisy descent), a 10,000-sample buffer, 5 % of it re-initialised from uniform noise per
@@ -1129,10 +1133,6 @@ def test_report(model, tau=1.0):
             "ece_floor_95": floor,
             "bins": reliability_bins(probs, digits.y_test, cfg.ece_bins)}
 
-
-t0 = time.perf_counter()
-clf_model, _ = train_classifier(False, cfg.jem_lr, cfg.jem_alpha, cfg.jem_warmup, "plain classifier")
-clf_seconds = time.perf_counter() - t0
 
 # %% [markdown]
 # ### The JEM update, written out
@@ -1299,7 +1299,7 @@ if run.section(5):
     run.savefig(fig, "fig07_jem_samples_log_px")
 
 # %% [markdown]
-# **What to notice.** the samples are the digits the classifier "imagines" per label, drawn at T ~ 5e-5 from
+# **What to notice.** The samples are the digits the classifier "imagines" per label, drawn at T ~ 5e-5 from
 # noise, so they are sharp modes, not a fair sample (the independent feature classifier labels all of them
 # as intended in the default run). Against uniform noise both models score AUROC 1.00: too easy to tell
 # them apart. Against noise with the digits' own mean and covariance (the histograms), the contrast one
@@ -1408,7 +1408,7 @@ if run.section(6):
     run.savefig(fig, "fig08_jem_divergence")
 
 # %% [markdown]
-# **What to notice.** in the stable run E(data) and E(samples) track each other (the sampler keeps up). At
+# **What to notice.** In the stable run E(data) and E(samples) track each other (the sampler keeps up). At
 # lr 3e-2 without warm-up and alpha the energies run off within a few updates (default run: the guard
 # stops it at update 50; claim unstable_diverges; at 1e-2 this seed survives all 20 epochs). Restarting
 # from the last good weights at a lower lr does NOT rescue it: four restarts, lr down to 5e-5, and the
@@ -1445,13 +1445,14 @@ if run.section(6):
 # Hints and answers: docs/solutions/08_cooperative_training.md.
 #
 # **Exercise 1 (predict-then-tweak, easy): when do the two reverse-KL optima merge?**
-# Predict how many reverse-KL optima section 1 finds for `--mix-means=-1,1` and for `--mix-means=-0.5,0.5`
-# (std 0.6). Where does the forward fit sit in each case? Run both and compare the table with fig01.
+# Predict how many reverse-KL optima section 1 finds for `--mix-means -1,1` and for `--mix-means -0.5,0.5`
+# (std 0.6). Where does the forward fit sit in each case? Run both with `--section 1` and compare the table
+# with fig01.
 #
 # **Exercise 2 (predict-then-tweak, easy): a bigger Langevin budget**
-# Predict the toy NLLs (`toy_step_sweep` in metrics.json) for `--langevin-steps 60 --toy-step-sizes=0.1`.
+# Predict the toy NLLs (`toy_step_sweep` in metrics.json) for `--langevin-steps 60 --toy-step-sizes 0.1`.
 # Does cooperative training catch up with the energy trained from noise when every revision is four times
-# longer? Run it (`--section 2` runs the toy sweep alone).
+# longer? Run it with `--section 2` (the toy sweep alone).
 #
 # **Exercise 3 (think, medium): the critic's error**
 # The DV estimate with the learned critic is below the exact KL at every fit, while the estimate with the
@@ -1464,7 +1465,7 @@ if run.section(6):
 #
 # **Exercise 5 (predict-then-tweak, medium): which stabiliser matters?**
 # Predict which of `--jem-alpha 0`, `--jem-warmup 0`, `--jem-lr 5e-3` makes section 5's JEM diverge, then
-# run each. Which one does the guard catch first, and at what step?
+# run each with `--section 5`. Which one does the guard catch first, and at what step?
 #
 # **Exercise 6 (think, hard): what the generator learns**
 # Show that loss_G = mean |G(z) - x_K|^2 is maximum likelihood for a generator with Gaussian output noise,
