@@ -851,9 +851,9 @@ if run.section(3):
 # **What to notice.** Read the FD against its floor and baselines, not on its own (all at the same n, the 359
 # test images; the FD rejects digits from half the classes and blurred digits at that n,
 # tests/test_lesson08_metrics.py). Cooperative training does NOT beat the energy alone at equal Langevin
-# budget (default run, one run each: FD 32.7 against 18.8; claim digits_ebm_only_wins); it even scores
-# worse than a fitted Gaussian (24.9; digits_coop_vs_gaussian), while the energy from noise beats it. At
-# T = 1e-4 fifteen steps of descent barely change the generator's samples (generator 35.5, revised 32.7;
+# budget (default run, one run each: FD 35.5 against 13.9; claim digits_ebm_only_wins); it even scores
+# worse than a fitted Gaussian (21.9; digits_coop_vs_gaussian), while the energy from noise beats it. At
+# T = 1e-4 fifteen steps of descent barely change the generator's samples (generator 40.6, revised 35.5;
 # digits_revision_small). A likely reason for the blur, not measured here: the generator regresses onto
 # the revisions with a squared error, so it learns their average for each z (exercise 6). The energy
 # trained from noise has learned to turn noise into digits in exactly K steps (short-run EBMs, Nijkamp et
@@ -1027,11 +1027,11 @@ if run.section(4):
 # **What to notice.** The grade first. A point counts for a mode only within 1 std of its centre; fresh data puts
 # 1 - e^{-1/2} = 39 % of its points there with equal weights, a uniform ring (no modes at all) only 18 % (claim
 # ebgan_metric_sees_ring). On this grade EBGAN is a failure at this budget, and the figure shows it: both
-# generators trace a thin curve through the modes, with about 25 % of their samples in a mode (ebgan_too_wide) and
-# mode weights far from equal (KL 0.24 ± 0.13 without and 0.22 ± 0.09 with the pulling-away term, against 0.016
+# generators trace a thin curve through the modes, with 24-27 % of their samples in a mode (ebgan_too_wide) and
+# mode weights far from equal (KL 0.21 ± 0.16 without and 0.13 ± 0.09 with the pulling-away term, against 0.016
 # for right weights; ebgan_weights_wrong). By the end the two settings do not differ (ebgan_final_same). What the
-# pulling-away term does measurably is even out the weights SOONER: KL averaged over training 0.32 ± 0.14 against
-# 0.90 ± 0.15 (3 seeds; ebgan_pt_sooner). A GAN is a game: the thin lines in the right panel are single seeds, and
+# pulling-away term does measurably is even out the weights SOONER: KL averaged over training 0.32 ± 0.15 against
+# 0.85 ± 0.07 (3 seeds; ebgan_pt_sooner). A GAN is a game: the thin lines in the right panel are single seeds, and
 # the weights keep moving between checks, so look at the seeds, not only at the mean.
 
 # %% [markdown]
