@@ -29,7 +29,7 @@ FIGURES = {
     "fig01_forward_vs_reverse_kl": "one Gaussian fitted to two modes: forward fit, both reverse optima, the landscape",
     "fig02_dv_critic": "Donsker-Varadhan critics against log q/p at each fit; the KL estimates in the title",
     "fig03_coop_toy": "2-D toy: proposals, both energies and samples; NLL over a step sweep and seeds",
-    "fig04_coop_digits": "digits: generator, revised and EBM-only samples, Frechet distances with references",
+    "fig04_coop_digits": "digits: generator, revised and EBM-only samples; Frechet distances, references in the title",
     "fig05_ebgan": "EBGAN samples without and with pulling-away; mode weights during training",
     "fig06_jem_calibration": "reliability diagrams: plain classifier, JEM, JEM after temperature scaling",
     "fig07_jem_samples": "JEM's class-conditional samples, one column per label",
@@ -217,7 +217,6 @@ device = run.device
 # $q$ does not, so $q$ must cover $p$)},$$
 # $$\mathrm{KL}(q \,\|\, p) = \mathbb E_q[\log q - \log p] \quad\text{(reverse: large where $q$ has mass and
 # $p$ does not, so $q$ must stay inside $p$)}.$$
-#
 # Maximum likelihood minimises the forward KL ($\mathbb E_p \log p$ is a constant), and for a Gaussian $q$
 # that has a closed form: match the mean and the variance of $p$ (moment matching). The reverse KL has no
 # closed form; we minimise it by scipy quadrature from two starts and find two local optima, one per mode.
@@ -732,21 +731,15 @@ if run.section(3):
                         "digits_fd_baselines": {"gaussian": fd["gaussian"], "noise": fd["noise"]},
                         "feature_classifier_accuracy": feature_acc})
 
-    fig, axes = plotting.figure(2, 2, title=f"8x8 digits: CoopNets vs EBM only, {cfg.img_iters} iterations, "
-                                            f"$K$ = {cfg.langevin_steps}, $h$ = {cfg.img_sgld_step_size:g}, "
-                                            f"$T$ = {img_temperature:.0e}; FD = Fréchet distance, lower is better")
+    fig, axes = plotting.figure(3, title=f"8x8 digits: CoopNets vs EBM only, {cfg.img_iters} iterations, "
+                                         f"$K$ = {cfg.langevin_steps}, $h$ = {cfg.img_sgld_step_size:g}, $T$ = "
+                                         f"{img_temperature:.0e}; Fréchet distance (lower is better): floor "
+                                         f"{fd['floor']:.1f}, fitted Gaussian {fd['gaussian']:.1f}, "
+                                         f"noise {fd['noise']:.1f}")
     for ax, images, label in ((axes[0], gen_images, f"generator $G(z)$: FD {fd['generator']:.1f}"),
                               (axes[1], coop_images, f"CoopNets, revised: FD {fd['coop']:.1f}"),
                               (axes[2], solo_images, f"EBM only, from noise: FD {fd['ebm_only']:.1f}")):
         plotting.image_grid(ax, (images[:64].cpu() + 1) / 2, nrow=8, title=label)
-    names = ["generator", "CoopNets", "EBM only", "fitted\nGaussian", "uniform\nnoise"]
-    values = [fd["generator"], fd["coop"], fd["ebm_only"], fd["gaussian"], fd["noise"]]
-    bars = axes[3].bar(names, values, color=["#ff7f0e", "#1f77b4", "#d62728", "#9467bd", "#8c564b"])
-    axes[3].bar_label(bars, fmt="%.1f", fontsize=10)
-    axes[3].axhline(fd["floor"], color="k", ls="--", lw=1.2, label=f"floor: test vs train digits ({fd['floor']:.1f})")
-    axes[3].set(yscale="log", ylim=(fd["floor"] / 2, max(values) * 3), ylabel="FD (log scale)",
-                title="FD in the features of the lesson's classifier")
-    axes[3].legend(loc="upper left")
     run.savefig(fig, "fig04_coop_digits")
 
 # %% [markdown]
@@ -1200,7 +1193,8 @@ if run.section(6):
                         "jem_restarts": restarted_trainer.restarts_used,
                         "jem_restarted_finished": restarted_trainer.failed is None,
                         "jem_alpha_back": {"restarts": alpha_trainer.restarts_used,
-                                           "finished": not alpha_trainer.failed, **{k: alpha_report[k] for k in ("accuracy", "ece") if alpha_report}}})
+                                           "finished": not alpha_trainer.failed,
+                                           **{k: alpha_report[k] for k in ("accuracy", "ece") if alpha_report}}})
 
     fig, axes = plotting.figure(3, title=f"JEM energies during training: stable (lr {cfg.jem_lr:g}, warm-up, "
                                          f"$\\alpha$ = {cfg.jem_alpha:g}), and at lr {cfg.unstable_lr:g} "
