@@ -88,8 +88,7 @@ from common.config import between, choice, count, nonnegative, parse_flags, posi
 @dataclass
 class Config:
     # -- section 1: one Gaussian fitted to a two-mode mixture p = w N(m1, s^2) + (1 - w) N(m2, s^2)
-    mix_means: tuple[float, ...] = between((-2.0, 2.0), -10, 10)  # the two mode centres; far apart = one
-        # reverse-KL optimum per mode; at -1,1 (3.3 std apart) they have merged into one in the middle
+    mix_means: tuple[float, ...] = between((-2.0, 2.0), -10, 10)  # mode centres; at -1,1 the optima merge (ex. 1)
     mix_std: float = positive(0.6)  # std s of each mode; larger merges the modes (one reverse optimum)
     mix_weight: float = between(0.6, 0, 1, open_low=True, open_high=True)  # weight w of the first mode; the
         # reverse optimum on the other mode pays -log(1 - w), so moving w from 0.5 separates the two optima
@@ -105,8 +104,7 @@ class Config:
     demo_steps: int = count(30)  # iterations of the written-out loops (sections 2 and 5); they only show the update
     coop_steps: int = count(500)  # training iterations per toy run; 3x more only reaches 3.89 nats (floor 3.52)
     coop_batch: int = count(128, minimum=10)  # data points and proposals per toy iteration; smaller = noisier
-    langevin_steps: int = count(15)  # K: Langevin steps per iteration, the SAME for both methods (CoopNets ~15);
-        # 60 lets CoopNets catch up on the toy NLL (exercise 2) at 4x the cost
+    langevin_steps: int = count(15)  # K, the SAME for both methods; 60 lets CoopNets catch up (exercise 2), 4x cost
     toy_step_sizes: tuple[float, ...] = positive((0.02, 0.05, 0.1))  # Langevin steps h compared on the toy, at
         # T = 1 (noise sqrt(2h)); larger steps lower both methods' MMD^2. The pictures use the last one
     toy_seeds: int = count(3, minimum=2)  # seeds per (step, method): mean +- s.e. needs >= 2; more narrows the s.e.
@@ -128,8 +126,7 @@ class Config:
     fd_epochs: int = count(30)  # epochs of the feature classifier that defines the Frechet distance
     # -- section 4: EBGAN on 8 Gaussians
     margin: float = positive(1.0)  # EBGAN margin m: fakes are pushed up until E(G(z)) reaches m (paper ~1)
-    pt_weight: float = nonnegative(0.1)  # pulling-away weight lambda_PT (paper 0.1), compared with 0; larger
-        # spreads the generator's codes harder
+    pt_weight: float = nonnegative(0.1)  # pulling-away lambda_PT (paper 0.1), vs 0; larger spreads codes harder
     ebgan_steps: int = count(1000)  # simultaneous discriminator + generator steps per run
     ebgan_seeds: int = count(3, minimum=2)  # seeds per setting (mean +- s.e. needs >= 2)
     ebgan_batch: int = count(256, minimum=10)  # data points and fakes per EBGAN step
@@ -143,8 +140,7 @@ class Config:
     jem_hidden: int = count(256)  # hidden width of the classifier f (64 -> h -> h -> 10, SiLU)
     jem_lr: float = positive(1e-3)  # Adam lr after warm-up; JEM used 1e-4 on CIFAR; 3e-2 diverges (section 6)
     jem_warmup: int = count(100, minimum=0)  # linear lr warm-up steps: early energies are wild, small steps first
-    jem_alpha: float = nonnegative(0.1)  # energy L2 alpha (E(x)^2 terms): keeps energies from drifting off;
-        # 0 costs a little calibration (exercise 4)
+    jem_alpha: float = nonnegative(0.1)  # energy L2 alpha: keeps energies from drifting off; 0: see exercise 4
     sgld_steps: int = count(20)  # SGLD steps per JEM update (JEM: 20); fewer and the sampler falls behind
     sgld_step_size: float = positive(1.0)  # SGLD step h (JEM: 1)
     sgld_noise: float = positive(0.01)  # SGLD noise s (JEM: 0.01, so T = s^2/(2h) = 5e-5: noisy descent)
@@ -158,8 +154,7 @@ class Config:
     cond_steps: int = count(100)  # SGLD steps for the class-conditional samples; fewer leaves them noisy
     n_cond: int = count(8)  # class-conditional samples per class
     restart_lr_factor: float = between(0.2, 0, 1, open_low=True, open_high=True)  # lr multiplier at each restart
-    unstable_lr: float = positive(3e-2)  # section 6's diverging setting: 30x jem_lr, no warm-up, alpha = 0
-        # (at 1e-2 the default seed survives all 20 epochs)
+    unstable_lr: float = positive(3e-2)  # section 6's diverging lr (no warm-up, alpha 0); seed 0 survives 1e-2
     restarts: int = count(4, minimum=0)  # restarts allowed in section 6 (0: the guard just stops the run)
 
 
@@ -424,6 +419,7 @@ if run.section(1):
 # bound in expectation: an under-trained critic under-estimates the KL (exercise 3). Its spread is set not
 # by the KL but by $\chi^2(q \,\|\, p)$, which is infinite for the wide forward fit: the known weakness of DV
 # and MINE-type estimators (McAllester and Stratos 2020; [derivation](docs/derivations/donsker_varadhan.md)).
+
 # %% [markdown]
 # ## 2. Cooperative training: the generator proposes, the energy revises
 #
@@ -668,6 +664,7 @@ if run.section(2):
 # MMD^2 names no winner (toy_mmd_no_winner). The revision's 15 steps halve the generator's MMD^2 at every h
 # (toy_revision_h*), and a larger step lowers both methods' MMD^2 (toy_mmd_step_*). The proposals (top
 # left) cover the ring and its inside rather than the eight modes.
+
 # %% [markdown]
 # ## 3. Cooperative training on the digits
 #
@@ -743,16 +740,16 @@ if run.section(3):
     run.savefig(fig, "fig04_coop_digits")
 
 # %% [markdown]
-# **What to notice.** Read the FD against its floor and baselines (all at the same n, the 359 test images;
-# the FD rejects digits from half the classes and blurred digits at that n, tests/test_lesson08_metrics.py).
-# Cooperative training does NOT beat the energy alone at equal Langevin budget (claim digits_ebm_only_wins);
-# it even scores worse than a fitted Gaussian (digits_coop_vs_gaussian), while the energy from noise beats
-# it. At T = 1e-4 fifteen steps of descent barely change the generator's samples (digits_revision_small). A
-# likely reason for the blur, not measured here: the generator regresses onto the revisions with a squared
-# error, so it learns their average for each z (exercise 6). The energy trained from noise has learned to
-# turn noise into digits in exactly K steps (short-run EBMs, Nijkamp et al. 2019), which the FD rewards.
-# CoopNets' published gains use convolutional generators, longer revisions and a z-revision step; this MLP,
-# 15-step version shows the mechanism, not the gain. One run each: the budget holds seeds for the toy only.
+# **What to notice.** Read the FD against its floor and baselines (all at n = 359; the FD rejects digits from
+# half the classes and blurred digits at that n, tests/test_lesson08_metrics.py). Cooperative training does
+# NOT beat the energy alone at equal Langevin budget (claim digits_ebm_only_wins); it even scores worse than a
+# fitted Gaussian (digits_coop_vs_gaussian), which the energy from noise beats. At T = 1e-4 fifteen steps of
+# descent barely change the generator's samples (digits_revision_small). The energy trained from noise has
+# learned to turn noise into digits in exactly K steps (short-run EBMs, Nijkamp et al. 2019), which the FD
+# rewards; the generator's blur may come from regressing onto the revisions (exercise 6, not measured).
+# CoopNets' published gains use convolutional generators, longer revisions and a z-revision step; this MLP
+# version shows the mechanism, not the gain. One run each: the budget holds seeds for the toy only.
+
 # %% [markdown]
 # ## 4. Energy-based GANs: an autoencoder as the energy
 #
@@ -893,14 +890,14 @@ if run.section(4):
     run.savefig(fig, "fig05_ebgan", key=True)
 
 # %% [markdown]
-# **What to notice.** The grade first. A point counts for a mode only within 1 std of its centre; fresh data puts
-# 1 - e^{-1/2} = 39 % of its points there with equal weights, a uniform ring (no modes at all) only 18 % (claim
-# ebgan_metric_sees_ring). On this grade EBGAN fails at this budget, and the figure shows it: both generators
-# trace a thin curve through the modes, too few samples in a mode (ebgan_too_wide) and mode weights far from
-# equal (ebgan_weights_wrong; KL 0.21 ± 0.16 without and 0.13 ± 0.09 with the pulling-away term in the default
-# run). By the end the two settings do not differ (ebgan_final_same). What the pulling-away term does
-# measurably is even out the weights SOONER (ebgan_pt_sooner). A GAN is a game: the thin lines are single
-# seeds, and the weights keep moving between checks, so look at the seeds, not only at the mean.
+# **What to notice.** The grade first: fresh data puts 1 - e^{-1/2} = 39 % of its points within 1 std of a
+# mode, with equal weights; a uniform ring (no modes) only 18 % (claim ebgan_metric_sees_ring). On this grade
+# EBGAN fails at this budget: both generators trace a thin curve through the modes, too few samples in a mode
+# (ebgan_too_wide), weights far from equal (ebgan_weights_wrong; KL 0.21 ± 0.16 without and 0.13 ± 0.09 with
+# the pulling-away term in the default run), and by the end the two settings do not differ
+# (ebgan_final_same). What the pulling-away term does measurably is even out the weights SOONER
+# (ebgan_pt_sooner). A GAN is a game: the weights keep moving between checks, so look at the single seeds.
+
 # %% [markdown]
 # ## 5. JEM: the classifier is secretly an energy model
 #
@@ -1097,17 +1094,14 @@ if run.section(5):
 
 # %% [markdown]
 # **What to notice.** JEM's accuracy is within a point of the classifier's (claim jem_accuracy, one run each),
-# but its bars sit above the diagonal: it is UNDER-confident, right more often than it claims. Its ECE is far
-# beyond what a calibrated model with its confidences scores on 359 images (jem_miscalibrated). ECE is biased
-# upwards at small n, which is why the line is drawn by sampling labels from the model's own probabilities
-# rather than at 0. The plain classifier is close to calibrated but just above its line in the default run
-# (0.027 against 0.026: clf_calibrated FAILS, by a hair; its fitted temperature 1.13 says slightly
-# over-confident). One temperature fitted on the validation digits, tau = 0.36 in the default run (JEM's
-# logits are about 3x too small), brings JEM's test ECE under the line (jem_temperature_fix, right panel).
-# Why the logits shrink is open: the obvious suspect, the alpha E(x)^2 term that pulls logsumexp f(x)
-# towards 0, is not it (exercise 4). Grathwohl et al. report better calibration for JEM on CIFAR-100, where
-# the plain classifier is over-confident; on the digits the MLP is already nearly calibrated, so JEM has
-# nothing to fix. Read every bar against the count under it: bins with fewer than 10 images are hatched.
+# but its bars sit above the diagonal: it is UNDER-confident, right more often than it claims, and its ECE is
+# far beyond what a calibrated model with its confidences scores on 359 images (jem_miscalibrated; ECE is
+# biased upwards at small n, so the line comes from labels sampled from the model's own probabilities). The
+# plain classifier sits just above its line in the default run (0.027 against 0.026: clf_calibrated FAILS, by
+# a hair; fitted temperature 1.13, slightly over-confident). One temperature fitted on the validation digits
+# (tau = 0.36 in the default run: JEM's logits are about 3x too small) brings JEM under the line
+# (jem_temperature_fix, right panel). Why the logits shrink is open: the alpha E(x)^2 term is not it
+# (exercise 4). Bins with fewer than 10 images are hatched: read every bar against the count under it.
 
 # %%
 if run.section(5):
@@ -1137,6 +1131,7 @@ if run.section(5):
 # noise, so they are sharp modes, not a fair sample; the independent feature classifier labels all of them
 # as intended in the default run. Whether JEM's trained density $-E(x)$ also tells digits from non-digits
 # better than a plain classifier's logsumexp is the subject of lesson 09 (out-of-distribution detection).
+
 # %% [markdown]
 # ## 6. Keeping joint training alive
 #
@@ -1220,12 +1215,12 @@ if run.section(6):
 # alpha_rescues, "no restart at all", FAILS); run alone (`--section 6`, other SGLD draws) it finishes with no
 # restart. Alpha makes the blow-ups rare; whether one slips through at 30x the lr depends on the draws, and
 # the guard's restart catches it.
+
 # %% [markdown]
 # ## Summary
 #
-# 1. Forward KL (maximum likelihood) covers every mode; reverse KL picks one, with a local optimum per
-#    mode that pays about -log w for the mode it ignores. A critic trained on the Donsker-Varadhan bound
-#    estimates a KL from samples alone (within 10 %), from below in expectation.
+# 1. Forward KL (maximum likelihood) covers every mode; reverse KL picks one (a local optimum per mode,
+#    paying about -log w). A Donsker-Varadhan critic estimates a KL from samples alone, from below.
 # 2. Cooperative training starts the energy's short chains at a generator's proposals, and the generator
 #    learns from the revisions, which halve its MMD^2. At an equal budget of 15 Langevin steps, over three
 #    steps h and three seeds, the energy trained from noise is the better density at every h, the samples
