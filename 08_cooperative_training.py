@@ -473,10 +473,11 @@ def train_energy(energy, n_steps, batch, draw_data, propose, step_size, noise_sc
     trainer = Trainer(model, run, lr=cfg.coop_lr, blame="coop_lr", name=name)
 
     def loss_fn(step):
+        x_pos = draw_data(batch)
         x_start = propose(batch)  # G(z) (with grad, for loss_G) or noise
         x_neg = draw_negatives(energy, lambda n: x_start.detach(), batch, n_steps=cfg.langevin_steps,
                                step_size=step_size, noise_scale=noise_scale, clamp=clamp, generator=gen)
-        loss, logs = contrastive_divergence_loss(energy(draw_data(batch)), energy(x_neg), alpha=cfg.coop_alpha)
+        loss, logs = contrastive_divergence_loss(energy(x_pos), energy(x_neg), alpha=cfg.coop_alpha)
         if generator is not None:  # loss_G = mean |G(z) - x_K|^2: proposals move to where the energy sent them
             loss_g = ((x_start - x_neg) ** 2).flatten(1).sum(1).mean()
             loss, logs = loss + loss_g, {**logs, "generator_mse": loss_g.detach()}
