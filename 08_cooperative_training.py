@@ -1199,10 +1199,11 @@ if run.section(6):
                                (axes[2], alpha_trainer, f"$\\alpha$ = {cfg.jem_alpha:g}")):
         ax.plot(trainer.history["e_pos"], lw=1, label="mean $E$(data)")
         ax.plot(trainer.history["e_neg"], lw=1, label="mean $E$(SGLD samples)")
-        wild = max(np.abs(trainer.history[k]).max() for k in ("e_pos", "e_neg")) > 10
+        wild = bool(max(np.abs(trainer.history[k]).max() for k in ("e_pos", "e_neg")) > 10)
         if wild:  # linear in [-1, 1], logarithmic beyond: the blow-ups fit on the same axis
             ax.set_yscale("symlog", linthresh=1)
-        ax.set(xlabel="update (the steps of a restart follow on)", ylabel="mean energy" + " (symlog)" * wild,
+        ax.set(xlabel="update (the steps of a restart follow on)",
+               ylabel="mean energy (symlog)" if wild else "mean energy",
                title=f"{label}: {trainer.restarts_used} restart(s)" + (", then stopped" if trainer.failed else ""))
         plotting.legend_below(ax, ncol=2)
     run.savefig(fig, "fig08_jem_divergence")
