@@ -9,12 +9,9 @@ training, the spurious modes a short chain never visits, and the diagnostics tha
 You will learn:
 - how a CD-k / PCD update is computed, in a dozen lines (then from ``common/rbm.py``);
 - that the CD-k gradient is biased, how the bias shrinks with k, and what PCD changes;
-- to compare training methods at an equal Gibbs-sampling budget with the *exact* likelihood,
-  and why PCD wants a decaying learning rate;
-- that short-run chains behave like an implicit generator, which can hide spurious modes, and that CD-k
-  removes a mode its chains never visit far more slowly than PCD;
-- to read autocorrelation, ESS, split R-hat and the self-transition rate, and to fix a stuck chain
-  with parallel tempering.
+- to compare methods at an equal Gibbs budget with the *exact* likelihood, and why PCD wants a decaying rate;
+- that short-run chains are an implicit generator that can hide spurious modes, which CD-k removes slowly;
+- to read autocorrelation, ESS, split R-hat and the self-transition rate, and to fix a stuck chain by tempering.
 
 Prerequisites: lesson 03 (Gibbs sampling, Boltzmann machines) and lesson 04 (RBMs, free energy).
 
@@ -22,6 +19,7 @@ How to run:
     python 05_contrastive_divergence.py              # full lesson (CPU time: docs/results.md)
     python 05_contrastive_divergence.py --quick      # every code path in seconds (CI)
     python 05_contrastive_divergence.py --section 2  # one section only (SECTIONS below)
+    python 05_contrastive_divergence.py --section 4 --spurious-seeds 2 --unvisited-seeds 2  # section 4, live size
     python 05_contrastive_divergence.py --help       # every hyperparameter, with advice
     python 05_contrastive_divergence.py --show       # also open the figures in windows
 On 28x28 data the default trains over 20 models on all 60,000 images: several hours. For a lecture,
@@ -64,9 +62,6 @@ METRICS = {
     "unvisited_mode": "{start / CD-1 / PCD-1: per start, exact inverted mass, inverted and far fractions, test LL}",
     "unvisited_mass_curves": "{CD-1, PCD-1: per start, epochs, exact inverted mass and test LL at checkpoints}",
     "unvisited_epochs_to_remove": "{CD-1, PCD-1: per start, first checkpoint epoch with inverted mass < 0.01}",
-    "unvisited_start_free_energy_gap": "per start, mean over training digits of F(digit) - F(its negative)",
-    "unvisited_pcd_pretrained_mass": "inverted mass of start 1 pre-trained with PCD-1 instead of CD-1",
-    "unvisited_first_epoch_mass": "per start, inverted mass after the first epoch of CD-1 pre-training",
     "pcd_training_chain_stats": "{schedule: per seed, per tenth: class switches, ink autocorrelation, self-trans.}",
     "rhat_max": "{chains: largest split R-hat over the monitored summaries}",
     "ess_per_chain": "{chains: effective sample size of the free energy, per chain}",
@@ -75,7 +70,7 @@ METRICS = {
 }
 SECTIONS = {1: "CD-k and PCD step by step", 2: "the bias of CD-k", 3: "equal budget, exact likelihood",
             4: "short-run chains and spurious modes", 5: "chain health", 6: "chains slowing in training"}
-EXERCISES = {3: ()}  # exercise: the sections its stub needs (the exact CD-k fixed point needs none)
+EXERCISES = {3: (), 8: (4,)}  # exercise: the sections its stub needs (the exact CD-k fixed point needs none)
 
 
 # %%
@@ -175,8 +170,6 @@ if cfg.lecture and not flags.quick:
             setattr(cfg, field_name, value)
 
 # heavy imports only now, so that --help and a mistyped flag answer at once
-
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -185,12 +178,7 @@ from common import evaluation, plotting
 from common.boltzmann import all_binary_states, bars_and_stripes
 from common.claims import over_seeds
 from common.datasets import load_images
-from common.diagnostics import (
-    autocorrelation,
-    effective_sample_size,
-    self_transition_rate,
-    split_rhat,
-)
+from common.diagnostics import autocorrelation, effective_sample_size, self_transition_rate, split_rhat
 from common.evaluation import nearest_hamming
 from common.lesson import start_lesson
 from common.progress import progress
@@ -294,10 +282,9 @@ if run.section(1) or run.section(2):
             v, _ = rbm_bas.gibbs(v, 1, gen)
             if step in show_steps:
                 snapshots.append(v)
-        fig, axes = plotting.figure(2, 1, title=f"Gibbs chains of the {cfg.bas_side}x{cfg.bas_side} "
-                                    "bars-and-stripes RBM "
-                                    f"({cfg.bas_hidden} hidden, {cfg.bas_train_steps} PCD updates, lr={cfg.bas_lr})",
-                                    panel_size=(5.4, 3.6))
+        title = (f"Gibbs chains of the {cfg.bas_side}x{cfg.bas_side} bars-and-stripes RBM ({cfg.bas_hidden} hidden, "
+                 f"{cfg.bas_train_steps} PCD updates, lr={cfg.bas_lr})")
+        fig, axes = plotting.figure(2, 1, title=title, panel_size=(5.4, 3.6))
         grid = torch.stack(snapshots, dim=1).reshape(-1, n_vis)  # row = one chain, column = step
         plotting.image_grid(axes[0], grid, (cfg.bas_side, cfg.bas_side), nrow=len(show_steps),
                             title="CD: rows start at data, columns = step " + ", ".join(map(str, show_steps)))
@@ -356,12 +343,9 @@ if run.section(2):
         ceiling = 1 / math.sqrt(1 + row["noise"] ** 2)
         visible = "yes" if row["relerr"] > 3 * row["noise"] else "no (within noise)"
         print(f"{name:>8} {row['cosine']:8.4f} {row['relerr']:8.4f} {row['noise']:8.4f} {ceiling:15.4f}  {visible}")
-    run.metrics["grad_cosine_by_k"] = {str(k): bias[k]["cosine"] for k in cfg.ks}
-    run.metrics["grad_relerr_by_k"] = {str(k): bias[k]["relerr"] for k in cfg.ks}
-    run.metrics["grad_noise_floor_by_k"] = {str(k): bias[k]["noise"] for k in cfg.ks}
-    run.metrics["grad_cosine_pcd"] = bias_pcd["cosine"]
-    run.metrics["grad_relerr_pcd"] = bias_pcd["relerr"]
-    run.metrics["grad_noise_floor_pcd"] = bias_pcd["noise"]
+    for key, name in (("cosine", "grad_cosine"), ("relerr", "grad_relerr"), ("noise", "grad_noise_floor")):
+        run.metrics[f"{name}_by_k"] = {str(k): bias[k][key] for k in cfg.ks}
+        run.metrics[f"{name}_pcd"] = bias_pcd[key]
     k_first, k_last = cfg.ks[0], cfg.ks[-1]
     run.claim("cd1_bias_visible", f"CD-{k_first}'s error is bias, not noise", bias[k_first]["relerr"], ">",
               3 * bias[k_first]["noise"], reference_label="3 x its noise floor")
@@ -387,8 +371,8 @@ if run.section(2):
     axes[0].plot(ks, [1 / math.sqrt(1 + bias[k]["noise"] ** 2) for k in cfg.ks], "k:",
                  label="best cosine given the noise")
     axes[1].set_yscale("log")
-    axes[0].legend()
-    axes[1].legend()
+    for ax in axes:
+        ax.legend()
     run.savefig(fig, "fig02_cd_bias", key=True)
 
 # %% [markdown]
@@ -534,17 +518,12 @@ if run.section(3):
 # %% [markdown]
 # ## 4. Short-run chains are an implicit generator; exact samples look for spurious modes
 #
-# A CD-k trained model is only ever asked what happens k steps from the data. The k-step chain
-# is a generator of its own, $q_k = p_{\rm data} T^k$, and the training makes $q_k$ look like the
-# data. Nothing forces the *model* $p = p_{\rm data} T^\infty$ to: regions that the short chains
-# never reach never have their energy pushed up, and they can hold a lot of probability. Here we
-# sample the model exactly (draw $h \sim p(h)$ by enumerating $2^{n_h}$ hidden states, then $v \sim p(v \mid h)$)
-# and count the samples that are farther (Hamming distance) from every training image than
-# `far_quantile` of the real test images are. We train a sharper CD-1 model and, for contrast, a
-# PCD model for the same number of epochs from the same start. The schedules differ on purpose:
-# CD-1 keeps a constant learning rate, PCD decays it to 0 (the schedule it needs, section 3).
-# One model is one draw: the effect varies a lot from seed to seed, so we then repeat both
-# trainings from `spurious_seeds` different initial weights and report mean +- standard error.
+# CD-k trains the k-step chain $q_k = p_{\rm data} T^k$ to look like the data; nothing forces the *model*
+# $p = p_{\rm data} T^\infty$ to. Regions the short chains never reach never have their energy pushed up.
+# We sample the model exactly ($h \sim p(h)$ over all $2^{n_h}$ hidden states, then $v \sim p(v \mid h)$) and
+# count samples farther (Hamming) from every training image than `far_quantile` of the test images are,
+# for a sharp CD-1 model (constant rate) and a PCD model (decaying rate, section 3) from the same start,
+# then over `spurious_seeds` initial weights (mean +- SE): one model is one draw.
 
 # %%
 if run.section(4):
@@ -609,12 +588,10 @@ if run.section(4):
     snaps, exact = grids["CD-1"]
     columns = [x_test[:10]] + [snaps[k] for k in cfg.probe_ks] + [exact[:10]]
     fig, ax = plotting.figure(1, 1, title=f"Sharp CD-1 model ({cfg.sharp_epochs} epochs, lr={cfg.sharp_lr}, "
-                              "no weight decay)",
-                              panel_size=(1.0 + 0.9 * len(columns), 7.2))
+                              "no weight decay)", panel_size=(1.0 + 0.9 * len(columns), 7.2))
     plotting.image_grid(ax, torch.stack(columns, 1).reshape(-1, x_train.shape[1]), data.shape, nrow=len(columns))
     ax.set_title("columns: test image, after k = " + ", ".join(map(str, cfg.probe_ks))
-                 + " Gibbs steps, exact model sample",
-                 fontsize=9)
+                 + " Gibbs steps, exact model sample", fontsize=9)
     run.savefig(fig, "fig04_short_vs_long")
 
     fig, ax = plotting.figure(1, 1, title=f"Samples far from all training digits (> {far:.0f} pixels), "
@@ -645,21 +622,18 @@ if run.section(4):
                             f"sharp {name}, init {i + 1}/{cfg.spurious_seeds}", evaluate=False)
             seed_fractions[name].append(far_fractions(rbm))
     print(f"\nOver {cfg.spurious_seeds} initial seeds (mean +- standard error over seeds), fraction of far samples:")
-    print(f"{'model':>6} {'exact samples':>16} {'1 step from data':>18} {'exact - 1 step':>16}")
-    spurious_summary = {}
+    print(f"{'model':>6} {'exact samples':>18} {'1 step from data':>18} {'exact - 1 step':>18}")
+    spurious_summary, gaps = {}, {}
     for name, rows in seed_fractions.items():
-        rows = np.array(rows)  # (seeds, 2)
-        gap = rows[:, 0] - rows[:, 1]
-        # SE of a mean over S seeds: std(ddof=1) / sqrt(S)
-        mean, se = rows.mean(0), rows.std(0, ddof=1) / math.sqrt(len(rows))
-        gap_mean, gap_se = gap.mean(), gap.std(ddof=1) / math.sqrt(len(gap))
-        print(f"{name:>6} {mean[0]:9.3f} +- {se[0]:.3f} {mean[1]:11.3f} +- {se[1]:.3f} {gap_mean:9.3f} +- {gap_se:.3f}")
-        spurious_summary[name] = {"exact_mean": mean[0], "exact_se": se[0], "one_step_mean": mean[1],
-                                  "one_step_se": se[1], "gap_mean": gap_mean, "gap_se": gap_se,
-                                  "per_seed_exact": rows[:, 0], "per_seed_one_step": rows[:, 1]}
+        rows = np.array(rows)  # (seeds, 2): exact, one step
+        stats = over_seeds(lambda s, r=rows: {"exact": r[s, 0], "one_step": r[s, 1], "gap": r[s, 0] - r[s, 1]},
+                           range(len(rows)))  # SE of a mean over S seeds: std(ddof=1) / sqrt(S)
+        print(f"{name:>6} " + " ".join(f"{str(stats[key]):>18}" for key in stats))
+        spurious_summary[name] = {f"{key}_{part}": getattr(stat, part) for key, stat in stats.items()
+                                  for part in ("mean", "se")}
+        spurious_summary[name].update(per_seed_exact=rows[:, 0], per_seed_one_step=rows[:, 1])
+        gaps[name] = stats["gap"]
     run.metrics["spurious_fraction_over_seeds"] = spurious_summary
-    gaps = {name: over_seeds(lambda s, r=rows: r[s][0] - r[s][1], range(cfg.spurious_seeds))
-            for name, rows in seed_fractions.items()}
     run.claim("spurious_cd1_gap", "CD-1's exact samples are far more often than its 1-step samples",
               gaps["CD-1"], ">", 0.0, reference_label="no gap")
 
@@ -693,15 +667,12 @@ if run.section(4):
 # %% [markdown]
 # ### A mode that the short chains never visit
 #
-# To watch the mechanism without the seed-to-seed noise, give training a far mode to remove. We first
-# train the RBM with CD-1 on the digits *and their negatives* (white on black); the starting model then
-# puts nearly all of its mass on inverted digits, dozens of pixels from any real one. Then we train on
-# the digits alone from that same start, with CD-1 and with PCD-1 (each with its schedule, as above),
-# and follow the model's *exact* mass on inverted images (more than half of the pixels on: digits have
-# about a third on, their negatives two thirds) epoch by epoch. It is a sum over the 2^n_h hidden states
-# of p(h) P(more than n_v / 2 pixels on | h), the second factor a Poisson-binomial tail
-# (`common.rbm.exact_count_tail`): no sampling. CD-1's negative phase is one Gibbs step from a digit and
-# never comes near an inverted image; PCD's persistent chains go wherever the model puts mass.
+# To see the mechanism without the seed-to-seed noise, give training a far mode to remove: CD-1 on the
+# digits *and their negatives* gives a start with nearly all its mass on inverted digits. From it we train
+# on the digits alone with CD-1 and PCD-1 (each with its schedule) and follow the *exact* mass on inverted
+# images (more than half of the pixels on): $\sum_h p(h)\, P(\text{more than } n_v/2 \text{ on} \mid h)$, a
+# Poisson-binomial tail (`common.rbm.exact_count_tail`). CD-1's negative phase is one Gibbs step from a digit
+# and never comes near an inverted image; PCD's persistent chains go wherever the model puts mass.
 
 # %%
 if run.section(4):
@@ -774,10 +745,10 @@ if run.section(4):
                                         f"CD-1, {cfg.unvisited_cd_epochs} ep",
                                         f"PCD-1, {cfg.unvisited_epochs} ep")}  # name: [row per start]
     curves = {"CD-1": [], "PCD-1": []}  # method: [mass and test-LL curve per start]
-    start_gap = []  # per start: mean over training digits of F(digit) - F(its negative)
+    starts = []  # the pre-trained starts (exercise 8 asks why they sit on the negatives)
     for i in range(cfg.unvisited_seeds):
         start = inverted_start(i)
-        start_gap.append(float((start.free_energy(x_train) - start.free_energy(1 - x_train)).mean()))
+        starts.append(start)
         unvisited["start"].append(unvisited_row(start))
         for method, epochs in (("CD-1", cfg.unvisited_cd_epochs), ("PCD-1", cfg.unvisited_epochs)):
             curve, rbm = removal_run(start, method == "PCD-1", epochs, i, f"{method} from inverted start {i + 1}")
@@ -787,7 +758,6 @@ if run.section(4):
                 at = curve["epoch"].index(min(cfg.unvisited_epochs, epochs))
                 unvisited[f"CD-1, {cfg.unvisited_epochs} ep"].append({"exact_mass": curve["mass"][at],
                                                                       "test_loglik": curve["test_loglik"][at]})
-    pcd_start = inverted_start(0, persistent=True)  # the mechanism: the same pre-training with PCD-1 instead of CD-1
     columns = ("exact_mass", "one_step_inverted", "exact_far", "one_step_far", "test_loglik")
     print(f"Mean over {cfg.unvisited_seeds} starts; exact_mass = the model's exact inverted mass (per-start values "
           "in metrics.json)")
@@ -799,18 +769,10 @@ if run.section(4):
                for method in curves}
     print(f"Epochs until the exact inverted mass is below {cfg.removed_below:g} (first checkpoint), per start: "
           + "; ".join(f"{m} {list(s.values)}" for m, s in removal.items()))
-    print(f"Why the start sits on the negatives: F(digit) - F(its negative) = {np.mean(start_gap):.1f} nats on average "
-          f"(per start {', '.join(f'{g:.1f}' for g in start_gap)}), so p(negative) / p(digit) = e^(that); the inverted "
-          f"mass is already {', '.join(f'{m:.3f}' for m in first_epoch_mass)} after the first pre-training epoch; "
-          f"the same pre-training with PCD-1 puts {inverted_mass(pcd_start):.3f} of its mass on inverted images "
-          f"(start 1; CD-1: {unvisited['start'][0]['exact_mass']:.3f})")
     run.metrics["unvisited_mode"] = {name: {c: [r[c] for r in rows] for c in columns if c in rows[0]}
                                      for name, rows in unvisited.items()}
     run.metrics["unvisited_mass_curves"] = curves
     run.metrics["unvisited_epochs_to_remove"] = {m: list(s.values) for m, s in removal.items()}
-    run.metrics["unvisited_start_free_energy_gap"] = start_gap
-    run.metrics["unvisited_pcd_pretrained_mass"] = inverted_mass(pcd_start)
-    run.metrics["unvisited_first_epoch_mass"] = first_epoch_mass
     cd_long = unvisited[f"CD-1, {cfg.unvisited_cd_epochs} ep"]
     pcd_short = unvisited[f"PCD-1, {cfg.unvisited_epochs} ep"]
     run.claim("unvisited_start_holds_mode", "the pre-trained start puts nearly all its mass on inverted digits",
@@ -827,10 +789,6 @@ if run.section(4):
               float(np.mean([r["test_loglik"] for r in cd_long])), ">",
               float(np.mean([r["test_loglik"] for r in unvisited[f"CD-1, {cfg.unvisited_epochs} ep"]])), 1.0,
               reference_label=f"its LL at {cfg.unvisited_epochs} epochs (+1 nat)")
-    run.claim("unvisited_split_in_first_epoch", "the split is decided in the first pre-training epoch",
-              min(first_epoch_mass), ">", 0.9, reference_label="(inverted mass, every start)")
-    run.claim("unvisited_split_not_learned", "pre-trained with PCD-1 instead, the start puts its mass on the digits",
-              inverted_mass(pcd_start), "<", 0.1, reference_label="(inverted mass)")
 
     fig, axes = plotting.figure(3, 1, title="A far mode CD-1 never visits: start = CD-1 RBM of digits + their "
                                 "negatives "
@@ -864,25 +822,19 @@ if run.section(4):
 #   into the mode and their negative phase pushes its energy up.
 # - CD-1 removes it too, but after hundreds of epochs. Its one-step samples are never inverted: the mode
 #   goes only as a side effect of the updates made for the digits (we did not measure which part).
-# - Why the start sits on the negatives: a negative's free energy is tens of nats below its digit's. The
-#   split is decided in the first epoch of pre-training and CD-1 never revisits it: no 1-step chain crosses
-#   between a digit and its negative. It is not the data: pre-trained with PCD-1, whose chains do cross,
-#   the start puts almost all its mass on the digits instead.
+# - Why the start sits on the negatives at all is exercise 8 (its stub measures it).
 # - This is the seed's claim in a measured form: the negative phase raises the energy only where the
 #   sampler goes, so CD-k removes a mode its chains never visit far more slowly than PCD, indirectly.
 
 # %% [markdown]
 # ## 5. Chain health: autocorrelation, ESS, split R-hat and the self-transition rate
 #
-# A PCD gradient is only as good as its persistent chains. Four numbers say whether they mix:
-# the autocorrelation $\rho_t$ of a summary (here the free energy $F(v)$); the effective sample size
-# ${\rm ESS} = m n / (1 + 2 \sum_t \rho_t)$; split $\hat R$, which compares chains (and chain halves) and is
-# about 1.00 when they agree; and the self-transition rate, the fraction of steps at which the
-# whole image stays the same. We run them on the PCD model of section 3, then on the same model
-# cooled by hand (all parameters times beta = `stuck_beta`: the "cooled" model, a picture of where
-# unchecked weight growth leads, not a product of training; section 6 looks at chains during
-# training itself), and then fix the cooled one with parallel tempering: replicas at smaller beta mix
-# freely and hand their states down by Metropolis swaps.
+# A PCD gradient is only as good as its persistent chains. Four numbers say whether they mix: the
+# autocorrelation $\rho_t$ of a summary (the free energy $F(v)$); ${\rm ESS} = m n / (1 + 2 \sum_t \rho_t)$;
+# split $\hat R$ (about 1.00 when chains and chain halves agree); and the self-transition rate (steps that
+# leave the whole image unchanged). We check the PCD model of section 3, the same model cooled by hand
+# (parameters times beta = `stuck_beta`: where unchecked weight growth leads; section 6 looks at training
+# itself), and the cooled one under parallel tempering (hotter replicas hand states down by Metropolis swaps).
 
 # %%
 if run.section(5):
@@ -957,9 +909,8 @@ if run.section(5):
                         ("iid", "repeat_rate_iid")):
         run.metrics[metric] = {name: r[key] for name, r in report.items()}
     run.claim("healthy_rhat", "healthy chains: R-hat about 1.00", report["healthy"]["rhat"], "<", 1.05)
-    run.claim("cooled_rhat", "the cooled model's chains do not mix: R-hat far above 1.05",
-              report["cooled"]["rhat"], ">",
-              1.05)
+    run.claim("cooled_rhat", "the cooled model's chains do not mix: R-hat far above 1.05", report["cooled"]["rhat"],
+              ">", 1.05)
     run.claim("tempering_ess", "tempering raises the ESS by an order of magnitude", report["tempered"]["ess"], ">",
               10 * report["cooled"]["ess"], reference_label="10 x cooled ESS")
     run.claim("tempering_rhat", "tempering brings R-hat to about 1", report["tempered"]["rhat"], "within", 1.0, 0.1)
@@ -989,14 +940,12 @@ if run.section(5):
 # %% [markdown]
 # ## 6. Chains that slow down during training itself
 #
-# The cooled model above is made by hand. Does PCD training produce slow chains by itself? The
-# lever is the learning-rate schedule that section 3 recommends. We train the same wider model
-# (`wide_hidden` units, momentum `wide_momentum`, no weight decay, `wide_epochs` epochs) twice from the same
-# streams: once at a constant rate `wide_lr`, once with the rate decaying linearly to 0, and repeat the pair
-# for `slowing_seeds` seeds. We record the persistent chains after every update and measure, in each tenth
-# of training, how often a chain moves to another mode (the class of its nearest training digit changes
-# between updates, counted over the first `switch_window` updates of the tenth), the autocorrelation of
-# its ink (fraction of pixels on) at lags 1 and 10, and the self-transition rate.
+# Does PCD training itself slow its chains? The lever is section 3's learning-rate schedule. We train a wider
+# model (`wide_hidden` units, momentum `wide_momentum`, no weight decay) at a constant `wide_lr` and with the
+# rate decaying to 0, over `slowing_seeds` seeds, record the persistent chains after every update, and measure
+# per tenth of training: mode switches (the class of a chain's nearest training digit changes, over the first
+# `switch_window` updates), the autocorrelation of its ink (fraction of pixels on) at lags 1 and 10, and the
+# self-transition rate.
 
 # %%
 if run.section(6):
@@ -1016,8 +965,8 @@ if run.section(6):
             for start in range(0, len(x_train) - cfg.batch_size + 1, cfg.batch_size):
                 velocity, chains, _ = train_epoch(rbm, x_train[order[start:start + cfg.batch_size]], lr=lr_now, k=1,
                                                   batch_size=cfg.batch_size, momentum=cfg.wide_momentum,
-                                                  weight_decay=0.0,
-                                                  velocity=velocity, chains=chains, generator=g, monitor=False)
+                                                  weight_decay=0.0, velocity=velocity, chains=chains, generator=g,
+                                                  monitor=False)
                 record.append(chains.clone())
             run.check_finite(rbm.W, step=epoch, what="PCD chain-record weights", field="wide_lr", bound=1e3)
         return torch.stack(record), rbm
@@ -1076,9 +1025,9 @@ if run.section(6):
     run.claim("slowing_self_transition_silent", "the self-transition rate never fires (every tenth, seed, schedule)",
               self_max, "<", 0.01)
 
-    fig, axes = plotting.figure(2, 1, title=f"PCD-1 chains during training, {cfg.wide_hidden} hidden units: "
-                                "constant lr "
-                                f"{cfg.wide_lr:g} vs decaying to 0 ({cfg.slowing_seeds} seeds)", panel_size=(5.0, 3.8))
+    fig, axes = plotting.figure(2, 1, title=f"PCD-1 chains during training, {cfg.wide_hidden} hidden units: constant "
+                                f"lr {cfg.wide_lr:g} vs decaying to 0 ({cfg.slowing_seeds} seeds)",
+                                panel_size=(5.0, 3.8))
     tenths = np.arange(1, 11)
     for i, name in enumerate(chain_stats):
         for rows in chain_stats[name]:  # thin lines: each seed
@@ -1108,19 +1057,17 @@ if run.section(6):
 # %% [markdown]
 # ## Summary
 #
-# - CD-k is a dozen lines: a positive phase at the data and a negative phase k Gibbs steps away;
-#   PCD only changes where the negative chain starts.
-# - The CD-k gradient is biased, most for small k and sharp models; against the exact gradient the
-#   cosine rises toward 1 as k grows. PCD's bias is the lag of its chains behind the parameters.
-# - Compare methods at an equal sampling budget with an honest metric. With the exact likelihood,
-#   PCD with a constant learning rate oscillates; with a decaying one it is as good as or better than CD-1.
-# - A short-run chain is a generator in its own right and can look fine while the model itself
-#   hides spurious modes; exact sampling is how to look for them. From random initial weights the
-#   effect is small and not significant over 5 seeds; from a start that already has a far mode
-#   (inverted digits), CD-1 removes it far more slowly than PCD: hundreds of epochs against one.
-# - Check chains with R-hat and ESS; tempering fixes chains that are stuck in the modes of a cooled,
-#   peaked model. In training itself, a learning rate decaying to 0 slows PCD's persistent chains
-#   (fewer class switches per update, on every seed), while the self-transition rate never fires.
+# - CD-k is a dozen lines: a positive phase at the data, a negative phase k Gibbs steps away; PCD only
+#   changes where the negative chain starts.
+# - The CD-k gradient is biased, most for small k and sharp models; its cosine with the exact gradient
+#   rises toward 1 with k. PCD's bias is the lag of its chains behind the parameters.
+# - Compare methods at an equal sampling budget with an honest metric: with the exact likelihood, PCD at a
+#   constant rate oscillates; with a decaying one it ends level with CD-1.
+# - A short-run chain can look fine while the model hides spurious modes; exact sampling looks for them.
+#   From random weights the effect is small and not significant; from a start with a far mode (inverted
+#   digits), CD-1 removes it far more slowly than PCD: hundreds of epochs against one.
+# - Check chains with R-hat and ESS; tempering unsticks a cooled, peaked model. In training, a rate decaying
+#   to 0 slows PCD's chains (fewer class switches), while the self-transition rate never fires.
 
 # %% [markdown]
 # ## Exercises
@@ -1151,12 +1098,17 @@ if run.section(6):
 # **Exercise 6 (think, hard): can a spurious mode raise the likelihood?**
 # The sharp CD-1 model puts mass far from the data. Can that ever *increase* the test
 # log-likelihood compared with a model that puts it near the data? Use section 4's numbers.
-
 #
 # **Exercise 7 (extend, easy): same schedule for both sharp models**
 # In section 4 the sharp CD-1 model uses a constant learning rate and the PCD model a decaying
 # one. Give both the same schedule (one argument of `train_on_budget`) and check whether the gap
 # between their exact-sample 'far' fractions survives.
+#
+# **Exercise 8 (think, medium): why does the start sit on the negatives?**
+# The pre-trained start of section 4 saw digits and negatives equally often, yet puts nearly all its mass
+# on the negatives. Predict, then run `--exercise 8` (it runs section 4, then prints F(digit) - F(negative)
+# per start, the inverted mass after the first pre-training epoch, and the mass of the same pre-training
+# with PCD-1). When is the split decided, and why does CD-1 never revisit it?
 
 # %%
 if run.stub(3):
@@ -1167,5 +1119,14 @@ if run.stub(3):
     # TODO: T = p(h | states) p(states' | h) summed over h (enumerate the 2^8 hidden states too),
     # then the data distribution (uniform over `small`) times T^k gives p_k(v) for every k.
     print("Exercise 3 stub: build T (512 x 512) from", tuple(states.shape), "states and", len(small), "patterns")
+
+if run.stub(8):
+    # F(digit) - F(its negative) per start (p(negative) / p(digit) = e^(that)); the inverted mass after the first
+    # pre-training epoch; the same pre-training with PCD-1, whose chains cross between a digit and its negative
+    gaps = [float((s.free_energy(x_train) - s.free_energy(1 - x_train)).mean()) for s in starts]
+    pcd_start = inverted_start(0, persistent=True)
+    print(f"Exercise 8 stub: F(digit) - F(negative) per start {', '.join(f'{g:.1f}' for g in gaps)} nats; inverted "
+          f"mass after pre-training epoch 1: {', '.join(f'{m:.3f}' for m in first_epoch_mass[:len(starts)])}; "
+          f"pre-trained with PCD-1: {inverted_mass(pcd_start):.3f} (CD-1: {inverted_mass(starts[0]):.3f})")
 
 run.finish()

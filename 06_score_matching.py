@@ -8,12 +8,10 @@ meets the practical variants (sliced, denoising), their sampler, and their param
 
 You will learn
 - the difference between the Stein score grad_x log p and the Fisher score grad_theta log p;
-- why explicit score matching (the Fisher divergence) and Hyvarinen's implicit objective
-  1/2 |s|^2 + tr grad_x s differ by a constant, and that for a Gaussian score matching *is* MLE;
+- why the Fisher divergence and Hyvarinen's 1/2 |s|^2 + tr grad_x s differ by a constant; for a Gaussian SM = MLE;
 - what the exact trace costs as the dimension grows, and how sliced score matching avoids it;
 - denoising score matching, the noise-level trade-off and Tweedie's denoiser;
-- why a finite Langevin run, even with the exact score, keeps the mode weights of its starting
-  points when the modes are far apart, and how annealing fixes it;
+- why finite Langevin, even with the exact score, keeps its starts' mode weights, and how annealing fixes it;
 - (exercise 6) Fisher score matching: the same trick in parameter space, for simulation-based inference.
 
 Prerequisites: lesson 01 (energies, scores, Langevin); lesson 05 helps (why MLE needs sampling).
@@ -22,6 +20,7 @@ Everything runs on the CPU: the networks are tiny (--device is accepted but not 
 Run:  python 06_score_matching.py            (default; measured runtimes: docs/results.md)
       python 06_score_matching.py --quick    (seconds; every code path runs)
       python 06_score_matching.py --section 5   (one section only: SECTIONS below)
+      python 06_score_matching.py --section 5 --dsm-seeds 1   (section 5 at lecture size: one DSM model)
       python 06_score_matching.py --help     (every hyperparameter, with advice)
       python 06_score_matching.py --show     (also open the figure windows)
 
@@ -166,6 +165,7 @@ cfg, flags = parse_flags(Config, LESSON, __doc__, quick=QUICK, check=check, exer
 
 # heavy imports only now, so that --help and a mistyped flag answer at once
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -210,11 +210,8 @@ def fmt(values):
 
 
 def seed_from(generator):
-    """A seed drawn from a section's generator, for torch.manual_seed before a network is built.
-
-    nn.Linear draws its initial weights from torch's global stream, which takes no generator; seeding it
-    from the section's own generator keeps each section's draws independent of the others.
-    """
+    """A seed from a section's generator for torch.manual_seed: nn.Linear draws its initial weights from torch's
+    global stream (it takes no generator), so seeding that from the section keeps the sections independent."""
     return int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
 
 
@@ -412,10 +409,9 @@ if run.section(2):
           f"{mc_se_fresh:.4f}  (includes the noise of 1/2 mean|s_data|^2)")
     print(f"   the constant: mean 1/2|grad log p_data|^2 = {constant_mc:.4f}; for well-separated modes of std 0.5 "
           f"it is ~D/(2 s^2) = {constant_approx:.1f}")
-    run.metrics["esm_minus_ism_spread"] = spread
-    run.metrics["esm_minus_ism_mc_se"] = mc_se
-    run.metrics["esm_minus_ism_spread_fresh"] = spread_fresh
-    run.metrics["esm_minus_ism_mc_se_fresh"] = mc_se_fresh
+    for key, value in (("spread", spread), ("mc_se", mc_se), ("spread_fresh", spread_fresh),
+                       ("mc_se_fresh", mc_se_fresh)):
+        run.metrics[f"esm_minus_ism_{key}"] = value
     run.metrics["esm_minus_ism_constant"] = {"mean_difference": float(diffs.mean()),
                                              "half_mean_sq_data_score": constant_mc}
     run.claim("esm_ism_spread", "same samples: ESM - ISM is flat in theta, spread < 2 x its MC error", spread, "ratio<",
@@ -565,11 +561,9 @@ if run.section(4):
         torch.manual_seed(seed_from(gen))
         score_net = mlp((d, cfg.trace_hidden, cfg.trace_hidden, d), torch.nn.Softplus)
         x_batch = torch.randn(cfg.trace_batch, d, generator=gen)
-        t_exact = time_training_step(lambda f=score_net, x=x_batch: implicit_score_matching_loss(f, x),
-                                     score_net.parameters(), cfg.trace_repeats)
-        t_sliced = time_training_step(lambda f=score_net, x=x_batch: sliced_score_matching_loss(
-            f, x, cfg.n_projections),
-                                      score_net.parameters(), cfg.trace_repeats)
+        time_step = partial(time_training_step, params=list(score_net.parameters()), repeats=cfg.trace_repeats)
+        t_exact = time_step(partial(implicit_score_matching_loss, score_net, x_batch))
+        t_sliced = time_step(partial(sliced_score_matching_loss, score_net, x_batch, cfg.n_projections))
         trace_times[d] = {"exact": t_exact, "sliced": t_sliced}
         print(f"   {d:5d}{t_exact:12.4f}{t_sliced:12.4f}{t_exact / t_sliced:8.1f}")
     run.metrics["trace_seconds_by_dim"] = trace_times
@@ -783,8 +777,10 @@ if run.section(5):
     sweep = {}
     sweep_models = {}
     print(f"\n   noise-level sweep ({cfg.sweep_steps} steps each; the main model is reused where sigma matches)")
-    print(f"   {'sigma':>6}{'signal frac':>12}{'score err':>11}{'clean err':>11}{'MMD^2':>11}"
-          f"{'E log p(samples)':>18}{'Tweedie MSE':>13}{'exact':>8}{'noisy':>8}")
+    widths = (12, 11, 11, 11, 18, 13, 8, 8)  # the columns after sigma, one per entry of sweep[sigma]
+    print(f"   {'sigma':>6}" + "".join(f"{h:>{w}}" for h, w in zip(("signal frac", "score err", "clean err", "MMD^2",
+                                                                  "E log p(samples)", "Tweedie MSE", "exact", "noisy"),
+                                                                 widths)))
     log_p_data = float(target.log_density(x_eval).mean())
     for sigma in cfg.sigma_sweep:
         if sigma == cfg.sigma:
@@ -815,11 +811,8 @@ if run.section(5):
             "noisy_mse": float(((x_noisy - x_clean) ** 2).sum(-1).mean()),
         }
         sweep_models[sigma] = (net, samples_j, x_noisy[:300], denoised[:300], denoised_exact[:300])
-        r = sweep[sigma]
-        print(f"   {sigma:6.3g}{r['signal_fraction']:12.3f}{r['score_rel_error']:11.3f}"
-              f"{r['clean_score_rel_error']:11.3f}"
-              f"{r['mmd']:+11.5f}{r['mean_log_p_data_of_samples']:18.3f}{r['tweedie_mse']:13.4f}"
-              f"{r['tweedie_exact_mse']:8.4f}{r['noisy_mse']:8.4f}")
+        print(f"   {sigma:6.3g}" + "".join(f"{v:{w}.{5 if k == 'mmd' else 4 if 'mse' in k else 3}f}"
+                                           for (k, v), w in zip(sweep[sigma].items(), widths)))
     print(f"   (E log p_data of fresh data = {log_p_data:.3f}: samples from a blurred model score lower)")
     run.metrics["dsm_sweep"] = sweep
     run.claim("tweedie_near_bayes", "learned Tweedie denoiser within 10 % of the exact score's MSE (worst sigma)",
@@ -944,10 +937,9 @@ if run.section(6):
               kls["annealed"][0], "<", kls["annealed"][1], reference_label="(99.9 % line)")
     run.claim("learned_gap_arbitrary", "DSM cannot learn the weights: |learned gap - log(w_large/w_small)|",
               abs(learned_gap - math.log((1 - cfg.small_weight) / cfg.small_weight)), ">", 0.5, reference_label="nats")
-    run.metrics["langevin_small_mode_weight"] = weights["Langevin, true score"]
-    run.metrics["langevin_learned_small_mode_weight"] = weights["Langevin, learned score"]
-    run.metrics["annealed_small_mode_weight"] = weights["annealed, exact scores"]
-    run.metrics["true_small_mode_weight"] = cfg.small_weight
+    for key, name in (("langevin", "Langevin, true score"), ("langevin_learned", "Langevin, learned score"),
+                      ("annealed", "annealed, exact scores"), ("true", "true")):
+        run.metrics[f"{key}_small_mode_weight"] = weights[name]
     run.metrics["learned_log_weight_ratio"] = {"learned": learned_gap,
                                                "exact": math.log((1 - cfg.small_weight) / cfg.small_weight)}
 
@@ -1025,18 +1017,20 @@ if run.section(7):
         estimates["MLE"].append(fit_mle(x, np.array([theta_sm[0], max(theta_sm[1], 0.1)])))
     estimates = {k: np.array(v) for k, v in estimates.items()}
 
-    # Asymptotic covariances, by quadrature under the true model
-    fisher_info = model_expectation(theta_true, lambda x: np.einsum("ni,nj->nij", suff_stats(x), suff_stats(x))) - \
-        np.outer(model_expectation(theta_true, suff_stats), model_expectation(theta_true, suff_stats))
-    A_pop = model_expectation(theta_true, lambda x: np.einsum("ni,nj->nij", np.stack([x, x**3], -1),
-                                                              np.stack([x, x**3], -1)))
+    def second_moment(f):
+        # E_theta[f(x) f(x)^T] by quadrature under the true model: (2, 2)
+        return model_expectation(theta_true, lambda x: np.einsum("ni,nj->nij", f(x), f(x)))
+
+    # asymptotic covariances: Fisher information Cov(T), and A = E[T' T'^T]
+    fisher_info = second_moment(suff_stats) - np.outer(*[model_expectation(theta_true, suff_stats)] * 2)
+    A_pop = second_moment(lambda x: np.stack([x, x**3], -1))
 
     def sm_gradient(x):
         # g(x) = T'(x) T'(x)^T theta - T''(x): the per-sample gradient of J_ISM at the truth
         d1 = np.stack([x, x**3], -1)
         return d1 * (d1 @ theta_true)[:, None] - np.stack([np.ones_like(x), 3 * x**2], -1)
 
-    cov_g = model_expectation(theta_true, lambda x: np.einsum("ni,nj->nij", sm_gradient(x), sm_gradient(x)))
+    cov_g = second_moment(sm_gradient)
     asym = {"MLE": np.sqrt(np.diag(np.linalg.inv(fisher_info)) / cfg.n_fit),
             "SM": np.sqrt(np.diag(np.linalg.solve(A_pop, np.linalg.solve(A_pop, cov_g).T)) / cfg.n_fit)}
     print(f"\n7. Double well theta = ({theta_true[0]:g}, {theta_true[1]:g}): {cfg.n_repeats} fits of "
@@ -1051,9 +1045,8 @@ if run.section(7):
     asym_ratio = (asym["SM"] / asym["MLE"]) ** 2
     # a variance ratio estimated from R fits has relative standard error ~ sqrt(4 / R) (two chi^2 variances)
     print(f"   variance ratio SM / MLE: theta1 {var_ratio[0]:.2f}, theta2 {var_ratio[1]:.2f} over {cfg.n_repeats} fits "
-          f"(+-{math.sqrt(4 / cfg.n_repeats):.0%});  asymptotic (sandwich / inverse Fisher): "
-          f"theta1 {asym_ratio[0]:.2f}, "
-          f"theta2 {asym_ratio[1]:.2f}")
+          f"(+-{math.sqrt(4 / cfg.n_repeats):.0%});  asymptotic (sandwich / inverse Fisher): theta1 "
+          f"{asym_ratio[0]:.2f}, theta2 {asym_ratio[1]:.2f}")
     run.metrics["sm_over_mle_variance_ratio_asymptotic"] = asym_ratio
     run.metrics["sm_mle_fit_std"] = {k: {"empirical": estimates[k].std(0), "asymptotic": asym[k]} for k in estimates}
     run.metrics["sm_over_mle_variance_ratio"] = var_ratio
