@@ -197,6 +197,11 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(F.cosine_similarity(a.double(), b.double(), dim=0))
 
 
+def coin_flips(*shape: int, generator) -> torch.Tensor:
+    """Random binary images, every pixel on with probability 1/2: where persistent and test chains start."""
+    return torch.bernoulli(torch.full(shape, 0.5, device=device), generator=generator)
+
+
 # %% [markdown]
 # ## 1. CD-k and persistent CD, step by step
 #
@@ -247,7 +252,7 @@ if run.section(1) or run.section(2):
 
     # PCD, the same few lines with persistent chains: passing `chains=` to cd_gradient starts the
     # negative phase there, and we keep the chain states it returns for the next update.
-    chains = torch.bernoulli(torch.full((cfg.bas_chains, n_vis), 0.5, device=device), generator=gen)
+    chains = coin_flips(cfg.bas_chains, n_vis, generator=gen)  # (bas_chains, n_v)
     print(f"\nPartial training: {cfg.bas_train_steps} full-batch PCD-1 updates, lr={cfg.bas_lr}, "
           f"{cfg.bas_chains} chains")
     for step in progress(range(cfg.bas_train_steps), desc="PCD on bars-and-stripes", leave=False):
@@ -405,10 +410,8 @@ if run.section(3) or run.section(4) or run.section(5) or run.section(6):
     print(f"\n{data.name}: {len(x_train)} train / {len(x_test)} test binary images of {data.shape[0]}x{data.shape[1]}")
 
     def fresh_rbm(n_hidden: int, name: str) -> RBM:
-        """Small random weights, visible biases at the data log-odds (Hinton's practical guide).
-
-        The weights come from a fresh run.generator(name): the same name gives the same initial model.
-        """
+        """Small random weights from run.generator(name) (same name, same model), visible biases at the data
+        log-odds (Hinton's practical guide)."""
         g = run.generator(name)
         return RBM(x_train.shape[1], n_hidden, 0.01, visible_bias=data_visible_bias(x_train), generator=g,
                    device=device)
@@ -421,8 +424,7 @@ if run.section(3) or run.section(4) or run.section(5) or run.section(6):
         per_eval = n_updates // n_evals  # updates between two evaluations
         n_epochs = math.ceil(n_updates * cfg.batch_size / len(x_train)) + 1
         order = torch.cat([torch.randperm(len(x_train), generator=g) for _ in range(n_epochs)]).to(device)
-        chains = torch.bernoulli(torch.full((cfg.batch_size, x_train.shape[1]), 0.5, device=device), generator=g) \
-            if persistent else None
+        chains = coin_flips(cfg.batch_size, x_train.shape[1], generator=g) if persistent else None  # (B, n_v)
         velocity, history = None, {"sweeps": [], "updates": [], "loglik": [], "lr": []}
         for e in progress(range(n_evals), desc=label, leave=False):
             # linear decay to zero over the run, or a constant rate
@@ -536,15 +538,11 @@ if run.section(4):
         index = torch.multinomial(torch.softmax(log_p_h.double(), 0), n, replacement=True, generator=generator)
         return torch.bernoulli(rbm.visible_probs(hidden[index]), generator=generator)
 
-    def distance_to_train(v: torch.Tensor) -> torch.Tensor:
-        """Hamming distance from each binary image to its nearest training image (common.evaluation)."""
-        return nearest_hamming(v, x_train)  # (B,)
-
-    far = float(torch.quantile(distance_to_train(x_test), cfg.far_quantile))
+    # Hamming distance to the nearest training image (common.evaluation), and the fraction beyond `far` pixels
+    # (its test shows it flags 5 % of noise images among digits at this sample size)
+    far = float(torch.quantile(nearest_hamming(x_test, x_train), cfg.far_quantile))
 
     def far_fraction(v: torch.Tensor) -> float:
-        """Fraction of images farther than ``far`` pixels from every training image (common.evaluation; its test
-        shows it flags 5 % of noise images among digits at this sample size)."""
         return evaluation.far_fraction(v, x_train, far)
 
     print(f"\nA sample is 'far' when its nearest training image is more than {far:.0f} pixels away "
@@ -693,8 +691,7 @@ if run.section(4):
         both = torch.cat([x_train, 1 - x_train])
         # as fresh_rbm, but biased to the mixture and drawn from g, which then also drives the pre-training
         rbm = RBM(both.shape[1], cfg.n_hidden, 0.01, visible_bias=data_visible_bias(both), generator=g, device=device)
-        velocity, chains = None, (torch.bernoulli(torch.full((cfg.batch_size, both.shape[1]), 0.5, device=device),
-                                                  generator=g) if persistent else None)
+        velocity, chains = None, coin_flips(cfg.batch_size, both.shape[1], generator=g) if persistent else None
         for epoch in range(cfg.unvisited_pretrain_epochs):
             velocity, chains, _ = train_epoch(rbm, both, lr=cfg.unvisited_pretrain_lr, k=1, batch_size=cfg.batch_size,
                                               momentum=cfg.momentum, weight_decay=cfg.weight_decay, velocity=velocity,
@@ -704,14 +701,11 @@ if run.section(4):
         return rbm
 
     def removal_run(start: RBM, persistent: bool, epochs: int, index: int, label: str) -> tuple[dict, RBM]:
-        """Train a copy of ``start`` on the digits for ``epochs``; exact inverted mass and test LL at CHECKPOINTS.
-
-        CD-1 keeps the rate --lr; PCD-1 decays it linearly to 0 over --unvisited-epochs (section 3's schedules).
-        """
+        """Train a copy of ``start`` on the digits (CD-1 at --lr, PCD-1 decaying to 0, as in section 3);
+        exact inverted mass and test LL at CHECKPOINTS."""
         g = run.generator(f"4-unvisited-train-{index}")  # the same data order for both methods
         rbm = RBM.from_tensors(start.W, start.b, start.c)
-        chains = torch.bernoulli(torch.full((cfg.batch_size, rbm.n_visible), 0.5, device=device), generator=g) \
-            if persistent else None
+        chains = coin_flips(cfg.batch_size, rbm.n_visible, generator=g) if persistent else None
         velocity, curve = None, {"epoch": [0], "mass": [inverted_mass(rbm)],
                                  "test_loglik": [float(rbm.log_likelihood(x_test).mean())]}
         for epoch in progress(range(1, epochs + 1), desc=label, leave=False):
@@ -738,8 +732,8 @@ if run.section(4):
                 "exact_far": far_fraction(exact), "one_step_far": far_fraction(one_step),
                 "test_loglik": float(rbm.log_likelihood(x_test).mean()), "samples": (exact[:10], one_step[:10])}
 
-    print(f"\nInverted digits are {float(distance_to_train(1 - x_test).mean()):.0f} pixels from the nearest training "
-          f"digit on average ('far' = more than {far:.0f})")
+    print(f"\nInverted digits are {float(nearest_hamming(1 - x_test, x_train).mean()):.0f} pixels from the nearest "
+          f"training digit on average ('far' = more than {far:.0f})")
     first_epoch_mass = []  # per start: inverted mass after the first epoch of CD-1 pre-training
     unvisited = {name: [] for name in ("start", f"CD-1, {cfg.unvisited_epochs} ep",
                                         f"CD-1, {cfg.unvisited_cd_epochs} ep",
@@ -790,10 +784,9 @@ if run.section(4):
               float(np.mean([r["test_loglik"] for r in unvisited[f"CD-1, {cfg.unvisited_epochs} ep"]])), 1.0,
               reference_label=f"its LL at {cfg.unvisited_epochs} epochs (+1 nat)")
 
-    fig, axes = plotting.figure(3, 1, title="A far mode CD-1 never visits: start = CD-1 RBM of digits + their "
-                                "negatives "
-                                f"({cfg.unvisited_seeds} starts), then digits only, lr {cfg.lr:g}",
-                                panel_size=(4.6, 4.0))
+    title = (f"A far mode CD-1 never visits: start = CD-1 RBM of digits + their negatives ({cfg.unvisited_seeds} "
+             f"starts), then digits only, lr {cfg.lr:g}")
+    fig, axes = plotting.figure(3, 1, title=title, panel_size=(4.6, 4.0))
     for method, colour in (("CD-1", "C0"), ("PCD-1", "C1")):
         for i, curve in enumerate(curves[method]):
             epochs = np.array(curve["epoch"]) + 1  # +1: epoch 0 (the start) on a log axis
@@ -801,13 +794,13 @@ if run.section(4):
                          label=None if i else f"{method}" + (" (lr decays to 0)" if method == "PCD-1" else ""))
             axes[1].plot(epochs, curve["test_loglik"], "o-", ms=3, color=colour, alpha=0.8, label=None if i else method)
     axes[0].axhline(cfg.removed_below, color="k", ls=":", label=f"mass {cfg.removed_below:g}")
-    axes[0].set(xscale="log", xlabel="epoch + 1 on the digits", ylabel="exact mass on inverted images",
-                title="the far mode's exact mass (each start)", ylim=(-0.02, 1.02))
-    axes[1].set(xscale="log", xlabel="epoch + 1 on the digits", ylabel="exact test log-likelihood [nats]",
-                title="exact test log-likelihood")
-    axes[1].set_ylim(bottom=max(min(min(c["test_loglik"]) for c in curves["CD-1"]), -150) - 3)
-    axes[0].legend(loc="center left")
-    axes[1].legend(loc="lower right")
+    axes[0].set(ylabel="exact mass on inverted images", title="the far mode's exact mass (each start)",
+                ylim=(-0.02, 1.02))
+    axes[1].set(ylabel="exact test log-likelihood [nats]", title="exact test log-likelihood",
+                ylim=(max(min(min(c["test_loglik"]) for c in curves["CD-1"]), -150) - 3, None))
+    for ax, where in zip(axes[:2], ("center left", "lower right")):
+        ax.set(xscale="log", xlabel="epoch + 1 on the digits")
+        ax.legend(loc=where)
     rows = {"start, exact": unvisited["start"][0]["samples"][0],
             f"CD-1 {cfg.unvisited_cd_epochs} ep, 1 step": cd_long[0]["samples"][1],
             f"CD-1 {cfg.unvisited_cd_epochs} ep, exact": cd_long[0]["samples"][0],
@@ -857,8 +850,7 @@ if run.section(5):
     def run_chains(target: RBM, replicas: list[RBM] | None = None) -> torch.Tensor:
         """``health_chains`` chains from random images; returns the target's states ``(T, B, n_v)``."""
         replicas = replicas or [target]
-        v = torch.bernoulli(torch.full((len(replicas), cfg.health_chains, target.n_visible), 0.5, device=device),
-                            generator=gen)
+        v = coin_flips(len(replicas), cfg.health_chains, target.n_visible, generator=gen)  # (R, B, n_v)
         states = []
         for step in range(cfg.health_steps):
             v = tempered_gibbs(replicas, v, step, gen)
@@ -950,14 +942,12 @@ if run.section(5):
 # %%
 if run.section(6):
     def pcd_chain_record(decay: bool, seed_index: int):
-        """PCD-1 (one chain per batch image), persistent chains recorded after every update: (T, B, n_v), model.
-
-        Both schedules of one seed start from the same streams (initial weights, chains, data order).
-        """
+        """PCD-1 with the persistent chains recorded after every update: (T, B, n_v), and the model. Both
+        schedules of one seed start from the same streams (initial weights, chains, data order)."""
         suffix = "" if seed_index == 0 else f"-seed-{seed_index}"  # seed 0 keeps the streams of a single run
         g = run.generator("5-chain-record" + suffix)
         rbm = fresh_rbm(cfg.wide_hidden, "5-chain-record-initial-rbm" + suffix)
-        chains = torch.bernoulli(torch.full((cfg.batch_size, x_train.shape[1]), 0.5, device=device), generator=g)
+        chains = coin_flips(cfg.batch_size, x_train.shape[1], generator=g)  # (B, n_v)
         velocity, record = None, []
         for epoch in progress(range(cfg.wide_epochs), desc=f"PCD chain record, seed {seed_index}, decay={decay}"):
             lr_now = cfg.wide_lr * (1 - epoch / cfg.wide_epochs) if decay else cfg.wide_lr
@@ -1008,8 +998,8 @@ if run.section(6):
                          for t in range(10)] for key in measures} for name in chain_stats}
     for name in chain_stats:
         for j, (key, label) in enumerate(measures.items()):
-            picks = (stat[name][key][0], stat[name][key][5], stat[name][key][9])
-            print(f"{name if j == 0 else '':>12} {label:>26} " + " ".join(f"{str(p):>15}" for p in picks))
+            print(f"{name if j == 0 else '':>12} {label:>26} " + " ".join(f"{str(stat[name][key][t]):>15}"
+                                                                          for t in (0, 5, 9)))
     weight_norm = {name: over_seeds(lambda s, n=name: chain_stats[n][s]["weight_norm"], range(cfg.slowing_seeds))
                    for name in chain_stats}
     print(f"{'':>12} {'final |W|':>26} " + "   ".join(f"{n}: {w}" for n, w in weight_norm.items()))
@@ -1025,18 +1015,18 @@ if run.section(6):
     run.claim("slowing_self_transition_silent", "the self-transition rate never fires (every tenth, seed, schedule)",
               self_max, "<", 0.01)
 
-    fig, axes = plotting.figure(2, 1, title=f"PCD-1 chains during training, {cfg.wide_hidden} hidden units: constant "
-                                f"lr {cfg.wide_lr:g} vs decaying to 0 ({cfg.slowing_seeds} seeds)",
-                                panel_size=(5.0, 3.8))
+    title = (f"PCD-1 chains during training, {cfg.wide_hidden} hidden units: constant lr {cfg.wide_lr:g} vs "
+             f"decaying to 0 ({cfg.slowing_seeds} seeds)")
+    fig, axes = plotting.figure(2, 1, title=title, panel_size=(5.0, 3.8))
     tenths = np.arange(1, 11)
     for i, name in enumerate(chain_stats):
         for rows in chain_stats[name]:  # thin lines: each seed
             axes[0].plot(tenths, rows["switch"], color=f"C{i}", lw=0.6, alpha=0.5)
-        axes[0].errorbar(tenths, [s.mean for s in stat[name]["switch"]], [s.se for s in stat[name]["switch"]],
-                         fmt="o-", color=f"C{i}", capsize=3, label=f"{name}: mean ± SE (thin: each seed)")
-        for key, style, lag in (("acf1", "o-", 1), ("acf10", "s--", 10)):
-            axes[1].errorbar(tenths, [s.mean for s in stat[name][key]], [s.se for s in stat[name][key]], fmt=style,
-                             color=f"C{i}", capsize=3, label=f"{name}, lag {lag}")
+        for ax, key, style, label in ((axes[0], "switch", "o-", f"{name}: mean ± SE (thin: each seed)"),
+                                      (axes[1], "acf1", "o-", f"{name}, lag 1"),
+                                      (axes[1], "acf10", "s--", f"{name}, lag 10")):
+            ax.errorbar(tenths, [s.mean for s in stat[name][key]], [s.se for s in stat[name][key]], fmt=style,
+                        color=f"C{i}", capsize=3, label=label)
     axes[0].set(ylabel="class switches per update", title="moves between modes", ylim=(0, 1))
     axes[1].set(ylabel="autocorrelation of the chains' ink", title="autocorrelation (mean ± SE)")
     for ax in axes:

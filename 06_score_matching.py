@@ -284,10 +284,8 @@ if run.section(1):
     for i, xv in enumerate(x_show):
         print(f"   {xv:6.2f} | {stein[i]:11.4f} | {fisher[i, 0]:17.4f} {fisher[i, 1]:10.4f} | "
               f"{fisher_fd[i, 0]:10.4f} {fisher_fd[i, 1]:10.4f}")
-    print(f"   E_p[Stein score] = {mean_stein:+.2e}    "
-          f"E_p[Fisher score] = ({mean_fisher[0]:+.1e}, {mean_fisher[1]:+.1e})")
-    print(f"   E_p[-grad_theta E] = ({mean_energy_grad[0]:+.4f}, {mean_energy_grad[1]:+.4f})  <- what the log Z term "
-          "cancels")
+    print(f"   E_p[Stein score] = {mean_stein:+.2e}  E_p[Fisher score] = ({mean_fisher[0]:+.1e}, {mean_fisher[1]:+.1e})"
+          f"\n   E_p[-grad_theta E] = ({mean_energy_grad[0]:+.4f}, {mean_energy_grad[1]:+.4f}): what log Z cancels")
     run.metrics["stein_fisher_fd_max_abs_err"] = fd_err
     run.metrics["log_z_gauss_legendre_vs_quad"] = abs(log_z_gl - log_z_quad)
     run.claim("fisher_score_formula", "Fisher score -T(x) + E_p[T] = finite differences of log p", fd_err, "<", 1e-6)
@@ -306,7 +304,6 @@ if run.section(1):
     axes[0].legend(handles=axes[0].get_legend_handles_labels()[0] + density_ax.get_legend_handles_labels()[0],
                    loc="upper center")
     axes[1].plot(xs, stein_score_autograd(xs, theta_true), label=r"$s(x) = -dE/dx$ (autograd)")
-    axes[1].axhline(0, color="gray", lw=0.8)
     axes[1].set(xlabel="x", ylabel="Stein score", title=r"Stein: $\partial_x \log p$, one number per $x$",
                 ylim=(-12, 12))
     axes[1].legend(loc="upper right")
@@ -315,7 +312,8 @@ if run.section(1):
         axes[2].plot(xs, psi[:, k], color=color, label=rf"$\partial \log p / \partial\theta_{k + 1}$")
         axes[2].plot(xs, -suff_stats(xs)[:, k], color=color, ls="--", lw=1,
                      label=rf"$-\partial E / \partial\theta_{k + 1}$ (no $\log Z$)")
-    axes[2].axhline(0, color="gray", lw=0.8)
+    for ax in axes[1:]:
+        ax.axhline(0, color="gray", lw=0.8)
     axes[2].set(xlabel="x", ylabel="Fisher score", title=r"Fisher: $\nabla_\theta \log p$, needs $\log Z$",
                 ylim=(-7, 2.5))
     plotting.legend_outside(axes[2])
@@ -442,10 +440,9 @@ if run.section(2):
     run.savefig(fig, "fig02_esm_vs_ism", key=True)
 
 # %% [markdown]
-# **What to notice.** ESM ranges over orders of magnitude across $\theta$ (0 for the true energy), yet
-# ESM − ISM stays flat at the level of its Monte-Carlo error when every $\theta$ sees the same samples (a std
-# of 8 noisy values is itself uncertain by ~27 %, hence the factor 2). With fresh samples per $\theta$ it also
-# carries the noise of $\tfrac12 \overline{\lVert s_{\rm data} \rVert^2}$: the identity holds in expectation.
+# **What to notice.** ESM spans orders of magnitude across $\theta$ (0 for the true energy), yet ESM − ISM is flat
+# to its Monte-Carlo error on the same samples (a std of 8 noisy values is uncertain by ~27 %, hence the factor 2).
+# Fresh samples per $\theta$ add the noise of $\tfrac12 \overline{\lVert s_{\rm data} \rVert^2}$ (exercise 3).
 
 # %% [markdown]
 # ## 3. For a Gaussian, score matching is maximum likelihood (Hyvärinen 2005)
@@ -505,12 +502,11 @@ if run.section(3):
         axes[0].plot(ellipse[:, 0], ellipse[:, 1], style, lw=2.5 if style == ":" else 1.5, label=f"{label} (2 sd)")
     axes[0].set(xlabel="$x_1$", ylabel="$x_2$", title="$(x_1, x_2)$ marginal")
     axes[0].legend()
-    names = [f"$\\mu_{i + 1}$" for i in range(dim)] + [f"$\\Lambda_{{{i + 1}{j + 1}}}$" for i in range(dim)
-                                                       for j in range(i, dim)]
     iu = torch.triu_indices(dim, dim)
-    sm_params = torch.cat([mean_sm, precision_sm[iu[0], iu[1]]])
-    mle_params = torch.cat([mean_mle, precision_mle[iu[0], iu[1]]])
-    true_params = torch.cat([mean_true, precision_true[iu[0], iu[1]]])
+    names = [f"$\\mu_{i + 1}$" for i in range(dim)] + [f"$\\Lambda_{{{i + 1}{j + 1}}}$" for i, j in iu.T.tolist()]
+    sm_params, mle_params, true_params = (torch.cat([mu, prec[iu[0], iu[1]]]) for mu, prec in  # (D + D(D+1)/2,)
+                                          ((mean_sm, precision_sm), (mean_mle, precision_mle),
+                                           (mean_true, precision_true)))
     pos = np.arange(len(names))
     axes[1].bar(pos - 0.2, (mle_params - true_params).abs().numpy(), 0.4, label="|MLE - truth|")
     axes[1].bar(pos + 0.2, (sm_params - mle_params).abs().clamp(min=1e-17).numpy(), 0.4, label="|SM - MLE|")
@@ -521,9 +517,8 @@ if run.section(3):
     run.savefig(fig, "fig03_gaussian_sm_equals_mle")
 
 # %% [markdown]
-# **What to notice.** The score-matching and MLE ellipses coincide (dotted over solid), and both sit off the
-# truth by the same sampling error: $|{\rm SM} - {\rm MLE}|$ is float64 rounding,
-# $|{\rm MLE} - {\rm truth}| \sim 1/\sqrt n$.
+# **What to notice.** The SM and MLE ellipses coincide (dotted over solid) and sit off the truth by the same
+# sampling error: $|{\rm SM} - {\rm MLE}|$ is float64 rounding, $|{\rm MLE} - {\rm truth}| \sim 1/\sqrt n$.
 
 # %% [markdown]
 # ## 4. The cost of the trace: exact Jacobian vs sliced score matching
@@ -602,9 +597,8 @@ if run.section(4):
     run.savefig(fig, "fig04_trace_cost")
 
 # %% [markdown]
-# **What to notice.** The exact trace's cost grows at least linearly in $D$ (each sample's $D \times D$
-# Jacobian is built and back-propagated), while the sliced step stays nearly flat. The price is variance:
-# one projection is an unbiased but noisy estimate of the trace (right panel).
+# **What to notice.** The exact trace's cost grows at least linearly in $D$ (a $D \times D$ Jacobian per sample),
+# the sliced step's stays nearly flat. The price is variance: one projection is unbiased but noisy (right).
 
 # %% [markdown]
 # ## 5. Denoising score matching (Vincent 2011)
@@ -764,12 +758,11 @@ if run.section(5):
     run.savefig(fig, "fig05_dsm_model", key=True)
 
 # %% [markdown]
-# **What to notice.** The loss barely moves and stays noisy (most of it is the irreducible variance of
-# $-\varepsilon/\sigma$), yet the score field points the right way. The grade, a multi-scale MMD (it rejects one
-# moon and 2× too-wide moons at this $n$: tests/test_score_matching_grades.py), is read against the floor and
-# against exact samples of $q_\sigma$, the best a DSM model at this $\sigma$ can do. The claims locate the miss:
-# $q_\sigma$'s samples are at the floor, the models' are not, so the gap is the model's. The sampler was checked
-# with the exact score (exercise 1); more steps, width or data did not close the gap (docs/solutions/06).
+# **What to notice.** The loss stays noisy (mostly the irreducible variance of $-\varepsilon/\sigma$), yet the
+# score field points the right way. The grade, a multi-scale MMD (it rejects one moon and 2× too-wide moons at
+# this $n$: tests/test_score_matching_grades.py), is read against the floor and against exact samples of
+# $q_\sigma$, the best DSM at this $\sigma$ can do: those sit at the floor, the models' do not, so the gap is the
+# model's. The sampler passes with the exact score (exercise 1); more steps, width or data did not help.
 
 # %%
 if run.section(5):
@@ -871,9 +864,8 @@ if run.section(5):
     run.savefig(fig, "fig07_tweedie")
 
 # %% [markdown]
-# **What to notice.** The denoised points are pulled back towards the moons, and the learned denoiser's
-# squared error is close to the exact score's. Tweedie's estimate is a posterior *mean*: at large $\sigma$
-# it lands between the moons, not on them.
+# **What to notice.** The denoised points are pulled back to the moons, with an error close to the exact score's.
+# Tweedie's estimate is a posterior *mean*: at large $\sigma$ it lands between the moons, not on them.
 
 # %% [markdown]
 # ## 6. Sampling with a learned score, and the separated-modes failure
@@ -961,9 +953,8 @@ if run.section(6):
     run.savefig(fig, "fig08_separated_modes", key=True)
 
 # %% [markdown]
-# **What to notice.** With the TRUE score, Langevin still puts ~half the chains in the small mode: that
-# failure is the sampler's. Annealing (exact noised scores) recovers the 0.2. The learned energy gap is
-# off $\log 4$: the learning has its own blind spot for modes the data never connects (lesson 10).
+# **What to notice.** With the TRUE score Langevin still puts ~half the chains in the small mode: the sampler's
+# failure. Annealing recovers the 0.2. The learned gap is off $\log 4$: a blind spot of the learning (lesson 10).
 
 # %% [markdown]
 # ## 7. Score matching against maximum likelihood: the spread over repeated fits
@@ -1102,28 +1093,24 @@ if run.section(7):
 # ## Exercises
 # Hints and answers: docs/solutions/06_score_matching.md.
 #
-# **Exercise 1 (predict-then-tweak, easy): sampler or model?**
-# Predict `dsm_mmd` for `--step-size 3e-3`, then run `--exercise 1` with both step sizes: it runs Langevin
-# on the EXACT score of q_sigma. Which miss is the sampler's? Then `--sigma 0.02` and `0.5`: variance or bias?
+# **Exercise 1 (predict-then-tweak, easy): sampler or model?** Predict `dsm_mmd` for `--step-size 3e-3`, then
+# run `--exercise 1` with both step sizes (Langevin on the EXACT score of q_sigma). Which miss is the sampler's?
+# Then `--sigma 0.02` and `0.5`: variance or bias?
 #
-# **Exercise 2 (predict-then-tweak, easy): where the chains start**
-# Predict `langevin_small_mode_weight` for `--box 4` and for `--mode-distance 1.5`. When does plain
-# Langevin get the weights right by itself, and why?
+# **Exercise 2 (predict-then-tweak, easy): where the chains start** Predict `langevin_small_mode_weight` for
+# `--box 4` and `--mode-distance 1.5`. When does plain Langevin get the weights right by itself, and why?
 #
-# **Exercise 3 (think, medium): same samples, fresh samples**
-# In section 2, the spread of ESM - ISM is within the Monte-Carlo error with the same samples but
-# larger with fresh samples. Write the difference as a sample mean and explain both numbers. What
-# does this mean for comparing two models by their score-matching loss on different test sets?
+# **Exercise 3 (think, medium): same samples, fresh samples** In section 2 the spread of ESM - ISM is within
+# the Monte-Carlo error with the same samples, larger with fresh ones. Write the difference as a sample mean and
+# explain both. What does it mean for comparing two models by their SM loss on different test sets?
 #
-# **Exercise 4 (extend, medium): Rademacher projections**
-# `common.score_matching.sliced_trace` accepts `distribution="rademacher"`. Compare the variance of
-# one projection with Gaussian and with Rademacher v for the network of section 4, and derive the
-# two variances for a fixed symmetric Jacobian. `--exercise 4` runs a stub that prints both.
+# **Exercise 4 (extend, medium): Rademacher projections** `common.score_matching.sliced_trace` accepts
+# `distribution="rademacher"`. Compare the one-projection variance for Gaussian and Rademacher v on section 4's
+# network, and derive both for a fixed symmetric Jacobian. `--exercise 4` runs a stub that prints both.
 #
-# **Exercise 5 (think, hard): why is score matching less efficient here?**
-# In section 7 the SM variance is larger than the MLE variance. Using the fact that SM sees only
-# local slopes of log p, explain which feature of the double well is hard for SM to pin down, and
-# predict how the ratio changes for `--quartic-theta -4,1` (deeper wells). Check your prediction.
+# **Exercise 5 (think, hard): why is score matching less efficient here?** SM sees only local slopes of log p:
+# which feature of the double well is hard for it to pin down? Predict how section 7's variance ratio changes
+# for `--quartic-theta -4,1` (deeper wells), then check.
 #
 # **Exercise 6 (extend, hard): Fisher score matching, and a nonlinear simulator**
 # A simulator draws x ~ p(x | theta) but cannot evaluate it. Integrating by parts in theta instead of x
