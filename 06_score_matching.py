@@ -658,7 +658,6 @@ if run.section(5):
 # `train_dsm` hands the loop to it.
 
 # %%
-
 def train_dsm(x_data, sigma, steps, generator, desc):
     """Fit an energy network by DSM at one noise level (common.training.Trainer: Adam, cosine-decayed lr,
     divergence guard); returns the network and the loss history."""
@@ -716,9 +715,8 @@ if run.section(5):
     samples = trials[0]["samples"]
     dsm_stats = over_seeds(lambda i: {k: trials[i][k] for k in ("model", "noised_data")}, range(cfg.dsm_seeds))
     print(f"   score error vs the exact noised score grad log q_sigma: {dsm_score_err:.3f} (relative RMS)")
-    print(f"   multi-scale MMD^2 (bandwidths {', '.join(f'{b:.2f}' for b in bandwidths)}; "
-          f"{cfg.n_samples} points each), "
-          f"{cfg.dsm_seeds} seeds:")
+    print(f"   multi-scale MMD^2 (bandwidths {', '.join(f'{b:.2f}' for b in bandwidths)}; {cfg.n_samples} points "
+          f"each), {cfg.dsm_seeds} seeds:")
     for name, key in (("Langevin samples of the DSM model", "model"), ("exact samples of q_sigma", "noised_data")):
         print(f"      {name:<34} vs fresh data: {dsm_stats[key]}   "
               f"({', '.join(f'{v / mmd_floor:.1f}' for v in dsm_stats[key].values)} x the floor)")
@@ -767,8 +765,7 @@ if run.section(5):
 # %%
 if run.section(5):
     # The noise-level trade-off: one model per sigma, judged against q_sigma and against clean data.
-    sweep = {}
-    sweep_models = {}
+    sweep, sweep_models = {}, {}
     print(f"\n   noise-level sweep ({cfg.sweep_steps} steps each; the main model is reused where sigma matches)")
     widths = (12, 11, 11, 11, 18, 13, 8, 8)  # the columns after sigma, one per entry of sweep[sigma]
     print(f"   {'sigma':>6}" + "".join(f"{h:>{w}}" for h, w in zip(("signal frac", "score err", "clean err", "MMD^2",
@@ -776,16 +773,11 @@ if run.section(5):
                                                                  widths)))
     log_p_data = float(target.log_density(x_eval).mean())
     for sigma in cfg.sigma_sweep:
-        if sigma == cfg.sigma:
-            net = model
-        else:
-            net, _ = train_dsm(x_train, sigma, cfg.sweep_steps, run.generator(f"5-dsm-train-sigma={sigma:g}"),
-                               f"DSM sigma={sigma:g}")
-        score_fn = score_from_energy(net)
-        noised_j = target.noised(sigma)
-        x_clean = target.sample(cfg.n_samples, gen)
-        x_noisy = x_clean + sigma * torch.randn(x_clean.shape, generator=gen)
-        exact_j = noised_j.score
+        net = model if sigma == cfg.sigma else train_dsm(x_train, sigma, cfg.sweep_steps, run.generator(
+            f"5-dsm-train-sigma={sigma:g}"), f"DSM sigma={sigma:g}")[0]
+        score_fn, exact_j = score_from_energy(net), target.noised(sigma).score  # learned and exact grad log q_sigma
+        x_clean = target.sample(cfg.n_samples, gen)  # (n, 2)
+        x_noisy = x_clean + sigma * torch.randn(x_clean.shape, generator=gen)  # (n, 2)
         # fraction of the DSM target's variance that is signal: E|grad log q_sigma|^2 / E|eps/sigma|^2
         signal = float((exact_j(x_noisy) ** 2).sum(-1).mean()) / (2 / sigma**2)
         samples_j = (samples if sigma == cfg.sigma else  # the main model's samples where sigma matches
@@ -814,9 +806,8 @@ if run.section(5):
     run.claim("large_sigma_blurs", f"largest sigma ({max(cfg.sigma_sweep):g}): samples' E log p_data below data's",
               sweep[max(cfg.sigma_sweep)]["mean_log_p_data_of_samples"], "<", log_p_data)
     if others:  # a sweep of one sigma has nothing to compare
-        run.claim("small_sigma_noisiest",
-                  f"smallest sigma ({min(cfg.sigma_sweep):g}): largest score error vs its q_sigma",
-                  sweep[min(cfg.sigma_sweep)]["score_rel_error"], ">", max(others),
+        run.claim("small_sigma_noisiest", f"smallest sigma ({min(cfg.sigma_sweep):g}): largest score error vs its "
+                  "q_sigma", sweep[min(cfg.sigma_sweep)]["score_rel_error"], ">", max(others),
                   reference_label="(max of the others)")
 
     n_sweep = len(cfg.sigma_sweep)
@@ -838,7 +829,6 @@ if run.section(5):
 # the score error is largest there (claims). In between lies the useful range, and lesson 10's ladder.
 
 # %%
-
 if run.section(5):
     tweedie_tex = r"$\mathbb{E}[x \mid \tilde x] = \tilde x + \sigma^2 \nabla \log q_\sigma(\tilde x)$"
     fig, axes = plotting.figure(n_sweep, title=f"Tweedie's denoiser {tweedie_tex}: 120 noisy points per panel, "
@@ -850,12 +840,10 @@ if run.section(5):
         # one line per point, noisy -> denoised, drawn as one polyline broken by NaNs (one artist, not 120)
         segments = torch.stack([noisy[:n_show], den[:n_show], torch.full_like(den[:n_show], float("nan"))], 1)
         ax.plot(*segments.reshape(-1, 2).T, color="white", lw=0.5, alpha=0.5)
-        plotting.scatter_samples(ax, noisy[:n_show], color="#9ecae1", edge="none", size=6, alpha=0.9,
-                                 label=r"noisy $\tilde x$")
-        plotting.scatter_samples(ax, den_exact[:n_show], color="white", edge="k", size=14, alpha=1.0,
-                                 label="Tweedie, exact score")
-        plotting.scatter_samples(ax, den[:n_show], color="#d62728", edge="none", size=5, alpha=1.0,
-                                 label="Tweedie, learned score")
+        for points, colour, edge, size, alpha, label in (
+                (noisy, "#9ecae1", "none", 6, 0.9, r"noisy $\tilde x$"), (den_exact, "white", "k", 14, 1.0,
+                 "Tweedie, exact score"), (den, "#d62728", "none", 5, 1.0, "Tweedie, learned score")):
+            plotting.scatter_samples(ax, points[:n_show], color=colour, edge=edge, size=size, alpha=alpha, label=label)
         ax.set(xlim=target.bounds[:2], ylim=target.bounds[2:])
         ax.set_title(f"σ = {sigma:g}: MSE {sweep[sigma]['tweedie_mse']:.3f}\n"
                      f"(exact {sweep[sigma]['tweedie_exact_mse']:.3f}, noisy {sweep[sigma]['noisy_mse']:.3f})")
@@ -959,16 +947,11 @@ if run.section(6):
 # %% [markdown]
 # ## 7. Score matching against maximum likelihood: the spread over repeated fits
 #
-# Both estimators are consistent, but only MLE attains the Cramér-Rao bound. For $E = \theta \cdot T(x)$ the
-# SM objective is quadratic,
-#
-# $$J_{\rm ISM}(\theta) = \tfrac12 \theta^\top A \theta - \theta^\top b, \qquad
-#   A = \overline{T'(x) T'(x)^\top}, \quad b = \overline{T''(x)},$$
-#
-# so $\theta_{\rm SM} = A^{-1} b$, while the MLE needs $\log Z$ (quadrature inside scipy.optimize). We repeat
-# both fits on fresh samples and compare the spreads with their asymptotic values: the inverse Fisher
-# information for MLE, the sandwich $A^{-1} \operatorname{Cov}(g) A^{-1} / n$ for SM ($g$: the per-sample
-# gradient of $J_{\rm ISM}$).
+# Both estimators are consistent; only MLE attains the Cramér-Rao bound. For $E = \theta \cdot T(x)$,
+# $J_{\rm ISM} = \tfrac12 \theta^\top A \theta - \theta^\top b$ with $A = \overline{T' T'^\top}$, $b = \overline{T''}$, so
+# $\theta_{\rm SM} = A^{-1} b$, while the MLE needs $\log Z$. We repeat both fits on fresh samples and compare
+# the spreads with $I^{-1}/n$ (MLE) and the sandwich $A^{-1} \operatorname{Cov}(g) A^{-1} / n$ (SM; $g$: the
+# per-sample gradient of $J_{\rm ISM}$). Derivation: docs/derivations/score_matching_efficiency.md.
 
 # %%
 if run.section(7):
