@@ -193,10 +193,6 @@ def flat(grads: dict) -> torch.Tensor:
     return torch.cat([grads[name].flatten() for name in "Wbc"])
 
 
-def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(F.cosine_similarity(a.double(), b.double(), dim=0))
-
-
 def coin_flips(*shape: int, generator) -> torch.Tensor:
     """Random binary images, every pixel on with probability 1/2: where persistent and test chains start."""
     return torch.bernoulli(torch.full(shape, 0.5, device=device), generator=generator)
@@ -300,22 +296,18 @@ if run.section(1) or run.section(2):
 # %% [markdown]
 # **What to notice.**
 # - The inline CD step and common/rbm.py agree exactly: it really is just these lines.
-# - After one step a CD chain still looks like its starting pattern: CD-1's negative phase pushes up the
-#   energy only right next to the data.
-# - Most persistent chains are NOT bars or stripes, and the model agrees: partially trained, it puts only a
-#   small part of its exact mass on the patterns, and the chains' fraction matches that mass within its
-#   binomial error (claims above). The chains do their job; the model is still far from the data.
+# - After one step a CD chain still looks like its start: CD-1 pushes up the energy only right next to the data.
+# - Most persistent chains are NOT bars or stripes, and the model agrees: the chains' fraction matches its exact
+#   mass on the patterns within the binomial error. The chains do their job; the model is still far off.
 
 # %% [markdown]
 # ## 2. The bias of CD-k, measured against the exact gradient
 #
-# The CD-k gradient is not the gradient of the log-likelihood: its negative phase averages over
-# $p_k = p_{\rm data} T^k$, the data pushed $k$ steps through the Gibbs kernel $T$, instead of
-# over the model $p(v)$. As $k \to \infty$, $p_k \to p$ and the bias vanishes (derivation, including
-# the term CD drops: docs/derivations/contrastive_divergence.md). We average `bias_repeats`
-# independent estimates of `bias_copies` chains per pattern, so the Monte-Carlo noise floor
-# $|{\rm SE}| / |{\rm exact}|$ (what an unbiased estimator would still show) stays well below the bias. An
-# unbiased estimator with relative noise $r$ has an expected cosine of about $1/\sqrt{1 + r^2}$.
+# CD-k's negative phase averages over $p_k = p_{\rm data} T^k$, the data pushed $k$ steps through the Gibbs
+# kernel $T$, instead of over the model $p(v)$; as $k \to \infty$, $p_k \to p$ and the bias vanishes (with the
+# term CD drops: docs/derivations/contrastive_divergence.md). Averaging `bias_repeats` estimates of `bias_copies`
+# chains per pattern keeps the noise floor $|{\rm SE}| / |{\rm exact}|$ well below the bias; an unbiased estimator
+# with relative noise $r$ has an expected cosine of about $1/\sqrt{1 + r^2}$.
 
 # %%
 if run.section(2):
@@ -326,8 +318,8 @@ if run.section(2):
         # standard error of the mean per component; |SE| / |exact| is the relative noise floor
         se = estimates.double().std(0, unbiased=True) / math.sqrt(len(estimates))
         scale = float(exact.double().norm())
-        return {"cosine": cosine(mean, exact), "relerr": float((mean - exact.double()).norm()) / scale,
-                "noise": float(se.norm()) / scale}
+        return {"cosine": float(F.cosine_similarity(mean, exact.double(), dim=0)),
+                "relerr": float((mean - exact.double()).norm()) / scale, "noise": float(se.norm()) / scale}
 
     exact_grad = flat(rbm_bas.exact_gradient(bas))
     replicated = bas.repeat(cfg.bias_copies, 1)  # (copies * patterns, n_v): the data, many chains each
@@ -513,9 +505,9 @@ if run.section(3):
 #   Per update (middle panel) CD-10 is the better estimator; the budget decides which one wins.
 # - PCD with a constant learning rate jumps around by a nat or more between evaluations: its chains mix
 #   *because* the parameters keep moving, and each large step throws them off.
-# - Decaying the rate calms PCD down only late; it ends level with CD-1 (within a nat, claim above; the
-#   order of the two swaps between the last evaluation and the mean of the last five). With 16 hidden
-#   units the model mixes fast, so CD-1's bias costs little here (exercise 2).
+# - Decaying the rate calms PCD only late; it ends level with CD-1 (within a nat; which is ahead differs between
+#   the last evaluation and the last five). With 16 hidden units the model mixes fast: CD-1's bias costs little
+#   here (exercise 2).
 
 # %% [markdown]
 # ## 4. Short-run chains are an implicit generator; exact samples look for spurious modes
@@ -967,19 +959,16 @@ if run.section(6):
         index = torch.cat([hamming_to_train(part).argmin(1) for part in flat_states.split(4096)])
         return data.y_train.to(device)[index].reshape(states.shape[:2])
 
-    def class_switch_rate(classes: torch.Tensor) -> float:
-        """Fraction of consecutive records (T, B) at which a chain's nearest class changes."""
-        return float((classes[1:] != classes[:-1]).double().mean())
-
     def tenth_stats(states: torch.Tensor) -> dict[str, list[float]]:
         """Per tenth of training: class switches, ink autocorrelation at lags 1 and 10, self-transition rate."""
         rows, tenth = {"switch": [], "acf1": [], "acf10": [], "self": []}, len(states) // 10
         for part in states[:10 * tenth].split(tenth):
             acf = autocorrelation(part.mean(2).T).mean(0)  # ink (fraction of pixels on) of each chain
-            rows["switch"].append(class_switch_rate(nearest_class(part[:cfg.switch_window])))
-            rows["acf1"].append(float(acf[1]))
-            rows["acf10"].append(float(acf[10]))
-            rows["self"].append(self_transition_rate(part))
+            classes = nearest_class(part[:cfg.switch_window])  # (switch_window, B)
+            # class switches: the fraction of consecutive records at which a chain's nearest class changes
+            for key, value in (("switch", (classes[1:] != classes[:-1]).double().mean()), ("acf1", acf[1]),
+                               ("acf10", acf[10]), ("self", self_transition_rate(part))):
+                rows[key].append(float(value))
         return rows
 
     chain_stats = {"constant lr": [], "decaying lr": []}  # schedule: [per-tenth stats and |W| per seed]
