@@ -947,8 +947,8 @@ if run.section(6):
 # %% [markdown]
 # ## 7. Score matching against maximum likelihood: the spread over repeated fits
 #
-# Both estimators are consistent; only MLE attains the Cramér-Rao bound. For $E = \theta \cdot T(x)$,
-# $J_{\rm ISM} = \tfrac12 \theta^\top A \theta - \theta^\top b$ with $A = \overline{T' T'^\top}$, $b = \overline{T''}$, so
+# Both estimators are consistent; only MLE attains the Cramér-Rao bound. For $E = \theta \cdot T(x)$, SM minimises
+# $J_{\rm ISM} = \tfrac12 \theta^\top A \theta - \theta^\top b$ ($A = \overline{T' T'^\top}$, $b = \overline{T''}$):
 # $\theta_{\rm SM} = A^{-1} b$, while the MLE needs $\log Z$. We repeat both fits on fresh samples and compare
 # the spreads with $I^{-1}/n$ (MLE) and the sandwich $A^{-1} \operatorname{Cov}(g) A^{-1} / n$ (SM; $g$: the
 # per-sample gradient of $J_{\rm ISM}$). Derivation: docs/derivations/score_matching_efficiency.md.
