@@ -224,12 +224,10 @@ def seed_from(generator):
 # $$\psi_\theta(x) = \nabla_\theta \log p_\theta(x) = -\nabla_\theta E_\theta(x)
 #   + \mathbb{E}_{p_\theta}[\nabla_\theta E_\theta] \qquad \text{(Fisher score: needs } \nabla_\theta \log Z\text{)}$$
 #
-# The Stein score is a vector field over $x$; the Fisher score lives in parameter space and needs $\log Z$,
-# which is what maximum likelihood needs and score matching avoids. Derivations:
-# docs/derivations/stein_vs_fisher_score.md, mle_gradient.md, energy_normalisation.md.
-# Our model is the 1-D exponential family $E_\theta(x) = \theta_1 x^2/2 + \theta_2 x^4/4 = \theta \cdot T(x)$,
-# a double well when $\theta_1 < 0$. Its $\log Z$ is a 1-D integral (Gauss-Legendre quadrature below), so
-# both scores are exact.
+# The Fisher score lives in parameter space and needs $\log Z$, as maximum likelihood does (derivations:
+# docs/derivations/stein_vs_fisher_score.md, mle_gradient.md, energy_normalisation.md). Our model is the double
+# well $E_\theta(x) = \theta_1 x^2/2 + \theta_2 x^4/4 = \theta \cdot T(x)$ ($\theta_1 < 0$): its $\log Z$ is a 1-D
+# integral (Gauss-Legendre quadrature), so both scores are exact.
 
 # %%
 theta_true = np.array(cfg.quartic_theta, dtype=np.float64)
@@ -1048,10 +1046,9 @@ if run.section(7):
     run.savefig(fig, "fig09_sm_vs_mle_spread")
 
 # %% [markdown]
-# **What to notice.** Both clouds are centred near the truth (both estimators are consistent), but the SM
-# cloud is wider, as the sandwich formula says (~1.6× the points for $\theta_1$, 1.4× for $\theta_2$, at any
-# $n$; claims above). SM sees only local slopes weighted by $p$, so the barrier at $x = 0$, where $p$ is
-# small, is pinned down poorly; MLE gets it through $\log Z$.
+# **What to notice.** Both clouds are centred near the truth (both estimators are consistent), but the SM cloud
+# is wider, as the sandwich formula says (~1.6× the points for $\theta_1$, 1.4× for $\theta_2$, at any $n$). Why:
+# exercise 5.
 
 # %% [markdown]
 # Score matching is one of three ways to train an EBM without $Z$ that the course derives; the others are
@@ -1061,16 +1058,14 @@ if run.section(7):
 # %% [markdown]
 # ## Summary
 #
-# 1. The Stein score $\nabla_x \log p$ is free of $Z$; the Fisher score $\nabla_\theta \log p$ needs $\nabla \log Z$.
-#    Score matching fits the former, so training needs neither $Z$ nor a sampler.
+# 1. The Stein score $\nabla_x \log p$ is free of $Z$, the Fisher score needs $\nabla \log Z$: score matching fits
+#    the former, so training needs neither $Z$ nor a sampler.
 # 2. Integration by parts turns the Fisher divergence into $\tfrac12 \lVert s \rVert^2 + \operatorname{tr} \nabla_x s$
-#    plus a constant; on the same samples the two objectives differ by the same number at every $\theta$.
-# 3. For a Gaussian, SM and MLE give the same estimate; in general SM is consistent but less efficient.
-# 4. The exact trace costs ~$D$ backward passes, sliced SM one (at the price of variance); denoising SM needs
-#    no trace but learns the blurred $q_\sigma$: $\sigma$ trades bias for variance. Grade it against
-#    $q_\sigma$'s own samples, and check the sampler with the exact score first.
-# 5. A finite Langevin run, even with the exact score, keeps the mode weights of its starts; annealing over
-#    noise levels fixes it (lesson 10). In $\theta$-space the same trick gives Fisher score matching (exercise 6).
+#    plus a constant. For a Gaussian SM = MLE; in general SM is consistent but less efficient.
+# 3. The exact trace costs ~$D$ backward passes, sliced SM one (plus variance); denoising SM needs no trace but
+#    learns the blurred $q_\sigma$. Grade it against $q_\sigma$'s samples; check the sampler with the exact score.
+# 4. Finite Langevin, even with the exact score, keeps its starts' mode weights; annealing fixes it (lesson 10).
+#    In $\theta$-space the same trick gives Fisher score matching (exercise 6).
 
 # %% [markdown]
 # ## Exercises
@@ -1095,14 +1090,12 @@ if run.section(7):
 # which feature of the double well is hard for it to pin down? Predict how section 7's variance ratio changes
 # for `--quartic-theta -4,1` (deeper wells), then check.
 #
-# **Exercise 6 (extend, hard): Fisher score matching, and a nonlinear simulator**
-# A simulator draws x ~ p(x | theta) but cannot evaluate it. Integrating by parts in theta instead of x
-# (docs/derivations/fisher_score_matching.md) gives the posterior score grad_theta log p(theta | x) from
-# simulated pairs alone: J(phi) = E[1/2 |s_phi(theta, x)|^2 + tr grad_theta s_phi(theta, x)] + const.
-# `--exercise 6` trains s_phi on x = A theta + sigma eps (2-D theta, 3-D x, Gaussian prior) and prints its
-# error against the closed form. Replace the simulator by x = theta^3 + sigma eps in 1-D: the posterior is no
-# longer Gaussian; compute its score on a grid and compare with the network. Where is the learned score
-# worst, and why?
+# **Exercise 6 (extend, hard): Fisher score matching, and a nonlinear simulator** A simulator draws
+# x ~ p(x | theta) but cannot evaluate it. Integrating by parts in theta (docs/derivations/fisher_score_matching.md)
+# gives the posterior score from simulated pairs: J(phi) = E[1/2 |s_phi(theta, x)|^2 + tr grad_theta s_phi] + const.
+# `--exercise 6` trains s_phi on x = A theta + sigma eps (2-D theta, 3-D x, Gaussian prior) and prints its error
+# against the closed form. Replace the simulator by x = theta^3 + sigma eps in 1-D, compute the posterior score
+# on a grid and compare. Where is the learned score worst, and why?
 
 # %%
 if run.stub(1):
