@@ -646,14 +646,12 @@ if run.section(4):
 
 # %% [markdown]
 # **What to notice.**
-# - One Gibbs step from the data gives images that look like digits: the k-step chain is what CD-1
-#   trained, and it does its job as a generator.
-# - Long chains started at the test digits do NOT drift to far images here: in fig05 CD-1's far
-#   fraction falls as $k$ grows (claim above) and settles on the model's own exact fraction (dashed).
-# - One model is one draw (fig07 shows every seed). Over the initial seeds the CD-1 models' exact samples
-#   are far only slightly more often than their one-step samples, and the claim that they are FAILS at
-#   the defaults (docs/results.md): the effect is NOT established this way. The PCD models show no gap.
-#   (The schedules differ too, CD-1 constant and PCD decaying; exercise 7 gives both the same.)
+# - One Gibbs step from the data gives digit-like images: the k-step chain CD-1 trained does its job.
+# - Long chains from the test digits do NOT drift to far images here: in fig05 CD-1's far fraction falls as
+#   $k$ grows (claim above) and settles on the model's own exact fraction (dashed).
+# - One model is one draw (fig07 shows every seed). Over the seeds the CD-1 models' exact samples are far only
+#   slightly more often than their one-step samples, and that claim FAILS at the defaults: the effect is NOT
+#   established this way. PCD shows no gap. (The schedules differ too; exercise 7 gives both the same.)
 
 # %% [markdown]
 # ### A mode that the short chains never visit
@@ -913,14 +911,13 @@ if run.section(5):
 
 # %% [markdown]
 # **What to notice.**
-# - Healthy chains: $\hat R \approx 1.00$, hundreds of effective draws per chain, autocorrelation gone
-#   within a few steps, and the image changes at almost every step.
-# - The cooled model: each chain sits in its own mode (flat, offset traces), so $\hat R$ is far above 1.05
-#   and the ESS is a draw or two per chain. The self-transition rate rises too, but so does the iid
-#   repeat rate: in a peaked model even independent draws repeat images. $\hat R$ and ESS are the verdict.
-# - Parallel tempering samples the same peaked model and brings $\hat R$ down to about 1 and the ESS up by
-#   an order of magnitude, though the verdict may still sit just past the 1.05 line (exercise 5). The
-#   cheaper fix during training is not to let the model get that peaked.
+# - Healthy chains: $\hat R \approx 1.00$, hundreds of effective draws per chain, autocorrelation gone within
+#   a few steps, and the image changes at almost every step.
+# - The cooled model: each chain sits in its own mode (flat, offset traces), so $\hat R$ is far above 1.05 and
+#   the ESS is a draw or two per chain. The self-transition rate rises, but so does the iid repeat rate (in a
+#   peaked model even independent draws repeat images): $\hat R$ and ESS are the verdict.
+# - Tempering brings $\hat R$ to about 1 and the ESS up tenfold, though the verdict may sit just past 1.05
+#   (exercise 5). The cheaper fix during training is not to let the model get that peaked.
 
 # %% [markdown]
 # ## 6. Chains that slow down during training itself
@@ -1027,12 +1024,11 @@ if run.section(6):
 
 # %% [markdown]
 # **What to notice** (claims above):
-# - At a constant rate the persistent chains keep moving between modes to the end. With the rate
-#   decaying to 0 their class switches fall during training, on every seed: the chains slow down as
-#   the rate goes to 0. Not because the model gets sharper: its final weights are *smaller* than at a
-#   constant rate, and we claim no mechanism. It is slowing, not freezing.
-# - The self-transition rate never fires: with 64 pixels some pixel almost always flips. Class
-#   switches and autocorrelation are the earlier warning.
+# - At a constant rate the persistent chains keep moving between modes to the end; with the rate decaying to 0
+#   their class switches fall, on every seed. Not because the model gets sharper: its final weights are
+#   *smaller* than at a constant rate (we claim no mechanism). It is slowing, not freezing.
+# - The self-transition rate never fires (with 64 pixels some pixel almost always flips): class switches and
+#   autocorrelation are the earlier warning.
 
 # %% [markdown]
 # ## Summary
@@ -1052,13 +1048,11 @@ if run.section(6):
 # %% [markdown]
 # ## Exercises
 #
-# **Exercise 1 (predict-then-tweak, easy): sharper model, larger bias**
-# Predict how the CD-1 cosine of section 2 changes with `--bas-train-steps 5000`, and with
-# `--bas-lr 0.2` for PCD's cosine. Run and compare with your predictions.
+# **Exercise 1 (predict-then-tweak, easy): sharper model, larger bias** Predict how the CD-1 cosine of
+# section 2 changes with `--bas-train-steps 5000`, and PCD's with `--bas-lr 0.2`. Run and compare.
 #
-# **Exercise 2 (predict-then-tweak, medium): does CD-1 still win with more hidden units?**
-# Run with `--n-hidden 20 --budget-sweeps 300`. Predict the order of the final exact test
-# log-likelihoods of CD-1, CD-10 and PCD-decay before you look.
+# **Exercise 2 (predict-then-tweak, medium): does CD-1 still win with more hidden units?** Predict the order
+# of the final exact test log-likelihoods of CD-1, CD-10 and PCD-decay with `--n-hidden 20 --budget-sweeps 300`.
 #
 # **Exercise 3 (extend, medium): the exact CD-k fixed point**
 # For a 3x3 bars-and-stripes RBM, build the 512 x 512 Gibbs transition matrix T(v, v') =
@@ -1066,23 +1060,21 @@ if run.section(6):
 # Plot its cosine with the exact gradient against k, and check it matches section 2's Monte-Carlo
 # curve. A stub runs with `--exercise 3`.
 #
-# **Exercise 4 (think, medium): why does PCD need a decaying learning rate?**
-# Explain, in terms of the two things PCD's chains have to track, why a constant learning rate
-# makes the exact likelihood oscillate, and why the oscillation does not simply average out.
+# **Exercise 4 (think, medium): why does PCD need a decaying learning rate?** Explain, in terms of the two
+# things PCD's chains track, why a constant rate makes the exact likelihood oscillate and why it does not average
+# out.
 #
 # **Exercise 5 (predict-then-tweak, easy): how much tempering is enough?**
 # Predict R-hat and the ESS of the 'tempered' chains with `--pt-temperatures 3` and with
 # `--pt-beta-min 1.5` (`--section 5` runs only this section). Which one fails worse, and why? (Hint: a swap
 # needs neighbouring replicas that overlap, and the hottest replica must mix.)
 #
-# **Exercise 6 (think, hard): can a spurious mode raise the likelihood?**
-# The sharp CD-1 model puts mass far from the data. Can that ever *increase* the test
-# log-likelihood compared with a model that puts it near the data? Use section 4's numbers.
+# **Exercise 6 (think, hard): can a spurious mode raise the likelihood?** The sharp CD-1 model puts mass far
+# from the data. Can that ever *increase* the test log-likelihood? Use section 4's numbers.
 #
-# **Exercise 7 (extend, easy): same schedule for both sharp models**
-# In section 4 the sharp CD-1 model uses a constant learning rate and the PCD model a decaying
-# one. Give both the same schedule (one argument of `train_on_budget`) and check whether the gap
-# between their exact-sample 'far' fractions survives.
+# **Exercise 7 (extend, easy): same schedule for both sharp models** In section 4 CD-1 keeps a constant rate
+# and PCD decays it. Give both the same schedule (one argument of `train_on_budget`): does the gap between their
+# exact-sample 'far' fractions survive?
 #
 # **Exercise 8 (think, medium): why does the start sit on the negatives?**
 # The pre-trained start of section 4 saw digits and negatives equally often, yet puts nearly all its mass
