@@ -216,6 +216,8 @@ def main(argv=None) -> int:
     parser.add_argument("--extra-run", action="append", default=[], metavar="FLAGS",
                         help="also time the selected lessons with these flags (e.g. '--dataset mnist --lecture'); "
                         "a row of their timing table, not their claims")
+    parser.add_argument("--no-default", action="store_true", help="skip the default runs; the sections come from "
+                        "the default runs already on disk (e.g. to time --quick alone)")
     parser.add_argument("--extra-only", action="store_true", help="run only the --extra-run/--sections runs; keep "
                         "the lessons' default and --quick results as they are")
     parser.add_argument("--sections", action="store_true", help="also time `--section N` alone for every section "
@@ -238,7 +240,8 @@ def main(argv=None) -> int:
                  "timings": dict(state.get(lesson, {}).get("timings", {}))}
         if not args.no_run:
             runs = [] if args.no_quick or args.extra_only else [("--quick", quick_dir, True, args.quick_timeout)]
-            runs += [] if args.quick_only or args.extra_only else [("default", default_dir, False, args.timeout)]
+            skip_default = args.quick_only or args.extra_only or args.no_default
+            runs += [] if skip_default else [("default", default_dir, False, args.timeout)]
             extras = list(args.extra_run) + ([f"--section {n}" for n in declared_sections(lesson)] if args.sections
                                              else [])
             runs += [(flags, outputs / "extra" / lesson / re.sub(r"[^\w=.-]+", "_", flags), False, args.timeout)
