@@ -307,6 +307,7 @@ def lesson_page(lesson: Path, notebook, outdir: Path, site: Path, quick: bool) -
     if quick:
         header += f'<div class="ebm-quick">Built from a --quick run ({QUICK_MARK}).</div>'
     page = page.replace("<main>", f"{table_of_contents(page)}<main>{header}{claims_table(metrics)}", 1)
+    page = re.sub(r'href="(docs/[^":#]+)\.md(#[^"]*)?"', lambda m: f'href="{m.group(1)}.html{m.group(2) or ""}"', page)
     target = site / f"{lesson.stem}.html"
     target.write_text(page, encoding="utf-8")
     return target
