@@ -157,6 +157,18 @@ def field_comments(cls: type, source: str | None = None) -> dict[str, str]:
     return comments
 
 
+def declared_constant(lesson_file, name: str, default: Any = None) -> Any:
+    """A lesson's module-level literal (FIGURES, METRICS, SECTIONS, EXERCISES) read from its source, without
+    running it: the scripts and tests use the same declarations the run enforces."""
+    import ast
+    from pathlib import Path
+
+    for node in ast.parse(Path(lesson_file).read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == [name]:
+            return ast.literal_eval(node.value)
+    return default
+
+
 def _help_comments(cls: type, prog: str | None) -> dict[str, str]:
     """The fields' comments for --help: from the lesson's file when there is one (read once), else ``inspect``."""
     from pathlib import Path

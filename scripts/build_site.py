@@ -32,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # for common/ (the scripts run from scripts/)
 TEMPLATES = Path(__file__).resolve().parent / "site_template"
 OUTPUTS = ROOT / "outputs"  # --outputs changes it (the tests build into a temporary folder)
 QUICK_MARK = "quick run: tiny settings, numbers not meaningful"
@@ -197,12 +199,9 @@ def shown(path: Path) -> str:
 
 def declared_figures(lesson: Path) -> dict[str, str]:
     """The lesson's FIGURES constant ({stem: what it shows}), for the images' alternative text."""
-    import ast
+    from common.config import declared_constant
 
-    for node in ast.parse(lesson.read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["FIGURES"]:
-            return ast.literal_eval(node.value)
-    return {}
+    return declared_constant(lesson, "FIGURES", {})
 
 
 def images_as_files(cell_index: int, cell, files: Path, lesson: Path) -> None:

@@ -29,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # for common/ (the scripts run from scripts/)
 FIGURE_WIDTH = 900  # pixels of a key figure on the page: readable without a click
 FALLBACK_FIGURES = 3  # a lesson that marks no key figure shows its first few, and the page says so
 
@@ -43,12 +45,9 @@ def lessons(selected: list[str] | None) -> list[str]:
 
 def declared_sections(lesson: str) -> list[int]:
     """The section numbers a lesson declares in its SECTIONS constant (none if it declares none)."""
-    import ast
+    from common.config import declared_constant
 
-    for node in ast.parse((ROOT / f"{lesson}.py").read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["SECTIONS"]:
-            return sorted(ast.literal_eval(node.value))
-    return []
+    return sorted(declared_constant(ROOT / f"{lesson}.py", "SECTIONS", {}))
 
 
 def lesson_command(lesson: str, outdir: Path, quick: bool, extra: tuple[str, ...] = ()) -> list[str]:

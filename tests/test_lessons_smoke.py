@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from common.config import declared_constant
+
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted(p.name for p in ROOT.glob("[0-9][0-9]_*.py"))
 # written by common.lesson, not the lesson
@@ -66,10 +68,9 @@ def without_timings(metrics):
 
 def declared(lesson, name):
     """The lesson's constant ``name`` (FIGURES, METRICS, SECTIONS, EXERCISES) read from its code."""
-    for node in ast.parse((ROOT / lesson).read_text()).body:
-        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == [name]:
-            return ast.literal_eval(node.value)
-    raise AssertionError(f"{lesson} declares no {name}")
+    value = declared_constant(ROOT / lesson, name)
+    assert value is not None, f"{lesson} declares no {name}"
+    return value
 
 
 def stubs_in(lesson) -> list[int]:
