@@ -186,7 +186,6 @@ import warnings  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Circle  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
 
 from common import diffusion, plotting  # noqa: E402
 from common.claims import over_seeds  # noqa: E402
@@ -211,9 +210,6 @@ from common.training import Trainer  # noqa: E402
 run = start_lesson(cfg, flags, cpu_only="tiny networks and 2-D grids; nothing here needs an accelerator",
                    figures=FIGURES, metrics=METRICS)
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")  # raised inside torch.func.hessian
-# NumPy's BLAS gets PyTorch's thread count (--threads): on these small matrices extra BLAS threads only spin
-# (section 5's probes cost 15x the CPU time with them)
-threadpool_limits(torch.get_num_threads())
 
 
 SECTION_CLOCK = {}  # section name -> CPU time at its start
@@ -1032,8 +1028,7 @@ def probe_accuracy(train_features, test_features, standardise):
 
     probe = LogisticRegression(max_iter=cfg.probe_iters)
     probe = make_pipeline(StandardScaler(), probe) if standardise else probe
-    with threadpool_limits(torch.get_num_threads()):  # scipy's own BLAS, loaded only now: same thread count
-        probe.fit(train_features.numpy(), images.y_train.numpy())
+    probe.fit(train_features.numpy(), images.y_train.numpy())  # BLAS threads: --threads (common.config)
     return float(probe.score(test_features.numpy(), images.y_test.numpy()))
 
 

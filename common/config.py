@@ -605,6 +605,10 @@ def parse_flags(
         stop_lesson(2)
     if isinstance(exercises, dict) and common.exercise is not None and common.section is None:
         common.section = tuple(exercises[common.exercise])  # only what the exercise needs
+    # every BLAS and OpenMP pool loaded from here on (scipy's, scikit-learn's) gets --threads: on the course's
+    # small matrices extra threads only spin; start_lesson limits the pools already loaded (threadpoolctl)
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = str(common.threads)
     require_packages(prog)
     if os.environ.get("EBM_PARSE_ONLY"):  # tests/test_exercise_commands.py: check the flags, run nothing
         print(f"{prog}: flags ok")

@@ -517,8 +517,8 @@ def start_lesson(config, flags, *, cpu_only: str | None = None, figures: dict[st
     use_course_style(quick=flags.quick)
     seed_everything(flags.seed)
     torch.set_num_threads(flags.threads)  # small tensors: one thread avoids per-op hand-off costs
-    # NumPy's and SciPy's BLAS get the same count: on small matrices their idle threads spin (scikit-learn's
-    # logistic regression cost 15x the CPU with the default pool)
+    # the BLAS pools already loaded (NumPy's) get the same count: on small matrices their idle threads spin
+    # (scikit-learn's logistic regression cost 15x the CPU); pools loaded later read the variables parse_flags set
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(flags.threads)

@@ -214,6 +214,21 @@ def test_run_folder_names_what_changed(monkeypatch):
                       "--step-size 0.01": None, "--quick --seed 3": "quick_seed=3", "--ks 2,3": "ks=2,3"}
 
 
+def test_threads_reach_every_blas_loaded_later(monkeypatch):
+    """--threads is the one thread knob: BLAS/OpenMP pools loaded after the flags (scipy's, scikit-learn's)
+    read these variables when they load."""
+    from common.config import parse_flags
+
+    @dataclass
+    class Tiny:
+        lr: float = 0.1
+
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(variable, "8")
+    parse_flags(Tiny, "99_tiny", argv=["--threads", "2"])
+    assert [os.environ[v] for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")] == ["2"] * 3
+
+
 def test_section_and_exercise_choose_what_runs(capsys):
     from dataclasses import dataclass
 
